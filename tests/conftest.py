@@ -1,0 +1,74 @@
+"""Fixtures: one per real local server, and a config writer."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from feedserver import FeedServer  # noqa: E402
+from servers import SmtpSink, WebhookReceiver  # noqa: E402
+
+from watcher.config import Config, load_config  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    with FeedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+async def webhook() -> AsyncIterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    await receiver.start()
+    try:
+        yield receiver
+    finally:
+        await receiver.stop()
+
+
+ConfigWriter = Callable[..., Config]
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> ConfigWriter:
+    """Write a TOML config into tmp_path and load it; `body` is the TOML text (dedented)."""
+
+    def write(body: str, name: str = "watcher.toml") -> Config:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(body), encoding="utf-8")
+        return load_config(path)
+
+    return write
+
+
+def feeds_toml(*urls: str, **extra: str) -> str:
+    """[[feeds]] tables for these URLs."""
+    lines = []
+    for i, url in enumerate(urls):
+        lines += ["[[feeds]]", f'url = "{url}"', f'name = "Feed {i}"']
+        lines += [f"{k} = {v}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+KURSK_TOPIC = """
+[[topics]]
+name = "kursk-evacuation"
+any = ["Kursk evacuation", "evacuate Kursk residents", "Kursk residents evacuated"]
+none = ["Battle of Kursk", "Kursk submarine"]
+channels = {channels}
+"""

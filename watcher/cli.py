@@ -1,0 +1,94 @@
+"""Command line: run, once, check, test, status, retry."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from watcher import __version__, logs
+from watcher.config import DEFAULT_PATH, ConfigError, load_config
+from watcher.store import StoreError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("watcher")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="watcher", description=(
+        "Watch RSS/Atom feeds for topics and alert by email and webhook."))
+    parser.add_argument("--version", action="version", version=f"watcher {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=None, help=(
+        f"config file (default: $WATCHER_CONFIG or {DEFAULT_PATH})"))
+    common.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        default=None, help="log level (default: [watcher] log_level, or info)")
+    common.add_argument("--log-format", choices=["plain", "json"], default="plain")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="the daemon: poll on schedule and alert")
+    sub.add_parser("once", parents=[common], help="poll every feed once, deliver, exit")
+    sub.add_parser("check", parents=[common], help="validate the config")
+    test = sub.add_parser("test", parents=[common], help=(
+        "match feed files/URLs against the topics; no state, no alerts"))
+    test.add_argument("--json", action="store_true", help="one JSON object per match")
+    test.add_argument("sources", nargs="+", metavar="SOURCE", help="feed file, file:// or URL")
+    sub.add_parser("status", parents=[common], help="feeds, topics, channels and the outbox")
+    retry = sub.add_parser("retry", parents=[common], help="re-queue failed alerts")
+    retry.add_argument("--channel", default=None, help="only this channel's failed alerts")
+    return parser
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config or os.environ.get("WATCHER_CONFIG") or DEFAULT_PATH)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    path = _config_path(args)
+    needs_secrets = args.command in {"run", "once", "check"}
+    try:
+        config = load_config(path, check_secrets=needs_secrets)
+    except ConfigError as exc:
+        print(f"watcher: the config has {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.setup_logging(args.log_level or config.watcher.log_level, args.log_format)
+    if args.command == "check":
+        print(f"{path}: ok ({len(config.feeds)} feeds, {len(config.topics)} topics, "
+              f"{len(config.channels)} channels)")
+        return EXIT_OK
+    try:
+        return asyncio.run(_dispatch(args, config))
+    except StoreError as exc:
+        log.error("state store unavailable", extra={"reason": str(exc)})
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+async def _dispatch(args: argparse.Namespace, config: object) -> int:
+    from watcher import report  # noqa: PLC0415 - keeps `check` fast
+    from watcher.daemon import Daemon, run_once  # noqa: PLC0415
+
+    assert hasattr(config, "feeds")
+    if args.command == "run":
+        return await Daemon(_config_path(args)).run()
+    if args.command == "once":
+        await run_once(config)  # type: ignore[arg-type]
+        return EXIT_OK
+    if args.command == "test":
+        return await report.test_sources(config, args.sources, as_json=args.json)  # type: ignore[arg-type]
+    if args.command == "status":
+        return await report.status(config)  # type: ignore[arg-type]
+    if args.command == "retry":
+        return await report.retry(config, args.channel)  # type: ignore[arg-type]
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

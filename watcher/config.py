@@ -1,0 +1,447 @@
+"""Load and validate the TOML config into typed settings.
+
+Every error names the file, the key path (``topics[2].threshold``) and what was expected.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from watcher.model import Phrase, TopicRule
+
+DEFAULT_PATH = Path("config/watcher.toml")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DAILY = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class ConfigError(Exception):
+    """The config cannot be used; `problems` lists every finding as 'file: key: message'."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def parse_duration(value: object) -> timedelta:
+    """'90s', '10m', '72h', '1d' or a number of seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    raise ValueError(f"expected a duration such as '90s', '10m', '72h' or '1d', got {value!r}")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _interval(value: object) -> timedelta | Literal["auto"]:
+    return "auto" if value == "auto" else parse_duration(value)
+
+
+def _digest(value: object) -> timedelta | str:
+    """'0' (no digest), a period ('15m') or a daily time ('08:00')."""
+    if isinstance(value, str) and _DAILY.match(value):
+        return value
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(
+            f"expected '0', a period such as '15m', or a daily time such as '08:00', got {value!r}"
+        ) from None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class PhraseSpec(_Strict):
+    phrase: str = Field(min_length=1)
+    threshold: float | None = Field(default=None, ge=0, le=100)
+
+
+def _phrases(value: object) -> object:
+    """Accept ["a", {phrase=..., threshold=...}] or {"a" = 100, "b" = 90}."""
+    if isinstance(value, dict):
+        return [{"phrase": k, "threshold": v} for k, v in value.items()]
+    if isinstance(value, list):
+        return [{"phrase": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+Phrases = Annotated[tuple[PhraseSpec, ...], BeforeValidator(_phrases)]
+
+
+class WatcherSettings(_Strict):
+    state: str = "watcher.db"
+    interval: Duration = timedelta(minutes=10)
+    interval_floor: Duration = timedelta(minutes=1)
+    first_poll: Literal["mark-seen", "alert"] = "mark-seen"
+    story_window: Duration = timedelta(hours=72)
+    timeout: Duration = timedelta(seconds=30)
+    max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    concurrency: int = Field(default=64, gt=0)
+    per_host: int = Field(default=4, gt=0)
+    jitter: float = Field(default=0.1, ge=0, le=0.5)
+    metrics: str = ""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    timezone: str = "UTC"
+    state_password_env: str = ""
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_address(cls, address: str) -> str:
+        if address:
+            from watcher.metrics import parse_address  # noqa: PLC0415
+
+            parse_address(address)
+        return address
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"expected an IANA time zone such as 'Europe/Kyiv', got {name!r}") \
+                from None
+        return name
+
+
+class FeedSettings(_Strict):
+    url: str
+    name: str = ""
+    interval: Annotated[timedelta | Literal["auto"] | None, BeforeValidator(_interval)] = None
+    tags: tuple[str, ...] = ()
+    fulltext: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://", "file:")):
+            raise ValueError(f"expected an http://, https:// or file:// URL, got {url!r}")
+        return url
+
+
+class TopicSettings(_Strict):
+    name: str = Field(min_length=1)
+    any: Phrases = ()
+    all: Phrases = ()
+    none: Phrases = ()
+    query: str | None = None
+    threshold: float = Field(default=85, ge=0, le=100)
+    fields: tuple[Literal["title", "summary", "content"], ...] = ("title", "summary")
+    title_weight: float = Field(default=1.0, ge=1.0, le=10.0)
+    channels: tuple[str, ...] = ()
+    feeds: tuple[str, ...] = ()
+    updates: Literal["ignore", "alert"] = "ignore"
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, query: str | None) -> str | None:
+        if query is not None:
+            from watcher.query import parse_query  # noqa: PLC0415 - the match stage owns the grammar
+
+            parse_query(query)
+        return query
+
+    def rule(self) -> TopicRule:
+        """The matcher's view of this topic."""
+
+        def conv(specs: tuple[PhraseSpec, ...]) -> tuple[Phrase, ...]:
+            return tuple(Phrase(s.phrase, s.threshold) for s in specs)
+
+        return TopicRule(
+            name=self.name, any=conv(self.any), all=conv(self.all), none=conv(self.none),
+            query=self.query, threshold=self.threshold, fields=self.fields,
+            title_weight=self.title_weight,
+        )
+
+
+class _ChannelBase(_Strict):
+    name: str = Field(min_length=1)
+    digest: Annotated[timedelta | str, BeforeValidator(_digest)] = timedelta(0)
+
+
+class EmailChannel(_ChannelBase):
+    type: Literal["email"]
+    to: tuple[str, ...] = Field(min_length=1)
+    from_: str = Field(alias="from")
+    host: str = "localhost"
+    port: int = Field(default=25, gt=0, lt=65536)
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str = ""
+    password_env: str = ""
+    password_file: str = ""
+    timeout: Duration = timedelta(seconds=30)
+
+
+class WebhookChannel(_ChannelBase):
+    type: Literal["webhook"]
+    url: str
+    secret_env: str = ""
+    secret_file: str = ""
+    format: Literal["json", "slack", "discord"] = "json"
+    timeout: Duration = timedelta(seconds=15)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+        return url
+
+
+class AppriseChannel(_ChannelBase):
+    type: Literal["apprise"]
+    urls_env: str = ""
+    urls_file: str = ""
+
+
+class FileChannel(_ChannelBase):
+    """Appends each alert's JSON payload as a line to a file (relative to the config)."""
+
+    type: Literal["file"]
+    path: str = Field(min_length=1)
+
+
+ChannelSettings = EmailChannel | WebhookChannel | AppriseChannel | FileChannel
+_CHANNEL_TYPES: dict[str, type[_ChannelBase]] = {
+    "email": EmailChannel, "webhook": WebhookChannel, "apprise": AppriseChannel,
+    "file": FileChannel,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded, validated config."""
+
+    path: Path
+    files: tuple[Path, ...]  # the main file and every included one (watched for reload)
+    watcher: WatcherSettings
+    feeds: tuple[FeedSettings, ...]
+    topics: tuple[TopicSettings, ...]
+    channels: tuple[ChannelSettings, ...]
+    digest: str  # sha256 of the files' bytes, to compare nodes and reloads
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def state_location(self) -> str:
+        """The state URL or an absolute SQLite path (relative paths are from the config's folder)."""
+        state = self.watcher.state
+        if "://" in state:
+            return state
+        return str((self.base_dir / state).resolve())
+
+    def channel(self, name: str) -> ChannelSettings:
+        return next(c for c in self.channels if c.name == name)
+
+    def feed_label(self, feed: FeedSettings) -> str:
+        return feed.name or feed.url
+
+
+def resolve_secret(env_name: str, file_name: str, base_dir: Path) -> str:
+    """A secret from an environment variable or a file; empty when neither is configured."""
+    if env_name:
+        value = os.environ.get(env_name)
+        if value is None:
+            raise ConfigError([f"environment variable {env_name} is not set"])
+        return value
+    if file_name:
+        path = base_dir / file_name
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError([f"cannot read secret file {path}: {exc.strerror}"]) from exc
+    return ""
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def _describe(err: dict[str, Any]) -> str:
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "required key is missing"
+    if err["type"] not in {"value_error", "assertion_error"} and "input" in err:
+        return f"{msg}, got {err['input']!r}"
+    return msg
+
+
+def _validate(model: type[BaseModel], data: Any, file: Path, loc: tuple[int | str, ...],
+              problems: list[str]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            problems.append(f"{file}: {_key_path(loc + tuple(err['loc']))}: {_describe(err)}")
+        return None
+
+
+def _read_toml(path: Path) -> tuple[dict[str, Any], bytes]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config: {exc.strerror}"]) from exc
+    try:
+        return tomllib.loads(raw.decode("utf-8")), raw
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+
+
+_SECTIONS = {"watcher", "feeds", "topics", "channels", "include"}
+
+
+@dataclass
+class _Collected:
+    feeds: list[tuple[Path, int, FeedSettings]]
+    topics: list[tuple[Path, int, TopicSettings]]
+    channels: list[tuple[Path, int, ChannelSettings]]
+
+
+def _collect(path: Path, data: dict[str, Any], out: _Collected, problems: list[str],
+             allowed: set[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            problems.append(f"{path}: {key}: unknown key (expected one of {sorted(allowed)})")
+    for section, model, bucket in (("feeds", FeedSettings, out.feeds),
+                                   ("topics", TopicSettings, out.topics)):
+        items = data.get(section, [])
+        if not isinstance(items, list):
+            problems.append(f"{path}: {section}: expected an array of tables ([[{section}]])")
+            continue
+        for i, item in enumerate(items):
+            if (value := _validate(model, item, path, (section, i), problems)) is not None:
+                if isinstance(value, FeedSettings):
+                    value = _absolute_file_url(value, path.parent)
+                bucket.append((path, i, value))
+    channels = data.get("channels", [])
+    if not isinstance(channels, list):
+        problems.append(f"{path}: channels: expected an array of tables ([[channels]])")
+        return
+    for i, item in enumerate(channels):
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind not in _CHANNEL_TYPES:
+            problems.append(f"{path}: channels[{i}].type: expected one of "
+                            f"{sorted(_CHANNEL_TYPES)}, got {kind!r}")
+            continue
+        if (value := _validate(_CHANNEL_TYPES[kind], item, path, ("channels", i), problems)):
+            out.channels.append((path, i, value))
+
+
+def _absolute_file_url(feed: FeedSettings, base: Path) -> FeedSettings:
+    """'file:demo/x.xml' (no slashes) is relative to the config file's folder."""
+    if feed.url.startswith("file:") and not feed.url.startswith("file://"):
+        return feed.model_copy(update={"url": (base / feed.url[5:]).resolve().as_uri()})
+    return feed
+
+
+def _includes(path: Path, data: dict[str, Any], problems: list[str]) -> list[Path]:
+    patterns = data.get("include", [])
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        problems.append(f"{path}: include: expected an array of file patterns")
+        return []
+    found: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(str(path.parent / pattern)))
+        found.extend(Path(m) for m in matches if Path(m).resolve() != path.resolve())
+    return found
+
+
+def _cross_check(c: _Collected, problems: list[str]) -> None:
+    for kind, items in (("feeds", c.feeds), ("topics", c.topics), ("channels", c.channels)):
+        seen: dict[str, tuple[Path, int]] = {}
+        for file, i, item in items:
+            key = item.url if kind == "feeds" else item.name  # type: ignore[union-attr]
+            if key in seen:
+                first = seen[key]
+                problems.append(f"{file}: {kind}[{i}]: duplicate {'url' if kind == 'feeds' else 'name'}"
+                                f" {key!r} (first at {first[0]}: {kind}[{first[1]}])")
+            seen.setdefault(key, (file, i))
+    channel_names = {ch.name for _, _, ch in c.channels}
+    feed_refs = {f.name for _, _, f in c.feeds} | {t for _, _, f in c.feeds for t in f.tags}
+    for file, i, topic in c.topics:
+        for j, name in enumerate(topic.channels):
+            if name not in channel_names:
+                problems.append(f"{file}: topics[{i}].channels[{j}]: no channel named {name!r} "
+                                f"(defined: {sorted(channel_names) or 'none'})")
+        for j, ref in enumerate(topic.feeds):
+            if ref not in feed_refs:
+                problems.append(f"{file}: topics[{i}].feeds[{j}]: no feed name or tag {ref!r}")
+        if not (topic.any or topic.all or topic.query):
+            problems.append(f"{file}: topics[{i}]: a topic needs at least one of any, all, query")
+
+
+def load_config(path: Path | str | None = None, *, check_secrets: bool = True) -> Config:
+    """Read, validate and cross-check the config and its includes; raise ConfigError."""
+    path = Path(path or os.environ.get("WATCHER_CONFIG") or DEFAULT_PATH)
+    data, raw = _read_toml(path)
+    problems: list[str] = []
+    collected = _Collected([], [], [])
+    settings = _validate(WatcherSettings, data.get("watcher", {}), path, ("watcher",), problems)
+    _collect(path, data, collected, problems, _SECTIONS)
+    digest = hashlib.sha256(raw)
+    files = [path]
+    for inc in _includes(path, data, problems):
+        inc_data, inc_raw = _read_toml(inc)
+        digest.update(inc_raw)
+        files.append(inc)
+        _collect(inc, inc_data, collected, problems, {"feeds", "topics", "channels"})
+    _cross_check(collected, problems)
+    if check_secrets:
+        problems.extend(_secret_problems(path, collected))
+    if problems or settings is None:
+        raise ConfigError(problems)
+    return Config(
+        path=path, files=tuple(files), watcher=settings,
+        feeds=tuple(f for _, _, f in collected.feeds),
+        topics=tuple(t for _, _, t in collected.topics),
+        channels=tuple(ch for _, _, ch in collected.channels),
+        digest=digest.hexdigest(),
+    )
+
+
+def _secret_problems(path: Path, c: _Collected) -> list[str]:
+    out: list[str] = []
+    for file, i, ch in c.channels:
+        pairs = {
+            "email": [("password_env", "password_file")],
+            "webhook": [("secret_env", "secret_file")],
+            "apprise": [("urls_env", "urls_file")],
+        }.get(ch.type, [])
+        for env_key, file_key in pairs:
+            env_name, file_name = getattr(ch, env_key), getattr(ch, file_key)
+            if env_name and file_name:
+                out.append(f"{file}: channels[{i}]: set {env_key} or {file_key}, not both")
+            elif env_name and env_name not in os.environ:
+                out.append(f"{file}: channels[{i}].{env_key}: environment variable "
+                           f"{env_name} is not set")
+            elif file_name and not (path.parent / file_name).is_file():
+                out.append(f"{file}: channels[{i}].{file_key}: no such file "
+                           f"{path.parent / file_name}")
+        if ch.type == "apprise" and not (ch.urls_env or ch.urls_file):
+            out.append(f"{file}: channels[{i}]: an apprise channel needs urls_env or urls_file "
+                       "(service URLs hold tokens, so they are never written inline)")
+    return out

@@ -1,0 +1,68 @@
+"""The sender interface of the notify stage, its errors, and the channel-type registry.
+
+The outbox worker owns retries and persistence; a sender makes one attempt and either
+returns (delivered) or raises a `DeliveryError` saying whether trying again can help.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+
+from watcher.config import ChannelSettings
+from watcher.model import AlertMessage
+
+
+class DeliveryError(Exception):
+    """A failed delivery attempt; `str()` names the channel, the target and the reason."""
+
+    def __init__(self, channel: str, reason: str) -> None:
+        self.channel = channel
+        self.reason = reason
+        super().__init__(f"channel {channel!r}: {reason}")
+
+
+class TemporaryDeliveryError(DeliveryError):
+    """Worth retrying later; `retry_after` is the receiver's hint in seconds, if it gave one."""
+
+    def __init__(self, channel: str, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(channel, reason)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Retrying will not help (rejected, misconfigured); keep the alert for inspection."""
+
+
+class Sender(Protocol):
+    async def send(self, messages: Sequence[AlertMessage], delivery_id: str) -> None:
+        """Deliver one alert, or several as ONE digest; `delivery_id` is stable across retries."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+# channel type -> "module:factory"; a factory is `(channel, base_dir, session) -> Sender`.
+# Adding a channel type is one line here (the module is imported only when used).
+SENDERS: dict[str, str] = {
+    "email": "watcher.notify.email:make_email_sender",
+    "webhook": "watcher.notify.webhook:make_webhook_sender",
+}
+
+
+def make_sender(channel: ChannelSettings, base_dir: Path,
+                session: aiohttp.ClientSession) -> Sender:
+    """The sender for a configured channel; secrets are resolved now (raises ConfigError)."""
+    target = SENDERS.get(channel.type)
+    if target is None:
+        if channel.type == "apprise":
+            raise NotImplementedError(f"channel {channel.name!r}: apprise channels are not "
+                                      "supported yet")
+        raise ValueError(f"channel {channel.name!r}: unknown channel type {channel.type!r}")
+    module_name, _, factory_name = target.partition(":")
+    factory: Any = getattr(importlib.import_module(module_name), factory_name)
+    return factory(channel, base_dir, session)

@@ -1,0 +1,45 @@
+"""The `file` channel: append each alert as one JSON line (demos, scripts, audit trails)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+
+from watcher.config import FileChannel
+from watcher.model import AlertMessage
+from watcher.notify.base import PermanentDeliveryError
+from watcher.notify.render import json_payload
+
+
+class FileSender:
+    """Writes the webhook JSON payload of each delivery as one line of a file."""
+
+    def __init__(self, channel: FileChannel, base_dir: Path) -> None:
+        self.channel = channel
+        self.path = base_dir / channel.path
+
+    async def send(self, messages: Sequence[AlertMessage], delivery_id: str) -> None:
+        payload = json_payload(messages, delivery_id)
+        line = json.dumps(payload, ensure_ascii=False) + "\n"
+        try:
+            await asyncio.to_thread(self._append, line)
+        except OSError as exc:
+            raise PermanentDeliveryError(self.channel.name,
+                                         f"cannot write {self.path}: {exc.strerror}") from exc
+
+    def _append(self, line: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(line)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def make_file_sender(channel: FileChannel, base_dir: Path,
+                     session: aiohttp.ClientSession) -> FileSender:
+    return FileSender(channel, base_dir)

@@ -1,0 +1,142 @@
+"""The outbox worker: delivers owed alerts, retries with backoff, never drops one.
+
+An alert row is written in the same transaction that records its match, so it is either owed
+or was never owed. This worker is the only place that changes its delivery state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+
+from watcher import schedule
+from watcher.notify.base import PermanentDeliveryError, Sender, TemporaryDeliveryError
+from watcher.store.base import OwedAlert, Store
+
+log = logging.getLogger("watcher.notify")
+BATCH = 200
+IDLE_WAKE = 30.0  # seconds: look for due retries at least this often
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def digest_id(alerts: list[OwedAlert]) -> str:
+    """A stable delivery id for one digest: the same alerts give the same id on every retry."""
+    ids = "\n".join(sorted(a.id for a in alerts))
+    return "digest-" + hashlib.sha256(ids.encode()).hexdigest()[:24]
+
+
+class Outbox:
+    """Delivers what the store says is owed, channel by channel."""
+
+    def __init__(self, store: Store, senders: Mapping[str, Sender], *,
+                 digest_channels: set[str] | None = None,
+                 clock: Callable[[], datetime] = _utcnow,
+                 on_result: Callable[[str, str, int], None] | None = None) -> None:
+        self.store = store
+        self.senders = dict(senders)
+        self.digest_channels = digest_channels or set()
+        self.clock = clock
+        self.on_result = on_result or (lambda channel, result, n: None)
+        self._wake = asyncio.Event()
+
+    def configure(self, senders: Mapping[str, Sender], digest_channels: set[str]) -> None:
+        """Use new senders (after a reload); owed alerts stay owed."""
+        self.senders = dict(senders)
+        self.digest_channels = digest_channels
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver forever: when woken, when a retry is due, and every IDLE_WAKE seconds."""
+        while True:
+            self._wake.clear()
+            try:
+                await self.deliver_due()
+            except Exception:
+                log.exception("outbox pass failed; owed alerts stay owed and are retried")
+            timeout = await self._sleep_for()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def _sleep_for(self) -> float:
+        nxt = await self.store.next_due_at()
+        if nxt is None:
+            return IDLE_WAKE
+        return min(IDLE_WAKE, max(0.05, (nxt - self.clock()).total_seconds()))
+
+    async def deliver_due(self) -> int:
+        """One pass over everything due now; returns how many alerts were delivered."""
+        delivered = 0
+        while True:
+            due = await self.store.due_alerts(self.clock(), BATCH)
+            if not due:
+                return delivered
+            by_channel: dict[str, list[OwedAlert]] = defaultdict(list)
+            for alert in due:
+                by_channel[alert.channel].append(alert)
+            results = await asyncio.gather(*(self._deliver_channel(ch, alerts)
+                                             for ch, alerts in by_channel.items()))
+            delivered += sum(results)
+            if len(due) < BATCH:
+                return delivered
+
+    async def _deliver_channel(self, channel: str, alerts: list[OwedAlert]) -> int:
+        sender = self.senders.get(channel)
+        if sender is None:
+            reason = f"channel {channel!r} is not in the config any more; kept until it returns"
+            await self.store.mark_retry([a.id for a in alerts], reason,
+                                        self.clock() + timedelta(hours=1))
+            log.warning("alerts owed to a missing channel", extra={
+                "channel": channel, "owed": len(alerts)})
+            return 0
+        if channel in self.digest_channels:
+            return await self._attempt(channel, sender, alerts, digest_id(alerts))
+        delivered = 0
+        for alert in alerts:
+            delivered += await self._attempt(channel, sender, [alert], alert.id)
+        return delivered
+
+    async def _attempt(self, channel: str, sender: Sender, alerts: list[OwedAlert],
+                       delivery_id: str) -> int:
+        ids = [a.id for a in alerts]
+        context = {"channel": channel, "alert_id": delivery_id, "topic": alerts[0].message.topic}
+        try:
+            await sender.send([a.message for a in alerts], delivery_id)
+        except TemporaryDeliveryError as exc:
+            attempts = max(a.attempts for a in alerts)
+            wait = schedule.delivery_backoff(attempts, exc.retry_after)
+            wait *= random.uniform(0.8, 1.2) if exc.retry_after is None else 1.0
+            await self.store.mark_retry(ids, str(exc), self.clock() + wait)
+            log.warning("delivery failed, will retry", extra={
+                **context, "reason": str(exc), "attempt": attempts + 1,
+                "retry_in": f"{wait.total_seconds():.0f}s"})
+            self.on_result(channel, "retried", len(ids))
+            return 0
+        except PermanentDeliveryError as exc:
+            await self.store.mark_failed(ids, str(exc))
+            log.error("delivery failed permanently; see `watcher status`, requeue with "
+                      "`watcher retry`", extra={**context, "reason": str(exc)})
+            self.on_result(channel, "failed", len(ids))
+            return 0
+        except Exception as exc:  # a bug in a sender must not lose the alert
+            await self.store.mark_retry(ids, f"unexpected error: {exc!r}",
+                                        self.clock() + schedule.delivery_backoff(
+                                            max(a.attempts for a in alerts)))
+            log.exception("delivery crashed, will retry", extra=context)
+            self.on_result(channel, "retried", len(ids))
+            return 0
+        await self.store.mark_delivered(ids, self.clock())
+        log.info("alert delivered", extra={**context, "alerts": len(ids)})
+        self.on_result(channel, "sent", len(ids))
+        return len(ids)

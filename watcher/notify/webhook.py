@@ -1,0 +1,131 @@
+"""Webhook channel: POST one JSON document per alert or digest.
+
+Redirects are not followed: a 3xx is a permanent failure naming the new location, since
+following would re-send a signed payload to another URL (and 301/302/303 turn POST into
+GET); the channel's url should be updated instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Sequence
+from email.utils import parsedate_to_datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import aiohttp
+
+from watcher.config import WebhookChannel, resolve_secret
+from watcher.model import AlertMessage
+from watcher.notify.base import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from watcher.notify.render import one_line, webhook_payload
+
+EXCERPT_CHARS = 200
+
+
+def _user_agent() -> str:
+    try:
+        return f"watcher/{version('watcher')}"
+    except PackageNotFoundError:
+        return "watcher/0"
+
+
+USER_AGENT = _user_agent()
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The X-Watcher-Signature value: 'sha256=' + hex HMAC-SHA256 of the exact body."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def encode_body(payload: object) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None if absent/bad."""
+    if not value or not (value := value.strip()):
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class WebhookSender:
+    def __init__(self, channel: WebhookChannel, session: aiohttp.ClientSession,
+                 secret: str = "") -> None:
+        self.channel = channel
+        self.session = session
+        self.secret = secret
+
+    def headers(self, body: bytes, delivery_id: str) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+                   "X-Watcher-Delivery": delivery_id}
+        if self.secret:
+            headers["X-Watcher-Signature"] = sign(self.secret, body)
+        return headers
+
+    async def send(self, messages: Sequence[AlertMessage], delivery_id: str) -> None:
+        if not messages:
+            return
+        body = encode_body(webhook_payload(self.channel.format, messages, delivery_id))
+        timeout = aiohttp.ClientTimeout(total=self.channel.timeout.total_seconds())
+        try:
+            async with self.session.post(self.channel.url, data=body, timeout=timeout,
+                                         headers=self.headers(body, delivery_id),
+                                         allow_redirects=False) as resp:
+                if 200 <= resp.status < 300:
+                    return
+                raise await self._status_error(resp)
+        except DeliveryError:
+            raise
+        except TimeoutError as exc:
+            raise TemporaryDeliveryError(self.channel.name, f"POST {self.channel.url} timed "
+                                         f"out after {timeout.total:g}s") from exc
+        except aiohttp.InvalidURL as exc:
+            raise PermanentDeliveryError(self.channel.name,
+                                         f"invalid webhook url {self.channel.url}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TemporaryDeliveryError(self.channel.name, f"POST {self.channel.url} failed:"
+                                         f" {type(exc).__name__}: {exc}") from exc
+
+    async def _status_error(self, resp: aiohttp.ClientResponse) -> DeliveryError:
+        status = resp.status
+        where = f"POST {self.channel.url} got HTTP {status}"
+        if 300 <= status < 400:
+            location = resp.headers.get("Location", "(no Location header)")
+            return PermanentDeliveryError(self.channel.name, f"{where}, a redirect to "
+                                          f"{location}; redirects are not followed, set the "
+                                          "channel url to the final address")
+        excerpt = await _excerpt(resp)
+        reason = f"{where}: {excerpt}" if excerpt else where
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            return TemporaryDeliveryError(self.channel.name, reason, retry_after)
+        return PermanentDeliveryError(self.channel.name, reason)
+
+    async def aclose(self) -> None:
+        return None  # the session belongs to the caller
+
+
+async def _excerpt(resp: aiohttp.ClientResponse) -> str:
+    try:
+        raw = await resp.content.read(4 * EXCERPT_CHARS)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return ""
+    return one_line(raw.decode("utf-8", "replace"), EXCERPT_CHARS)
+
+
+def make_webhook_sender(channel: WebhookChannel, base_dir: Path,
+                        session: aiohttp.ClientSession) -> WebhookSender:
+    secret = resolve_secret(channel.secret_env, channel.secret_file, base_dir)
+    return WebhookSender(channel, session, secret)

@@ -1,0 +1,243 @@
+"""One feed poll through every stage: fetch -> parse -> store -> match -> dedupe -> outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from watcher import metrics, schedule
+from watcher.config import Config, FeedSettings, TopicSettings
+from watcher.dedupe import StoryIndex
+from watcher.fetch import Fetcher, FetchResult, Validators, body_hash
+from watcher.match import Matcher
+from watcher.model import Entry, Match
+from watcher.parse import FeedParseError, ParsedFeed, parse_feed
+from watcher.store.base import FeedState, NewAlert, NewStory, PollRecord, Store, StoryMember
+
+log = logging.getLogger("watcher.poll")
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def short_hash(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class PollSummary:
+    feed: str
+    status: int
+    entries: int = 0
+    new: int = 0
+    alerts: int = 0
+    error: str | None = None
+
+
+class Rules:
+    """The topic side of a config, compiled once per (re)load."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.topics: dict[str, TopicSettings] = {t.name: t for t in config.topics}
+        self.matcher = Matcher([t.rule() for t in config.topics])
+        self._by_feed: dict[str, frozenset[str]] = {}
+
+    def topics_for(self, feed: FeedSettings) -> frozenset[str]:
+        """Topics that watch this feed (a topic's `feeds` lists feed names or tags)."""
+        if feed.url not in self._by_feed:
+            labels = {feed.name, *feed.tags} - {""}
+            self._by_feed[feed.url] = frozenset(
+                t.name for t in self.config.topics if not t.feeds or labels & set(t.feeds))
+        return self._by_feed[feed.url]
+
+
+class Pipeline:
+    """Polls feeds and turns new matching entries into owed alerts."""
+
+    def __init__(self, config: Config, store: Store, fetcher: Fetcher,
+                 parse_executor: Executor | None = None, clock: Clock = utcnow,
+                 on_alerts: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.fetcher = fetcher
+        self.parse_executor = parse_executor
+        self.clock = clock
+        self.on_alerts = on_alerts or (lambda: None)
+        self.rules = Rules(config)
+        self.stories = StoryIndex(config.watcher.story_window)
+        self.states: dict[str, FeedState] = {}
+
+    @property
+    def config(self) -> Config:
+        return self.rules.config
+
+    async def start(self) -> None:
+        """Load feed state and the open stories of the window from the store."""
+        self.states = await self.store.feed_states([f.url for f in self.config.feeds])
+        since = self.clock() - self.config.watcher.story_window
+        for story in await self.store.open_stories(since):
+            self.stories.add(story.id, story.topic, story.title, story.summary, story.opened_at)
+
+    async def apply(self, config: Config) -> None:
+        """Switch to a new config: new topics apply to the next entries; new feeds get state."""
+        if config.watcher.story_window != self.config.watcher.story_window:
+            log.warning("story_window changes take effect after a restart")
+        self.rules = Rules(config)
+        missing = [f.url for f in config.feeds if f.url not in self.states]
+        if missing:
+            self.states.update(await self.store.feed_states(missing))
+
+    def due(self, feed: FeedSettings) -> bool:
+        state = self.states.get(feed.url)
+        if state is None or state.disabled_reason:
+            return state is None
+        return state.next_poll_at is None or state.next_poll_at <= self.clock()
+
+    async def poll(self, feed: FeedSettings, *, force: bool = False) -> PollSummary:
+        """Poll one feed; never raises for a feed's own problems (they are recorded on it)."""
+        state = self.states.get(feed.url) or FeedState(url=feed.url)
+        if state.disabled_reason:
+            return PollSummary(feed.url, state.last_status or 0, error=state.disabled_reason)
+        if not force and state.next_poll_at and state.next_poll_at > self.clock():
+            return PollSummary(feed.url, state.last_status or 0, error="backing off")
+        result = await self.fetcher.fetch(state.fetch_url, Validators(state.etag,
+                                                                      state.last_modified))
+        now = self.clock()
+        if not result.ok and not result.not_modified:
+            return await self._failed(feed, state, result, result.error or "no body", now)
+        if result.not_modified or (result.body and body_hash(result.body) == state.body_hash):
+            state = self._succeeded(feed, state, result, now, new_entries=0)
+            await self.store.save_feed(state)
+            self.states[feed.url] = state
+            return PollSummary(feed.url, result.status)
+        assert result.body is not None
+        try:
+            parsed = await self._parse(result, feed)
+        except FeedParseError as exc:
+            return await self._failed(feed, state, result, str(exc), now)
+        if parsed.warning:
+            log.info("feed has markup problems but was read", extra={
+                "feed": feed.url, "reason": parsed.warning})
+        return await self._store_and_match(feed, state, result, parsed, now)
+
+    async def _parse(self, result: FetchResult, feed: FeedSettings) -> ParsedFeed:
+        assert result.body is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.parse_executor, parse_feed, result.body,
+                                          feed.url, feed.name, result.content_type)
+
+    async def _store_and_match(self, feed: FeedSettings, state: FeedState, result: FetchResult,
+                               parsed: ParsedFeed, now: datetime) -> PollSummary:
+        check = await self.store.check_seen(feed.url, parsed.entries)
+        backlog = not state.primed and self.config.watcher.first_poll == "mark-seen"
+        record = PollRecord(feed=state, seen=[*check.new, *check.updated])
+        if backlog:
+            log.info("first poll: backlog recorded without alerts", extra={
+                "feed": feed.url, "entries": len(check.new)})
+        else:
+            self._match_into(record, feed, check.new, check.updated, now)
+        state = self._succeeded(feed, state, result, now, new_entries=len(check.new))
+        state.title = parsed.title or state.title
+        state.body_hash = body_hash(result.body or b"")
+        state.primed = True
+        state.entries_total += len(check.new)
+        record.feed = state
+        try:
+            await self.store.record_poll(record)
+        except Exception:
+            self._forget(record)
+            raise
+        self.states[feed.url] = state
+        if record.alerts:
+            self.on_alerts()
+        return PollSummary(feed.url, result.status, len(parsed.entries), len(check.new),
+                           len(record.alerts))
+
+    def _match_into(self, record: PollRecord, feed: FeedSettings, new: list[Entry],
+                    updated: list[Entry], now: datetime) -> None:
+        topics = self.rules.topics_for(feed)
+        if not topics:
+            return
+        alerting = {n for n in topics if self.rules.topics[n].updates == "alert"}
+        for entry in new:
+            for match in self.rules.matcher.match(entry, topics):
+                metrics.count_match(match.topic)
+                self._dedupe(record, match, now)
+        for entry in updated if alerting else ():
+            for match in self.rules.matcher.match(entry, alerting):
+                self._dedupe(record, match, now, update=True)
+
+    def _dedupe(self, record: PollRecord, match: Match, now: datetime,
+                update: bool = False) -> None:
+        """Open a story and owe its alerts, or attach the entry to an open story."""
+        entry = match.entry
+        story_id = self.stories.find(match.topic, entry.title, entry.summary, now)
+        if story_id is not None and not update:
+            record.members.append(StoryMember(story_id, entry, now))
+            log.info("same story as an earlier alert", extra={
+                "feed": entry.feed_url, "topic": match.topic, "story": story_id,
+                "title": entry.title})
+            return
+        story_id = short_hash("story", match.topic, entry.feed_url, entry.key, entry.title)
+        self.stories.add(story_id, match.topic, entry.title, entry.summary, now)
+        record.stories.append(NewStory(story_id, match.topic, entry.title, entry.summary, now))
+        record.members.append(StoryMember(story_id, entry, now))
+        for channel in self.rules.topics[match.topic].channels:
+            due = schedule.digest_due(self.config.channel(channel).digest, now,
+                                      self.config.watcher.timezone)
+            record.alerts.append(NewAlert(
+                id=short_hash("alert", story_id, channel), topic=match.topic, channel=channel,
+                story_id=story_id, entry=entry, score=match.score, hits=match.hits, due_at=due))
+        log.info("alert owed", extra={"feed": entry.feed_url, "topic": match.topic,
+                                      "score": round(match.score, 1), "title": entry.title})
+
+    def _forget(self, record: PollRecord) -> None:
+        """Undo index additions of a poll whose transaction failed."""
+        for story in record.stories:
+            self.stories.remove(story.id)
+
+    def _succeeded(self, feed: FeedSettings, state: FeedState, result: FetchResult,
+                   now: datetime, new_entries: int) -> FeedState:
+        interval = schedule.feed_interval(feed, state, self.config.watcher, new_entries, now)
+        return replace(
+            state, current_url=result.moved_to or state.current_url,
+            etag=result.validators.etag, last_modified=result.validators.last_modified,
+            last_poll_at=now, last_status=result.status, last_error=None, error_count=0,
+            last_success_at=now, next_poll_at=None,
+            interval_s=interval.total_seconds() if feed.interval == "auto" else None,
+        )
+
+    async def _failed(self, feed: FeedSettings, state: FeedState, result: FetchResult,
+                      reason: str, now: datetime) -> PollSummary:
+        errors = state.error_count + 1
+        delay = schedule.error_backoff(errors, self.config.watcher.interval, result.retry_after)
+        disabled = f"HTTP 410 Gone at {now:%Y-%m-%d %H:%M} UTC: the feed was removed" \
+            if result.status == 410 else None
+        state = replace(state, last_poll_at=now, last_status=result.status or None,
+                        last_error=reason, error_count=errors, disabled_reason=disabled,
+                        next_poll_at=now + delay * random.uniform(0.9, 1.1),
+                        current_url=result.moved_to or state.current_url)
+        await self.store.save_feed(state)
+        self.states[feed.url] = state
+        level = logging.ERROR if disabled else logging.WARNING
+        log.log(level, "poll failed", extra={
+            "feed": feed.url, "status": result.status or "-", "reason": reason,
+            "errors": errors, "retry_in": _human(delay) if not disabled else "never (disabled)"})
+        return PollSummary(feed.url, result.status, error=reason)
+
+
+def _human(delay: timedelta) -> str:
+    seconds = int(delay.total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"

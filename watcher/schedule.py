@@ -1,0 +1,75 @@
+"""Timing rules (pure): poll intervals, adaptive intervals, error backoff, digest periods."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from watcher.config import FeedSettings, WatcherSettings
+from watcher.store.base import FeedState
+
+MAX_ERROR_BACKOFF = timedelta(hours=24)
+AUTO_MIN = timedelta(minutes=5)
+AUTO_MAX = timedelta(hours=6)
+AUTO_START = timedelta(minutes=30)
+
+
+def base_interval(feed: FeedSettings, settings: WatcherSettings,
+                  state: FeedState | None = None) -> timedelta:
+    """The feed's poll interval now: configured, adaptive, or the default; never under the floor."""
+    if feed.interval == "auto":
+        value = timedelta(seconds=state.interval_s) if state and state.interval_s else AUTO_START
+    else:
+        value = feed.interval or settings.interval
+    return max(value, settings.interval_floor)
+
+
+def feed_interval(feed: FeedSettings, state: FeedState, settings: WatcherSettings,
+                  new_entries: int, now: datetime) -> timedelta:
+    """The interval to use after a successful poll that found `new_entries`."""
+    current = base_interval(feed, settings, state)
+    if feed.interval != "auto" or not state.primed:
+        return current
+    if new_entries == 0:
+        adapted = current * 1.5  # quiet: look less often
+    elif new_entries >= 3:
+        adapted = current / 2  # busy: we may be missing the middle of a burst
+    else:
+        adapted = current
+    low = max(AUTO_MIN, settings.interval_floor)
+    return min(max(adapted, low), AUTO_MAX)
+
+
+def error_backoff(errors: int, interval: timedelta, retry_after: float | None) -> timedelta:
+    """Wait after `errors` consecutive failures: doubling from the interval, capped at 24 h."""
+    if retry_after is not None:
+        return min(timedelta(seconds=retry_after), MAX_ERROR_BACKOFF)
+    factor = 2 ** min(errors - 1, 16)
+    return min(interval * factor, MAX_ERROR_BACKOFF)
+
+
+def delivery_backoff(attempts: int, retry_after: float | None = None) -> timedelta:
+    """Wait before the next delivery attempt: 15 s doubling, capped at 1 h."""
+    if retry_after is not None:
+        return timedelta(seconds=min(max(retry_after, 1.0), 6 * 3600))
+    return timedelta(seconds=min(15 * 2 ** min(attempts, 12), 3600))
+
+
+def digest_due(digest: timedelta | str, now: datetime, timezone: str = "UTC") -> datetime:
+    """When an alert created `now` is delivered: now, the end of its period, or the daily time."""
+    if isinstance(digest, str):
+        return _next_daily(digest, now, ZoneInfo(timezone))
+    if digest <= timedelta(0):
+        return now
+    period = digest.total_seconds()
+    return datetime.fromtimestamp(math.floor(now.timestamp() / period + 1) * period, tz=UTC)
+
+
+def _next_daily(hhmm: str, now: datetime, tz: ZoneInfo) -> datetime:
+    hour, minute = (int(p) for p in hhmm.split(":"))
+    local = now.astimezone(tz)
+    candidate = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if candidate <= local:
+        candidate = (candidate + timedelta(days=1)).replace(hour=hour, minute=minute)
+    return candidate.astimezone(UTC)

@@ -1,0 +1,174 @@
+"""The store interface every backend implements, and the records it exchanges."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from watcher.model import AlertMessage, Entry, Hit, Outlet
+
+
+class StoreError(Exception):
+    """The state store cannot be opened or used; the message says which and why."""
+
+
+@dataclass(slots=True)
+class FeedState:
+    """What the store remembers of one feed between polls."""
+
+    url: str  # as configured (the feed's identity)
+    current_url: str | None = None  # after permanent redirects
+    title: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    primed: bool = False  # first poll done (its backlog recorded)
+    last_poll_at: datetime | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    error_count: int = 0
+    last_success_at: datetime | None = None
+    next_poll_at: datetime | None = None
+    disabled_reason: str | None = None
+    entries_total: int = 0
+    interval_s: float | None = None  # adaptive interval, when the feed uses "auto"
+
+    @property
+    def fetch_url(self) -> str:
+        return self.current_url or self.url
+
+
+@dataclass(frozen=True, slots=True)
+class SeenCheck:
+    """How the store sees a batch of parsed entries."""
+
+    new: list[Entry]  # never seen: candidates for matching
+    updated: list[Entry]  # seen before under another title
+
+
+@dataclass(frozen=True, slots=True)
+class NewStory:
+    id: str
+    topic: str
+    title: str
+    summary: str
+    opened_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoryMember:
+    story_id: str
+    entry: Entry
+    seen_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewAlert:
+    id: str
+    topic: str
+    channel: str
+    story_id: str
+    entry: Entry
+    score: float
+    hits: tuple[Hit, ...]
+    due_at: datetime  # now, or the end of the channel's digest period
+
+
+@dataclass(slots=True)
+class PollRecord:
+    """Everything one successful poll changes, written in one transaction."""
+
+    feed: FeedState
+    seen: list[Entry] = field(default_factory=list)
+    stories: list[NewStory] = field(default_factory=list)
+    members: list[StoryMember] = field(default_factory=list)
+    alerts: list[NewAlert] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class OwedAlert:
+    """An outbox row ready for delivery."""
+
+    id: str
+    channel: str
+    attempts: int
+    message: AlertMessage
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCounts:
+    owed: int
+    failed: int
+    delivered: int
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAlert:
+    id: str
+    topic: str
+    channel: str
+    title: str
+    error: str
+    created_at: datetime
+
+
+class Store(Protocol):
+    """The state store: feed state, seen entries, stories and the alert outbox."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def feed_states(self, urls: list[str]) -> dict[str, FeedState]: ...
+    async def save_feed(self, state: FeedState) -> None: ...
+    async def check_seen(self, feed_url: str, entries: list[Entry]) -> SeenCheck: ...
+    async def record_poll(self, record: PollRecord) -> None: ...
+    async def open_stories(self, since: datetime) -> list[NewStory]: ...
+    async def due_alerts(self, now: datetime, limit: int) -> list[OwedAlert]: ...
+    async def mark_delivered(self, alert_ids: list[str], at: datetime) -> None: ...
+    async def mark_retry(self, alert_ids: list[str], error: str, next_at: datetime) -> None: ...
+    async def mark_failed(self, alert_ids: list[str], error: str) -> None: ...
+    async def requeue_failed(self, channel: str | None, now: datetime) -> int: ...
+    async def next_due_at(self) -> datetime | None: ...
+    async def channel_counts(self) -> dict[str, ChannelCounts]: ...
+    async def failed_alerts(self, limit: int) -> list[FailedAlert]: ...
+    async def alerts_since(self, since: datetime) -> dict[str, int]: ...
+    async def all_feeds(self) -> list[FeedState]: ...
+
+
+# --- serialisation of what an alert carries (shared by backends) ---
+
+def ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def dt(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=UTC) if value is not None else None
+
+
+def entry_to_dict(entry: Entry) -> dict[str, Any]:
+    data = asdict(entry)
+    data["published"] = entry.published.isoformat() if entry.published else None
+    return data
+
+
+def entry_from_dict(data: dict[str, Any]) -> Entry:
+    published = data.get("published")
+    return Entry(**{**data, "published": datetime.fromisoformat(published) if published else None})
+
+
+def alert_payload(alert: NewAlert) -> str:
+    return json.dumps({
+        "entry": entry_to_dict(alert.entry), "score": alert.score,
+        "hits": [asdict(h) for h in alert.hits],
+    }, ensure_ascii=False)
+
+
+def message_from_row(alert_id: str, topic: str, channel: str, payload: str,
+                     created_at: datetime | None, outlets: list[Outlet]) -> AlertMessage:
+    data = json.loads(payload)
+    return AlertMessage(
+        alert_id=alert_id, topic=topic, channel=channel, entry=entry_from_dict(data["entry"]),
+        score=data["score"], hits=tuple(Hit(**h) for h in data["hits"]),
+        also_reported_by=outlets, created_at=created_at,
+    )
