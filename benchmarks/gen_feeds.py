@@ -64,7 +64,15 @@ AGENCIES = ["Reuters", "AFP", "AP", "dpa", "EFE", "ANSA", "Kyodo"]
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 TEAMS = ["City", "United", "Rovers", "Athletic", "Olympic", "Sporting", "Dynamo", "Wanderers"]
 COMPANIES = ["Nordlys Energy", "Pacifica Foods", "Helix Semiconductors", "Atlas Logistics",
-             "Verdant Pharma", "Orion Telecom", "Meridian Bank", "Solace Airlines"]
+             "Verdant Pharma", "Orion Telecom", "Meridian Bank", "Solace Airlines",
+             "Kestrel Motors", "Bluewater Shipping", "Tamarind Retail", "Quanta Robotics",
+             "Sable Insurance", "Cobalt Mining", "Lumen Media", "Harbor Steel"]
+PRODUCTS = ["smartphone chip", "solid-state battery", "solar panels", "heat pumps",
+            "electric scooter", "satellite modem", "AI assistant", "smart thermostat",
+            "folding phone", "e-reader", "home battery", "drone camera"]
+THEMES = ["coastal fishermen", "family and exile", "a border town", "a forgotten painter",
+          "two sisters", "climate migration", "a factory closure", "first love in wartime",
+          "a village choir", "an island ferry"]
 AGENCIES_UN = ["the World Health Organization", "UNICEF", "the UN refugee agency",
                "the World Food Programme", "the International Organization for Migration"]
 
@@ -75,7 +83,7 @@ SUBJECTS: dict[str, tuple[list[str], list[str]]] = {
         "Russia says {n} residents evacuated from Kursk border villages overnight",
         "Kursk evacuation widens as {n} more civilians leave frontline districts",
         "Officials order Kursk evacuation of {n} residents from {village} and nearby villages",
-        "Moscow and Kyiv agree to evacuate Kursk residents through Belarus, ombudsman says",
+        "Moscow and Kyiv agree to evacuate {n} Kursk residents via Belarus, ombudsman says",
         "{n} civilians evacuated from {village} as fighting continues in the Kursk region",
         "Acting governor says buses are ready to evacuate Kursk residents from {village}",
     ], [
@@ -113,8 +121,8 @@ SUBJECTS: dict[str, tuple[list[str], list[str]]] = {
     "redcross": ([
         "Red Cross repatriation brings {n2} civilians home after months of negotiations",
         "ICRC says it helped repatriate {n} prisoners of war in the latest exchange",
-        "International Committee of the Red Cross calls for safe access to {city}",
-        "ICRC repatriation of remains completed under humanitarian agreement, officials confirm",
+        "International Committee of the Red Cross calls for safe access to {n} civilians",
+        "ICRC repatriation of {n} bodies completed under humanitarian agreement",
         "Red Cross delivers medical supplies to {n} families near the frontline",
     ], [
         "The International Committee of the Red Cross (ICRC) said it had acted as a neutral "
@@ -128,9 +136,9 @@ SUBJECTS: dict[str, tuple[list[str], list[str]]] = {
         "Belarus and Qatar were named as mediators in the arrangement.",
     ]),
     "history": ([
-        "Veterans gather in Kursk to mark anniversary of the Battle of Kursk",
-        "Museum opens new exhibition on the Kursk submarine disaster of 2000",
-        "Historians revisit the Battle of Kursk, the largest tank battle of the war",
+        "{n} veterans gather in Kursk to mark anniversary of the Battle of Kursk",
+        "Museum in {city} opens exhibition on the Kursk submarine disaster of 2000",
+        "Historian {person} revisits the Battle of Kursk, the largest tank battle",
     ], [
         "The Battle of Kursk in 1943 is remembered as one of the largest tank battles in "
         "history.",
@@ -140,7 +148,7 @@ SUBJECTS: dict[str, tuple[list[str], list[str]]] = {
     "prisoners": ([
         "Russia and Ukraine carry out prisoner exchange involving {n} soldiers",
         "Prisoner swap returns {n} Ukrainian defenders home, Zelensky says",
-        "Mediators confirm new prisoner exchange after weeks of talks in {city}",
+        "Mediators confirm prisoner exchange of {n} captives after talks in {city}",
     ], [
         "The prisoner exchange was mediated by the United Arab Emirates, officials said.",
         "Among those released were {n2} wounded servicemen and several civilians.",
@@ -148,8 +156,8 @@ SUBJECTS: dict[str, tuple[list[str], list[str]]] = {
     ]),
     "rates": ([
         "Central bank raises interest rates to {pct}% as inflation stays stubborn",
-        "{country} central bank cuts interest rates for the first time this year",
-        "Markets brace for interest rate decision as inflation slows in {country}",
+        "{country} central bank cuts interest rates to {pct}% for the first time this year",
+        "Markets brace for interest rate decision as inflation slows to {pct}% in {country}",
         "Policymakers hold rates at {pct}% but signal a cut may come in spring",
     ], [
         "The bank's governor said inflation was expected to return to target next year.",
@@ -160,23 +168,23 @@ SUBJECTS: dict[str, tuple[list[str], list[str]]] = {
     "wildfire": ([
         "Wildfire evacuation ordered for {n} homes as winds fan flames near {city}",
         "Firefighters battle forest fire on the outskirts of {city} for a third day",
-        "Thousands flee as wildfires spread across southern {country}",
+        "{n} families flee as wildfires spread across southern {country}",
     ], [
         "More than {n} firefighters and {n2} aircraft were deployed overnight.",
         "Officials issued a wildfire evacuation order for several neighbourhoods.",
         "Dry conditions and strong gusts have made the forest fire hard to contain.",
     ]),
     "quake": ([
-        "Magnitude {mag} earthquake strikes off the coast of {country}",
+        "Magnitude {mag} earthquake strikes off the coast of {country}, {n2} hurt",
         "Earthquake shakes {city}, damaging buildings and cutting power to {n} homes",
-        "Tsunami warning lifted after strong earthquake near {country}",
+        "Tsunami warning lifted after magnitude {mag} earthquake near {city}",
     ], [
         "The quake struck at a depth of {km} kilometres, according to the geological survey.",
         "Residents ran into the streets as buildings swayed for several seconds.",
         "A tsunami warning was issued and later withdrawn for coastal areas.",
     ]),
     "floods": ([
-        "Flash floods sweep through {city} after record rainfall overnight",
+        "Flash floods sweep through {city} after {n} millimetres of rain overnight",
         "Flood warning issued for {n} towns as rivers burst their banks in {country}",
         "Rescuers search for missing after flash floods hit villages near {city}",
     ], [
@@ -185,33 +193,33 @@ SUBJECTS: dict[str, tuple[list[str], list[str]]] = {
         "A flood warning remains in place for low-lying districts.",
     ]),
     "election": ([
-        "Preliminary results show opposition ahead in {country} parliamentary election",
-        "Election results delayed in {country} as counting continues in rural areas",
-        "Ruling party claims victory as election results come in across {country}",
+        "Preliminary results show opposition on {pct2}% in {country} parliamentary election",
+        "Election results delayed in {country} as counting continues in {n2} districts",
+        "Ruling party claims {pct2}% as election results come in across {country}",
     ], [
         "Turnout was estimated at {pct2}%, the electoral commission said.",
         "Observers said voting had been largely peaceful despite isolated incidents.",
         "The final election results are expected by {weekday}.",
     ]),
     "grain": ([
-        "Grain exports through Black Sea ports rise to highest level this year",
-        "{country} signs deal to boost grain exports to North Africa",
-        "Black Sea grain shipments resume after a brief halt over security concerns",
+        "Grain exports through Black Sea ports rise to {n} thousand tonnes in a week",
+        "{country} signs deal to boost grain exports to {country2} by {pct2}%",
+        "Black Sea grain shipments resume after {n2}-day halt over security concerns",
     ], [
         "Traders said wheat prices fell {small}% on the news.",
         "About {n} thousand tonnes of grain left port last week, officials said.",
         "Insurers have raised premiums for ships sailing through the area.",
     ]),
     "cholera": ([
-        "Cholera outbreak spreads in {country} as health officials appeal for vaccines",
-        "Health ministry confirms cholera outbreak in camps near {city}",
+        "Cholera outbreak spreads to {n2} districts in {country} as officials appeal for vaccines",
+        "Health ministry confirms cholera outbreak with {n} cases in camps near {city}",
     ], [
         "{un_agency} said it was sending oral vaccines and water purification tablets.",
         "At least {n2} deaths and {n} suspected cases have been recorded.",
         "Doctors said poor sanitation had allowed the cholera outbreak to spread quickly.",
     ]),
     "drone": ([
-        "Drone attack sets fire to fuel depot near {city}, officials say",
+        "Drone attack sets fire to fuel depot near {city}, {n2} injured, officials say",
         "Air defences shoot down {n2} drones overnight in a large-scale drone attack",
     ], [
         "Debris from intercepted drones damaged {n2} houses, the regional governor said.",
@@ -220,14 +228,14 @@ SUBJECTS: dict[str, tuple[list[str], list[str]]] = {
     ]),
     "power": ([
         "Power outages hit {n} thousand homes after storm damages lines in {country}",
-        "Rolling blackouts return to {city} as demand outstrips supply",
+        "Rolling blackouts return to {city} as demand outstrips supply by {pct2}%",
     ], [
         "The grid operator said repairs could take several days.",
         "Businesses said the blackouts were costing them customers and stock.",
         "Hospitals switched to backup generators during the power outages.",
     ]),
     "refugees": ([
-        "Asylum seekers arrive in {city} as reception centres near capacity",
+        "{n} asylum seekers arrive in {city} as reception centres near capacity",
         "{country} registers {n} new refugees in a week, UN agency says",
     ], [
         "{un_agency} said it was scaling up support at border crossings.",
@@ -235,7 +243,7 @@ SUBJECTS: dict[str, tuple[list[str], list[str]]] = {
         "Local volunteers set up kitchens and clothing stores for the new arrivals.",
     ]),
     "oil": ([
-        "Oil prices climb as producers signal further output cuts",
+        "Oil prices climb {small}% as producers signal further output cuts",
         "Brent crude falls below ${n2} a barrel on demand worries",
     ], [
         "Brent crude futures rose {small}% in early trading in London.",
@@ -244,7 +252,7 @@ SUBJECTS: dict[str, tuple[list[str], list[str]]] = {
     ]),
     "ceasefire": ([
         "Ceasefire talks resume in {city} with mediators cautiously optimistic",
-        "Peace talks stall over prisoner releases and the return of displaced people",
+        "Peace talks in {city} stall over prisoner releases and {n} displaced people",
     ], [
         "Diplomats said the ceasefire talks would continue through the week.",
         "Both delegations accused each other of violating earlier agreements.",
@@ -252,14 +260,14 @@ SUBJECTS: dict[str, tuple[list[str], list[str]]] = {
     ]),
     "heat": ([
         "Heatwave pushes temperatures above {deg} degrees across southern {country}",
-        "Authorities open cooling centres as heatwave grips {city}",
+        "Authorities open {n2} cooling centres as heatwave grips {city}",
     ], [
         "Doctors urged elderly residents to stay indoors during the hottest hours.",
         "The national weather service said the heatwave would last until {weekday}.",
         "Farmers warned of crop losses as the dry spell continued.",
     ]),
     "boats": ([
-        "Migrant boat capsizes off {country}, coast guard says dozens missing",
+        "Migrant boat capsizes off {country}, coast guard says {n2} missing",
         "Rescue ship brings {n2} migrants ashore after days at sea",
     ], [
         "The coast guard said {n2} survivors had been pulled from the water.",
@@ -267,7 +275,7 @@ SUBJECTS: dict[str, tuple[list[str], list[str]]] = {
         "Search operations continued overnight with helicopters and patrol vessels.",
     ]),
     "cyber": ([
-        "Cyberattack disrupts hospital systems in {city}, patients diverted",
+        "Cyberattack disrupts {n2} hospitals in {city}, patients diverted",
         "Ransomware gang claims attack on {company} and leaks internal files",
     ], [
         "The company said it had isolated affected systems and informed regulators.",
@@ -275,8 +283,8 @@ SUBJECTS: dict[str, tuple[list[str], list[str]]] = {
         "Patients were asked to bring paper copies of prescriptions while systems were down.",
     ]),
     "strike": ([
-        "General strike halts trains and flights across {country}",
-        "Union strike at {company} enters its second week as talks fail",
+        "General strike halts trains and {n} flights across {country}",
+        "Union strike at {company} in {city} enters its second week as talks fail",
     ], [
         "Union leaders said the strike would continue until wages were raised.",
         "Commuters faced long queues for the few buses still running.",
@@ -284,19 +292,21 @@ SUBJECTS: dict[str, tuple[list[str], list[str]]] = {
     ]),
     # Beats no topic looks for: most of a real news diet.
     "football": ([
-        "{city} {team} beat rivals 3-1 to move top of the league table",
-        "Late penalty earns {city} {team} a draw in a tense derby match",
-        "Coach {person} leaves {city} {team} after a run of poor results",
+        "{city} {team} beat {city2} {team2} {g1}-{g0} to move top of the league table",
+        "Late penalty earns {city} {team} a {g1}-{g1} draw against {city2} {team2}",
+        "Coach {person} leaves {city} {team} after {n2} games in charge",
+        "{person} scores twice as {city} {team} ease past {city2} {team2}",
     ], [
         "The visitors dominated possession but struggled to create clear chances.",
         "{person} scored twice in the second half to settle the game.",
         "The club said it would announce a new coach before the next fixture.",
-        "Tickets for the next home game sold out within hours.",
+        "Tickets for the next home game against {city2} {team2} sold out within hours.",
     ]),
     "tech": ([
-        "{company} unveils new chip it says doubles battery life in laptops",
-        "Start-up from {city} raises ${n} million to build cheaper solar panels",
-        "Regulators in {country} open inquiry into app store payment rules",
+        "{company} unveils {product} it says doubles battery life in laptops",
+        "Start-up from {city} raises ${n} million to build cheaper {product}",
+        "Regulators in {country} open inquiry into {company} over app store rules",
+        "{company} delays launch of its {product} until the second half",
     ], [
         "The company said the product would ship to customers later this year.",
         "Investors included several large pension funds and a sovereign wealth fund.",
@@ -304,35 +314,42 @@ SUBJECTS: dict[str, tuple[list[str], list[str]]] = {
         "Shares in {company} rose {small}% in afternoon trading.",
     ]),
     "culture": ([
-        "Film festival in {city} opens with a documentary about coastal fishermen",
+        "Film festival in {city} opens with a documentary about {theme}",
         "Museum in {city} returns {n2} artefacts to {country} after decades",
-        "Author {person} wins national prize for novel about family and exile",
+        "Author {person} wins national prize for a novel about {theme}",
+        "{person}'s new play about {theme} opens to strong reviews in {city}",
     ], [
         "The jury praised the work for its restraint and humour.",
         "The festival runs until {weekday} and features films from {n2} countries.",
         "Curators said the objects had been acquired during the colonial era.",
+        "Critics singled out the lead performance by {person2}.",
     ]),
     "business": ([
-        "{company} reports {pct2}% rise in quarterly profit on strong demand",
-        "{company} to cut {n} jobs as part of restructuring plan",
-        "Shares in {company} slide after profit warning and weaker outlook",
+        "{company} reports {pct2}% rise in quarterly profit on strong demand in {country}",
+        "{company} to cut {n} jobs in {city} as part of restructuring plan",
+        "Shares in {company} slide {small}% after profit warning and weaker outlook",
+        "{company} agrees to buy rival {company2} for ${n} million",
     ], [
         "Chief executive {person} said the company was investing in new markets.",
         "Analysts had expected a smaller increase in revenue.",
         "The company said the job cuts would mostly affect administrative roles.",
+        "The deal still needs approval from competition authorities in {country}.",
     ]),
     "science": ([
-        "Astronomers in {country} spot a comet that will be visible next month",
-        "Researchers say new malaria vaccine cuts infections by {pct2}% in trial",
-        "Scientists map deep-sea reef off the coast of {country} for the first time",
+        "Astronomers in {country} spot comet {comet} that will be visible next month",
+        "Researchers in {city} say new malaria vaccine cuts infections by {pct2}% in trial",
+        "Scientists map a {n}-metre-deep reef off the coast of {country} for the first time",
+        "Study of {n} patients in {country} links air pollution to memory loss",
     ], [
         "The findings were published in a peer-reviewed journal on {weekday}.",
         "Researchers said larger trials were needed to confirm the results.",
         "The team used underwater robots to collect {n} samples.",
+        "Lead author {person} said the work had taken {n2} months.",
     ]),
     "council": ([
-        "{city} council approves plan for new cycle lanes and bus routes",
-        "Residents in {city} protest against the closure of a local library",
+        "{city} council approves {n2} kilometres of new cycle lanes and bus routes",
+        "Residents in {city} protest against closure of library on {street} Street",
+        "Mayor {person} promises {n} new homes for {city} by 2030",
     ], [
         "Councillors voted {n2} to {small_int} in favour of the proposal.",
         "Campaigners said they had gathered {n} signatures in a petition.",
@@ -340,13 +357,14 @@ SUBJECTS: dict[str, tuple[list[str], list[str]]] = {
     ]),
 }
 
-# Share of stories by subject: about 35% on subjects a topic watches, 8-10% on Kursk,
-# Sumy and the Red Cross; the rest is ordinary news.
-WEIGHTS = {"kursk": 4, "sumy": 3, "redcross": 3, "history": 1, "prisoners": 2, "rates": 2,
-           "wildfire": 1.5, "quake": 1.5, "floods": 1.5, "election": 1.5, "grain": 1,
-           "cholera": 1, "drone": 1.5, "power": 1, "refugees": 1, "oil": 1.5, "ceasefire": 1.5,
-           "heat": 1, "boats": 1, "cyber": 1, "strike": 1, "football": 12, "tech": 10,
-           "culture": 8, "business": 10, "science": 6, "council": 6}
+# Share of stories by subject: about 20% on subjects a topic watches (Kursk, Sumy and the
+# Red Cross the most frequent of them); the rest is ordinary news no topic looks for.
+WEIGHTS = {"kursk": 1.6, "sumy": 1.0, "redcross": 1.0, "history": 0.4, "prisoners": 0.6,
+           "rates": 0.5, "wildfire": 0.4, "quake": 0.4, "floods": 0.4, "election": 0.5,
+           "grain": 0.4, "cholera": 0.3, "drone": 0.5, "power": 0.4, "refugees": 0.4,
+           "oil": 0.5, "ceasefire": 0.5, "heat": 0.3, "boats": 0.3, "cyber": 0.4,
+           "strike": 0.4, "football": 12, "tech": 10, "culture": 8, "business": 10,
+           "science": 6, "council": 6}
 _SUBJECT_NAMES = list(WEIGHTS)
 _SUBJECT_WEIGHTS = list(WEIGHTS.values())
 
@@ -363,50 +381,127 @@ FILLER = [
     "Analysts said the development was likely to be discussed at next week's summit.",
 ]
 
-# Cyrillic items: Russian and Ukrainian, with the same kind of mix.
-RU_TITLES = [
-    "Из приграничных сёл Курской области эвакуировали {n} мирных жителей",
-    "Власти объявили эвакуацию жителей Курской области из {n2} населённых пунктов",
-    "Красный Крест помог вернуть в Россию {n2} жителей Курской области",
-    "Эвакуация жителей Курской области продолжается: в ПВР находятся {n} человек",
-    "В Сумской области после обстрела без света остались {n} домов",
-    "Центробанк сохранил ключевую ставку, несмотря на ускорение инфляции",
-    "Синоптики предупредили о сильных снегопадах в центральных регионах страны",
-    "В Москве прошли соревнования по лёгкой атлетике среди школьников",
-    "Россия и Украина провели обмен пленными при посредничестве ОАЭ",
-    "Цены на нефть выросли после заявления стран ОПЕК о сокращении добычи",
+# Cyrillic items (Russian and Ukrainian): the same stories, told in those languages. A
+# story's subject picks the group; subjects without a group use "other".
+CYRILLIC_GROUP = {"kursk": "kursk", "history": "kursk", "sumy": "sumy", "drone": "sumy",
+                  "redcross": "redcross", "prisoners": "prisoners", "rates": "economy",
+                  "oil": "economy", "business": "economy"}
+RU: dict[str, tuple[list[str], list[str]]] = {
+    "kursk": ([
+        "Из приграничных сёл Курской области эвакуировали {n} мирных жителей",
+        "Власти объявили эвакуацию жителей Курской области из {n2} населённых пунктов",
+        "Эвакуация жителей Курской области продолжается: в ПВР находятся {n} человек",
+        "Из Суджи вывезли {n} мирных жителей, сообщил врио губернатора",
+    ], [
+        "Об этом сообщил временно исполняющий обязанности губернатора региона {person}.",
+        "По данным оперативного штаба, в пунктах временного размещения находятся {n} человек.",
+        "Жителей вывозили автобусами в сопровождении волонтёров и сотрудников МЧС.",
+        "Власти региона призвали жителей приграничных районов сохранять спокойствие.",
+        "Эвакуация жителей Курской области проводится с начала месяца.",
+        "Среди эвакуированных {n2} детей и несколько маломобильных граждан.",
+    ]),
+    "sumy": ([
+        "В Сумской области после обстрела без света остались {n} домов",
+        "Беспилотники атаковали приграничные районы, повреждены {n2} домов",
+    ], [
+        "Ранее в ведомстве сообщали о повреждении линий электропередачи.",
+        "Информация о пострадавших уточняется.",
+        "Энергетики восстанавливают подачу электричества в пострадавших районах.",
+    ]),
+    "redcross": ([
+        "Красный Крест помог вернуть в Россию {n2} жителей Курской области",
+        "МККК передал гуманитарную помощь {n} семьям в приграничье",
+    ], [
+        "Международный комитет Красного Креста выступил посредником в переговорах.",
+        "Возвращение стало возможным при посредничестве Белоруссии.",
+        "По словам омбудсмена, среди вернувшихся много пожилых людей.",
+    ]),
+    "prisoners": ([
+        "Россия и Украина провели обмен пленными: домой вернулись {n} военных",
+    ], [
+        "Обмен пленными прошёл при посредничестве ОАЭ.",
+        "Освобождённым оказывают медицинскую и психологическую помощь.",
+    ]),
+    "economy": ([
+        "Центробанк сохранил ключевую ставку на уровне {pct}% годовых, несмотря на инфляцию",
+        "Цены на нефть выросли на {small}% после заявления ОПЕК+",
+    ], [
+        "Аналитики ожидают, что решение регулятора поддержит курс рубля.",
+        "Инфляция в прошлом месяце составила {small}% в годовом выражении.",
+        "Участники рынка оценивают последствия решения для кредитования.",
+    ]),
+    "other": ([
+        "Синоптики предупредили о сильных снегопадах: в {n2} регионах ожидается до {n} мм осадков",
+        "В Москве прошли соревнования по лёгкой атлетике, в которых участвовали {n} школьников",
+        "В Курске открылась выставка молодых художников, представлено {n} работ",
+    ], [
+        "Синоптики прогнозируют похолодание до минус {n2} градусов.",
+        "Соревнования собрали более {n} участников из {n2} городов.",
+        "Выставка продлится до конца месяца, вход свободный.",
+        "Подробности уточняются.",
+    ]),
+}
+UK: dict[str, tuple[list[str], list[str]]] = {
+    "kursk": ([
+        "ЗСУ повідомили про бої на Курському напрямку, евакуйовано {n2} цивільних",
+    ], [
+        "Цивільних вивозять до Сум за участі волонтерів.",
+        "Про це повідомили у Генштабі.",
+    ]),
+    "sumy": ([
+        "На Сумщині через обстріли оголосили евакуацію дітей з {n2} громад",
+        "Внаслідок обстрілу Сум пошкоджено {n} будинків, повідомила ОВА",
+        "Енергетики відновили живлення для {n} споживачів після атаки дронів",
+    ], [
+        "Про це повідомила Сумська обласна військова адміністрація.",
+        "Евакуація триває, людей вивозять до безпечніших районів області.",
+        "Рятувальники працювали на місці всю ніч.",
+        "Місцеві жителі розповіли, що вибухи було чути кілька годин.",
+        "Енергетики попереджають про можливі графіки відключень.",
+    ]),
+    "redcross": ([
+        "Червоний Хрест передав гуманітарну допомогу {n} родинам у прикордонні",
+    ], [
+        "Міжнародний комітет Червоного Хреста виступив посередником.",
+        "Допомога включає продукти, воду та засоби гігієни.",
+    ]),
+    "prisoners": ([
+        "Україна повернула додому {n2} військовополонених у межах обміну",
+    ], [
+        "Обмін полоненими відбувся за посередництва Об'єднаних Арабських Еміратів.",
+        "Звільнені отримають медичну та психологічну допомогу.",
+    ]),
+    "economy": ([
+        "Національний банк залишив облікову ставку без змін на {pct}%",
+    ], [
+        "Інфляція сповільнилася до {small}% у річному вимірі.",
+        "Банкіри очікують пожвавлення кредитування.",
+    ]),
+    "other": ([
+        "У Києві відкрили виставку молодих художників, представлено {n} робіт",
+        "Синоптики попередили про сильний вітер до {n2} метрів за секунду у {small_int} областях",
+    ], [
+        "Виставка триватиме до кінця місяця.",
+        "Рятувальники закликали громадян бути обережними.",
+        "Інформація уточнюється.",
+    ]),
+}
+
+RU_FILLER = [
+    "Подробности уточняются, официальные комментарии пока не поступали.",
+    "Ранее власти сообщали, что ситуация находится под контролем.",
+    "В ведомстве пообещали опубликовать дополнительную информацию в течение дня.",
+    "Местные жители рассказали журналистам, что их почти не предупредили заранее.",
+    "Эксперты считают, что ситуация может измениться в ближайшие дни.",
+    "Как сообщает {agency}, независимо проверить эти данные пока не удалось.",
 ]
-RU_SENTENCES = [
-    "Об этом сообщил временно исполняющий обязанности губернатора региона.",
-    "По данным оперативного штаба, в пунктах временного размещения находятся {n} человек.",
-    "Международный комитет Красного Креста выступил посредником в переговорах.",
-    "Жителей вывозили автобусами в сопровождении волонтёров и сотрудников МЧС.",
-    "Власти региона призвали жителей приграничных районов сохранять спокойствие.",
-    "Ранее в ведомстве сообщали о повреждении линий электропередачи.",
-    "Аналитики ожидают, что решение регулятора поддержит курс рубля.",
-    "Соревнования собрали более {n} участников из {n2} городов.",
-    "Синоптики прогнозируют похолодание до минус {n2} градусов.",
-    "Подробности уточняются, информация о пострадавших пока не поступала.",
-    "Эвакуация жителей Курской области проводится с начала месяца.",
-]
-UK_TITLES = [
-    "На Сумщині через обстріли оголосили евакуацію дітей з {n2} громад",
-    "Внаслідок обстрілу Сум пошкоджено {n} будинків, повідомила обласна адміністрація",
-    "Червоний Хрест передав гуманітарну допомогу {n} родинам у прикордонні",
-    "Україна повернула додому {n2} військовополонених у межах обміну",
-    "Національний банк залишив облікову ставку без змін на {pct}%",
-    "Енергетики відновили живлення для {n} споживачів після атаки дронів",
-    "У Києві відкрили виставку сучасного мистецтва молодих художників",
-]
-UK_SENTENCES = [
-    "Про це повідомила Сумська обласна військова адміністрація.",
-    "Евакуація триває, людей вивозять до безпечніших районів області.",
-    "Міжнародний комітет Червоного Хреста виступив посередником.",
-    "Рятувальники працювали на місці всю ніч.",
-    "Енергетики попереджають про можливі графіки відключень.",
-    "Обмін полоненими відбувся за посередництва Об'єднаних Арабських Еміратів.",
-    "Місцеві жителі розповіли, що вибухи було чути кілька годин.",
-    "Інформація про постраждалих уточнюється.",
+UK_FILLER = [
+    "Деталі уточнюються, офіційних коментарів поки що немає.",
+    "Раніше у відомстві повідомляли, що ситуація під контролем.",
+    "Місцева влада пообіцяла оприлюднити додаткову інформацію протягом дня.",
+    "Експерти вважають, що ситуація може змінитися найближчими днями.",
+    "Мешканці розповіли журналістам, що їх майже не попередили заздалегідь.",
+    "За даними {agency}, незалежно перевірити ці дані поки не вдалося.",
 ]
 
 PAPERS = ["Courier", "Herald", "Gazette", "Tribune", "Observer", "Chronicle", "Post",
@@ -431,7 +526,13 @@ def _slots(rng: random.Random) -> dict[str, str]:
         "sumy_town": rng.choice(SUMY_TOWNS), "weekday": rng.choice(WEEKDAYS),
         "person": f"{rng.choice(FIRST)} {rng.choice(LAST)}", "agency": rng.choice(AGENCIES),
         "team": rng.choice(TEAMS), "company": rng.choice(COMPANIES),
-        "un_agency": rng.choice(AGENCIES_UN),
+        "un_agency": rng.choice(AGENCIES_UN), "city2": rng.choice(CITIES),
+        "team2": rng.choice(TEAMS), "g0": str(rng.randint(0, 2)), "g1": str(rng.randint(1, 4)),
+        "product": rng.choice(PRODUCTS), "theme": rng.choice(THEMES),
+        "person2": f"{rng.choice(FIRST)} {rng.choice(LAST)}", "company2": rng.choice(COMPANIES),
+        "country2": rng.choice(COUNTRIES),
+        "comet": f"C/2025 {rng.choice('ABFKLNRT')}{rng.randint(1, 9)}",
+        "street": rng.choice(LAST),
     }
 
 
@@ -530,6 +631,8 @@ def _prose(rng: random.Random, lead: list[str], rest: list[str], slots: dict[str
     words = len(sentences[0].split())
     while words < target and pool:
         s = _fill(pool.pop(), slots)
+        if words >= 30 and words + len(s.split()) > 60:
+            continue  # too long for a summary; try a shorter sentence
         sentences.append(s)
         words += len(s.split())
     return sentences
@@ -571,10 +674,11 @@ def make_item(seed: int, feed: Feed, j: int, rnd: int, pool: int, when: datetime
             body[0] = f"{s['city'].upper()} ({s['agency']}) - {body[0]}"
         slug_words = title
     else:
-        titles, sentences = (RU_TITLES, RU_SENTENCES) if lang == "ru" else (UK_TITLES,
-                                                                              UK_SENTENCES)
+        group = CYRILLIC_GROUP.get(story.subject, "other")
+        titles, sentences = (RU if lang == "ru" else UK)[group]
         title = _fill(rng.choice(titles), story.slots)
-        body = _prose(rng, sentences, sentences, story.slots, rng.randint(30, 60))
+        filler = RU_FILLER if lang == "ru" else UK_FILLER
+        body = _prose(rng, sentences, sentences + filler, story.slots, rng.randint(30, 60))
         slug_words = f"news {story.subject}"
     slug = "-".join(re.findall(r"[a-z0-9]+", slug_words.lower())[:8])
     link = f"{feed.site}/{when:%Y/%m/%d}/{slug}-{j}"

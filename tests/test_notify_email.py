@@ -177,9 +177,8 @@ async def test_implicit_tls_with_auth(ca: LocalCA, session: aiohttp.ClientSessio
 
 
 async def test_untrusted_certificate_is_temporary(ca: LocalCA) -> None:
-    with SmtpSink(security="tls", ca=ca) as tls_sink:
-        with pytest.raises(TemporaryDeliveryError):
-            await EmailSender(channel(tls_sink.port, security="tls")).send([make_alert()], "a")
+    with SmtpSink(security="tls", ca=ca) as tls_sink, pytest.raises(TemporaryDeliveryError):
+        await EmailSender(channel(tls_sink.port, security="tls")).send([make_alert()], "a")
 
 
 async def test_make_sender_rejects_apprise_for_now(session: aiohttp.ClientSession) -> None:

@@ -72,8 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _dispatch(args: argparse.Namespace, config: object) -> int:
-    from watcher import report  # noqa: PLC0415 - keeps `check` fast
-    from watcher.daemon import Daemon, run_once  # noqa: PLC0415
+    from watcher import report
+    from watcher.daemon import Daemon, run_once
 
     assert hasattr(config, "feeds")
     if args.command == "run":

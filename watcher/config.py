@@ -103,7 +103,7 @@ class WatcherSettings(_Strict):
     @classmethod
     def _metrics_address(cls, address: str) -> str:
         if address:
-            from watcher.metrics import parse_address  # noqa: PLC0415
+            from watcher.metrics import parse_address
 
             parse_address(address)
         return address
@@ -151,7 +151,7 @@ class TopicSettings(_Strict):
     @classmethod
     def _query(cls, query: str | None) -> str | None:
         if query is not None:
-            from watcher.query import parse_query  # noqa: PLC0415 - the match stage owns the grammar
+            from watcher.query import parse_query
 
             parse_query(query)
         return query
@@ -240,7 +240,7 @@ class Config:
         return self.path.parent
 
     def state_location(self) -> str:
-        """The state URL or an absolute SQLite path (relative paths are from the config's folder)."""
+        """The state URL, or an absolute SQLite path (relative to the config's folder)."""
         state = self.watcher.state
         if "://" in state:
             return state
@@ -377,8 +377,9 @@ def _cross_check(c: _Collected, problems: list[str]) -> None:
             key = item.url if kind == "feeds" else item.name  # type: ignore[union-attr]
             if key in seen:
                 first = seen[key]
-                problems.append(f"{file}: {kind}[{i}]: duplicate {'url' if kind == 'feeds' else 'name'}"
-                                f" {key!r} (first at {first[0]}: {kind}[{first[1]}])")
+                what = "url" if kind == "feeds" else "name"
+                problems.append(f"{file}: {kind}[{i}]: duplicate {what} {key!r} "
+                                f"(first at {first[0]}: {kind}[{first[1]}])")
             seen.setdefault(key, (file, i))
     channel_names = {ch.name for _, _, ch in c.channels}
     feed_refs = {f.name for _, _, f in c.feeds} | {t for _, _, f in c.feeds for t in f.tags}

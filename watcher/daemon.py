@@ -6,28 +6,32 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
-import random
+import os
 import signal
+import socket
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from watcher import metrics, schedule, sdnotify
+from watcher import metrics, sdnotify
 from watcher.config import Config, ConfigError, FeedSettings, load_config
 from watcher.fetch import Fetcher
 from watcher.notify.base import Sender, make_sender
 from watcher.notify.outbox import Outbox
 from watcher.pipeline import Pipeline, PollSummary, utcnow
 from watcher.store import Store, open_store
+from watcher.store.base import FeedState
 
 log = logging.getLogger("watcher.daemon")
 SHUTDOWN_GRACE = 10.0  # seconds in-flight polls and the last delivery pass may take
-STARTUP_SPREAD = 30.0  # seconds over which overdue feeds are spread at start
+STARTUP_SPREAD = 30.0  # seconds over which new feeds fall due at start
+TICK = 1.0  # seconds between looks for due feeds
+LEASE = 300.0  # seconds a claimed feed stays ours if the poll never reports back
 
 
 def parse_executor(feed_count: int) -> Executor | None:
@@ -70,9 +74,9 @@ class Runtime:
         await runtime.pipeline.start()
         return runtime
 
-    async def poll(self, feed: FeedSettings, *, force: bool = False) -> PollSummary:
+    async def poll(self, feed: FeedSettings, state: FeedState) -> PollSummary:
         started = time.perf_counter()
-        summary = await self.pipeline.poll(feed, force=force)
+        summary = await self.pipeline.poll(feed, state)
         status = "error" if summary.error else str(summary.status)
         metrics.observe_poll(status, time.perf_counter() - started)
         metrics.count_entries(summary.entries)
@@ -80,7 +84,8 @@ class Runtime:
 
     async def apply(self, config: Config) -> None:
         self.config = config
-        await self.pipeline.apply(config)
+        self.pipeline.apply(config)
+        await self.store.sync_feeds([f.url for f in config.feeds], utcnow(), STARTUP_SPREAD)
         self.outbox.configure(build_senders(config, self.fetcher.session),
                               digest_channels(config))
 
@@ -98,7 +103,9 @@ async def run_once(config: Config) -> int:
     """Poll every feed once, deliver what is owed, and return how many alerts remain owed."""
     runtime = await Runtime.open(config)
     try:
-        summaries = await asyncio.gather(*(runtime.poll(f, force=True) for f in config.feeds))
+        await runtime.store.sync_feeds([f.url for f in config.feeds], utcnow(), 0)
+        states = await runtime.store.feed_states([f.url for f in config.feeds])
+        summaries = await asyncio.gather(*(runtime.poll(f, states[f.url]) for f in config.feeds))
         failed = [s for s in summaries if s.error]
         metrics.mark_round()
         delivered = await runtime.outbox.deliver_due()
@@ -119,7 +126,8 @@ class Daemon:
         self.config_path = config_path
         self.stop_event = asyncio.Event()
         self.scheduler = AsyncIOScheduler(timezone="UTC")
-        self.inflight: set[asyncio.Task[object]] = set()
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.node = f"{socket.gethostname()}:{os.getpid()}"
         self.runtime: Runtime | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
@@ -129,8 +137,9 @@ class Daemon:
         self.runtime = runtime = await Runtime.open(config)
         try:
             self._install_signals()
-            self.scheduler.start()
-            self._schedule_all(config)
+            await runtime.store.sync_feeds([f.url for f in config.feeds], utcnow(),
+                                           STARTUP_SPREAD)
+            self._start_clock()
             self._tasks = [asyncio.create_task(runtime.outbox.run(), name="outbox"),
                            asyncio.create_task(self._watch_config(), name="config-watch")]
             if interval := sdnotify.watchdog_interval():
@@ -173,58 +182,36 @@ class Daemon:
 
     # --- scheduling ---
 
-    def _schedule_all(self, config: Config) -> None:
-        for feed in config.feeds:
-            self._schedule(feed)
+    def _start_clock(self) -> None:
+        """APScheduler is the in-process clock: it ticks; the store says which feeds are due."""
+        self.scheduler.add_job(self._tick, IntervalTrigger(seconds=TICK), id="tick",
+                               max_instances=1, coalesce=True, next_run_time=utcnow())
+        self.scheduler.start()
 
-    def _schedule(self, feed: FeedSettings) -> None:
+    async def _tick(self) -> None:
+        """Claim the feeds that are due and poll them, within the concurrency budget."""
         assert self.runtime is not None
-        w = self.runtime.config.watcher
-        state = self.runtime.pipeline.states.get(feed.url)
-        interval = schedule.base_interval(feed, w, state)
-        first = self._first_run(interval, state.last_poll_at if state else None)
-        self.scheduler.add_job(
-            self._poll_job, IntervalTrigger(seconds=interval.total_seconds(),
-                                            jitter=interval.total_seconds() * w.jitter),
-            args=[feed.url], id=feed.url, name=feed.name or feed.url, replace_existing=True,
-            next_run_time=first, max_instances=1, coalesce=True, misfire_grace_time=None)
-
-    def _first_run(self, interval: timedelta, last_poll: datetime | None) -> datetime:
-        now = utcnow()
-        spread = timedelta(seconds=random.uniform(0, min(STARTUP_SPREAD,
-                                                         interval.total_seconds())))
-        if last_poll is None or last_poll + interval <= now:
-            return now + spread
-        return last_poll + interval + spread / 10
-
-    async def _poll_job(self, url: str) -> None:
-        assert self.runtime is not None
-        feed = next((f for f in self.runtime.config.feeds if f.url == url), None)
-        if feed is None or self.stop_event.is_set():
+        if self.stop_event.is_set():
             return
-        task = asyncio.current_task()
-        assert task is not None
-        self.inflight.add(task)
+        budget = self.runtime.config.watcher.concurrency * 2 - len(self.inflight)
+        if budget <= 0:
+            return
+        feeds = {f.url: f for f in self.runtime.config.feeds}
+        claimed = await self.runtime.store.claim_due(self.node, utcnow(), LEASE, budget)
+        for state in claimed:
+            feed = feeds.get(state.url)
+            if feed is not None:
+                task = asyncio.create_task(self._poll(feed, state), name=f"poll {feed.url}")
+                self.inflight.add(task)
+                task.add_done_callback(self.inflight.discard)
+
+    async def _poll(self, feed: FeedSettings, state: FeedState) -> None:
+        assert self.runtime is not None
         try:
-            await self.runtime.poll(feed)
-            self._adapt(feed)
+            await self.runtime.poll(feed, state)
         except Exception:
-            log.exception("poll crashed", extra={"feed": url})
-        finally:
-            self.inflight.discard(task)
-
-    def _adapt(self, feed: FeedSettings) -> None:
-        """Reschedule an `auto` feed whose adaptive interval changed."""
-        assert self.runtime is not None
-        if feed.interval != "auto":
-            return
-        job = self.scheduler.get_job(feed.url)
-        state = self.runtime.pipeline.states.get(feed.url)
-        interval = schedule.base_interval(feed, self.runtime.config.watcher, state)
-        if job is not None and job.trigger.interval != interval:
-            job.reschedule(IntervalTrigger(seconds=interval.total_seconds(),
-                                           jitter=interval.total_seconds() *
-                                           self.runtime.config.watcher.jitter))
+            log.exception("poll crashed; the feed is retried after its lease expires",
+                          extra={"feed": feed.url})
 
     # --- reload ---
 
@@ -243,26 +230,20 @@ class Daemon:
             if new.digest == self.runtime.config.digest:
                 return True
             sdnotify.reloading()
-            old = {f.url: f for f in self.runtime.config.feeds}
+            old = {f.url for f in self.runtime.config.feeds}
             await self.runtime.apply(new)
-            current = {f.url: f for f in new.feeds}
-            for url in old.keys() - current.keys():
-                self.scheduler.remove_job(url)
-            for url, feed in current.items():
-                if old.get(url) != feed:
-                    self._schedule(feed)
+            current = {f.url for f in new.feeds}
             metrics.count_reload(ok=True)
             metrics.set_feeds(len(new.feeds))
             sdnotify.ready(f"polling {len(new.feeds)} feeds")
             log.info("config reloaded", extra={
                 "trigger": why, "feeds": len(new.feeds), "topics": len(new.topics),
-                "added": len(current.keys() - old.keys()),
-                "removed": len(old.keys() - current.keys())})
+                "added": len(current - old), "removed": len(old - current)})
             return True
 
     async def _watch_config(self) -> None:
         """Reload when the config or an included file changes (editors' saves debounced)."""
-        from watchfiles import awatch  # noqa: PLC0415 - only the daemon watches files
+        from watchfiles import awatch
 
         assert self.runtime is not None
         while not self.stop_event.is_set():

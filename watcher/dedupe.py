@@ -51,15 +51,7 @@ MAX_KEY_SHARE = 0.2  # a word carried by more than this share of a topic's stori
 MIN_KEY_DF = 64  # ... unless it is carried by fewer stories than this
 
 _STOP = frozenset(
-    """a about after against all also amid an and are as at be been before being but by can
-    could did do does for from had has have he her his how i if in into is it its just may
-    more most new no not now of off on or our out over s says said say she should so than
-    that the their them then there these they this those through to under up us was we were
-    what when where which while who why will with would you your
-    reuters afp ap tass sputnik ria interfax update updated live video photos watch breaking
-    i v vo na s so k ko po iz ot do za o ob ne a no ili chto kak eto eti etot u uzhe zhe li
-    pro pri dlya bez pod nad cherez posle takzhe kotoryy kotoraya kotorye eshche byl byla
-    byli budet soobshchil soobshchila zayavil zayavila""".split()
+    ["a", "about", "after", "against", "all", "also", "amid", "an", "and", "are", "as", "at", "be", "been", "before", "being", "but", "by", "can", "could", "did", "do", "does", "for", "from", "had", "has", "have", "he", "her", "his", "how", "i", "if", "in", "into", "is", "it", "its", "just", "may", "more", "most", "new", "no", "not", "now", "of", "off", "on", "or", "our", "out", "over", "s", "says", "said", "say", "she", "should", "so", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "those", "through", "to", "under", "up", "us", "was", "we", "were", "what", "when", "where", "which", "while", "who", "why", "will", "with", "would", "you", "your", "reuters", "afp", "ap", "tass", "sputnik", "ria", "interfax", "update", "updated", "live", "video", "photos", "watch", "breaking", "i", "v", "vo", "na", "s", "so", "k", "ko", "po", "iz", "ot", "do", "za", "o", "ob", "ne", "a", "no", "ili", "chto", "kak", "eto", "eti", "etot", "u", "uzhe", "zhe", "li", "pro", "pri", "dlya", "bez", "pod", "nad", "cherez", "posle", "takzhe", "kotoryy", "kotoraya", "kotorye", "eshche", "byl", "byla", "byli", "budet", "soobshchil", "soobshchila", "zayavil", "zayavila"]
 )
 _SEPARATOR = re.compile(r"\s+(?:-|\||–|—|::)\s+")
 _NUMBER = re.compile(r"\d+(?:[.,\u00a0\u202f ]\d{3})*")

@@ -38,7 +38,7 @@ class ParsedFeed:
 
 
 def canonical_link(link: str | None) -> str | None:
-    """The identity of a link: lower-cased scheme and host, no default port, fragment or trackers."""
+    """A link's identity: lower-cased scheme and host; no default port, fragment, trackers."""
     if not link:
         return None
     try:

@@ -73,41 +73,27 @@ class Pipeline:
         self.on_alerts = on_alerts or (lambda: None)
         self.rules = Rules(config)
         self.stories = StoryIndex(config.watcher.story_window)
-        self.states: dict[str, FeedState] = {}
 
     @property
     def config(self) -> Config:
         return self.rules.config
 
     async def start(self) -> None:
-        """Load feed state and the open stories of the window from the store."""
-        self.states = await self.store.feed_states([f.url for f in self.config.feeds])
+        """Load the open stories of the window from the store."""
         since = self.clock() - self.config.watcher.story_window
-        for story in await self.store.open_stories(since):
+        for story in await self.store.open_stories(since):  # also syncs the store's story cursor
             self.stories.add(story.id, story.topic, story.title, story.summary, story.opened_at)
 
-    async def apply(self, config: Config) -> None:
-        """Switch to a new config: new topics apply to the next entries; new feeds get state."""
+    def apply(self, config: Config) -> None:
+        """Switch to a new config: new topics and rules apply to the next entries."""
         if config.watcher.story_window != self.config.watcher.story_window:
             log.warning("story_window changes take effect after a restart")
         self.rules = Rules(config)
-        missing = [f.url for f in config.feeds if f.url not in self.states]
-        if missing:
-            self.states.update(await self.store.feed_states(missing))
 
-    def due(self, feed: FeedSettings) -> bool:
-        state = self.states.get(feed.url)
-        if state is None or state.disabled_reason:
-            return state is None
-        return state.next_poll_at is None or state.next_poll_at <= self.clock()
-
-    async def poll(self, feed: FeedSettings, *, force: bool = False) -> PollSummary:
+    async def poll(self, feed: FeedSettings, state: FeedState) -> PollSummary:
         """Poll one feed; never raises for a feed's own problems (they are recorded on it)."""
-        state = self.states.get(feed.url) or FeedState(url=feed.url)
         if state.disabled_reason:
             return PollSummary(feed.url, state.last_status or 0, error=state.disabled_reason)
-        if not force and state.next_poll_at and state.next_poll_at > self.clock():
-            return PollSummary(feed.url, state.last_status or 0, error="backing off")
         result = await self.fetcher.fetch(state.fetch_url, Validators(state.etag,
                                                                       state.last_modified))
         now = self.clock()
@@ -116,7 +102,6 @@ class Pipeline:
         if result.not_modified or (result.body and body_hash(result.body) == state.body_hash):
             state = self._succeeded(feed, state, result, now, new_entries=0)
             await self.store.save_feed(state)
-            self.states[feed.url] = state
             return PollSummary(feed.url, result.status)
         assert result.body is not None
         try:
@@ -143,7 +128,7 @@ class Pipeline:
             log.info("first poll: backlog recorded without alerts", extra={
                 "feed": feed.url, "entries": len(check.new)})
         else:
-            self._match_into(record, feed, check.new, check.updated, now)
+            self._match_into(record, feed, check.new, check.updated)
         state = self._succeeded(feed, state, result, now, new_entries=len(check.new))
         state.title = parsed.title or state.title
         state.body_hash = body_hash(result.body or b"")
@@ -151,18 +136,17 @@ class Pipeline:
         state.entries_total += len(check.new)
         record.feed = state
         try:
-            await self.store.record_poll(record)
+            await self.store.record_poll(record, lambda r, fresh: self.decide(r, fresh, now))
         except Exception:
             self._forget(record)
             raise
-        self.states[feed.url] = state
         if record.alerts:
             self.on_alerts()
         return PollSummary(feed.url, result.status, len(parsed.entries), len(check.new),
                            len(record.alerts))
 
     def _match_into(self, record: PollRecord, feed: FeedSettings, new: list[Entry],
-                    updated: list[Entry], now: datetime) -> None:
+                    updated: list[Entry]) -> None:
         topics = self.rules.topics_for(feed)
         if not topics:
             return
@@ -170,10 +154,23 @@ class Pipeline:
         for entry in new:
             for match in self.rules.matcher.match(entry, topics):
                 metrics.count_match(match.topic)
-                self._dedupe(record, match, now)
+                record.matches.append((match, False))
         for entry in updated if alerting else ():
-            for match in self.rules.matcher.match(entry, alerting):
-                self._dedupe(record, match, now, update=True)
+            record.matches.extend((m, True) for m in self.rules.matcher.match(entry, alerting))
+
+    def decide(self, record: PollRecord, fresh: list[NewStory], now: datetime) -> None:
+        """Dedupe a poll's matches into stories, members and alerts.
+
+        The store calls this inside the poll's transaction, under its story lock, with the
+        stories other processes opened since we last looked, so two nodes seeing one story
+        cannot both alert on it.
+        """
+        for story in fresh:
+            if story.id not in self.stories:
+                self.stories.add(story.id, story.topic, story.title, story.summary,
+                                 story.opened_at)
+        for match, update in record.matches:
+            self._dedupe(record, match, now, update)
 
     def _dedupe(self, record: PollRecord, match: Match, now: datetime,
                 update: bool = False) -> None:
@@ -207,18 +204,21 @@ class Pipeline:
     def _succeeded(self, feed: FeedSettings, state: FeedState, result: FetchResult,
                    now: datetime, new_entries: int) -> FeedState:
         interval = schedule.feed_interval(feed, state, self.config.watcher, new_entries, now)
+        jitter = self.config.watcher.jitter
         return replace(
             state, current_url=result.moved_to or state.current_url,
             etag=result.validators.etag, last_modified=result.validators.last_modified,
             last_poll_at=now, last_status=result.status, last_error=None, error_count=0,
-            last_success_at=now, next_poll_at=None,
+            last_success_at=now, next_poll_at=now + interval * random.uniform(1 - jitter,
+                                                                              1 + jitter),
             interval_s=interval.total_seconds() if feed.interval == "auto" else None,
         )
 
     async def _failed(self, feed: FeedSettings, state: FeedState, result: FetchResult,
                       reason: str, now: datetime) -> PollSummary:
         errors = state.error_count + 1
-        delay = schedule.error_backoff(errors, self.config.watcher.interval, result.retry_after)
+        interval = schedule.base_interval(feed, self.config.watcher, state)
+        delay = schedule.error_backoff(errors, interval, result.retry_after)
         disabled = f"HTTP 410 Gone at {now:%Y-%m-%d %H:%M} UTC: the feed was removed" \
             if result.status == 410 else None
         state = replace(state, last_poll_at=now, last_status=result.status or None,
@@ -226,7 +226,6 @@ class Pipeline:
                         next_poll_at=now + delay * random.uniform(0.9, 1.1),
                         current_url=result.moved_to or state.current_url)
         await self.store.save_feed(state)
-        self.states[feed.url] = state
         level = logging.ERROR if disabled else logging.WARNING
         log.log(level, "poll failed", extra={
             "feed": feed.url, "status": result.status or "-", "reason": reason,

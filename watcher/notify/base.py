@@ -51,6 +51,7 @@ class Sender(Protocol):
 SENDERS: dict[str, str] = {
     "email": "watcher.notify.email:make_email_sender",
     "webhook": "watcher.notify.webhook:make_webhook_sender",
+    "file": "watcher.notify.file:make_file_sender",
 }
 
 

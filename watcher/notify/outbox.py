@@ -7,6 +7,7 @@ or was never owed. This worker is the only place that changes its delivery state
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import random
@@ -64,10 +65,8 @@ class Outbox:
             except Exception:
                 log.exception("outbox pass failed; owed alerts stay owed and are retried")
             timeout = await self._sleep_for()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
 
     async def _sleep_for(self) -> float:
         nxt = await self.store.next_due_at()

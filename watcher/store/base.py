@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from watcher.model import AlertMessage, Entry, Hit, Outlet
+from watcher.model import AlertMessage, Entry, Hit, Match, Outlet
 
 
 class StoreError(Exception):
@@ -30,7 +31,7 @@ class FeedState:
     last_error: str | None = None
     error_count: int = 0
     last_success_at: datetime | None = None
-    next_poll_at: datetime | None = None
+    next_poll_at: datetime | None = None  # when the feed is next due (interval or backoff)
     disabled_reason: str | None = None
     entries_total: int = 0
     interval_s: float | None = None  # adaptive interval, when the feed uses "auto"
@@ -82,6 +83,8 @@ class PollRecord:
 
     feed: FeedState
     seen: list[Entry] = field(default_factory=list)
+    matches: list[tuple[Match, bool]] = field(default_factory=list)  # (match, is an update)
+    # filled in by the decider, inside the transaction:
     stories: list[NewStory] = field(default_factory=list)
     members: list[StoryMember] = field(default_factory=list)
     alerts: list[NewAlert] = field(default_factory=list)
@@ -114,6 +117,9 @@ class FailedAlert:
     created_at: datetime
 
 
+Decider = Callable[[PollRecord, list[NewStory]], None]
+
+
 class Store(Protocol):
     """The state store: feed state, seen entries, stories and the alert outbox."""
 
@@ -121,8 +127,13 @@ class Store(Protocol):
     async def close(self) -> None: ...
     async def feed_states(self, urls: list[str]) -> dict[str, FeedState]: ...
     async def save_feed(self, state: FeedState) -> None: ...
+    async def sync_feeds(self, urls: list[str], now: datetime, spread: float) -> None: ...
+    async def claim_due(self, node: str, now: datetime, lease: float,
+                        limit: int) -> list[FeedState]: ...
     async def check_seen(self, feed_url: str, entries: list[Entry]) -> SeenCheck: ...
-    async def record_poll(self, record: PollRecord) -> None: ...
+    async def record_poll(self, record: PollRecord, decide: Decider | None = None) -> None:
+        """Write one poll in one transaction; `decide` fills in its stories and alerts there."""
+        ...
     async def open_stories(self, since: datetime) -> list[NewStory]: ...
     async def due_alerts(self, now: datetime, limit: int) -> list[OwedAlert]: ...
     async def mark_delivered(self, alert_ids: list[str], at: datetime) -> None: ...

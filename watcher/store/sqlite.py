@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import random
 import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 from watcher.model import Entry, Outlet
 from watcher.store.base import (
     ChannelCounts,
+    Decider,
     FailedAlert,
     FeedState,
     NewStory,
@@ -29,6 +31,7 @@ from watcher.store.base import (
 )
 
 T = TypeVar("T")
+DELIVERY_LEASE = 120.0  # seconds a claimed alert is ours before another process may send it
 
 MIGRATIONS: list[str] = [
     # 1: the initial schema
@@ -38,8 +41,10 @@ MIGRATIONS: list[str] = [
         etag TEXT, last_modified TEXT, body_hash TEXT, primed INTEGER NOT NULL DEFAULT 0,
         last_poll_at REAL, last_status INTEGER, last_error TEXT,
         error_count INTEGER NOT NULL DEFAULT 0, last_success_at REAL, next_poll_at REAL,
-        disabled_reason TEXT, entries_total INTEGER NOT NULL DEFAULT 0, interval_s REAL
+        disabled_reason TEXT, entries_total INTEGER NOT NULL DEFAULT 0, interval_s REAL,
+        active INTEGER NOT NULL DEFAULT 1, lease_owner TEXT, lease_until REAL
     );
+    CREATE INDEX feeds_due ON feeds (active, next_poll_at);
     CREATE TABLE seen (
         feed_url TEXT NOT NULL, entry_key TEXT NOT NULL, canonical_link TEXT,
         title_hash TEXT NOT NULL, first_seen REAL NOT NULL,
@@ -62,7 +67,7 @@ MIGRATIONS: list[str] = [
         story_id TEXT NOT NULL, title TEXT NOT NULL, payload TEXT NOT NULL,
         status TEXT NOT NULL CHECK (status IN ('owed', 'delivered', 'failed')),
         attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, last_error TEXT,
-        created_at REAL NOT NULL, delivered_at REAL,
+        created_at REAL NOT NULL, delivered_at REAL, lease_until REAL,
         UNIQUE (topic, story_id, channel)
     );
     CREATE INDEX alerts_due ON alerts (status, next_attempt_at);
@@ -74,6 +79,14 @@ _FEED_COLUMNS = ("url", "current_url", "title", "etag", "last_modified", "body_h
                  "last_poll_at", "last_status", "last_error", "error_count", "last_success_at",
                  "next_poll_at", "disabled_reason", "entries_total", "interval_s")
 _TIME_COLUMNS = {"last_poll_at", "last_success_at", "next_poll_at"}
+
+
+_SAVE_FEED = (
+    f"INSERT INTO feeds ({','.join(_FEED_COLUMNS)}) VALUES ({','.join('?' * len(_FEED_COLUMNS))}) "
+    "ON CONFLICT (url) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _FEED_COLUMNS[1:])
+    + ", lease_owner = NULL, lease_until = NULL"
+)
 
 
 def title_hash(entry: Entry) -> str:
@@ -108,6 +121,7 @@ class SqliteStore:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._story_cursor = 0  # highest stories.rowid the pipeline's index has seen
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -182,9 +196,37 @@ class SqliteStore:
         await self._run(self._save_feed, state)
 
     def _save_feed(self, state: FeedState) -> None:
-        cols = ",".join(_FEED_COLUMNS)
-        marks = ",".join("?" * len(_FEED_COLUMNS))
-        self.db.execute(f"INSERT OR REPLACE INTO feeds ({cols}) VALUES ({marks})", _feed_row(state))
+        """Write the feed's state and release any lease on it."""
+        self.db.execute(_SAVE_FEED, _feed_row(state))
+
+    async def sync_feeds(self, urls: list[str], now: datetime, spread: float) -> None:
+        await self._run(self._sync_feeds, urls, now, spread)
+
+    def _sync_feeds(self, urls: list[str], now: datetime, spread: float) -> None:
+        """Make the configured feeds the active ones; new feeds fall due within `spread` s."""
+        start = ts(now) or 0.0
+        with self._tx():
+            self.db.execute("UPDATE feeds SET active = 0")
+            self.db.executemany(
+                "INSERT INTO feeds (url, next_poll_at, active) VALUES (?, ?, 1) "
+                "ON CONFLICT (url) DO UPDATE SET active = 1",
+                [(url, start + random.uniform(0, spread)) for url in urls])
+
+    async def claim_due(self, node: str, now: datetime, lease: float,
+                        limit: int) -> list[FeedState]:
+        return await self._run(self._claim_due, node, now, lease, limit)
+
+    def _claim_due(self, node: str, now: datetime, lease: float, limit: int) -> list[FeedState]:
+        """Lease up to `limit` active feeds that are due and not leased by a live poll."""
+        t = ts(now) or 0.0
+        with self._tx():
+            rows = self.db.execute(
+                "SELECT * FROM feeds WHERE active = 1 AND disabled_reason IS NULL "
+                "AND COALESCE(next_poll_at, 0) <= ? AND COALESCE(lease_until, 0) < ? "
+                "ORDER BY next_poll_at LIMIT ?", (t, t, limit)).fetchall()
+            self.db.executemany("UPDATE feeds SET lease_owner = ?, lease_until = ? WHERE url = ?",
+                                [(node, t + lease, r["url"]) for r in rows])
+        return [_feed_from_row(r) for r in rows]
 
     # --- seen entries ---
 
@@ -216,12 +258,14 @@ class SqliteStore:
 
     # --- one poll, one transaction ---
 
-    async def record_poll(self, record: PollRecord) -> None:
-        await self._run(self._record_poll, record)
+    async def record_poll(self, record: PollRecord, decide: Decider | None = None) -> None:
+        await self._run(self._record_poll, record, decide)
 
-    def _record_poll(self, record: PollRecord) -> None:
+    def _record_poll(self, record: PollRecord, decide: Decider | None) -> None:
         now = ts(record.feed.last_poll_at) or 0.0
-        with self._tx():
+        with self._tx():  # BEGIN IMMEDIATE: the write lock is also the story lock
+            if record.matches and decide is not None:
+                decide(record, self._fresh_stories())
             self._save_feed(record.feed)
             self.db.executemany(
                 "INSERT INTO seen (feed_url, entry_key, canonical_link, title_hash, first_seen) "
@@ -248,9 +292,19 @@ class SqliteStore:
         return await self._run(self._open_stories, since)
 
     def _open_stories(self, since: datetime) -> list[NewStory]:
+        self._story_cursor = self.db.execute(
+            "SELECT COALESCE(MAX(rowid), 0) FROM stories").fetchone()[0]
         rows = self.db.execute("SELECT id, topic, title, summary, opened_at FROM stories "
                                "WHERE opened_at >= ? ORDER BY opened_at", (ts(since),))
         return [NewStory(r[0], r[1], r[2], r[3], dt(r[4])) for r in rows]  # type: ignore[arg-type]
+
+    def _fresh_stories(self) -> list[NewStory]:
+        """Stories opened (by any process) since this store last looked; advances the cursor."""
+        rows = self.db.execute("SELECT rowid, id, topic, title, summary, opened_at FROM stories "
+                               "WHERE rowid > ? ORDER BY rowid", (self._story_cursor,)).fetchall()
+        if rows:
+            self._story_cursor = rows[-1][0]
+        return [NewStory(r[1], r[2], r[3], r[4], dt(r[5])) for r in rows]  # type: ignore[arg-type]
 
     # --- outbox ---
 
@@ -258,10 +312,15 @@ class SqliteStore:
         return await self._run(self._due_alerts, now, limit)
 
     def _due_alerts(self, now: datetime, limit: int) -> list[OwedAlert]:
-        rows = self.db.execute(
-            "SELECT id, topic, channel, story_id, payload, attempts, created_at FROM alerts "
-            "WHERE status = 'owed' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
-            (ts(now), limit)).fetchall()
+        """Claim due alerts for DELIVERY_LEASE seconds, so no other process sends them too."""
+        t = ts(now) or 0.0
+        with self._tx():
+            rows = self.db.execute(
+                "SELECT id, topic, channel, story_id, payload, attempts, created_at FROM alerts "
+                "WHERE status = 'owed' AND next_attempt_at <= ? AND COALESCE(lease_until, 0) < ? "
+                "ORDER BY next_attempt_at LIMIT ?", (t, t, limit)).fetchall()
+            self.db.executemany("UPDATE alerts SET lease_until = ? WHERE id = ?",
+                                [(t + DELIVERY_LEASE, r["id"]) for r in rows])
         owed = []
         for r in rows:
             outlets = self._outlets(r["story_id"], r["payload"])
@@ -279,15 +338,16 @@ class SqliteStore:
 
     async def mark_delivered(self, alert_ids: list[str], at: datetime) -> None:
         await self._run(self._update_alerts, "status = 'delivered', delivered_at = ?, "
-                        "attempts = attempts + 1, last_error = NULL", (ts(at),), alert_ids)
+                        "attempts = attempts + 1, last_error = NULL, lease_until = NULL",
+                        (ts(at),), alert_ids)
 
     async def mark_retry(self, alert_ids: list[str], error: str, next_at: datetime) -> None:
         await self._run(self._update_alerts, "attempts = attempts + 1, last_error = ?, "
-                        "next_attempt_at = ?", (error, ts(next_at)), alert_ids)
+                        "next_attempt_at = ?, lease_until = NULL", (error, ts(next_at)), alert_ids)
 
     async def mark_failed(self, alert_ids: list[str], error: str) -> None:
         await self._run(self._update_alerts, "status = 'failed', attempts = attempts + 1, "
-                        "last_error = ?", (error,), alert_ids)
+                        "last_error = ?, lease_until = NULL", (error,), alert_ids)
 
     def _update_alerts(self, assignments: str, params: tuple[Any, ...], ids: list[str]) -> None:
         with self._tx():
