@@ -25,6 +25,7 @@ import argparse
 import csv
 import itertools
 import sys
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,7 @@ from watcher.dedupe import (  # noqa: E402
     SAME_STORY_THRESHOLD,
     StoryIndex,
     StoryText,
+    _Prepared,
     _score,
     prepare,
 )
@@ -134,32 +136,50 @@ def stream_counts(items: Sequence[Item], threshold: float) -> Counts:
     return counts
 
 
-def pairwise_counts(
-    items: Sequence[Item], threshold: float, keep: Callable[[Item, Item], bool] = lambda a, b: True
-) -> Counts:
-    """Pure classifier over all pairs; a C-speed prefilter skips pairs that cannot reach it.
+def _maybe_pairs(prepared: Sequence[_Prepared], threshold: float) -> set[tuple[int, int]]:
+    """Every pair that could reach `threshold` (exact, so the pure-classifier figures are too).
 
-    A pair scores at most max(title, lead ratio) + NUMBER_SHARED, and each ratio is at most
-    token_set_ratio, so pairs below threshold - NUMBER_SHARED on both are negative for sure.
+    score <= max(title ratio, lead ratio) + NUMBER_SHARED, and ratio = (token_set + dice) / 2,
+    so a pair needs, on title or lead, either a shared word (dice > 0) or token_set >= 2c,
+    c = threshold - NUMBER_SHARED. Shared words come from an inverted index; token_set from
+    rapidfuzz at C speed with score_cutoff.
     """
-    prepared = [prepare(StoryText(i.title, i.summary)) for i in items]
-    cutoff = threshold - NUMBER_SHARED
+    cutoff = 2 * (threshold - NUMBER_SHARED)
+    n = len(prepared)
+    if cutoff <= 0:
+        return set(itertools.combinations(range(n), 2))
     maybe: set[tuple[int, int]] = set()
     for field in ("title", "lead"):
         texts = [getattr(p, field) for p in prepared]
+        holders: dict[str, list[int]] = defaultdict(list)
         for i, text in enumerate(texts):
-            if not text:
-                continue
-            for _, _, j in process.extract(text, texts, scorer=fuzz.token_set_ratio,
-                                           score_cutoff=cutoff, limit=None):
-                if j > i:
-                    maybe.add((i, j))
+            for word in set(text.split()):
+                holders[word].append(i)
+        for ids in holders.values():
+            maybe.update(itertools.combinations(ids, 2))
+        for i, text in enumerate(texts):
+            if text:
+                for _, _, j in process.extract(text, texts, scorer=fuzz.token_set_ratio,
+                                               score_cutoff=cutoff, limit=None):
+                    if j > i:
+                        maybe.add((i, j))
+    return maybe
+
+
+def pairwise_counts(
+    items: Sequence[Item], threshold: float, keep: Callable[[Item, Item], bool] = lambda a, b: True
+) -> Counts:
+    """The classifier alone: a pair is predicted same when same_story_score >= threshold."""
+    prepared = [prepare(StoryText(i.title, i.summary)) for i in items]
+    predicted = {
+        (i, j) for i, j in _maybe_pairs(prepared, threshold)
+        if _score(prepared[i], prepared[j]) >= threshold
+    }
     counts = Counts()
     for i, j in itertools.combinations(range(len(items)), 2):
         a, b = items[i], items[j]
         if keep(a, b):
-            predicted = (i, j) in maybe and _score(prepared[i], prepared[j]) >= threshold
-            counts.add(predicted, a, b)
+            counts.add((i, j) in predicted, a, b)
     return counts
 
 

@@ -840,6 +840,8 @@ def generate(out: Path, n: int, seed: int, port: int, hook_port: int, anchor: da
     (out / "feeds").mkdir(parents=True, exist_ok=True)
     for stale in (out / "feeds").glob("feed-*.xml"):
         stale.unlink()
+    for suffix in ("", "-wal", "-shm", "-journal"):  # state of an earlier run
+        (out / f"watcher.db{suffix}").unlink(missing_ok=True)
     corpus = Corpus(out, seed, n, port, hook_port, anchor,
                     pools={0: pool_size(n * ITEMS_PER_FEED)},
                     windows=[[(j, 0) for j in range(ITEMS_PER_FEED)] for _ in range(n)])

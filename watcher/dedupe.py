@@ -11,10 +11,10 @@ The pairwise decision (`same_story_score`) compares the *prepared* forms of two 
   the title, English and (transliterated) Russian stop words and wire credits are dropped,
   numbers are set aside, and every word is cut to its first 5 letters — a crude stemmer that
   lets "evacuated"/"evacuation" and Russian case endings ("zhiteley"/"zhitelya") meet;
-- title score = mean of rapidfuzz `token_set_ratio` and `token_sort_ratio` of the titles;
-  summary score = the same on the first words of both summaries (when both have one);
+- title score = mean of rapidfuzz `token_set_ratio` of the titles and the Dice overlap of
+  their word sets (x100); summary score = the same on the first words of both summaries;
 - score = max(title, summary); the summary may only lift a pair whose titles share some
-  ground (title score >= 35), so a feed's boilerplate description cannot merge everything;
+  ground (title score >= 30), so a feed's boilerplate description cannot merge everything;
 - numbers decide between look-alike announcements ("46 residents returned" vs "33 residents
   returned"): two titles with numbers and none in common lose 25 points; a title number
   found anywhere in the other entry gains 15.
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,16 +38,16 @@ from rapidfuzz import fuzz
 
 from watcher.text import normalise
 
-SAME_STORY_THRESHOLD: float = 55.0
+SAME_STORY_THRESHOLD: float = 40.0
 
 STEM = 5  # letters kept of each word
 LEAD_WORDS = 40  # words of the summary compared (summaries are often trimmed)
 TEXT_LIMIT = 600  # characters of a summary read at all
-TITLE_FLOOR = 35.0  # title score below which the summary may not lift a pair
+TITLE_FLOOR = 30.0  # title score below which the summary may not lift a pair
 NUMBER_CLASH = 25.0
 NUMBER_SHARED = 15.0
-CANDIDATES = 24  # stories scored per lookup
-POSTINGS_BUDGET = 4000  # postings read per lookup
+CANDIDATES = 12  # stories scored per lookup
+POSTINGS_BUDGET = 1000  # postings read per lookup
 MAX_KEY_SHARE = 0.2  # a word carried by more than this share of a topic's stories is no key
 MIN_KEY_DF = 64  # ... unless it is carried by fewer stories than this
 
@@ -122,11 +123,15 @@ def prepare(text: StoryText) -> _Prepared:
 
 
 def _ratio(a: str, b: str) -> float:
+    """Mean of rapidfuzz token_set_ratio (spelling-tolerant) and the Dice overlap of the words
+    (exact after stemming; unrelated texts score ~0 on it, where letter-level ratios give ~40)."""
     if not a or not b:
         return 0.0
     if a == b:
         return 100.0
-    return (fuzz.token_set_ratio(a, b) + fuzz.token_sort_ratio(a, b)) / 2
+    words_a, words_b = set(a.split()), set(b.split())
+    dice = 200.0 * len(words_a & words_b) / (len(words_a) + len(words_b))
+    return (fuzz.token_set_ratio(a, b) + dice) / 2
 
 
 def _number_adjustment(a: _Prepared, b: _Prepared) -> float:
@@ -253,7 +258,11 @@ class StoryIndex:
             del self._sizes[topic], self._postings[topic]
 
     def _candidates(self, topic: str, query: _Prepared) -> list[str]:
-        """Stories sharing the most rare keys with the query (bounded work)."""
+        """Stories sharing the most of the query's rarer keys (bounded work).
+
+        Keys are read rarest first until POSTINGS_BUDGET postings have been read; keys held by
+        a large share of the topic's stories (its own topic words) are never read at all.
+        """
         postings = self._postings.get(topic)
         if not postings:
             return []
@@ -262,13 +271,11 @@ class StoryIndex:
             (ids for key in query.keys if (ids := postings.get(key)) and len(ids) <= limit),
             key=len,
         )
-        counts: dict[str, float] = {}
+        counts: Counter[str] = Counter()
         budget = POSTINGS_BUDGET
         for ids in lists:
             if len(ids) > budget:
                 break
             budget -= len(ids)
-            weight = 1.0 / len(ids)
-            for story_id in ids:
-                counts[story_id] = counts.get(story_id, 0.0) + weight
-        return heapq.nlargest(CANDIDATES, counts, key=counts.__getitem__)
+            counts.update(ids)
+        return [story_id for story_id, _ in counts.most_common(CANDIDATES)]

@@ -4,13 +4,16 @@ Two forms of a text are used:
 
 - `normalise(text)`: the readable matching form. HTML removed, Unicode NFKC, case-folded,
   accents folded and every script transliterated to Latin letters (anyascii), punctuation
-  removed, whitespace collapsed. "Курской области!" -> "kurskoy oblasti".
+  removed, in-word apostrophes dropped, whitespace collapsed.
+  "Курської області!" -> "kurskoi oblasti".
 - `match_form(text)`: `normalise` plus `fold_variants`, which folds the usual spelling
   variants of transliteration (kh/h, y/i, ya/ia, zh/dzh/j, shch/sch, x/ks, ii/i) so that
   "Khinshteyn", "Hinshtein" and "Хинштейн" meet. The matcher compares match forms only.
 
-The heavy lifting is done by C-level string operations (`str.translate` with a table built
-once from anyascii), so a typical headline is normalised in a few microseconds.
+Speed matters (the matcher sees every entry): ASCII text never leaves C-level `bytes`
+operations, and other scripts go through one `str.translate` with a table built once from
+anyascii (NFKC, case folding and transliteration of each character, precomputed for the
+Basic Multilingual Plane); anyascii itself only sees rarer characters beyond it.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ _TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]+>", re.IGNORECASE | re.DO
 _ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-f]+|[a-z][a-z0-9]*);", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
-_MULTI_I = re.compile(r"i{2,}")
-# A word of the original text: letters, digits, combining marks and in-word apostrophes.
-_WORD = re.compile(r"[\w'’ʼ‘`´\u0300-\u036f\u0483-\u0489]+")
 _APOSTROPHES = "'’ʼ‘`´ʹʻʽ"
-_TABLE_END = 0x3000  # characters below this are translated by table; the rest by anyascii
+# A word of the original text: from a letter or digit to a letter or digit, with combining
+# marks and apostrophes allowed inside ("Kurs'k", "don’t").
+_WORD = re.compile(r"[^\W_](?:[\w'’ʼ‘`´ʹʻʽ\u0300-\u036f\u0483-\u0489]*[^\W_])?")
+_TABLE_END = 0x10000  # the Basic Multilingual Plane is translated by table; the rest by anyascii
+_DIGRAPHS = ((b"shch", b"sch"), (b"kh", b"h"), (b"dzh", b"j"), (b"zh", b"j"), (b"dj", b"j"))
 
 STOPWORDS: frozenset[str] = frozenset(
     # English
@@ -50,31 +54,40 @@ class Token(NamedTuple):
 
 
 def _table_entry(char: str) -> str | None:
-    """What one character becomes: ASCII letters/digits, '' (dropped) or ' ' (separator)."""
+    """What one character becomes: ASCII letters/digits, '' (dropped) or ' ' (separator).
+
+    The entry is NFKC, case folding and anyascii applied to the character, so translating
+    a text with the table is the same as normalising it character by character.
+    """
     if char in _APOSTROPHES:
         return None
-    category = unicodedata.category(char)
-    if category[0] not in "LMN":
+    if unicodedata.category(char)[0] not in "LMN":
         return " "
-    ascii_form = _NON_ALNUM.sub(" ", anyascii(char).lower())
-    if category[0] in "LM":
-        return ascii_form.replace(" ", "") or None
-    return ascii_form or " "
+    folded = anyascii(unicodedata.normalize("NFKC", char).casefold())
+    return _NON_ALNUM.sub("", folded.lower()) or None
 
 
-def _build_table() -> dict[int, str | None]:
-    table: dict[int, str | None] = {}
-    for code in range(_TABLE_END):
-        char = chr(code)
-        if char.isascii() and (char.isalnum() and char.islower() or char.isdigit()):
-            continue
-        table[code] = _table_entry(char)
+def _build_table() -> list[str | None]:
+    table: list[str | None] = [_table_entry(chr(code)) for code in range(_TABLE_END)]
     table[ord("ё")] = "e"  # Russian writes е for ё as often as not
     return table
 
 
+def _byte_table(fold: bool) -> bytes:
+    """ASCII letters lower-cased, digits kept, everything else a space; y->i when folding."""
+    table = bytearray(b" " * 256)
+    for code in range(128):
+        char = chr(code)
+        if char.isalnum():
+            table[code] = ord(char.lower())
+    if fold:
+        table[ord("y")] = table[ord("Y")] = ord("i")
+    return bytes(table)
+
+
 _TABLE = _build_table()
-_Y_TO_I = str.maketrans("y", "i")
+_PLAIN = _byte_table(fold=False)
+_FOLD = _byte_table(fold=True)
 
 
 def html_to_text(markup: str) -> str:
@@ -83,34 +96,36 @@ def html_to_text(markup: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
-def _to_ascii_words(text: str) -> str:
-    """NFKC, case-fold, transliterate; non-words become spaces (not yet collapsed)."""
-    text = unicodedata.normalize("NFKC", text).casefold().translate(_TABLE)
+def _ascii_bytes(text: str, table: bytes) -> bytes:
+    """Lower-case ASCII letters and digits, any other character a space (not collapsed)."""
     if not text.isascii():
-        text = anyascii(text).lower()
         text = text.translate(_TABLE)
-    return text
+        if not text.isascii():  # beyond the Basic Multilingual Plane
+            text = anyascii(unicodedata.normalize("NFKC", text))
+    return text.encode("ascii").translate(table, b"'`")
+
+
+def _fold_bytes(data: bytes) -> bytes:
+    for old, new in _DIGRAPHS:
+        if old in data:
+            data = data.replace(old, new)
+    if b"x" in data:
+        data = data.replace(b"x", b"ks")
+    while b"ii" in data:
+        data = data.replace(b"ii", b"i")
+    return data
 
 
 def normalise(text: str) -> str:
     """Matching form: no HTML, NFKC, case-folded, Latin letters (any script), no punctuation."""
     if "<" in text or "&" in text:
         text = html_to_text(text)
-    return " ".join(_to_ascii_words(text).split())
+    return b" ".join(_ascii_bytes(text, _PLAIN).split()).decode("ascii")
 
 
 def fold_variants(normalised: str) -> str:
     """Fold transliteration spelling variants of an already normalised text."""
-    text = (
-        normalised.replace("shch", "sch")
-        .replace("kh", "h")
-        .replace("dzh", "j")
-        .replace("zh", "j")
-        .replace("dj", "j")
-        .replace("x", "ks")
-        .translate(_Y_TO_I)
-    )
-    return _MULTI_I.sub("i", text) if "ii" in text else text
+    return _fold_bytes(_ascii_bytes(normalised, _FOLD)).decode("ascii")
 
 
 def match_form(text: str) -> str:
@@ -120,27 +135,45 @@ def match_form(text: str) -> str:
 
 def _mask_markup(text: str) -> str:
     """Blank out tags and entities with spaces, keeping every other character's offset."""
+
     def blank(match: re.Match[str]) -> str:
         return " " * len(match.group())
 
     return _ENTITY.sub(blank, _TAG.sub(blank, text))
 
 
-def _trim_apostrophes(text: str, start: int, end: int) -> tuple[int, int]:
-    while start < end and text[start] in _APOSTROPHES:
-        start += 1
-    while end > start and text[end - 1] in _APOSTROPHES:
-        end -= 1
-    return start, end
+def match_text(text: str) -> str:
+    """Match form with HTML blanked out and separators not collapsed (fast; for the matcher)."""
+    if "<" in text or "&" in text:
+        text = _mask_markup(text)
+    return _fold_bytes(_ascii_bytes(text, _FOLD)).decode("ascii")
+
+
+def match_words(text: str) -> list[str]:
+    """The words of `text` in match form, in order; aligned with `word_spans`."""
+    return match_text(text).split()
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of the words of `text` (HTML tags and entities already blanked)."""
+    return [found.span() for found in _WORD.finditer(text)]
 
 
 def tokenize(text: str) -> list[Token]:
-    """Words of `text` in match form, each with its character span in the original text."""
+    """Words of `text` in match form, each with its character span in the original text.
+
+    Normally the words are exactly `match_words(text)`. When they cannot be aligned one to
+    one (rare: scripts with marks that split words), each original word is converted on its
+    own and every word it yields carries its span.
+    """
     if "<" in text or "&" in text:
         text = _mask_markup(text)
-    tokens: list[Token] = []
-    for found in _WORD.finditer(text):
-        start, end = _trim_apostrophes(text, found.start(), found.end())
-        for word in fold_variants(_to_ascii_words(found.group())).split():
-            tokens.append(Token(word, start, end))
-    return tokens
+    words = match_words(text)
+    spans = word_spans(text)
+    if len(words) == len(spans):
+        return [Token(word, start, end) for word, (start, end) in zip(words, spans, strict=True)]
+    return [
+        Token(word, start, end)
+        for start, end in spans
+        for word in match_words(text[start:end])
+    ]

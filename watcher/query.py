@@ -1,0 +1,186 @@
+"""Boolean topic queries: parse `"Red Cross" AND (Kursk OR Sumy) AND NOT submarine` (pure).
+
+Grammar (operators are upper-case words; anything else is a search term):
+
+    query   := or
+    or      := and ("OR" and)*
+    and     := not (["AND"] not)*        adjacent terms are joined by an implicit AND
+    not     := "NOT" not | primary
+    primary := "(" query ")" | '"' phrase '"' | word
+
+A bare word is one term (`Red Cross` means `Red AND Cross`); quote a phrase to match its
+words together. Each term is matched like a topic phrase, with the topic's threshold.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+_OPERATORS = ("AND", "OR", "NOT")
+_TOKEN = re.compile(r'\s*(?:(?P<paren>[()])|(?P<quote>")|(?P<word>[^\s()"]+))')
+
+
+class QueryError(ValueError):
+    """A query that cannot be parsed; `position` is the 0-based index of the bad character."""
+
+    def __init__(self, message: str, query: str, position: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.query = query
+        self.position = position
+
+    def __str__(self) -> str:
+        return f"{self.message} (at character {self.position + 1})\n  {self.query}\n  {' ' * self.position}^"
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    text: str
+    start: int  # where the term is in the query text
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    child: QueryNode
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    children: tuple[QueryNode, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    children: tuple[QueryNode, ...]
+
+
+QueryNode = Term | Not | And | Or
+
+
+@dataclass(frozen=True, slots=True)
+class _Lexeme:
+    kind: str  # "(", ")", "AND", "OR", "NOT", "term", "end"
+    text: str
+    start: int
+
+
+def _lex(query: str) -> Iterator[_Lexeme]:
+    position = 0
+    while True:
+        found = _TOKEN.match(query, position)
+        if found is None:
+            yield _Lexeme("end", "", len(query.rstrip()))
+            return
+        position = found.end()
+        if found.group("paren"):
+            yield _Lexeme(found.group("paren"), found.group("paren"), found.start("paren"))
+        elif found.group("quote"):
+            position = yield from _lex_phrase(query, found.start("quote"))
+        else:
+            word = found.group("word")
+            kind = word if word in _OPERATORS else "term"
+            yield _Lexeme(kind, word, found.start("word"))
+
+
+def _lex_phrase(query: str, quote: int) -> Iterator[_Lexeme]:
+    close = query.find('"', quote + 1)
+    if close < 0:
+        raise QueryError("unterminated quote", query, quote)
+    phrase = query[quote + 1 : close].strip()
+    if not phrase:
+        raise QueryError("empty quoted phrase", query, quote)
+    yield _Lexeme("term", phrase, quote)
+    return close + 1
+
+
+class _Parser:
+    def __init__(self, query: str) -> None:
+        self.query = query
+        self.lexemes = list(_lex(query))
+        self.index = 0
+
+    @property
+    def current(self) -> _Lexeme:
+        return self.lexemes[self.index]
+
+    def error(self, message: str, lexeme: _Lexeme | None = None) -> QueryError:
+        return QueryError(message, self.query, (lexeme or self.current).start)
+
+    def advance(self) -> _Lexeme:
+        lexeme = self.current
+        self.index += 1
+        return lexeme
+
+    def parse(self) -> QueryNode:
+        if self.current.kind == "end":
+            raise self.error("empty query")
+        node = self.parse_or()
+        if self.current.kind == ")":
+            raise self.error("')' without a matching '('")
+        if self.current.kind != "end":  # pragma: no cover - every other lexeme starts a term
+            raise self.error(f"unexpected {self.current.text!r}")
+        return node
+
+    def expect_operand(self, operator: _Lexeme) -> None:
+        """An operator with nothing usable after it is an error pointing at the operator."""
+        if self.current.kind in ("end", ")", "AND", "OR"):
+            raise self.error(f"{operator.text} needs a term after it", operator)
+
+    def parse_or(self) -> QueryNode:
+        children = [self.parse_and()]
+        while self.current.kind == "OR":
+            self.expect_operand(self.advance())
+            children.append(self.parse_and())
+        return children[0] if len(children) == 1 else Or(tuple(children))
+
+    def parse_and(self) -> QueryNode:
+        children = [self.parse_not()]
+        while self.current.kind in ("AND", "NOT", "term", "("):
+            if self.current.kind == "AND":
+                self.expect_operand(self.advance())
+            children.append(self.parse_not())
+        return children[0] if len(children) == 1 else And(tuple(children))
+
+    def parse_not(self) -> QueryNode:
+        if self.current.kind == "NOT":
+            self.expect_operand(self.advance())
+            return Not(self.parse_not())
+        return self.parse_primary()
+
+    def parse_primary(self) -> QueryNode:
+        lexeme = self.current
+        if lexeme.kind == "term":
+            self.advance()
+            return Term(lexeme.text, lexeme.start)
+        if lexeme.kind == "(":
+            self.advance()
+            if self.current.kind == ")":
+                raise self.error("empty parentheses")
+            if self.current.kind == "end":
+                raise self.error("'(' is never closed", lexeme)
+            node = self.parse_or()
+            if self.current.kind != ")":
+                raise self.error("'(' is never closed", lexeme)
+            self.advance()
+            return node
+        if lexeme.kind in ("AND", "OR"):
+            raise self.error(f"{lexeme.text} needs a term before it")
+        raise self.error("')' without a matching '('")
+
+
+def parse_query(text: str) -> QueryNode:
+    """Parse a topic query; raises QueryError pointing at the first problem."""
+    return _Parser(text).parse()
+
+
+def terms(node: QueryNode, negated: bool = False) -> Iterator[tuple[Term, bool]]:
+    """Every term of the query with whether it sits under an odd number of NOTs."""
+    if isinstance(node, Term):
+        yield node, negated
+    elif isinstance(node, Not):
+        yield from terms(node.child, not negated)
+    else:
+        for child in node.children:
+            yield from terms(child, negated)
