@@ -123,36 +123,50 @@ class RoundResult:
     others_cpu_s: float  # everything else on the machine, meanwhile (should be ~0)
 
 
-async def run_rounds(urls: list[str], out: Path, srv: FeedServer, workers: int,
-                     concurrency: int, timeout: float, idle_wait: float) -> list[RoundResult]:
+async def run_rounds(urls: list[str], out: Path, srv: FeedServer, args: argparse.Namespace,
+                     ) -> list[RoundResult]:
+    """`args.repeat` times: cold, unchanged, changed (each repetition a new mutate round)."""
     results: list[RoundResult] = []
     server_pids = frozenset({srv.proc.pid}) if srv.proc else frozenset()
-    with ProcessPoolExecutor(workers) as pool:
+    client_timeout = aiohttp.ClientTimeout(total=30)
+    with ProcessPoolExecutor(args.workers) as pool:
         # Start the workers before timing: a daemon starts its pool once, at startup.
-        list(pool.map(_warm, range(workers * 4)))
-        connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
-        client_timeout = aiohttp.ClientTimeout(total=30)
-        async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
-            poller = Poller(session, pool, concurrency)
-            for name in ("cold", "unchanged", "changed"):
-                if name == "changed":
-                    subprocess.run([sys.executable, gen_feeds.__file__, "mutate", "--fraction",
-                                    "0.1", "--entries", "3", "--round", "1", "--out", str(out)],
-                                   check=True)
-                wait_for_idle(idle_wait)
-                mark, server_cpu0 = srv.log_mark(), srv.cpu_seconds()
-                with measure_tree(exclude=server_pids) as m:
-                    stats = await asyncio.wait_for(poller.poll_all(urls), timeout)
-                server_cpu = srv.cpu_seconds() - server_cpu0
-                statuses = srv.statuses(mark)
-                results.append(RoundResult(
-                    name, m.wall_s, m.cpu_s, m.peak_pss_mb, m.max_rss_mb, stats.requests,
-                    stats.not_modified, stats.errors, stats.entries, stats.bytes / 1e6,
-                    statuses.get(304, 0), server_cpu, max(0.0, m.rest_cpu_s - server_cpu)))
-                log(f"{name}: {m.wall_s:.2f} s wall, {m.cpu_s:.2f} s CPU, "
-                    f"{stats.requests} requests, {stats.not_modified} 304s, "
-                    f"{stats.entries} entries")
+        list(pool.map(_warm, range(args.workers * 4)))
+        for rep in range(1, args.repeat + 1):
+            # A new session and no validators: the cold round starts from nothing.
+            connector = aiohttp.TCPConnector(limit=args.concurrency,
+                                             limit_per_host=args.concurrency)
+            async with aiohttp.ClientSession(connector=connector,
+                                             timeout=client_timeout) as session:
+                poller = Poller(session, pool, args.concurrency)
+                for name in ("cold", "unchanged", "changed"):
+                    if name == "changed":
+                        subprocess.run([sys.executable, gen_feeds.__file__, "mutate",
+                                        "--fraction", "0.1", "--entries", "3",
+                                        "--round", str(rep), "--out", str(out)], check=True)
+                    wait_for_idle(args.idle_wait)
+                    mark, server_cpu0 = srv.log_mark(), srv.cpu_seconds()
+                    with measure_tree(exclude=server_pids) as m:
+                        stats = await asyncio.wait_for(poller.poll_all(urls), args.timeout)
+                    server_cpu = srv.cpu_seconds() - server_cpu0
+                    statuses = srv.statuses(mark)
+                    results.append(RoundResult(
+                        name, m.wall_s, m.cpu_s, m.peak_pss_mb, m.max_rss_mb, stats.requests,
+                        stats.not_modified, stats.errors, stats.entries, stats.bytes / 1e6,
+                        statuses.get(304, 0), server_cpu, max(0.0, m.rest_cpu_s - server_cpu)))
+                    log(f"{name}: {m.wall_s:.2f} s wall, {m.cpu_s:.2f} s CPU, "
+                        f"{stats.requests} requests, {stats.not_modified} 304s, "
+                        f"{stats.entries} entries, others {results[-1].others_cpu_s:.2f} s CPU")
     return results
+
+
+def medians(results: list[RoundResult]) -> list[RoundResult]:
+    """Per round name, the repetition with the median wall time."""
+    out = []
+    for name in ("cold", "unchanged", "changed"):
+        runs = sorted((r for r in results if r.round == name), key=lambda r: r.wall_s)
+        out.append(runs[(len(runs) - 1) // 2])
+    return out
 
 
 def main() -> None:
@@ -168,7 +182,9 @@ def main() -> None:
                     help="serve with the aiohttp fallback even if nginx is installed")
     ap.add_argument("--idle-wait", type=float, default=120,
                     help="seconds to wait for other processes to go quiet before a round")
-    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="repetitions of the three rounds; the median is reported")
+    ap.add_argument("--json", type=Path, help="also write the (median) results here")
     args = ap.parse_args()
     out: Path = args.out or OUT_DIR / f"n{args.n}"
 
@@ -181,16 +197,17 @@ def main() -> None:
     urls = [corpus.feed_url(i) for i in range(corpus.n)]
 
     with feed_server(out, args.port, force_aiohttp=args.aiohttp_server) as srv:
-        results = asyncio.run(run_rounds(urls, out, srv, args.workers, args.concurrency,
-                                         args.timeout, args.idle_wait))
+        results = asyncio.run(run_rounds(urls, out, srv, args))
         server_name = srv.name
 
+    results = medians(results)
     rows = [{**asdict(r), "bar_s": BAR[r.round] if args.n == 1000 else "-"} for r in results]
     print_table(rows, ["round", "wall_s", "bar_s", "cpu_s", "peak_pss_mb", "max_rss_mb",
                        "requests", "not_modified", "server_304", "errors", "entries", "mb",
                        "server_cpu_s", "others_cpu_s"],
                 title=f"bare loop: {args.n} feeds, {server_name}, {args.workers} parse "
-                      f"processes, {args.concurrency} in flight, {os.cpu_count()} CPUs")
+                      f"processes, {args.concurrency} in flight, {os.cpu_count()} CPUs"
+                      + (f", median of {args.repeat}" if args.repeat > 1 else ""))
     print("bar_s: the project's stated bar for 1000 feeds behind nginx. cpu_s: this process "
           "+ parse workers. peak_pss_mb: their summed PSS; max_rss_mb: the largest RSS.\n"
           "others_cpu_s: CPU that other processes used during the round (not 0 = contended).")

@@ -18,7 +18,7 @@ import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from watcher import metrics, sdnotify
+from watcher import metrics, schedule, sdnotify
 from watcher.config import Config, ConfigError, FeedSettings, load_config
 from watcher.fetch import Fetcher
 from watcher.notify.base import Sender, make_sender
@@ -82,10 +82,18 @@ class Runtime:
         metrics.count_entries(summary.entries)
         return summary
 
+    async def sync_feeds(self) -> None:
+        """Tell the store which feeds are configured; new ones fall due over a short spread."""
+        feeds = self.config.feeds
+        shortest = min((schedule.base_interval(f, self.config.watcher).total_seconds()
+                        for f in feeds), default=STARTUP_SPREAD)
+        await self.store.sync_feeds([f.url for f in feeds], utcnow(),
+                                    min(STARTUP_SPREAD, shortest))
+
     async def apply(self, config: Config) -> None:
         self.config = config
         self.pipeline.apply(config)
-        await self.store.sync_feeds([f.url for f in config.feeds], utcnow(), STARTUP_SPREAD)
+        await self.sync_feeds()
         self.outbox.configure(build_senders(config, self.fetcher.session),
                               digest_channels(config))
 
@@ -137,8 +145,7 @@ class Daemon:
         self.runtime = runtime = await Runtime.open(config)
         try:
             self._install_signals()
-            await runtime.store.sync_feeds([f.url for f in config.feeds], utcnow(),
-                                           STARTUP_SPREAD)
+            await runtime.sync_feeds()
             self._start_clock()
             self._tasks = [asyncio.create_task(runtime.outbox.run(), name="outbox"),
                            asyncio.create_task(self._watch_config(), name="config-watch")]
@@ -246,20 +253,22 @@ class Daemon:
         from watchfiles import awatch
 
         assert self.runtime is not None
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)
         while not self.stop_event.is_set():
             files = {p.resolve() for p in self.runtime.config.files}
-            folders = {p.parent for p in files}
-            async for changes in awatch(*folders, debounce=800, step=100,
-                                        stop_event=self.stop_event, recursive=False):
-                touched = {Path(path).resolve() for _, path in changes}
-                if touched & files or self._new_include(touched):
-                    await self.reload("file change")
-                    break
+            includes = len(files) > 1
 
-    def _new_include(self, touched: set[Path]) -> bool:
-        assert self.runtime is not None
-        return any(p.suffix == ".toml" for p in touched) and len(
-            self.runtime.config.files) > 1
+            def relevant(_: object, path: str, files: set[Path] = files,
+                         includes: bool = includes) -> bool:
+                """Our files; with includes, any TOML file (a new one may match a pattern)."""
+                resolved = Path(path).resolve()
+                return resolved in files or (includes and resolved.suffix == ".toml")
+
+            folders = {p.parent for p in files}
+            async for _ in awatch(*folders, debounce=800, step=100, watch_filter=relevant,
+                                  stop_event=self.stop_event, recursive=includes):
+                await self.reload("file change")
+                break
 
     # --- shutdown ---
 

@@ -14,9 +14,10 @@ The pairwise decision (`same_story_score`) compares the *prepared* forms of two 
 - title score = mean of rapidfuzz `token_set_ratio` of the titles and the Dice overlap of
   their word sets (x100); summary score = the same on the first words of both summaries;
 - score = max(title, summary); the summary may only lift a pair whose titles share some
-  ground (title score >= 30), so a feed's boilerplate description cannot merge everything;
+  ground (title score >= 30), and a summary sharing no word with its own title is taken for
+  boilerplate ("Read more on our site") and ignored, so such feeds cannot merge everything;
 - numbers decide between look-alike announcements ("46 residents returned" vs "33 residents
-  returned"): two titles with numbers and none in common lose 25 points; a title number
+  returned"): two titles with numbers and none in common lose 50 points; a title number
   found anywhere in the other entry gains 15.
 
 `StoryIndex` keeps the open stories of each topic with an inverted index from rare words to
@@ -44,7 +45,7 @@ STEM = 5  # letters kept of each word
 LEAD_WORDS = 40  # words of the summary compared (summaries are often trimmed)
 TEXT_LIMIT = 600  # characters of a summary read at all
 TITLE_FLOOR = 30.0  # title score below which the summary may not lift a pair
-NUMBER_CLASH = 25.0
+NUMBER_CLASH = 50.0
 NUMBER_SHARED = 15.0
 CANDIDATES = 12  # stories scored per lookup
 POSTINGS_BUDGET = 1000  # postings read per lookup
@@ -107,10 +108,17 @@ def _words(text: str) -> list[str]:
 
 
 def prepare(text: StoryText) -> _Prepared:
-    """The comparison form of an entry (pure; cached by the index for stored stories)."""
+    """The comparison form of an entry (pure; cached by the index for stored stories).
+
+    A summary that shares no word with its own title is taken for boilerplate (a site's
+    tagline, "Read more...") and ignored: every real lead in the measured sets repeats at
+    least one word of its headline.
+    """
     summary = text.summary[:TEXT_LIMIT]
     title_words = _words(strip_outlet(text.title))
     lead_words = _words(summary)[:LEAD_WORDS]
+    if title_words and not set(title_words) & set(lead_words):
+        lead_words, summary = [], ""
     title_numbers = _numbers(text.title)
     numbers = title_numbers | _numbers(summary)
     return _Prepared(
@@ -142,18 +150,19 @@ def _number_adjustment(a: _Prepared, b: _Prepared) -> float:
 
 
 def _score(a: _Prepared, b: _Prepared) -> float:
+    """Unbounded score (an exact copy with shared numbers exceeds 100; ranks candidates)."""
     title = _ratio(a.title, b.title)
     if not a.title and not b.title:  # nothing but numbers/stop words: compare summaries
         title = _ratio(a.lead, b.lead)
     score = title
     if title >= TITLE_FLOOR:
         score = max(title, _ratio(a.lead, b.lead))
-    return max(0.0, min(100.0, score + _number_adjustment(a, b)))
+    return score + _number_adjustment(a, b)
 
 
 def same_story_score(a: StoryText, b: StoryText) -> float:
     """0..100: how surely two entries report the same story (>= threshold: same)."""
-    return _score(prepare(a), prepare(b))
+    return max(0.0, min(100.0, _score(prepare(a), prepare(b))))
 
 
 def _aware(at: datetime) -> datetime:

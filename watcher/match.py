@@ -42,6 +42,7 @@ from watcher.query import And, Not, QueryNode, Term, parse_query, terms
 from watcher.text import STOPWORDS, match_text, match_words, tokenize
 
 GAP_PENALTY = 2.0
+WILDCARD = "*"  # "evacu*": any word that starts with "evacu"
 _KEY_LENGTH = 4
 _Result = tuple[float, int, int]  # score, first and last word of the best window
 _NO_MATCH: _Result = (0.0, -1, -1)
@@ -62,6 +63,8 @@ def word_score(phrase_word: str, word: str) -> float:
     """How well a text word matches a phrase word, 0..100 (both in match form)."""
     if phrase_word == word:
         return 100.0
+    if phrase_word[-1] == WILDCARD:
+        return 100.0 if word.startswith(phrase_word[:-1]) else 0.0
     length = len(phrase_word)
     if length < _KEY_LENGTH or not word.startswith(phrase_word[:_KEY_LENGTH]):
         return 0.0
@@ -78,6 +81,16 @@ def word_score(phrase_word: str, word: str) -> float:
 _key = itemgetter(slice(0, _KEY_LENGTH))  # a word's index key: its first four letters
 
 
+def _phrase_words(raw: str) -> list[str]:
+    """The match-form words of one whitespace-separated piece of a phrase ("evacu*" kept)."""
+    words = match_words(raw)
+    if raw.endswith(WILDCARD) and words:
+        if len(words[-1]) < _KEY_LENGTH:
+            raise ValueError(f"{raw!r}: a wildcard needs at least {_KEY_LENGTH} letters before it")
+        words[-1] += WILDCARD
+    return words
+
+
 @dataclass(frozen=True, slots=True)
 class _Words:
     """One alternative of a phrase, compiled."""
@@ -91,11 +104,11 @@ class _Words:
     @lru_cache(maxsize=4096)
     def compile(text: str) -> _Words | None:
         """The alternative's words; identical texts share one object (and its scores)."""
-        words = match_words(text)
+        words = [word for raw in text.split() for word in _phrase_words(raw)]
         if not words:
             return None
         tokens = tuple(word for word in words if word not in STOPWORDS) or tuple(words)
-        weights = tuple(float(len(token)) for token in tokens)
+        weights = tuple(float(len(token.rstrip(WILDCARD))) for token in tokens)
         window = 1 if len(words) == 1 else len(words) + max(1, len(words) // 2)
         return _Words(tokens, weights, sum(weights), window)
 

@@ -1,26 +1,49 @@
-"""Parse stage: feed bytes -> normalised Entry objects (pure; runs in a worker process)."""
+"""Parse stage: feed bytes -> normalised Entry objects (pure; runs in a worker process).
+
+feedparser does the reading (strict XML first, a lenient parser for broken feeds). Around
+it, this module guards against hostile input and repairs the usual real-world breakage:
+
+- the body is handed over as a stream, never as a string feedparser might open as a path;
+- DTD entities: only small, cheap internal ones survive (no billion laughs, no quadratic
+  blow-up, no external entities), see `_safe_replace_doctype`;
+- character sets: a server's default charset does not beat the document's own declaration,
+  valid UTF-8 is read as UTF-8, UTF-8 with a few bad bytes is repaired rather than read as
+  cp1252, and undeclared non-Latin legacy encodings are detected (charset-normalizer);
+- text: summaries and titles become bounded plain text without script or style content,
+  in linear time whatever the markup.
+"""
 
 from __future__ import annotations
 
 import calendar
+import codecs
 import hashlib
+import io
+import pyexpat
+import re
+import unicodedata
+import xml.sax
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import feedparser
+import feedparser.api
 
 from watcher.model import Entry
 from watcher.text import html_to_text
 
 MAX_SUMMARY_CHARS = 4000
+MAX_TITLE_CHARS = 1000
+MAX_ENTRIES = 10_000  # entries read from one document (feeds list the newest first)
+_RAW_CHARS = 64 * 1024  # markup looked at per field: plenty for 4000 characters of text
 _EARLIEST = datetime(1995, 1, 1, tzinfo=UTC)  # before RSS existed: a placeholder date
 _FUTURE_SLACK = timedelta(days=2)
 _TRACKING_PREFIXES = ("utm_", "at_", "mc_", "pk_", "hsa_")
 _TRACKING_KEYS = frozenset({
     "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "igshid", "ocid",
-    "cmpid", "_ga", "_hsenc", "_hsmi", "mkt_tok", "ncid", "cid", "sr_share", "smid", "ito",
+    "cmpid", "_ga", "_hsenc", "_hsmi", "mkt_tok", "ncid", "sr_share", "smid", "ito",
     "xtor", "ref_src", "rss", "feed", "from_rss",
 })
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -37,6 +60,8 @@ class ParsedFeed:
     warning: str | None  # feedparser's complaint about a feed it could still read
 
 
+# --- links ---
+
 def canonical_link(link: str | None) -> str | None:
     """A link's identity: lower-cased scheme and host; no default port, fragment, trackers."""
     if not link:
@@ -48,11 +73,16 @@ def canonical_link(link: str | None) -> str | None:
         return link.strip() or None
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # IPv6 literal
     if port and _DEFAULT_PORTS.get(scheme) != port:
         host = f"{host}:{port}"
+    path = parts.path or "/"
+    if not host and path.startswith("//"):
+        path = "/" + path.lstrip("/")  # would read back as a host
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
              if not _is_tracking(k)]
-    return urlunsplit((scheme, host, parts.path or "/", urlencode(sorted(query)), ""))
+    return urlunsplit((scheme, host, path, urlencode(sorted(query)), ""))
 
 
 def _is_tracking(key: str) -> bool:
@@ -60,13 +90,58 @@ def _is_tracking(key: str) -> bool:
     return low in _TRACKING_KEYS or low.startswith(_TRACKING_PREFIXES)
 
 
+# --- text ---
+
+_SCRIPT_OPEN = re.compile(r"<(script|style)\b", re.IGNORECASE)
+_SCRIPT_CLOSE = re.compile(r"</(?:script|style)", re.IGNORECASE)
+_HTML_TAG = re.compile(r"</?(?:a|p|br|div|span|img|b|i|u|em|strong|script|style|iframe|ul|ol|"
+                       r"li|h[1-6]|table|tr|td|blockquote|figure|font|noscript)\b[^<>]{0,500}>",
+                       re.IGNORECASE)
+
+
+def _drop_scripts(markup: str) -> str:
+    """Remove script and style elements; an unclosed one swallows the rest, as in a browser."""
+    out: list[str] = []
+    pos = 0
+    while (found := _SCRIPT_OPEN.search(markup, pos)) is not None:
+        out.append(markup[pos:found.start()])
+        close = _SCRIPT_CLOSE.search(markup, found.end())
+        end = markup.find(">", close.end()) if close else -1
+        if end < 0:
+            return "".join(out)
+        pos = end + 1
+    out.append(markup[pos:])
+    return "".join(out)
+
+
+def plain_text(markup: str, limit: int) -> str:
+    """Bounded plain text of a feed field: no tags, no script/style content, entities decoded.
+
+    Runs in linear time (html_to_text's regex is quadratic on unclosed `<`, so those are
+    escaped first). Double-escaped HTML, common in the wild, gets a second pass.
+    """
+    text = markup[:_RAW_CHARS]
+    for _ in range(3):
+        text = _drop_scripts(text)
+        last = text.rfind(">")
+        if "<" in text[last + 1:]:  # a '<' nothing closes: text, not a tag
+            text = text[:last + 1] + text[last + 1:].replace("<", "&lt;")
+        text = html_to_text(text)
+        if not _HTML_TAG.search(text):
+            break
+    text = _SCRIPT_OPEN.sub(r"\1", text)  # markup escaped three times over: defuse what is left
+    return text[:limit].rstrip()
+
+
+# --- entries ---
+
 def _date(entry: Any, now: datetime) -> datetime | None:
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
         parsed = entry.get(key)
         if parsed:
             try:
                 value = datetime.fromtimestamp(calendar.timegm(parsed), tz=UTC)
-            except (OverflowError, ValueError, OSError):
+            except (OverflowError, ValueError, OSError, TypeError):
                 continue
             if _EARLIEST <= value <= now + _FUTURE_SLACK:
                 return value
@@ -77,7 +152,7 @@ def _summary(entry: Any) -> str:
     raw = entry.get("summary") or ""
     if not raw and entry.get("content"):
         raw = entry["content"][0].get("value", "")
-    return html_to_text(raw)[:MAX_SUMMARY_CHARS]
+    return plain_text(raw, MAX_SUMMARY_CHARS)
 
 
 def _entry_key(guid: str | None, link: str | None, title: str, summary: str) -> str:
@@ -90,7 +165,7 @@ def _entry_key(guid: str | None, link: str | None, title: str, summary: str) -> 
 
 def to_entry(raw: Any, feed_url: str, feed_name: str, now: datetime) -> Entry:
     """One feedparser entry as an Entry."""
-    title = html_to_text(raw.get("title") or "")
+    title = plain_text(raw.get("title") or "", MAX_TITLE_CHARS)
     link = (raw.get("link") or "").strip() or None
     guid = (raw.get("id") or "").strip() or None
     summary = _summary(raw)
@@ -102,27 +177,34 @@ def to_entry(raw: Any, feed_url: str, feed_name: str, now: datetime) -> Entry:
     )
 
 
+# --- the document ---
+
 def parse_feed(body: bytes, feed_url: str, feed_name: str = "",
                content_type: str | None = None) -> ParsedFeed:
     """Parse a feed document; raise FeedParseError when it is not one."""
     if not body.strip():
-        raise FeedParseError("empty response: no feed document")
+        raise FeedParseError("empty response: the server sent no feed document (0 bytes)")
+    body, effective_type = _fix_charset(body, content_type)
     headers = {"content-location": feed_url}
-    if content_type:
-        headers["content-type"] = content_type
-    parsed = feedparser.parse(body, response_headers=headers, sanitize_html=True,
-                              resolve_relative_uris=True)
+    if effective_type:
+        headers["content-type"] = effective_type
+    try:  # a stream: feedparser opens a str or bytes argument as a path or URL if it can
+        parsed = feedparser.parse(io.BytesIO(body), response_headers=headers,
+                                  sanitize_html=True, resolve_relative_uris=True)
+    except (RecursionError, MemoryError):
+        raise FeedParseError("feed too deeply nested or too large to read") from None
+    except Exception as exc:  # feedparser's lenient parser on hostile markup
+        raise FeedParseError(f"unreadable feed: {type(exc).__name__}: {exc}"[:300]) from None
     problem = parsed.get("bozo_exception")
     if not parsed.entries and not parsed.get("version"):
-        reason = f" ({problem})" if problem else ""
-        raise FeedParseError(f"not an RSS/Atom feed{reason}")
+        raise FeedParseError(_not_a_feed(body, feed_url, content_type, problem))
     if not parsed.entries and problem and not isinstance(problem, feedparser.NonXMLContentType):
-        raise FeedParseError(f"malformed feed, nothing readable: {problem}")
-    title = html_to_text(parsed.feed.get("title") or "")
+        raise FeedParseError(f"malformed feed, nothing readable: {_describe(problem)}")
+    title = plain_text(parsed.feed.get("title") or "", MAX_TITLE_CHARS)
     now = datetime.now(UTC)
     seen: set[str] = set()
     entries: list[Entry] = []
-    for raw in parsed.entries:
+    for raw in parsed.entries[:MAX_ENTRIES]:
         entry = to_entry(raw, feed_url, feed_name or title or feed_url, now)
         if entry.key in seen:  # some feeds repeat one guid for many items: tell them apart
             alt = _entry_key(None, entry.canonical_link, entry.title, entry.summary)
@@ -131,7 +213,18 @@ def parse_feed(body: bytes, feed_url: str, feed_name: str = "",
             entry = replace(entry, key=f"{entry.key}#{alt}")
         seen.add(entry.key)
         entries.append(entry)
-    return ParsedFeed(title=title, entries=entries, warning=_warning(problem, content_type))
+    warning = _warning(problem, content_type)
+    if len(parsed.entries) > MAX_ENTRIES:
+        warning = (f"{len(parsed.entries)} entries; only the first {MAX_ENTRIES} were read"
+                   + (f"; {warning}" if warning else ""))
+    return ParsedFeed(title=title, entries=entries, warning=warning)
+
+
+def _describe(problem: BaseException) -> str:
+    if isinstance(problem, xml.sax.SAXParseException):
+        return (f"XML error at line {problem.getLineNumber()}, column "
+                f"{problem.getColumnNumber()}: {problem.getMessage()}")
+    return str(problem)
 
 
 def _warning(problem: BaseException | None, content_type: str | None) -> str | None:
@@ -140,5 +233,200 @@ def _warning(problem: BaseException | None, content_type: str | None) -> str | N
         return None
     if isinstance(problem, feedparser.NonXMLContentType) and not content_type:
         return None
-    return str(problem)
+    return _describe(problem)
 
+
+_HTML_START = re.compile(rb"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head"
+                         rb"|body|meta|title)\b", re.IGNORECASE | re.DOTALL)
+_LINK_TAG = re.compile(r"<link\b[^<>]{0,2000}>", re.IGNORECASE)
+_ATTR = re.compile(r"""([a-z-]+)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
+_ROOT = re.compile(rb"<([A-Za-z_][\w:.-]{0,60})")
+
+
+def _not_a_feed(body: bytes, url: str, content_type: str | None,
+                problem: BaseException | None) -> str:
+    """Why this is no feed, and what the user can do about it."""
+    head = body[:256 * 1024]
+    if _HTML_START.match(head) or (content_type or "").lower().startswith("text/html"):
+        found = _advertised_feed(head.decode("utf-8", "replace"), url)
+        hint = (f"the page names its feed: {found} (use that URL)" if found else
+                "use the site's feed URL instead (look for an RSS or Atom link on the page)")
+        return f"not an RSS/Atom feed: the server sent an HTML page; {hint}"
+    reason = f": {_describe(problem)}" if problem else ""
+    root = _ROOT.search(head)
+    if root and head.lstrip()[:1] == b"<":
+        name = root.group(1).decode()
+        if name.lower().split(":")[-1] in ("rss", "feed", "rdf", "channel"):
+            return f"malformed feed, nothing readable{reason}"
+        return (f"not an RSS/Atom feed: the document's root element is <{name}>, not <rss>, "
+                f"<feed> or <rdf:RDF>{reason}")
+    start = head.lstrip()[:40].decode("utf-8", "replace")
+    return f"not an RSS/Atom feed: the body is not XML (it starts with {start!r}){reason}"
+
+
+def _advertised_feed(html: str, url: str) -> str | None:
+    """The first <link rel="alternate" type="application/rss+xml|atom+xml" href> of a page."""
+    for tag in _LINK_TAG.finditer(html):
+        attrs = {m.group(1).lower(): m.group(2) or m.group(3) or m.group(4) or ""
+                 for m in _ATTR.finditer(tag.group())}
+        kind = attrs.get("type", "").lower()
+        if ("alternate" in attrs.get("rel", "").lower().split() and attrs.get("href")
+                and kind in ("application/rss+xml", "application/atom+xml")):
+            return urljoin(url, attrs["href"].strip())
+    return None
+
+
+# --- character sets ---
+
+_LATIN_DEFAULTS = frozenset({"iso8859-1", "ascii", "cp1252"})  # what servers say by default
+_XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]{1,40})["']""")
+_CHARSET_PARAM = re.compile(r""";\s*charset\s*=\s*["']?([^"';\s]*)["']?""", re.IGNORECASE)
+_DETECT_BYTES = 64 * 1024
+
+
+def _codec(label: str | None) -> str | None:
+    if not label:
+        return None
+    try:
+        return codecs.lookup(label.strip()).name
+    except (LookupError, ValueError):
+        return None
+
+
+def _decodes(body: bytes, codec: str) -> bool:
+    try:
+        body.decode(codec)
+    except (UnicodeDecodeError, LookupError):
+        return False
+    return True
+
+
+def _with_charset(content_type: str | None, codec: str) -> str:
+    mime = _CHARSET_PARAM.sub("", content_type or "").strip() or "application/xml"
+    return f"{mime}; charset={codec}"
+
+
+def _fix_charset(body: bytes, content_type: str | None) -> tuple[bytes, str | None]:
+    """The body and the Content-Type to read it with, when feedparser alone would misread it.
+
+    feedparser tries the HTTP charset, then the XML declaration, then utf-8, windows-1252.
+    That reads an ISO-8859-1 server default over a correct declaration, valid UTF-8 as
+    Latin-1 when the server says so, and UTF-8 with one bad byte as cp1252 (all mojibake).
+    """
+    if body[:2] in (b"\xff\xfe", b"\xfe\xff") or body[:3] == b"\xef\xbb\xbf" or (
+            b"\x00" in body[:4]):
+        return body, content_type  # BOM or UTF-16/32: feedparser reads those right
+    found = _CHARSET_PARAM.search(content_type or "")
+    http = _codec(found.group(1)) if found else None
+    declared = _XML_ENCODING.match(body[:512])
+    decl = _codec(declared.group(1).decode("ascii")) if declared else None
+    if http and http not in _LATIN_DEFAULTS and _decodes(body, http):
+        return body, content_type  # an explicit, specific charset that fits
+    if decl and _decodes(body, decl):
+        return body, (_with_charset(content_type, decl) if http and http != decl
+                      else content_type)
+    if body.isascii():
+        return body, content_type
+    if _decodes(body, "utf-8"):
+        return body, _with_charset(content_type, "utf-8")
+    repaired = _repair_utf8(body)
+    if repaired is not None:
+        return repaired, _with_charset(content_type, "utf-8")
+    guess = _detect_non_latin(body)
+    return body, (_with_charset(content_type, guess) if guess else content_type)
+
+
+def _repair_utf8(body: bytes) -> bytes | None:
+    """UTF-8 with a few broken sequences, with U+FFFD in their place; None if not UTF-8."""
+    text = body.decode("utf-8", "replace")
+    bad = text.count("\ufffd") - body.count(b"\xef\xbf\xbd")
+    multibyte = sum(1 for char in text if ord(char) > 0x7F) - bad
+    return text.encode("utf-8") if multibyte >= 3 * bad else None
+
+
+def _detect_non_latin(body: bytes) -> str | None:
+    """An undeclared legacy encoding of a non-Latin script (Cyrillic, CJK, Hebrew...).
+
+    Latin-script guesses are ignored: the Western encodings cannot be told apart reliably,
+    and feedparser's windows-1252 fallback is the better bet for them.
+    """
+    try:
+        import charset_normalizer
+    except ImportError:  # optional: without it, such feeds read as windows-1252
+        return None
+    best = charset_normalizer.from_bytes(body[:_DETECT_BYTES]).best()
+    if best is None or best.encoding in ("utf_8", "ascii"):
+        return None
+    letters = [c for c in str(best) if ord(c) > 0x7F and c.isalpha()]
+    latin = sum(1 for c in letters if unicodedata.name(c, "").startswith("LATIN"))
+    return best.encoding if letters and latin * 2 < len(letters) else None
+
+
+# --- DTD entities ---
+
+_MAX_ENTITY_CHARS = 200
+_ENTITY_BUDGET = 1024 * 1024  # bytes all entity references in a document may expand to
+_original_replace_doctype = feedparser.api.replace_doctype
+
+
+class _RootReached(Exception):
+    pass
+
+
+def _safe_replace_doctype(data: bytes) -> tuple[str | None, bytes, dict[str, str]]:
+    """feedparser's DOCTYPE step (it strips the DOCTYPE, keeping "safe" entities), hardened.
+
+    feedparser finds entity declarations with regular expressions, which miss declarations
+    on one line (left for expat to expand) and keep any length of text (a 100 KB entity
+    used 1000 times made a 100 MB title). Here expat reads the prolog, and only small
+    internal entities within a total expansion budget are kept; external entities and
+    parameter entities never are. A prolog expat cannot read is left as it is: the strict
+    parser then fails on it too, and the lenient parser gets no entities.
+    """
+    start = data.find(b"<!DOCTYPE")
+    if start < 0:
+        return None, data, {}
+    version = "rss091n" if b"netscape" in data[start:start + 300].lower() else None
+    declared: list[tuple[str, str | None, bool]] = []
+    span: list[int] = []
+    parser = pyexpat.ParserCreate()
+    parser.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_UNLESS_STANDALONE)
+
+    def entity(name: str, is_param: int, value: str | None, *_: object) -> None:
+        declared.append((name, value, bool(is_param)))
+
+    def root(*_: object) -> None:
+        raise _RootReached
+
+    parser.StartDoctypeDeclHandler = lambda *_: span.append(parser.CurrentByteIndex)
+    parser.EndDoctypeDeclHandler = lambda: span.append(parser.CurrentByteIndex)
+    parser.EntityDeclHandler = entity
+    parser.StartElementHandler = root
+    try:
+        parser.Parse(data, True)
+    except _RootReached:
+        pass
+    except (pyexpat.ExpatError, ValueError, RecursionError):
+        return version, data, {}
+    if len(span) != 2:
+        return version, data, {}
+    begin = data.rfind(b"<!DOCTYPE", 0, span[0] + 1)
+    end = data.find(b">", span[1]) + 1
+    if begin < 0 or end <= 0:
+        return version, data, {}
+    safe: dict[str, str] = {}
+    budget = _ENTITY_BUDGET
+    for name, value, is_param in declared:
+        if is_param or value is None or len(value) > _MAX_ENTITY_CHARS or any(
+                c in value for c in "&<%\"") or name in safe:
+            continue
+        cost = data.count(f"&{name};".encode()) * len(value.encode())
+        if cost <= budget:
+            budget -= cost
+            safe[name] = value
+    doctype = "".join(f'<!ENTITY {k} "{v}">\n' for k, v in safe.items())
+    replacement = f"<!DOCTYPE feed [\n{doctype}]>".encode() if safe else b""
+    return version, data[:begin] + replacement + data[end:], safe
+
+
+feedparser.api.replace_doctype = _safe_replace_doctype

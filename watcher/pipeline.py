@@ -73,6 +73,7 @@ class Pipeline:
         self.on_alerts = on_alerts or (lambda: None)
         self.rules = Rules(config)
         self.stories = StoryIndex(config.watcher.story_window)
+        self.story_ids: set[str] = set()
 
     @property
     def config(self) -> Config:
@@ -82,6 +83,11 @@ class Pipeline:
         """Load the open stories of the window from the store."""
         since = self.clock() - self.config.watcher.story_window
         for story in await self.store.open_stories(since):  # also syncs the store's story cursor
+            self._add_story(story)
+
+    def _add_story(self, story: NewStory) -> None:
+        if story.id not in self.story_ids:
+            self.story_ids.add(story.id)
             self.stories.add(story.id, story.topic, story.title, story.summary, story.opened_at)
 
     def apply(self, config: Config) -> None:
@@ -166,9 +172,7 @@ class Pipeline:
         cannot both alert on it.
         """
         for story in fresh:
-            if story.id not in self.stories:
-                self.stories.add(story.id, story.topic, story.title, story.summary,
-                                 story.opened_at)
+            self._add_story(story)
         for match, update in record.matches:
             self._dedupe(record, match, now, update)
 
@@ -184,8 +188,9 @@ class Pipeline:
                 "title": entry.title})
             return
         story_id = short_hash("story", match.topic, entry.feed_url, entry.key, entry.title)
-        self.stories.add(story_id, match.topic, entry.title, entry.summary, now)
-        record.stories.append(NewStory(story_id, match.topic, entry.title, entry.summary, now))
+        story = NewStory(story_id, match.topic, entry.title, entry.summary, now)
+        self._add_story(story)
+        record.stories.append(story)
         record.members.append(StoryMember(story_id, entry, now))
         for channel in self.rules.topics[match.topic].channels:
             due = schedule.digest_due(self.config.channel(channel).digest, now,
@@ -199,7 +204,8 @@ class Pipeline:
     def _forget(self, record: PollRecord) -> None:
         """Undo index additions of a poll whose transaction failed."""
         for story in record.stories:
-            self.stories.remove(story.id)
+            self.stories.remove(story.topic, story.id)
+            self.story_ids.discard(story.id)
 
     def _succeeded(self, feed: FeedSettings, state: FeedState, result: FetchResult,
                    now: datetime, new_entries: int) -> FeedState:

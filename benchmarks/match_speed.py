@@ -1,0 +1,93 @@
+"""Throughput of the match stage: entries per second against 10 and 100 topics.
+
+    .venv/bin/python benchmarks/match_speed.py [--rounds 5]
+
+Entries: the 1,437 real feed entries of tests/data/match_eval/feed_sample.jsonl (52 real
+feeds in 10+ languages; title plus a summary cut to 40 words) and the 242 items of the
+labelled evaluation set - mostly entries that match no topic, as in real feeds.
+
+Topics: the two founding topics of topics.toml plus generated ones that look like an
+analyst's: each is built from the phrases and distinctive words of one real news story of
+2014 (topic_vocab.json, from the UCI News Aggregator headlines), as any-phrases, an
+all-phrase with a stricter threshold, or a boolean query with an exclusion.
+
+One process, one thread; each figure is the best of --rounds passes over all entries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from match_quality import EVAL_DIR, entry_of, load_items, load_topics
+
+from watcher.match import Matcher
+from watcher.model import Entry, Phrase, TopicRule
+
+
+def _story_topic(index: int, story: dict[str, Any], other: dict[str, Any]) -> TopicRule:
+    """One analyst-like topic about a 2014 story; three shapes in turn."""
+    phrases, words = story["phrases"], story["words"]
+    name = f"story-{index}"
+    excluded = (Phrase(other["words"][0]),) if other["words"] else ()
+    shape = index % 3
+    if shape == 0:
+        return TopicRule(name, any=tuple(Phrase(p) for p in (phrases or words)[:4]), none=excluded)
+    if shape == 1:
+        required = (Phrase(phrases[0], threshold=90.0),) if phrases else ()
+        return TopicRule(name, any=tuple(Phrase(w) for w in words[:3]), all=required)
+    terms = " OR ".join(f'"{p}"' for p in (phrases[:3] or words[:3]))
+    query = f"({terms})" + (f" AND NOT {other['words'][-1]}" if other["words"] else "")
+    return TopicRule(name, query=query)
+
+
+def make_topics(count: int) -> list[TopicRule]:
+    with (EVAL_DIR / "topic_vocab.json").open(encoding="utf-8") as handle:
+        vocab = json.load(handle)
+    topics = load_topics()
+    for index in range(count - len(topics)):
+        story, other = vocab[index % len(vocab)], vocab[(index + 7) % len(vocab)]
+        topics.append(_story_topic(index, story, other))
+    return topics[:count]
+
+
+def load_entries() -> list[Entry]:
+    with (EVAL_DIR / "feed_sample.jsonl").open(encoding="utf-8") as handle:
+        feed = [json.loads(line) for line in handle]
+    entries = [
+        entry_of({"id": f"feed-{i}", "title": row["title"], "summary": row["summary"]})
+        for i, row in enumerate(feed)
+    ]
+    return entries + [entry_of(item) for item in load_items()]
+
+
+def measure(topics: Sequence[TopicRule], entries: Sequence[Entry], rounds: int) -> tuple[float, int]:
+    """(best entries per second, matches per pass)."""
+    matcher = Matcher(topics)
+    matches = sum(len(matcher.match(entry)) for entry in entries)  # warm-up and count
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for entry in entries:
+            matcher.match(entry)
+        best = max(best, len(entries) / (time.perf_counter() - start))
+    return best, matches
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    entries = load_entries()
+    print(f"{len(entries)} entries, single process")
+    print(f"{'topics':>7}{'entries/s':>12}{'matches/pass':>14}")
+    for count in (10, 100):
+        rate, matches = measure(make_topics(count), entries, args.rounds)
+        print(f"{count:>7}{rate:>12,.0f}{matches:>14}")
+
+
+if __name__ == "__main__":
+    main()

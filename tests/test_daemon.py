@@ -1,0 +1,151 @@
+"""`watcher run` as a real process: schedule, systemd notify, reload, shutdown (issues 2, 5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from feedserver import FeedServer, Item
+from servers import WebhookReceiver
+from test_pipeline_e2e import EVACUATION, UNRELATED
+
+pytestmark = pytest.mark.slow
+
+RED_CROSS = Item("ICRC helps return civilians to their homes across the front line",
+                 "https://news.example/icrc-return", "rc-1",
+                 "The International Committee of the Red Cross said it facilitated the "
+                 "repatriation of civilians.", EVACUATION.published)
+
+
+def daemon_config(feed_urls: list[str], hook: str, topics: str) -> str:
+    feeds = "".join(f'[[feeds]]\nurl = "{u}"\nname = "Outlet {i}"\ninterval = "1s"\n\n'
+                    for i, u in enumerate(feed_urls))
+    return f"""
+[watcher]
+state = "state.db"
+first_poll = "alert"
+interval_floor = "1s"
+
+{feeds}
+{topics}
+
+[[channels]]
+name = "hook"
+type = "webhook"
+url = "{hook}"
+"""
+
+
+KURSK = """
+[[topics]]
+name = "kursk-evacuation"
+any = ["Kursk residents evacuated", "Kursk evacuation"]
+channels = ["hook"]
+"""
+RED_CROSS_TOPIC = """
+[[topics]]
+name = "red-cross-repatriation"
+any = ["Red Cross repatriation", "ICRC return civilians"]
+channels = ["hook"]
+"""
+
+
+class Notifications:
+    """A real NOTIFY_SOCKET: the datagrams a daemon sends to systemd."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.received: list[str] = []
+
+    def wait_for(self, field: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(field in m.splitlines() for m in self.received):
+                return
+            try:
+                self.received.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+        raise AssertionError(f"no {field} in {self.received}")
+
+
+@pytest.fixture
+def notifications(tmp_path: Path) -> Iterator[Notifications]:
+    n = Notifications(tmp_path / "notify.sock")
+    yield n
+    n.sock.close()
+
+
+def start(config: Path, notify: Notifications, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "PYTHONUNBUFFERED": "1"}
+    env.pop("JOURNAL_STREAM", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "watcher", "run", "--config", str(config), *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    return out
+
+
+def test_daemon_alerts_reloads_and_stops_cleanly(tmp_path: Path, feed_server: FeedServer,
+                                                 notifications: Notifications) -> None:
+    with WebhookReceiver() as hook:
+        url = feed_server.set_feed("a.xml", [EVACUATION, UNRELATED, RED_CROSS])
+        config = tmp_path / "watcher.toml"
+        config.write_text(daemon_config([url], hook.url, KURSK))
+        proc = start(config, notifications, "--log-format", "json")
+        try:
+            notifications.wait_for("READY=1")
+            [first] = hook.wait_for(1, timeout=20)
+            assert first.json["topic"] == "kursk-evacuation"
+
+            # Edit the topic rules: the running daemon picks the change up by itself, and the
+            # new topic applies to the next new entries.
+            config.write_text(daemon_config([url], hook.url, KURSK + RED_CROSS_TOPIC))
+            notifications.wait_for("RELOADING=1")
+            notifications.received.clear()
+            notifications.wait_for("READY=1")
+            later = Item("Red Cross repatriation of civilians continues",
+                         "https://news.example/icrc-2", "rc-2", "More civilians returned.",
+                         EVACUATION.published)
+            feed_server.set_feed("a.xml", [EVACUATION, UNRELATED, RED_CROSS, later])
+            received = hook.wait_for(2, timeout=20)
+            assert received[1].json["topic"] == "red-cross-repatriation"
+            assert received[1].json["entry"]["title"] == later.title
+
+            # A broken edit is rejected; the daemon keeps running on the previous config.
+            config.write_text("[[topics]]\nname = 3\n")
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(1.5)
+            assert proc.poll() is None
+        finally:
+            out = stop(proc) if proc.poll() is None else proc.communicate()[0]
+        notifications.wait_for("STOPPING=1")
+        lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        rejected = [x for x in lines if "config reload rejected" in x["msg"]]
+        assert rejected and "topics[0].name" in rejected[0]["problem"]
+        assert len(hook.unique_deliveries) == 2 and not hook.duplicates
+
+
+def test_daemon_refuses_a_bad_config_with_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "watcher.toml"
+    config.write_text('[watcher]\ninterval = "often"\n')
+    proc = subprocess.run([sys.executable, "-m", "watcher", "run", "--config", str(config)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert f"{config}: watcher.interval: expected a duration" in proc.stderr
