@@ -68,8 +68,14 @@ class Item:
 def load_kursk(titles_only: bool = False) -> list[Item]:
     with (DATA / "kursk-evacuations.csv").open(encoding="utf-8") as f:
         return [
-            Item(row["id"], row["title"], "" if titles_only else row["summary"],
-                 datetime.fromisoformat(row["published"]), row["story"], row["lang"])
+            Item(
+                row["id"],
+                row["title"],
+                "" if titles_only else row["summary"],
+                datetime.fromisoformat(row["published"]),
+                row["story"],
+                row["lang"],
+            )
             for row in csv.DictReader(f)
         ]
 
@@ -77,13 +83,20 @@ def load_kursk(titles_only: bool = False) -> list[Item]:
 def load_uci(merge_split: bool = False) -> list[Item]:
     with (DATA / "uci-news-aggregator-subset.csv").open(encoding="utf-8") as f:
         items = [
-            Item(row["ID"], row["TITLE"], "",
-                 datetime.fromtimestamp(int(row["TIMESTAMP"]) / 1000, UTC), row["STORY"])
+            Item(
+                row["ID"],
+                row["TITLE"],
+                "",
+                datetime.fromtimestamp(int(row["TIMESTAMP"]) / 1000, UTC),
+                row["STORY"],
+            )
             for row in csv.DictReader(f)
         ]
     if merge_split:
-        items = [Item(i.key, i.title, i.summary, i.at, UCI_SPLIT.get(i.label, i.label), i.lang)
-                 for i in items]
+        items = [
+            Item(i.key, i.title, i.summary, i.at, UCI_SPLIT.get(i.label, i.label), i.lang)
+            for i in items
+        ]
     return items
 
 
@@ -159,8 +172,9 @@ def _maybe_pairs(prepared: Sequence[_Prepared], threshold: float) -> set[tuple[i
             maybe.update(itertools.combinations(ids, 2))
         for i, text in enumerate(texts):
             if text:
-                for _, _, j in process.extract(text, texts, scorer=fuzz.token_set_ratio,
-                                               score_cutoff=cutoff, limit=None):
+                for _, _, j in process.extract(
+                    text, texts, scorer=fuzz.token_set_ratio, score_cutoff=cutoff, limit=None
+                ):
                     if j > i:
                         maybe.add((i, j))
     return maybe
@@ -172,7 +186,8 @@ def pairwise_counts(
     """The classifier alone: a pair is predicted same when same_story_score >= threshold."""
     prepared = [prepare(StoryText(i.title, i.summary)) for i in items]
     predicted = {
-        (i, j) for i, j in _maybe_pairs(prepared, threshold)
+        (i, j)
+        for i, j in _maybe_pairs(prepared, threshold)
         if _score(prepared[i], prepared[j]) >= threshold
     }
     counts = Counts()
@@ -206,9 +221,12 @@ def report(threshold: float) -> None:
 def sweep() -> None:
     kursk, kursk_titles, uci = load_kursk(), load_kursk(titles_only=True), load_uci(True)
     print("threshold | Kursk stream | Kursk titles-only stream | UCI (split merged) stream")
-    for threshold in range(40, 81, 5):
+    for threshold in range(30, 81, 5):
         rows = [stream_counts(s, threshold) for s in (kursk, kursk_titles, uci)]
-        print(f"{threshold:9} | " + " | ".join(c.line(i < 2).split("  (")[0] for i, c in enumerate(rows)))
+        print(
+            f"{threshold:9} | "
+            + " | ".join(c.line(i < 2).split("  (")[0] for i, c in enumerate(rows))
+        )
 
 
 def main() -> None:

@@ -835,13 +835,18 @@ class Corpus:
         return len(data)
 
 
+def clear_state(out: Path) -> None:
+    """Delete the watcher state file (and SQLite's side files) of an earlier run."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        (out / f"watcher.db{suffix}").unlink(missing_ok=True)
+
+
 def generate(out: Path, n: int, seed: int, port: int, hook_port: int, anchor: datetime,
              first_poll: str, per_host: int | None) -> Corpus:
     (out / "feeds").mkdir(parents=True, exist_ok=True)
     for stale in (out / "feeds").glob("feed-*.xml"):
         stale.unlink()
-    for suffix in ("", "-wal", "-shm", "-journal"):  # state of an earlier run
-        (out / f"watcher.db{suffix}").unlink(missing_ok=True)
+    clear_state(out)
     corpus = Corpus(out, seed, n, port, hook_port, anchor,
                     pools={0: pool_size(n * ITEMS_PER_FEED)},
                     windows=[[(j, 0) for j in range(ITEMS_PER_FEED)] for _ in range(n)])

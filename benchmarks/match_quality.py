@@ -101,7 +101,8 @@ def evaluate(
             score.false_negatives += wanted and not found
             if show and wanted != found:
                 kind = "FALSE POSITIVE" if found else "FALSE NEGATIVE"
-                print(f"{kind} {name} {item['id']} [{item['lang']}] {item['title'] or item['summary'][:90]}")
+                text = item["title"] or item["summary"][:90]
+                print(f"{kind} {name} {item['id']} [{item['lang']}] {text}")
                 for hit in matches[name].hits if found else ():
                     print(f"    {hit.phrase[:40]!r} {hit.field}: {hit.text!r} {hit.score}")
     return scores

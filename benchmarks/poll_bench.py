@@ -37,6 +37,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import feedparser
 from aiohttp import web
@@ -46,6 +47,7 @@ import gen_feeds
 from common import BENCH_DIR, OUT_DIR, REPO_DIR, log, print_table, run_measured, wait_for_idle
 from feedserver import FeedServer, feed_server
 
+Row = dict[str, Any]  # one line of a results table
 SHARED_FEEDS = Path("/work/shared/data/feeds")
 VENV_WATCHER = REPO_DIR / ".venv" / "bin" / "watcher"
 
@@ -143,7 +145,7 @@ class HookReceiver:
 # --- parse throughput --------------------------------------------------------------------
 
 
-def parse_throughput(files: list[Path], repeat: int = 1) -> dict[str, object]:
+def parse_throughput(files: list[Path], repeat: int = 1) -> Row:
     """feedparser.parse over the files' bytes (read beforehand), in this process."""
     blobs = [f.read_bytes() for f in files]
     size = sum(map(len, blobs)) * repeat
@@ -161,41 +163,47 @@ def parse_throughput(files: list[Path], repeat: int = 1) -> dict[str, object]:
 # --- one size ----------------------------------------------------------------------------
 
 
-def run_bare(n: int, args: argparse.Namespace) -> list[dict[str, object]]:
+def run_bare(n: int, args: argparse.Namespace) -> list[Row]:
     out_json = OUT_DIR / f"bare-n{n}.json"
     cmd = [sys.executable, str(BENCH_DIR / "bare_loop.py"), "--n", str(n), "--seed",
            str(args.seed), "--port", str(args.port), "--idle-wait", str(args.idle_wait),
-           "--json", str(out_json)]
+           "--repeat", str(args.repeat), "--json", str(out_json)]
     log(f"bare loop, N = {n}: {shlex.join(cmd)}")
-    subprocess.run(cmd, check=True, timeout=args.timeout * 3)
-    rounds: list[dict[str, object]] = json.loads(out_json.read_text())["rounds"]
+    subprocess.run(cmd, check=True, timeout=args.timeout * 3 * args.repeat)
+    rounds: list[Row] = json.loads(out_json.read_text())["rounds"]
     return rounds
 
 
-def run_watcher(n: int, args: argparse.Namespace, cmd: list[str]) -> list[dict[str, object]]:
+def run_watcher(n: int, args: argparse.Namespace, cmd: list[str]) -> list[Row]:
     out = OUT_DIR / f"n{n}"
     corpus = gen_feeds.generate(out, n, args.seed, args.port, args.hook_port,
                                 gen_feeds.datetime.fromisoformat(gen_feeds.DEFAULT_ANCHOR),
                                 args.first_poll, args.per_host)
     config = out / "watcher.toml"
-    rows: list[dict[str, object]] = []
+    runs: list[Row] = []
     with feed_server(out, args.port) as srv, HookReceiver(args.hook_port) as hook:
-        check_cmd = [*cmd, "check", "--config", str(config)]
-        res = run_measured(check_cmd, timeout=120, cwd=REPO_DIR)
-        rows.append({"n": n, "scenario": "check (startup)", "rc": res.returncode,
+        res = run_measured([*cmd, "check", "--config", str(config)], timeout=120, cwd=REPO_DIR)
+        check_row = {"n": n, "scenario": "check (startup)", "rc": res.returncode,
                      "wall_s": res.measurement.wall_s, "cpu_s": res.measurement.cpu_s,
                      "max_rss_mb": res.measurement.max_rss_mb,
-                     "tree_pss_mb": res.measurement.peak_pss_mb})
-        for scenario in ("cold", "unchanged", "changed"):
-            if scenario == "changed":
-                chosen = gen_feeds.mutate(corpus.out, args.fraction, args.entries, rnd=1)
-                log(f"mutated {len(chosen)} feeds ({args.entries} new entries each)")
-            rows.append(run_scenario(n, scenario, cmd, config, srv, hook, args))
-    return rows
+                     "tree_pss_mb": res.measurement.peak_pss_mb}
+        for rep in range(1, args.repeat + 1):
+            gen_feeds.clear_state(out)  # cold means no state at all
+            for scenario in ("cold", "unchanged", "changed"):
+                if scenario == "changed":
+                    chosen = gen_feeds.mutate(corpus.out, args.fraction, args.entries, rep)
+                    log(f"mutated {len(chosen)} feeds ({args.entries} new entries each)")
+                runs.append(run_scenario(n, scenario, cmd, config, srv, hook, args))
+    medians = []
+    for scenario in ("cold", "unchanged", "changed"):
+        same = sorted((r for r in runs if r["scenario"] == scenario),
+                      key=lambda r: r["wall_s"])
+        medians.append({**same[(len(same) - 1) // 2], "runs": len(same)})
+    return [check_row, *medians]
 
 
 def run_scenario(n: int, scenario: str, cmd: list[str], config: Path, srv: FeedServer,
-                 hook: HookReceiver, args: argparse.Namespace) -> dict[str, object]:
+                 hook: HookReceiver, args: argparse.Namespace) -> Row:
     wait_for_idle(args.idle_wait)
     mark, posts0, server_cpu0 = srv.log_mark(), hook.snapshot()[0], srv.cpu_seconds()
     full = [*cmd, "once", "--config", str(config)]
@@ -207,7 +215,7 @@ def run_scenario(n: int, scenario: str, cmd: list[str], config: Path, srv: FeedS
     if res.returncode != 0:
         log(f"`watcher once` exited {res.returncode}; stderr tail:\n"
             + "\n".join(res.stderr.strip().splitlines()[-15:]))
-    row: dict[str, object] = {
+    row: Row = {
         "n": n, "scenario": scenario, "rc": res.returncode, "wall_s": m.wall_s,
         "cpu_s": m.cpu_s, "max_rss_mb": m.max_rss_mb, "tree_pss_mb": m.peak_pss_mb,
         "requests": sum(statuses.values()), "304s": statuses.get(304, 0),
@@ -244,6 +252,8 @@ def main() -> None:
     ap.add_argument("--skip-bare", action="store_true", help="skip the bare-loop baseline")
     ap.add_argument("--parse-sample", type=int, default=200,
                     help="generated feeds to parse for the throughput figure")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="repetitions of the three scenarios (bare loop too); median shown")
     ap.add_argument("--idle-wait", type=float, default=120,
                     help="seconds to wait for other processes to go quiet before each run")
     ap.add_argument("--json", type=Path, default=OUT_DIR / "poll_bench.json")
@@ -252,10 +262,11 @@ def main() -> None:
 
     cmd = watcher_command(args.watcher_cmd)
     if not args.bare_only and (why := check_watcher_once(cmd)):
-        sys.exit(f"poll_bench: `watcher once` is not available yet.\n  {why}\n"
-                 "The driver runs `watcher once --config P` (one poll of every feed, match, "
-                 "dedupe, deliver, exit 0).\nRun with --bare-only for the baseline and "
-                 "parse figures, or --watcher-cmd to point at another build.")
+        print(f"poll_bench: `watcher once` is not available yet.\n  {why}\n"
+              "The driver runs `watcher once --config P` (one poll of every feed, match, "
+              "dedupe, deliver, exit 0).\nRun with --bare-only for the baseline and "
+              "parse figures, or --watcher-cmd to point at another build.", file=sys.stderr)
+        sys.exit(2)
 
     # Parse throughput, single process.
     sample = OUT_DIR / "parse-sample"
@@ -273,8 +284,8 @@ def main() -> None:
                              "entries_per_s", "ms_per_feed"],
                 title="feedparser parse throughput, one process (CPU time)")
 
-    bare: dict[int, list[dict[str, object]]] = {}
-    watcher_rows: list[dict[str, object]] = []
+    bare: dict[int, list[Row]] = {}
+    watcher_rows: list[Row] = []
     for n in sizes:
         if not args.skip_bare:
             bare[n] = run_bare(n, args)

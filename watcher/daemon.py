@@ -24,7 +24,7 @@ from watcher.fetch import Fetcher
 from watcher.notify.base import Sender, make_sender
 from watcher.notify.outbox import Outbox
 from watcher.pipeline import Pipeline, PollSummary, utcnow
-from watcher.store import Store, open_store
+from watcher.store import Store, StoreError, open_store
 from watcher.store.base import FeedState
 
 log = logging.getLogger("watcher.daemon")
@@ -139,6 +139,8 @@ class Daemon:
         self.runtime: Runtime | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
+        self._store_failures = 0
+        self._store_retry_at = utcnow()
 
     async def run(self) -> int:
         config = load_config(self.config_path)
@@ -193,6 +195,8 @@ class Daemon:
         """APScheduler is the in-process clock: it ticks; the store says which feeds are due."""
         self.scheduler.add_job(self._tick, IntervalTrigger(seconds=TICK), id="tick",
                                max_instances=1, coalesce=True, next_run_time=utcnow())
+        self.scheduler.add_job(self._expire_stories, IntervalTrigger(minutes=10),
+                               id="expire-stories", max_instances=1, coalesce=True)
         self.scheduler.start()
 
     async def _tick(self) -> None:
@@ -204,13 +208,32 @@ class Daemon:
         if budget <= 0:
             return
         feeds = {f.url: f for f in self.runtime.config.feeds}
-        claimed = await self.runtime.store.claim_due(self.node, utcnow(), LEASE, budget)
+        now = utcnow()
+        if now < self._store_retry_at:
+            return
+        try:
+            claimed = await self.runtime.store.claim_due(self.node, now, LEASE, budget)
+        except StoreError as exc:
+            self._store_failures += 1
+            wait = min(2.0 ** self._store_failures, 60.0)
+            self._store_retry_at = now + timedelta(seconds=wait)
+            log.error("state store unavailable; not claiming feeds", extra={
+                "reason": str(exc), "retry_in": f"{wait:.0f}s"})
+            return
+        self._store_failures = 0
         for state in claimed:
             feed = feeds.get(state.url)
             if feed is not None:
                 task = asyncio.create_task(self._poll(feed, state), name=f"poll {feed.url}")
                 self.inflight.add(task)
                 task.add_done_callback(self.inflight.discard)
+
+    async def _expire_stories(self) -> None:
+        """Close stories older than the window, so the index stays the size of the window."""
+        assert self.runtime is not None
+        closed = self.runtime.pipeline.expire_stories(utcnow())
+        if closed:
+            log.debug("stories closed", extra={"closed": closed})
 
     async def _poll(self, feed: FeedSettings, state: FeedState) -> None:
         assert self.runtime is not None

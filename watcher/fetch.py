@@ -107,18 +107,24 @@ class Fetcher:
         """Fetch a feed; never raises for network or server problems (see FetchResult.error)."""
         if url.startswith("file://"):
             return await asyncio.to_thread(self._read_file, url)
-        host = urlsplit(url).hostname or ""
+        try:
+            host = urlsplit(url).hostname or ""
+        except ValueError as exc:
+            return FetchResult(url, 0, error=f"invalid URL: {exc}")
         gate = self._hosts.setdefault(host, asyncio.Semaphore(self.per_host))
         async with self._global, gate:
             try:
                 return await asyncio.wait_for(self._get(url, validators), self.timeout)
             except TimeoutError:
-                return FetchResult(url, 0, error=f"timed out after {self.timeout:g} s")
-            except aiohttp.TooManyRedirects:
-                return FetchResult(url, 0, error=f"more than {MAX_REDIRECTS} redirects (a loop?)")
+                return FetchResult(url, 0, error=f"no complete response within {self.timeout:g} s"
+                                   " (the [watcher] timeout): the server is too slow or stalled")
+            except aiohttp.TooManyRedirects as exc:
+                last = exc.history[-1].headers.get("Location") if exc.history else None
+                return FetchResult(url, 0, error=f"more than {MAX_REDIRECTS} redirects, a redirect"
+                                   f" loop?{f' (last to {last})' if last else ''}")
             except aiohttp.InvalidURL as exc:
                 return FetchResult(url, 0, error=f"invalid URL: {exc}")
-            except (aiohttp.ClientError, OSError) as exc:
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
                 return FetchResult(url, 0, error=_describe(exc))
 
     async def _get(self, url: str, validators: Validators) -> FetchResult:
@@ -130,20 +136,24 @@ class Fetcher:
             headers["If-Modified-Since"] = validators.last_modified
         async with self.session.get(url, headers=headers, max_redirects=MAX_REDIRECTS) as resp:
             moved = _permanent_target(url, resp)
-            got = Validators(resp.headers.get("ETag") or validators.etag,
-                             resp.headers.get("Last-Modified") or validators.last_modified)
-            base = {"url": url, "status": resp.status, "validators": got, "moved_to": moved}
-            if resp.status == 304:
-                return FetchResult(**base)
-            if resp.status >= 400:
+            base = {"url": url, "status": resp.status, "moved_to": moved}
+            if resp.status == 304:  # validators stay, unless the server sent new ones
+                return FetchResult(**base, validators=Validators(
+                    resp.headers.get("ETag") or validators.etag,
+                    resp.headers.get("Last-Modified") or validators.last_modified))
+            if not 200 <= resp.status < 300:
                 return FetchResult(**base, retry_after=parse_retry_after(
-                    resp.headers.get("Retry-After")), error=f"HTTP {resp.status} {resp.reason}")
+                    resp.headers.get("Retry-After")), error=_http_error(resp))
             body = await self._read_capped(resp)
             if body is None:
-                return FetchResult(**base, error=f"response larger than {self.max_bytes} bytes")
-            return FetchResult(**base, body=body, content_type=resp.headers.get("Content-Type"))
+                return FetchResult(**base, error=f"response larger than {_size(self.max_bytes)}"
+                                   " (the [watcher] max_bytes limit); stopped reading")
+            return FetchResult(**base, body=body, content_type=resp.headers.get("Content-Type"),
+                               validators=Validators(resp.headers.get("ETag"),
+                                                     resp.headers.get("Last-Modified")))
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes | None:
+        """The body, decompressed, or None once it passes max_bytes (read no further)."""
         declared = resp.content_length
         if declared is not None and declared > self.max_bytes and not resp.headers.get(
                 "Content-Encoding"):
@@ -160,12 +170,14 @@ class Fetcher:
     def _read_file(self, url: str) -> FetchResult:
         path = Path(unquote(urlsplit(url).path))
         try:
-            size = path.stat().st_size
-            if size > self.max_bytes:
-                return FetchResult(url, 0, error=f"file larger than {self.max_bytes} bytes")
-            return FetchResult(url, 200, body=path.read_bytes())
+            with path.open("rb") as file:  # read() with a cap: /dev/zero has size 0
+                body = file.read(self.max_bytes + 1)
         except OSError as exc:
-            return FetchResult(url, 0, error=f"cannot read {path}: {exc.strerror}")
+            return FetchResult(url, 0, error=f"cannot read {path}: {exc.strerror or exc}")
+        if len(body) > self.max_bytes:
+            return FetchResult(url, 0, error=f"file larger than {_size(self.max_bytes)}"
+                               " (the [watcher] max_bytes limit)")
+        return FetchResult(url, 200, body=body)
 
 
 def _permanent_target(url: str, resp: aiohttp.ClientResponse) -> str | None:
@@ -174,6 +186,29 @@ def _permanent_target(url: str, resp: aiohttp.ClientResponse) -> str | None:
         return None
     final = str(resp.url)
     return final if final != url else None
+
+
+_HINTS = {
+    401: "the feed needs credentials", 403: "the server refuses us (it may block bots)",
+    404: "check the feed URL", 410: "the feed was removed", 429: "rate limited",
+    451: "unavailable for legal reasons", 500: "the server failed", 502: "bad gateway",
+    503: "the server is unavailable", 504: "gateway timeout",
+}
+
+
+def _http_error(resp: aiohttp.ClientResponse) -> str:
+    text = f"HTTP {resp.status} {resp.reason or ''}".rstrip()
+    if 300 <= resp.status < 400:
+        return f"{text}: a redirect without a usable Location"
+    hint = _HINTS.get(resp.status)
+    retry = resp.headers.get("Retry-After")
+    if retry and resp.status in (429, 503):
+        hint = f"{hint}; the server asks us to wait ({retry.strip()[:40]})"
+    return f"{text}: {hint}" if hint else text
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024 / 1024:g} MB" if n >= 1024 * 1024 else f"{n} bytes"
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,56 +1,67 @@
 """Topic matching (pure): which topics an entry matches, how well, and why.
 
-How a phrase is matched (all comparisons are on `text.match_form`, so case, accents,
-punctuation, HTML and the Cyrillic/Latin spelling of a word make no difference):
+Everything is compared in `text.match_form`, so case, accents, punctuation, HTML and the
+Cyrillic or Latin spelling of a word make no difference ("Kursk" finds "Курской").
 
-- Words. Two words score 100 when equal; 90-100 when one is an inflected form of the other
-  (the text word starts with the phrase word's stem - the phrase word less up to 3 final
-  letters for long words, none for words of 5 letters or fewer - and adds at most 4
-  letters): "evacuation" ~ "evacuated", "Kursk" ~ "Курской", never "Kursk" ~ "курс".
-  Otherwise words of 5+ letters that share their first four letters get a typo score from
-  rapidfuzz's Indel similarity r, stretched as 100 - 2 * (100 - r), so one dropped or added
-  letter in a 10-letter word still scores ~90 while "evaluation" ~ "evacuation" scores 80.
-- Windows. A phrase of n words (stop words such as "of", "the", "в" are not required) is
-  compared with every window of n + max(1, n // 2) consecutive words of the field (1 word
-  for a one-word phrase), in any order; its score there is the mean of its words' best
-  scores weighted by word length, less 2 points per unrelated word between the matched ones.
-  The phrase's score in a field is its best window's; it matches at >= its threshold.
-- Alternatives. "Red Cross | ICRC | Красный Крест" matches when any alternative matches.
+- Words score 100 when equal and 90-100 when the text word is an inflection of the phrase
+  word: it starts with the phrase word less up to 3 final letters (none for words of 5
+  letters or fewer) and adds at most 4 ("evacuation" ~ "evacuated", "Kursk" ~ "Курской",
+  never "Kursk" ~ "курс"). Other words of 5+ letters that share their first four letters
+  get a typo score, rapidfuzz's Indel similarity r stretched as 100 - 2 * (100 - r): one
+  dropped letter in 10 still scores ~90, "evaluation" ~ "evacuation" only 80. Words under
+  four letters match only themselves; "evacu*" matches any word starting with "evacu".
+- A phrase of n words (stop words like "of", "в" aside) is compared, in any word order,
+  with each window of n + max(1, n // 2) words of a field (one word if n = 1; stop words in
+  the text do not count): the length-weighted mean of its words' best scores, less 2 points
+  per unmatched word between matched ones. It matches a field when its best window scores
+  at least its threshold (the phrase's own, else the topic's). "a | b" means a or b.
+- Topic score: the best hit, a title hit counting title_weight times, divided by
+  max(1, title_weight) to stay in 0..100 (with 1.5, a 90 in the title outranks a 100 in the
+  summary, 66.7).
 
-Speed: every entry's fields are reduced to match form once; a topic is only evaluated when
-the four-letter prefix of a word it cannot match without (see `_Topic.gate`) occurs in the
-entry, which rejects most entry/topic pairs with one set intersection. The prefilter loses
-nothing: a word only scores above 0 when it shares its first four letters (or all of a
-shorter phrase word) with the phrase word.
-
-Topic score: the best hit score, a title hit counting `title_weight` times and other fields
-once, divided by max(1, title_weight) so it stays 0..100; with title_weight 1.5 a 90 in the
-title (90) outranks a 100 in the summary (66.7).
+Speed: entries are turned into match form once, and a topic is evaluated only if the entry
+has the four-letter prefixes of words it cannot match without (its gate, a necessary
+condition; see query.Gate), so most entry/topic pairs cost one set intersection. The gate
+loses nothing: a word only scores when it shares the phrase word's first four letters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 
 from rapidfuzz.distance import Indel, Prefix
 
 from watcher.model import FIELDS, Entry, Field, Hit, Match, Phrase, TopicRule
-from watcher.query import And, Not, QueryNode, Term, parse_query, terms
-from watcher.text import STOPWORDS, match_text, match_words, tokenize
+from watcher.query import (
+    And,
+    Gate,
+    Not,
+    QueryNode,
+    Term,
+    all_of,
+    any_of,
+    parse_query,
+    query_gate,
+    terms,
+)
+from watcher.text import (
+    STOPWORDS,
+    mask_markup,
+    match_bytes,
+    match_text,
+    match_words,
+    tokenize,
+    word_spans,
+)
 
 GAP_PENALTY = 2.0
 WILDCARD = "*"  # "evacu*": any word that starts with "evacu"
 _KEY_LENGTH = 4
 _Result = tuple[float, int, int]  # score, first and last word of the best window
 _NO_MATCH: _Result = (0.0, -1, -1)
-_MAX_TERMS = 64
-
-# A prefilter condition in disjunctive normal form: the entry must contain every word key of
-# at least one of the sets. None means "no condition" (evaluate the topic for every entry).
-Gate = frozenset[frozenset[str]] | None
 
 
 def _stem_drop(length: int) -> int:
@@ -99,6 +110,7 @@ class _Words:
     weights: tuple[float, ...]
     total: float
     window: int
+    keys: frozenset[str]  # index keys of the tokens
 
     @staticmethod
     @lru_cache(maxsize=4096)
@@ -109,8 +121,8 @@ class _Words:
             return None
         tokens = tuple(word for word in words if word not in STOPWORDS) or tuple(words)
         weights = tuple(float(len(token.rstrip(WILDCARD))) for token in tokens)
-        window = 1 if len(words) == 1 else len(words) + max(1, len(words) // 2)
-        return _Words(tokens, weights, sum(weights), window)
+        window = 1 if len(tokens) == 1 else len(tokens) + max(1, len(tokens) // 2)
+        return _Words(tokens, weights, sum(weights), window, frozenset(map(_key, tokens)))
 
     def gate(self, threshold: float) -> Gate:
         """Which word keys must occur in an entry for this alternative to reach `threshold`."""
@@ -146,34 +158,7 @@ class _Phrase:
         return cls(phrase.text, alternatives, threshold)
 
     def gate(self) -> Gate:
-        return _any_of(alternative.gate(self.threshold) for alternative in self.alternatives)
-
-
-def _any_of(gates: Iterable[Gate]) -> Gate:
-    """The gate of a condition that holds when any of several does."""
-    terms: set[frozenset[str]] = set()
-    for gate in gates:
-        if gate is None:
-            return None
-        terms |= gate
-    return frozenset(terms)
-
-
-def _selectivity(gate: frozenset[frozenset[str]]) -> tuple[int, int]:
-    return len(gate), -min(len(term) for term in gate)
-
-
-def _all_of(gates: Iterable[Gate]) -> Gate:
-    """The gate of a condition that holds when all of several do (kept to _MAX_TERMS terms)."""
-    known = sorted((gate for gate in gates if gate is not None), key=_selectivity)
-    if not known:
-        return None
-    combined = known[0]
-    for gate in known[1:]:
-        if len(combined) * len(gate) > _MAX_TERMS:
-            break
-        combined = frozenset(a | b for a in combined for b in gate)
-    return combined
+        return any_of(alternative.gate(self.threshold) for alternative in self.alternatives)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,20 +184,10 @@ class _Topic:
         all_, any_ = phrases(rule.all), phrases(rule.any)
         conditions = [phrase.gate() for phrase in all_]
         if any_:
-            conditions.append(_any_of(phrase.gate() for phrase in any_))
+            conditions.append(any_of(phrase.gate() for phrase in any_))
         if query is not None:
-            conditions.append(_query_gate(query, term_phrases))
-        return cls(rule, all_, any_, phrases(rule.none), query, term_phrases, _all_of(conditions))
-
-
-def _query_gate(node: QueryNode, phrases: dict[int, _Phrase]) -> Gate:
-    if isinstance(node, Term):
-        return phrases[id(node)].gate()
-    if isinstance(node, Not):
-        return None
-    if isinstance(node, And):
-        return _all_of(_query_gate(child, phrases) for child in node.children)
-    return _any_of(_query_gate(child, phrases) for child in node.children)
+            conditions.append(query_gate(query, lambda term: term_phrases[id(term)].gate()))
+        return cls(rule, all_, any_, phrases(rule.none), query, term_phrases, all_of(conditions))
 
 
 def _assign(alt: _Words, found: list[tuple[int, int, float]], words: list[str]) -> _Result:
@@ -232,16 +207,33 @@ def _assign(alt: _Words, found: list[tuple[int, int, float]], words: list[str]) 
     return total / alt.total - GAP_PENALTY * gaps, low, high
 
 
-def best_window(alt: _Words, words: list[str], positions: Callable[[str], list[int]]) -> _Result:
-    """(score, first word, last word) of the alternative's best window in `words`.
+@dataclass(frozen=True, slots=True)
+class _FieldWords:
+    """A field's words in match form, indexed for the phrases that look for them."""
 
-    `positions(key)` lists where words with that index key are.
-    """
+    words: list[str]
+    index: dict[str, list[int]]  # key -> positions (a word shorter than a key is its own key)
+    ranks: list[int]  # ranks[i]: how many words before word i are not stop words
+
+    @classmethod
+    def of(cls, words: list[str]) -> _FieldWords:
+        index: dict[str, list[int]] = {}
+        ranks: list[int] = []
+        rank = 0
+        for position, word in enumerate(words):
+            index.setdefault(word[:_KEY_LENGTH], []).append(position)
+            ranks.append(rank)
+            rank += word not in STOPWORDS
+        return cls(words, index, ranks)
+
+
+def best_window(alt: _Words, field: _FieldWords) -> _Result:
+    """(score, first word, last word) of the alternative's best window in the field."""
     found = [
         (position, token_index, score)
         for token_index, token in enumerate(alt.tokens)
-        for position in positions(_key(token))
-        if (score := word_score(token, words[position])) > 0.0
+        for position in field.index.get(_key(token), ())
+        if (score := word_score(token, field.words[position])) > 0.0
     ]
     if not found:
         return _NO_MATCH
@@ -250,27 +242,14 @@ def best_window(alt: _Words, words: list[str], positions: Callable[[str], list[i
         return score, position, position
     found.sort()
     best = _NO_MATCH
+    ranks = field.ranks
     for first, (start, _, _) in enumerate(found):
-        inside = [item for item in found[first:] if item[0] < start + alt.window]
-        candidate = _assign(alt, inside, words)
+        limit = ranks[start] + alt.window  # the window counts words that are not stop words
+        inside = [item for item in found[first:] if ranks[item[0]] < limit]
+        candidate = _assign(alt, inside, field.words)
         if candidate[0] > best[0]:
             best = candidate
     return best
-
-
-def _positions_in(words: list[str]) -> Callable[[str], list[int]]:
-    """A cached `positions(key)` for `words`."""
-    cache: dict[str, list[int]] = {}
-
-    def positions(key: str) -> list[int]:
-        if key not in cache:
-            if len(key) < _KEY_LENGTH:  # a short phrase word only ever matches itself
-                cache[key] = [i for i, word in enumerate(words) if word == key]
-            else:
-                cache[key] = [i for i, word in enumerate(words) if word.startswith(key)]
-        return cache[key]
-
-    return positions
 
 
 class _EntryView:
@@ -278,47 +257,59 @@ class _EntryView:
 
     def __init__(self, entry: Entry) -> None:
         self.entry = entry
-        self.texts: dict[Field, str] = {}
-        self._words: dict[Field, tuple[list[str], Callable[[str], list[int]]]] = {}
+        self._words: dict[Field, _FieldWords] = {}
         self._scores: dict[tuple[int, Field], _Result] = {}
+        self._spans: dict[Field, list[tuple[int, int]] | None] = {}
 
-    def text(self, field: Field) -> str:
-        if field not in self.texts:
-            self.texts[field] = match_text(self.entry.field_text(field))
-        return self.texts[field]
-
-    def words(self, field: Field) -> tuple[list[str], Callable[[str], list[int]]]:
+    def words(self, field: Field) -> _FieldWords:
         if field not in self._words:
-            words = self.text(field).split()
-            self._words[field] = (words, _positions_in(words))
+            text = match_text(self.entry.field_text(field))
+            self._words[field] = _FieldWords.of(text.split())
         return self._words[field]
 
     def best(self, phrase: _Phrase, field: Field) -> _Result:
+        words = self.words(field)
         best = _NO_MATCH
         for alt in phrase.alternatives:
+            if words.index.keys().isdisjoint(alt.keys):  # none of its words can be there
+                continue
             key = (id(alt), field)
             if key not in self._scores:
-                self._scores[key] = best_window(alt, *self.words(field))
+                self._scores[key] = best_window(alt, words)
             if self._scores[key][0] > best[0]:
                 best = self._scores[key]
         return best
 
+    def score(self, phrase: _Phrase, field: Field) -> _Result:
+        """The phrase's best window in the field, or _NO_MATCH when below its threshold."""
+        found = self.best(phrase, field)
+        return found if found[0] >= phrase.threshold and found[1] >= 0 else _NO_MATCH
+
     def matches(self, phrase: _Phrase, fields: Sequence[Field]) -> bool:
-        return any(self.best(phrase, field)[0] >= phrase.threshold for field in fields)
+        return any(self.score(phrase, field)[1] >= 0 for field in fields)
+
+    def spans(self, field: Field) -> list[tuple[int, int]] | None:
+        """Character spans of the field's words in the original text, if they align."""
+        if field not in self._spans:
+            spans = word_spans(mask_markup(self.entry.field_text(field)))
+            self._spans[field] = spans if len(spans) == len(self.words(field).words) else None
+        return self._spans[field]
 
     def hits(self, phrase: _Phrase, fields: Sequence[Field]) -> list[Hit]:
         found: list[Hit] = []
         for field in fields:
-            score, low, high = self.best(phrase, field)
-            if score < phrase.threshold:
+            score, low, high = self.score(phrase, field)
+            if low < 0:
                 continue
             original = self.entry.field_text(field)
-            tokens = tokenize(original)
-            words = [token.word for token in tokens]
-            if words != self.words(field)[0]:  # rare: see `tokenize`
-                rescored = (best_window(alt, words, _positions_in(words)) for alt in phrase.alternatives)
+            spans = self.spans(field)
+            if spans is None:  # rare: words that do not align with the original's, see tokenize
+                tokens = tokenize(original)
+                words = [token.word for token in tokens]
+                spans = [(token.start, token.end) for token in tokens]
+                rescored = (best_window(alt, _FieldWords.of(words)) for alt in phrase.alternatives)
                 score, low, high = max(rescored, key=itemgetter(0))
-            start, end = tokens[low].start, tokens[high].end
+            start, end = spans[low][0], spans[high][1]
             found.append(Hit(phrase.text, field, original[start:end], start, end, round(score, 1)))
         return found
 
@@ -339,18 +330,25 @@ class Matcher:
     def __init__(self, topics: Sequence[TopicRule]) -> None:
         self._topics = [_Topic.compile(rule) for rule in topics]
         self._ungated = [i for i, topic in enumerate(self._topics) if topic.gate is None]
-        self._by_key: dict[str, list[tuple[int, frozenset[str]]]] = {}
+        # The prefilter works on ASCII bytes: each gate term is indexed under one of its keys.
+        self._by_key: dict[bytes, list[tuple[int, frozenset[bytes]]]] = {}
         for i, topic in enumerate(self._topics):
             for term in topic.gate or ():
-                self._by_key.setdefault(min(term), []).append((i, term))
-        self._keys = frozenset(key for t in self._topics for term in t.gate or () for key in term)
-        self._fields = tuple(f for f in FIELDS if any(f in t.rule.fields for t in self._topics))
+                encoded = frozenset(key.encode("ascii") for key in term)
+                self._by_key.setdefault(min(encoded), []).append((i, encoded))
+        self._keys = frozenset(k for listed in self._by_key.values() for _, t in listed for k in t)
+        self._index_keys = frozenset(self._by_key)
+        fields = [f for f in FIELDS if any(f in t.rule.fields for t in self._topics)] or ["title"]
+        self._field_texts = attrgetter(*fields)
 
     def match(self, entry: Entry, topics: Collection[str] | None = None) -> list[Match]:
         """One Match per topic the entry matches (all topics, or only those named)."""
+        candidates = self._candidates(entry)
+        if not candidates:
+            return []
         view = _EntryView(entry)
         matches: list[Match] = []
-        for i in self._candidates(view):
+        for i in candidates:
             topic = self._topics[i]
             if topics is None or topic.rule.name in topics:
                 found = self._match_topic(topic, view)
@@ -358,25 +356,27 @@ class Matcher:
                     matches.append(found)
         return matches
 
-    def _candidates(self, view: _EntryView) -> list[int]:
-        """Indexes of the topics whose gate the entry passes, in configuration order."""
-        present: dict[Field, frozenset[str]] = {}
-        for field in self._fields:
-            text = view.text(field)
-            if text:
-                present[field] = self._keys.intersection(map(_key, text.split()))
+    def _candidates(self, entry: Entry) -> list[int]:
+        """Indexes of the topics whose gate the entry passes, in configuration order.
+
+        The gate is checked against all the fields any topic looks at, joined: a topic
+        that looks at fewer fields may be evaluated for nothing, never skipped wrongly.
+        """
+        texts = self._field_texts(entry)
+        texts = (texts,) if isinstance(texts, str) else texts
+        joined = "\n".join(texts)
+        if "<" in joined or "&" in joined:  # HTML: each field on its own, as for matching
+            data = b" ".join(map(match_bytes, texts))
+        else:
+            data = match_bytes(joined)
+        present = self._keys.intersection(map(_key, data.split()))
+        if not present.intersection(self._index_keys):
+            return self._ungated
         chosen = set(self._ungated)
-        unions: dict[tuple[Field, ...], frozenset[str]] = {}
-        for field, keys in present.items():
-            for key in keys:
-                for i, term in self._by_key.get(key, ()):
-                    fields = self._topics[i].rule.fields
-                    if i in chosen or field not in fields:
-                        continue
-                    if fields not in unions:
-                        unions[fields] = frozenset().union(*(present.get(f, ()) for f in fields))
-                    if term <= unions[fields]:
-                        chosen.add(i)
+        for key in present:
+            for i, term in self._by_key.get(key, ()):
+                if term <= present:
+                    chosen.add(i)
         return sorted(chosen)
 
     def _match_topic(self, topic: _Topic, view: _EntryView) -> Match | None:
@@ -385,11 +385,11 @@ class Matcher:
             return None
         if topic.query is not None and not _evaluate(topic.query, topic, view):
             return None
-        matched_any = [phrase for phrase in topic.any if view.matches(phrase, fields)]
-        if topic.any and not matched_any:
+        if topic.any and not any(view.matches(phrase, fields) for phrase in topic.any):
             return None
         if any(view.matches(phrase, fields) for phrase in topic.none):
             return None
+        matched_any = [phrase for phrase in topic.any if view.matches(phrase, fields)]
         positive = [*topic.all, *matched_any, *self._query_hits(topic, view)]
         hits = sorted(
             (hit for phrase in dict.fromkeys(positive) for hit in view.hits(phrase, fields)),

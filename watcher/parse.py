@@ -82,7 +82,7 @@ def canonical_link(link: str | None) -> str | None:
         path = "/" + path.lstrip("/")  # would read back as a host
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
              if not _is_tracking(k)]
-    return urlunsplit((scheme, host, path, urlencode(sorted(query)), ""))
+    return urlunsplit((scheme, host, path, urlencode(sorted(query)), "")).strip()
 
 
 def _is_tracking(key: str) -> bool:
@@ -137,7 +137,7 @@ def plain_text(markup: str, limit: int) -> str:
 
 def _date(entry: Any, now: datetime) -> datetime | None:
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        parsed = entry.get(key)
+        parsed = dict.get(entry, key)  # not FeedParserDict.get: it warns about a fallback
         if parsed:
             try:
                 value = datetime.fromtimestamp(calendar.timegm(parsed), tz=UTC)
@@ -184,7 +184,7 @@ def parse_feed(body: bytes, feed_url: str, feed_name: str = "",
     """Parse a feed document; raise FeedParseError when it is not one."""
     if not body.strip():
         raise FeedParseError("empty response: the server sent no feed document (0 bytes)")
-    body, effective_type = _fix_charset(body, content_type)
+    body, effective_type = _fix_charset(body.lstrip(), content_type)  # "\n<?xml" is common
     headers = {"content-location": feed_url}
     if effective_type:
         headers["content-type"] = effective_type
@@ -198,7 +198,7 @@ def parse_feed(body: bytes, feed_url: str, feed_name: str = "",
     problem = parsed.get("bozo_exception")
     if not parsed.entries and not parsed.get("version"):
         raise FeedParseError(_not_a_feed(body, feed_url, content_type, problem))
-    if not parsed.entries and problem and not isinstance(problem, feedparser.NonXMLContentType):
+    if not parsed.entries and problem and not _harmless(problem):
         raise FeedParseError(f"malformed feed, nothing readable: {_describe(problem)}")
     title = plain_text(parsed.feed.get("title") or "", MAX_TITLE_CHARS)
     now = datetime.now(UTC)
@@ -206,6 +206,8 @@ def parse_feed(body: bytes, feed_url: str, feed_name: str = "",
     entries: list[Entry] = []
     for raw in parsed.entries[:MAX_ENTRIES]:
         entry = to_entry(raw, feed_url, feed_name or title or feed_url, now)
+        if not (entry.title or entry.summary or entry.link):
+            continue  # an empty <item/> (pcmag-1 nests them in items): nothing to match
         if entry.key in seen:  # some feeds repeat one guid for many items: tell them apart
             alt = _entry_key(None, entry.canonical_link, entry.title, entry.summary)
             if f"{entry.key}#{alt}" in seen:
@@ -220,6 +222,14 @@ def parse_feed(body: bytes, feed_url: str, feed_name: str = "",
     return ParsedFeed(title=title, entries=entries, warning=warning)
 
 
+def _harmless(problem: BaseException) -> bool:
+    """A complaint that leaves an entry-less document a valid (empty) feed."""
+    if isinstance(problem, xml.sax.SAXParseException):
+        return problem.getMessage() == "undefined entity"  # &nbsp; and friends: read anyway
+    return isinstance(problem, (feedparser.NonXMLContentType,
+                                feedparser.CharacterEncodingOverride))
+
+
 def _describe(problem: BaseException) -> str:
     if isinstance(problem, xml.sax.SAXParseException):
         return (f"XML error at line {problem.getLineNumber()}, column "
@@ -231,8 +241,9 @@ def _warning(problem: BaseException | None, content_type: str | None) -> str | N
     """feedparser's complaint, minus the missing Content-Type of files and bare servers."""
     if problem is None:
         return None
-    if isinstance(problem, feedparser.NonXMLContentType) and not content_type:
-        return None
+    if isinstance(problem, feedparser.NonXMLContentType):
+        return (f"the server calls the feed {content_type.split(';')[0]!r}, not an XML type"
+                if content_type else None)
     return _describe(problem)
 
 
@@ -256,7 +267,7 @@ def _not_a_feed(body: bytes, url: str, content_type: str | None,
     root = _ROOT.search(head)
     if root and head.lstrip()[:1] == b"<":
         name = root.group(1).decode()
-        if name.lower().split(":")[-1] in ("rss", "feed", "rdf", "channel"):
+        if name.lower().split(":")[-1] in ("rss", "feed", "rdf"):
             return f"malformed feed, nothing readable{reason}"
         return (f"not an RSS/Atom feed: the document's root element is <{name}>, not <rss>, "
                 f"<feed> or <rdf:RDF>{reason}")
@@ -307,11 +318,12 @@ def _with_charset(content_type: str | None, codec: str) -> str:
 
 
 def _fix_charset(body: bytes, content_type: str | None) -> tuple[bytes, str | None]:
-    """The body and the Content-Type to read it with, when feedparser alone would misread it.
+    """The body and a Content-Type naming the charset to read it with.
 
-    feedparser tries the HTTP charset, then the XML declaration, then utf-8, windows-1252.
-    That reads an ISO-8859-1 server default over a correct declaration, valid UTF-8 as
-    Latin-1 when the server says so, and UTF-8 with one bad byte as cp1252 (all mojibake).
+    feedparser alone reads an ISO-8859-1 server default over a correct XML declaration,
+    undeclared UTF-8 as ISO-8859-1, and UTF-8 with one bad byte as cp1252 (all mojibake).
+    Here: a specific HTTP charset that fits, else the document's declaration if it fits,
+    else UTF-8 (repaired if nearly so), else a detected non-Latin encoding, else cp1252.
     """
     if body[:2] in (b"\xff\xfe", b"\xfe\xff") or body[:3] == b"\xef\xbb\xbf" or (
             b"\x00" in body[:4]):
@@ -321,19 +333,18 @@ def _fix_charset(body: bytes, content_type: str | None) -> tuple[bytes, str | No
     declared = _XML_ENCODING.match(body[:512])
     decl = _codec(declared.group(1).decode("ascii")) if declared else None
     if http and http not in _LATIN_DEFAULTS and _decodes(body, http):
-        return body, content_type  # an explicit, specific charset that fits
-    if decl and _decodes(body, decl):
-        return body, (_with_charset(content_type, decl) if http and http != decl
-                      else content_type)
-    if body.isascii():
-        return body, content_type
-    if _decodes(body, "utf-8"):
-        return body, _with_charset(content_type, "utf-8")
-    repaired = _repair_utf8(body)
-    if repaired is not None:
-        return repaired, _with_charset(content_type, "utf-8")
-    guess = _detect_non_latin(body)
-    return body, (_with_charset(content_type, guess) if guess else content_type)
+        codec = http  # an explicit, specific charset that fits
+    elif decl and _decodes(body, decl):
+        codec = decl
+    elif body.isascii() or _decodes(body, "utf-8"):
+        codec = "utf-8"
+    elif (repaired := _repair_utf8(body)) is not None:
+        body, codec = repaired, "utf-8"
+    else:
+        codec = _detect_non_latin(body) or "iso8859-1"
+    if codec == "iso8859-1" and _decodes(body, "cp1252"):
+        codec = "cp1252"  # as browsers do: 0x80-0x9F are quotes and dashes, not controls
+    return body, _with_charset(content_type, codec)
 
 
 def _repair_utf8(body: bytes) -> bytes | None:
@@ -341,7 +352,7 @@ def _repair_utf8(body: bytes) -> bytes | None:
     text = body.decode("utf-8", "replace")
     bad = text.count("\ufffd") - body.count(b"\xef\xbf\xbd")
     multibyte = sum(1 for char in text if ord(char) > 0x7F) - bad
-    return text.encode("utf-8") if multibyte >= 3 * bad else None
+    return text.encode("utf-8") if multibyte >= bad else None
 
 
 def _detect_non_latin(body: bytes) -> str | None:
@@ -359,7 +370,7 @@ def _detect_non_latin(body: bytes) -> str | None:
         return None
     letters = [c for c in str(best) if ord(c) > 0x7F and c.isalpha()]
     latin = sum(1 for c in letters if unicodedata.name(c, "").startswith("LATIN"))
-    return best.encoding if letters and latin * 2 < len(letters) else None
+    return best.encoding if len(letters) >= 8 and latin * 2 < len(letters) else None
 
 
 # --- DTD entities ---

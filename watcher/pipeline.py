@@ -28,6 +28,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def story_time(entry: Entry, now: datetime) -> datetime:
+    """When an entry's story happened: its publication time, unless absent or in the future."""
+    if entry.published is not None and entry.published <= now:
+        return entry.published
+    return now
+
+
 def short_hash(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
@@ -73,7 +80,6 @@ class Pipeline:
         self.on_alerts = on_alerts or (lambda: None)
         self.rules = Rules(config)
         self.stories = StoryIndex(config.watcher.story_window)
-        self.story_ids: set[str] = set()
 
     @property
     def config(self) -> Config:
@@ -85,9 +91,12 @@ class Pipeline:
         for story in await self.store.open_stories(since):  # also syncs the store's story cursor
             self._add_story(story)
 
+    def expire_stories(self, now: datetime) -> int:
+        """Drop stories opened before the window; returns how many."""
+        return self.stories.expire(now)
+
     def _add_story(self, story: NewStory) -> None:
-        if story.id not in self.story_ids:
-            self.story_ids.add(story.id)
+        if not self.stories.has(story.topic, story.id):
             self.stories.add(story.id, story.topic, story.title, story.summary, story.opened_at)
 
     def apply(self, config: Config) -> None:
@@ -180,7 +189,8 @@ class Pipeline:
                 update: bool = False) -> None:
         """Open a story and owe its alerts, or attach the entry to an open story."""
         entry = match.entry
-        story_id = self.stories.find(match.topic, entry.title, entry.summary, now)
+        at = story_time(entry, now)
+        story_id = self.stories.find(match.topic, entry.title, entry.summary, at)
         if story_id is not None and not update:
             record.members.append(StoryMember(story_id, entry, now))
             log.info("same story as an earlier alert", extra={
@@ -188,7 +198,7 @@ class Pipeline:
                 "title": entry.title})
             return
         story_id = short_hash("story", match.topic, entry.feed_url, entry.key, entry.title)
-        story = NewStory(story_id, match.topic, entry.title, entry.summary, now)
+        story = NewStory(story_id, match.topic, entry.title, entry.summary, at)
         self._add_story(story)
         record.stories.append(story)
         record.members.append(StoryMember(story_id, entry, now))
@@ -205,7 +215,6 @@ class Pipeline:
         """Undo index additions of a poll whose transaction failed."""
         for story in record.stories:
             self.stories.remove(story.topic, story.id)
-            self.story_ids.discard(story.id)
 
     def _succeeded(self, feed: FeedSettings, state: FeedState, result: FetchResult,
                    now: datetime, new_entries: int) -> FeedState:

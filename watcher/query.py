@@ -15,7 +15,7 @@ words together. Each term is matched like a topic phrase, with the topic's thres
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 _OPERATORS = ("AND", "OR", "NOT")
@@ -32,7 +32,8 @@ class QueryError(ValueError):
         self.position = position
 
     def __str__(self) -> str:
-        return f"{self.message} (at character {self.position + 1})\n  {self.query}\n  {' ' * self.position}^"
+        caret = " " * self.position + "^"
+        return f"{self.message} (at character {self.position + 1})\n  {self.query}\n  {caret}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,3 +185,49 @@ def terms(node: QueryNode, negated: bool = False) -> Iterator[tuple[Term, bool]]
     else:
         for child in node.children:
             yield from terms(child, negated)
+
+
+# --- prefilter conditions -------------------------------------------------------------------
+# A Gate is a necessary condition in disjunctive normal form over word keys: an entry can only
+# satisfy the expression if it contains every key of at least one of the sets. None means
+# "no condition" (the expression may hold for any entry, e.g. NOT x).
+
+Gate = frozenset[frozenset[str]] | None
+_MAX_TERMS = 64  # combining conditions multiplies their terms; stop before it gets silly
+
+
+def any_of(gates: Iterable[Gate]) -> Gate:
+    """The gate of an expression that holds when any of several does."""
+    combined: set[frozenset[str]] = set()
+    for gate in gates:
+        if gate is None:
+            return None
+        combined |= gate
+    return frozenset(combined)
+
+
+def _selectivity(gate: frozenset[frozenset[str]]) -> tuple[int, int]:
+    return len(gate), -min(len(term) for term in gate)
+
+
+def all_of(gates: Iterable[Gate]) -> Gate:
+    """The gate of an expression that holds when all of several do (most selective first)."""
+    known = sorted((gate for gate in gates if gate is not None), key=_selectivity)
+    if not known:
+        return None
+    combined = known[0]
+    for gate in known[1:]:
+        if len(combined) * len(gate) > _MAX_TERMS:
+            break
+        combined = frozenset(a | b for a in combined for b in gate)
+    return combined
+
+
+def query_gate(node: QueryNode, term_gate: Callable[[Term], Gate]) -> Gate:
+    """The gate of a whole query, given each term's."""
+    if isinstance(node, Term):
+        return term_gate(node)
+    if isinstance(node, Not):
+        return None
+    gates = (query_gate(child, term_gate) for child in node.children)
+    return all_of(gates) if isinstance(node, And) else any_of(gates)

@@ -14,7 +14,7 @@ from watcher.dedupe import StoryIndex
 from watcher.fetch import Fetcher
 from watcher.model import Entry, Hit, Match
 from watcher.parse import FeedParseError, parse_feed
-from watcher.pipeline import Rules, short_hash
+from watcher.pipeline import Rules, short_hash, story_time
 from watcher.store import open_store
 from watcher.store.base import FeedState
 
@@ -64,7 +64,7 @@ async def test_sources(config: Config, sources: list[str], *, as_json: bool = Fa
     first_titles: dict[str, str] = {}
     count = 0
     for entry in entries:
-        at = entry.published or datetime.now(UTC)
+        at = story_time(entry, datetime.now(UTC))
         for match in rules.matcher.match(entry):
             story = stories.find(match.topic, entry.title, entry.summary, at)
             duplicate = story is not None

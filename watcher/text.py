@@ -13,7 +13,7 @@ Two forms of a text are used:
 Speed matters (the matcher sees every entry): ASCII text never leaves C-level `bytes`
 operations, and other scripts go through one `str.translate` with a table built once from
 anyascii (NFKC, case folding and transliteration of each character, precomputed for the
-Basic Multilingual Plane); anyascii itself only sees rarer characters beyond it.
+Basic Multilingual Plane on first use); anyascii itself only sees rarer characters.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from functools import cache
 from typing import NamedTuple
 
 from anyascii import anyascii
@@ -34,15 +35,17 @@ _APOSTROPHES = "'’ʼ‘`´ʹʻʽ"
 # marks and apostrophes allowed inside ("Kurs'k", "don’t").
 _WORD = re.compile(r"[^\W_](?:[\w'’ʼ‘`´ʹʻʽ\u0300-\u036f\u0483-\u0489]*[^\W_])?")
 _TABLE_END = 0x10000  # the Basic Multilingual Plane is translated by table; the rest by anyascii
-_DIGRAPHS = ((b"shch", b"sch"), (b"kh", b"h"), (b"dzh", b"j"), (b"zh", b"j"), (b"dj", b"j"))
+_VARIANTS = {b"shch": b"sch", b"dzh": b"j", b"kh": b"h", b"zh": b"j", b"dj": b"j", b"x": b"ks"}
+_VARIANT = re.compile(rb"shch|dzh|kh|zh|dj|x|ii+")  # y -> i is done by the byte table
 
-STOPWORDS: frozenset[str] = frozenset(
+_STOPWORD_TEXT = (
     # English
     "a an the of in on at to for from by with and or as is are was were be been via into"
     " its it this that"
     # Russian and Ukrainian, in match form
-    " v vo na i iz s so k ko po o ob ot do za dlia u pri ta z zi vid pro".split()
+    " v vo na i iz s so k ko po o ob ot do za dlia u pri ta z zi vid pro"
 )
+STOPWORDS: frozenset[str] = frozenset(_STOPWORD_TEXT.split())
 
 
 class Token(NamedTuple):
@@ -59,15 +62,20 @@ def _table_entry(char: str) -> str | None:
     The entry is NFKC, case folding and anyascii applied to the character, so translating
     a text with the table is the same as normalising it character by character.
     """
-    if char in _APOSTROPHES:
-        return None
-    if unicodedata.category(char)[0] not in "LMN":
-        return " "
-    folded = anyascii(unicodedata.normalize("NFKC", char).casefold())
-    return _NON_ALNUM.sub("", folded.lower()) or None
+    parts: list[str] = []
+    for part in unicodedata.normalize("NFKC", char).casefold():
+        if part in _APOSTROPHES:
+            continue
+        if unicodedata.category(part)[0] in "LMN":
+            parts.append(_NON_ALNUM.sub("", anyascii(part).lower()))
+        else:
+            parts.append(" ")
+    return "".join(parts) or None
 
 
-def _build_table() -> list[str | None]:
+@cache
+def _table() -> list[str | None]:
+    """The translation table, built on first use (about 0.1 s; ASCII text never needs it)."""
     table: list[str | None] = [_table_entry(chr(code)) for code in range(_TABLE_END)]
     table[ord("ё")] = "e"  # Russian writes е for ё as often as not
     return table
@@ -85,7 +93,6 @@ def _byte_table(fold: bool) -> bytes:
     return bytes(table)
 
 
-_TABLE = _build_table()
 _PLAIN = _byte_table(fold=False)
 _FOLD = _byte_table(fold=True)
 
@@ -99,21 +106,18 @@ def html_to_text(markup: str) -> str:
 def _ascii_bytes(text: str, table: bytes) -> bytes:
     """Lower-case ASCII letters and digits, any other character a space (not collapsed)."""
     if not text.isascii():
-        text = text.translate(_TABLE)
+        text = text.translate(_table())
         if not text.isascii():  # beyond the Basic Multilingual Plane
             text = anyascii(unicodedata.normalize("NFKC", text))
     return text.encode("ascii").translate(table, b"'`")
 
 
+def _variant(found: re.Match[bytes]) -> bytes:
+    return _VARIANTS.get(found.group(), b"i")
+
+
 def _fold_bytes(data: bytes) -> bytes:
-    for old, new in _DIGRAPHS:
-        if old in data:
-            data = data.replace(old, new)
-    if b"x" in data:
-        data = data.replace(b"x", b"ks")
-    while b"ii" in data:
-        data = data.replace(b"ii", b"i")
-    return data
+    return _VARIANT.sub(_variant, data)
 
 
 def normalise(text: str) -> str:
@@ -133,7 +137,7 @@ def match_form(text: str) -> str:
     return fold_variants(normalise(text))
 
 
-def _mask_markup(text: str) -> str:
+def mask_markup(text: str) -> str:
     """Blank out tags and entities with spaces, keeping every other character's offset."""
 
     def blank(match: re.Match[str]) -> str:
@@ -142,11 +146,16 @@ def _mask_markup(text: str) -> str:
     return _ENTITY.sub(blank, _TAG.sub(blank, text))
 
 
+def match_bytes(text: str) -> bytes:
+    """`match_text` as ASCII bytes (the matcher's prefilter needs no str)."""
+    if "<" in text or "&" in text:
+        text = mask_markup(text)
+    return _fold_bytes(_ascii_bytes(text, _FOLD))
+
+
 def match_text(text: str) -> str:
     """Match form with HTML blanked out and separators not collapsed (fast; for the matcher)."""
-    if "<" in text or "&" in text:
-        text = _mask_markup(text)
-    return _fold_bytes(_ascii_bytes(text, _FOLD)).decode("ascii")
+    return match_bytes(text).decode("ascii")
 
 
 def match_words(text: str) -> list[str]:
@@ -155,7 +164,7 @@ def match_words(text: str) -> list[str]:
 
 
 def word_spans(text: str) -> list[tuple[int, int]]:
-    """Character spans of the words of `text` (HTML tags and entities already blanked)."""
+    """Character spans of the words of `text` (run `mask_markup` first if it has HTML)."""
     return [found.span() for found in _WORD.finditer(text)]
 
 
@@ -167,7 +176,7 @@ def tokenize(text: str) -> list[Token]:
     own and every word it yields carries its span.
     """
     if "<" in text or "&" in text:
-        text = _mask_markup(text)
+        text = mask_markup(text)
     words = match_words(text)
     spans = word_spans(text)
     if len(words) == len(spans):

@@ -52,6 +52,7 @@ SENDERS: dict[str, str] = {
     "email": "watcher.notify.email:make_email_sender",
     "webhook": "watcher.notify.webhook:make_webhook_sender",
     "file": "watcher.notify.file:make_file_sender",
+    "apprise": "watcher.notify.apprise:make_apprise_sender",
 }
 
 
@@ -60,9 +61,6 @@ def make_sender(channel: ChannelSettings, base_dir: Path,
     """The sender for a configured channel; secrets are resolved now (raises ConfigError)."""
     target = SENDERS.get(channel.type)
     if target is None:
-        if channel.type == "apprise":
-            raise NotImplementedError(f"channel {channel.name!r}: apprise channels are not "
-                                      "supported yet")
         raise ValueError(f"channel {channel.name!r}: unknown channel type {channel.type!r}")
     module_name, _, factory_name = target.partition(":")
     factory: Any = getattr(importlib.import_module(module_name), factory_name)

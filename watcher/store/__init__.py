@@ -1,15 +1,31 @@
-"""State stores: SQLite (embedded default) behind one interface."""
+"""State stores behind one interface: SQLite (embedded default) and PostgreSQL (several nodes)."""
 
 from __future__ import annotations
 
-from watcher.store.base import FeedState, PollRecord, Store, StoreError
+from watcher.store.base import FeedState, NodeInfo, PollRecord, Store, StoreError
 from watcher.store.sqlite import SqliteStore
 
-__all__ = ["FeedState", "PollRecord", "SqliteStore", "Store", "StoreError", "open_store"]
+__all__ = ["FeedState", "NodeInfo", "PollRecord", "SqliteStore", "Store", "StoreError",
+           "is_postgres", "open_store"]
 
 
-def open_store(location: str) -> Store:
-    """The store for a config's state location: a SQLite path, or a postgresql:// URL."""
-    if location.startswith(("postgresql://", "postgres://")):
-        raise StoreError("PostgreSQL state is not supported by this build yet")
+def is_postgres(location: str) -> bool:
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(location: str, *, password_env: str = "", node_ttl: float | None = None) -> Store:
+    """The store for a config's state location: a SQLite path, or a postgresql:// URL.
+
+    For PostgreSQL the password comes from the environment variable `password_env`
+    ([watcher] state_password_env) when set, else from libpq (PGPASSWORD, PGPASSFILE or
+    ~/.pgpass, a service file); a password written in the URL is refused. Nothing is
+    connected until `await store.open()`, which raises StoreError with the reason.
+    """
+    if is_postgres(location):
+        try:
+            from watcher.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(f"PostgreSQL state needs psycopg 3 and psycopg-pool "
+                             f"(pip install 'watcher[postgres]'): {exc}") from None
+        return PostgresStore(location, password_env=password_env, node_ttl=node_ttl)
     return SqliteStore(location)

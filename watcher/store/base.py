@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from watcher.model import AlertMessage, Entry, Hit, Match, Outlet
 
@@ -117,7 +118,53 @@ class FailedAlert:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One watcher process sharing the store, as its last heartbeat left it."""
+
+    node: str  # "host:pid"
+    heartbeat_at: datetime
+    expires_at: datetime  # after this the node counts as dead and its leases are void
+    config_digest: str
+    leased: int  # feeds it holds a live lease on now
+    started_at: datetime
+    inflight: int | None = None  # polls in flight, as the node last reported
+
+    def alive(self, now: datetime) -> bool:
+        return self.expires_at >= now
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCounts:
+    seen: int = 0
+    stories: int = 0
+    alerts: int = 0
+    nodes: int = 0
+    feeds: int = 0
+    hosts: int = 0
+
+
+def digest_conflicts(nodes: list[NodeInfo], digest: str, now: datetime) -> list[NodeInfo]:
+    """Live nodes whose loaded config differs from `digest` (all nodes must run one config)."""
+    return [n for n in nodes if n.alive(now) and n.config_digest and n.config_digest != digest]
+
+
+def feed_host(url: str) -> str:
+    """The politeness key of a fetch URL: lower-case host[:port]; '' for file:// feeds."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        return ""
+    if not host or parts.scheme not in ("http", "https"):
+        return ""
+    return f"{host}:{port}" if port else host
+
+
 Decider = Callable[[PollRecord, list[NewStory]], None]
+DELIVERY_LEASE = 120.0  # seconds a claimed alert is ours before another node may send it
+DEFAULT_NODE_TTL = 15.0  # seconds without a heartbeat after which a node's leases are void
 
 
 class Store(Protocol):
@@ -128,8 +175,10 @@ class Store(Protocol):
     async def feed_states(self, urls: list[str]) -> dict[str, FeedState]: ...
     async def save_feed(self, state: FeedState) -> None: ...
     async def sync_feeds(self, urls: list[str], now: datetime, spread: float) -> None: ...
-    async def claim_due(self, node: str, now: datetime, lease: float,
-                        limit: int) -> list[FeedState]: ...
+    async def claim_due(self, node: str, now: datetime, lease: float, limit: int,
+                        per_host: int | None = None) -> list[FeedState]:
+        """Lease up to `limit` due feeds; at most `per_host` leased per host across nodes."""
+        ...
     async def check_seen(self, feed_url: str, entries: list[Entry]) -> SeenCheck: ...
     async def record_poll(self, record: PollRecord, decide: Decider | None = None) -> None:
         """Write one poll in one transaction; `decide` fills in its stories and alerts there."""
@@ -145,6 +194,18 @@ class Store(Protocol):
     async def failed_alerts(self, limit: int) -> list[FailedAlert]: ...
     async def alerts_since(self, since: datetime) -> dict[str, int]: ...
     async def all_feeds(self) -> list[FeedState]: ...
+    # --- several nodes on one store (PostgreSQL; SQLite answers for its single node) ---
+    async def heartbeat(self, node: str, config_digest: str, now: datetime,
+                        leased: int | None = None) -> None: ...
+    async def nodes(self) -> list[NodeInfo]: ...
+    async def leave(self, node: str) -> None:
+        """A clean stop: release the node's leases at once and forget it."""
+        ...
+    async def block_host(self, host: str, until: datetime, reason: str = "") -> None: ...
+    async def blocked_hosts(self, now: datetime) -> dict[str, datetime]: ...
+    async def prune(self, now: datetime, *, stories_older_than: timedelta = ...,
+                    keep_seen_per_feed: int = ...,
+                    nodes_older_than: timedelta = ...) -> PruneCounts: ...
 
 
 # --- serialisation of what an alert carries (shared by backends) ---

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 from watcher.model import Entry, Outlet
 from watcher.store.base import (
+    DEFAULT_NODE_TTL,
+    DELIVERY_LEASE,
     ChannelCounts,
     Decider,
     FailedAlert,
@@ -26,54 +28,15 @@ from watcher.store.base import (
     StoreError,
     alert_payload,
     dt,
+    feed_host,
     message_from_row,
     ts,
 )
+from watcher.store.sqlite_nodes import LEASE_VOID, SqliteNodes
+from watcher.store.sqlite_schema import MIGRATIONS, migrate
 
 T = TypeVar("T")
-DELIVERY_LEASE = 120.0  # seconds a claimed alert is ours before another process may send it
-
-MIGRATIONS: list[str] = [
-    # 1: the initial schema
-    """
-    CREATE TABLE feeds (
-        url TEXT PRIMARY KEY, current_url TEXT, title TEXT,
-        etag TEXT, last_modified TEXT, body_hash TEXT, primed INTEGER NOT NULL DEFAULT 0,
-        last_poll_at REAL, last_status INTEGER, last_error TEXT,
-        error_count INTEGER NOT NULL DEFAULT 0, last_success_at REAL, next_poll_at REAL,
-        disabled_reason TEXT, entries_total INTEGER NOT NULL DEFAULT 0, interval_s REAL,
-        active INTEGER NOT NULL DEFAULT 1, lease_owner TEXT, lease_until REAL
-    );
-    CREATE INDEX feeds_due ON feeds (active, next_poll_at);
-    CREATE TABLE seen (
-        feed_url TEXT NOT NULL, entry_key TEXT NOT NULL, canonical_link TEXT,
-        title_hash TEXT NOT NULL, first_seen REAL NOT NULL,
-        PRIMARY KEY (feed_url, entry_key)
-    ) WITHOUT ROWID;
-    CREATE INDEX seen_by_link ON seen (canonical_link) WHERE canonical_link IS NOT NULL;
-    CREATE TABLE stories (
-        id TEXT PRIMARY KEY, topic TEXT NOT NULL, title TEXT NOT NULL, summary TEXT NOT NULL,
-        opened_at REAL NOT NULL
-    );
-    CREATE INDEX stories_by_time ON stories (opened_at);
-    CREATE TABLE story_members (
-        story_id TEXT NOT NULL REFERENCES stories (id), feed_url TEXT NOT NULL,
-        entry_key TEXT NOT NULL, feed_name TEXT NOT NULL, title TEXT NOT NULL, link TEXT,
-        seen_at REAL NOT NULL,
-        PRIMARY KEY (story_id, feed_url, entry_key)
-    ) WITHOUT ROWID;
-    CREATE TABLE alerts (
-        id TEXT PRIMARY KEY, topic TEXT NOT NULL, channel TEXT NOT NULL,
-        story_id TEXT NOT NULL, title TEXT NOT NULL, payload TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('owed', 'delivered', 'failed')),
-        attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, last_error TEXT,
-        created_at REAL NOT NULL, delivered_at REAL, lease_until REAL,
-        UNIQUE (topic, story_id, channel)
-    );
-    CREATE INDEX alerts_due ON alerts (status, next_attempt_at);
-    CREATE INDEX alerts_by_time ON alerts (created_at);
-    """,
-]
+__all__ = ["DELIVERY_LEASE", "MIGRATIONS", "SqliteStore", "title_hash"]
 
 _FEED_COLUMNS = ("url", "current_url", "title", "etag", "last_modified", "body_hash", "primed",
                  "last_poll_at", "last_status", "last_error", "error_count", "last_success_at",
@@ -81,11 +44,15 @@ _FEED_COLUMNS = ("url", "current_url", "title", "etag", "last_modified", "body_h
 _TIME_COLUMNS = {"last_poll_at", "last_success_at", "next_poll_at"}
 
 
+_RELEASE = ("CASE WHEN :node IS NULL OR feeds.lease_owner = :node OR feeds.lease_until < :now "
+            "THEN NULL ELSE feeds.{col} END")
 _SAVE_FEED = (
-    f"INSERT INTO feeds ({','.join(_FEED_COLUMNS)}) VALUES ({','.join('?' * len(_FEED_COLUMNS))}) "
+    f"INSERT INTO feeds ({','.join(_FEED_COLUMNS)}, host) "
+    f"VALUES ({','.join(':' + c for c in _FEED_COLUMNS)}, :host) "
     "ON CONFLICT (url) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _FEED_COLUMNS[1:])
-    + ", lease_owner = NULL, lease_until = NULL"
+    + ", ".join(f"{c} = excluded.{c}" for c in (*_FEED_COLUMNS[1:], "host"))
+    + ", lease_owner = " + _RELEASE.format(col="lease_owner")
+    + ", lease_until = " + _RELEASE.format(col="lease_until")
 )
 
 
@@ -93,12 +60,13 @@ def title_hash(entry: Entry) -> str:
     return hashlib.blake2b(entry.title.encode(), digest_size=8).hexdigest()
 
 
-def _feed_row(state: FeedState) -> tuple[Any, ...]:
-    values = []
-    for col in _FEED_COLUMNS:
-        value = getattr(state, col)
-        values.append(ts(value) if col in _TIME_COLUMNS else value)
-    return tuple(values)
+def _feed_row(state: FeedState, node: str | None) -> dict[str, Any]:
+    values = {col: getattr(state, col) for col in _FEED_COLUMNS}
+    for col in _TIME_COLUMNS:
+        values[col] = ts(values[col])
+    values.update(host=feed_host(state.fetch_url), node=node,  # a result written at `now`
+                  now=values["last_poll_at"] or datetime.now().timestamp())  # ends older leases
+    return values
 
 
 def _feed_from_row(row: sqlite3.Row) -> FeedState:
@@ -114,11 +82,14 @@ def _chunks(items: list[T], size: int = 500) -> Iterable[list[T]]:
         yield items[i:i + size]
 
 
-class SqliteStore:
+class SqliteStore(SqliteNodes):
     """The embedded default store."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, node_ttl: float = DEFAULT_NODE_TTL) -> None:
         self.path = Path(path)
+        self.node: str | None = None  # set by heartbeat/claim_due: owner of our leases
+        self.node_ttl = node_ttl
+        self._last_beat = 0.0
         self._db: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._story_cursor = 0  # highest stories.rowid the pipeline's index has seen
@@ -150,21 +121,9 @@ class SqliteStore:
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=5000")
             self._db = db
-            self._migrate()
+            migrate(db, self.path)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open state file {self.path}: {exc}") from exc
-
-    def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise StoreError(f"{self.path} was written by a newer watcher (schema {version}, "
-                             f"this one knows {len(MIGRATIONS)}); upgrade watcher")
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            with self._tx():
-                for statement in script.split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version={number}")
 
     async def close(self) -> None:
         if self._db is not None:
@@ -197,7 +156,7 @@ class SqliteStore:
 
     def _save_feed(self, state: FeedState) -> None:
         """Write the feed's state and release any lease on it."""
-        self.db.execute(_SAVE_FEED, _feed_row(state))
+        self.db.execute(_SAVE_FEED, _feed_row(state, self.node))
 
     async def sync_feeds(self, urls: list[str], now: datetime, spread: float) -> None:
         await self._run(self._sync_feeds, urls, now, spread)
@@ -208,25 +167,53 @@ class SqliteStore:
         with self._tx():
             self.db.execute("UPDATE feeds SET active = 0")
             self.db.executemany(
-                "INSERT INTO feeds (url, next_poll_at, active) VALUES (?, ?, 1) "
-                "ON CONFLICT (url) DO UPDATE SET active = 1",
-                [(url, start + random.uniform(0, spread)) for url in urls])
+                "INSERT INTO feeds (url, host, next_poll_at, active) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (url) DO UPDATE SET active = 1, "
+                "host = CASE WHEN host = '' THEN excluded.host ELSE host END",
+                [(url, feed_host(url), start + random.uniform(0, spread)) for url in urls])
 
-    async def claim_due(self, node: str, now: datetime, lease: float,
-                        limit: int) -> list[FeedState]:
-        return await self._run(self._claim_due, node, now, lease, limit)
+    async def claim_due(self, node: str, now: datetime, lease: float, limit: int,
+                        per_host: int | None = None) -> list[FeedState]:
+        self.node = node
+        return await self._run(self._claim_due, node, now, lease, limit, per_host)
 
-    def _claim_due(self, node: str, now: datetime, lease: float, limit: int) -> list[FeedState]:
-        """Lease up to `limit` active feeds that are due and not leased by a live poll."""
+    def _claim_due(self, node: str, now: datetime, lease: float, limit: int,
+                   per_host: int | None) -> list[FeedState]:
+        """Lease up to `limit` due feeds that no live lease holds, at most `per_host` leased
+        per host (counting every process's leases), skipping hosts under a Retry-After."""
         t = ts(now) or 0.0
         with self._tx():
-            rows = self.db.execute(
+            if t - self._last_beat >= self.node_ttl / 3:  # a claim is a sign of life
+                self._last_beat = t
+                self._beat(node, None, now, None)
+            cursor = self.db.execute(
                 "SELECT * FROM feeds WHERE active = 1 AND disabled_reason IS NULL "
-                "AND COALESCE(next_poll_at, 0) <= ? AND COALESCE(lease_until, 0) < ? "
-                "ORDER BY next_poll_at LIMIT ?", (t, t, limit)).fetchall()
+                "AND COALESCE(next_poll_at, 0) <= :now AND " + LEASE_VOID.format(t="feeds")
+                + " AND host NOT IN (SELECT host FROM hosts WHERE blocked_until > :now) "
+                "ORDER BY next_poll_at, url" + ("" if per_host else " LIMIT :limit"),
+                {"now": t, "limit": limit})
+            rows = self._within_host_cap(cursor, t, limit, per_host)
             self.db.executemany("UPDATE feeds SET lease_owner = ?, lease_until = ? WHERE url = ?",
                                 [(node, t + lease, r["url"]) for r in rows])
         return [_feed_from_row(r) for r in rows]
+
+    def _within_host_cap(self, cursor: sqlite3.Cursor, now: float, limit: int,
+                         per_host: int | None) -> list[sqlite3.Row]:
+        if not per_host:
+            return cursor.fetchall()
+        busy: dict[str, int] = dict(self.db.execute(
+            "SELECT host, COUNT(*) FROM feeds WHERE lease_owner IS NOT NULL AND host <> '' "
+            "AND NOT " + LEASE_VOID.format(t="feeds") + " GROUP BY host", {"now": now}))
+        picked = []
+        for row in cursor:
+            host = row["host"]
+            if host and busy.get(host, 0) >= per_host:
+                continue
+            busy[host] = busy.get(host, 0) + 1
+            picked.append(row)
+            if len(picked) >= limit:
+                break
+        return picked
 
     # --- seen entries ---
 
@@ -317,10 +304,11 @@ class SqliteStore:
         with self._tx():
             rows = self.db.execute(
                 "SELECT id, topic, channel, story_id, payload, attempts, created_at FROM alerts "
-                "WHERE status = 'owed' AND next_attempt_at <= ? AND COALESCE(lease_until, 0) < ? "
-                "ORDER BY next_attempt_at LIMIT ?", (t, t, limit)).fetchall()
-            self.db.executemany("UPDATE alerts SET lease_until = ? WHERE id = ?",
-                                [(t + DELIVERY_LEASE, r["id"]) for r in rows])
+                "WHERE status = 'owed' AND next_attempt_at <= :now AND "
+                + LEASE_VOID.format(t="alerts") + " ORDER BY next_attempt_at, id LIMIT :limit",
+                {"now": t, "limit": limit}).fetchall()
+            self.db.executemany("UPDATE alerts SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                                [(self.node, t + DELIVERY_LEASE, r["id"]) for r in rows])
         owed = []
         for r in rows:
             outlets = self._outlets(r["story_id"], r["payload"])
@@ -338,20 +326,25 @@ class SqliteStore:
 
     async def mark_delivered(self, alert_ids: list[str], at: datetime) -> None:
         await self._run(self._update_alerts, "status = 'delivered', delivered_at = ?, "
-                        "attempts = attempts + 1, last_error = NULL, lease_until = NULL",
+                        "attempts = attempts + 1, last_error = NULL, lease_owner = NULL, "
+                        "lease_until = NULL",
                         (ts(at),), alert_ids)
 
     async def mark_retry(self, alert_ids: list[str], error: str, next_at: datetime) -> None:
         await self._run(self._update_alerts, "attempts = attempts + 1, last_error = ?, "
-                        "next_attempt_at = ?, lease_until = NULL", (error, ts(next_at)), alert_ids)
+                        "next_attempt_at = ?, lease_owner = NULL, lease_until = NULL",
+                        (error, ts(next_at)), alert_ids)
 
     async def mark_failed(self, alert_ids: list[str], error: str) -> None:
         await self._run(self._update_alerts, "status = 'failed', attempts = attempts + 1, "
-                        "last_error = ?, lease_until = NULL", (error,), alert_ids)
+                        "last_error = ?, lease_owner = NULL, lease_until = NULL",
+                        (error,), alert_ids)
 
     def _update_alerts(self, assignments: str, params: tuple[Any, ...], ids: list[str]) -> None:
+        """Change owed alerts only: one another process already delivered stays delivered."""
         with self._tx():
-            self.db.executemany(f"UPDATE alerts SET {assignments} WHERE id = ?",
+            self.db.executemany(f"UPDATE alerts SET {assignments} WHERE id = ? "
+                                f"AND status = 'owed'",
                                 [(*params, alert_id) for alert_id in ids])
 
     async def requeue_failed(self, channel: str | None, now: datetime) -> int:

@@ -1,0 +1,215 @@
+"""The fetch stage against a real local HTTP server: politeness, redirects, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from feedserver import FeedServer, Item
+
+from watcher.fetch import Fetcher, Validators, parse_retry_after
+from watcher.parse import parse_feed
+
+ITEMS = [Item("Kursk residents evacuated", "https://news.example/a", "a-1")]
+
+
+@pytest.fixture
+async def fetcher():
+    f = Fetcher(timeout=10)
+    yield f
+    await f.aclose()
+
+
+async def test_conditional_get_with_etag_then_304(feed_server: FeedServer,
+                                                  fetcher: Fetcher) -> None:
+    url = feed_server.set_feed("feed.xml", ITEMS)
+    first = await fetcher.fetch(url)
+    assert first.ok and first.status == 200
+    assert first.validators.etag and first.validators.last_modified
+    assert parse_feed(first.body or b"", url, content_type=first.content_type).entries
+    second = await fetcher.fetch(url, first.validators)
+    assert second.not_modified and second.body is None and second.error is None
+    assert second.validators == first.validators  # kept for the next poll
+    hit = feed_server.requests("feed.xml")[1]
+    assert hit.if_none_match == first.validators.etag
+    assert hit.if_modified_since == first.validators.last_modified
+    assert hit.user_agent and hit.user_agent.startswith("watcher/")
+
+
+async def test_conditional_get_with_last_modified_only(feed_server: FeedServer,
+                                                       fetcher: Fetcher) -> None:
+    stamp = format_datetime(datetime(2025, 2, 24, 10, tzinfo=UTC), usegmt=True)
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.headers.get("If-Modified-Since") == stamp:
+            return web.Response(status=304)
+        return web.Response(body=b"<rss version='2.0'><channel><title>t</title></channel></rss>",
+                            headers={"Last-Modified": stamp})
+
+    url = feed_server.set_handler("lm.xml", handler)
+    first = await fetcher.fetch(url)
+    assert first.validators == Validators(None, stamp)
+    second = await fetcher.fetch(url, first.validators)
+    assert second.status == 304 and second.validators == Validators(None, stamp)
+
+
+async def test_new_200_replaces_old_validators(feed_server: FeedServer, fetcher: Fetcher) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=b"<rss version='2.0'><channel><title>t</title></channel></rss>")
+
+    url = feed_server.set_handler("plain.xml", handler)
+    result = await fetcher.fetch(url, Validators('"old"', "Mon, 01 Jan 2024 00:00:00 GMT"))
+    assert result.ok and result.validators == Validators()  # stale validators are dropped
+
+
+def redirect(status: int, to: str):
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=status, headers={"Location": to})
+    return handler
+
+
+@pytest.mark.parametrize(("statuses", "stored"), [
+    ((301,), True), ((308,), True), ((301, 308), True),
+    ((302,), False), ((307,), False), ((301, 302), False), ((303,), False),
+])
+async def test_only_permanent_redirects_move_the_feed(
+        statuses: tuple[int, ...], stored: bool, feed_server: FeedServer,
+        fetcher: Fetcher) -> None:
+    final = feed_server.set_feed("final.xml", ITEMS)
+    target = "/final.xml"
+    for i, status in reversed(list(enumerate(statuses))):
+        feed_server.set_handler(f"hop{i}", redirect(status, target))
+        target = f"/hop{i}"
+    result = await fetcher.fetch(feed_server.url("hop0"))
+    assert result.ok and result.body
+    assert result.moved_to == (final if stored else None)
+
+
+@pytest.mark.parametrize("status", [404, 410, 500, 401, 403])
+async def test_http_errors_are_results_not_exceptions(
+        status: int, feed_server: FeedServer, fetcher: Fetcher) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=status, text="<html>error page</html>")
+
+    result = await fetcher.fetch(feed_server.set_handler("err.xml", handler))
+    assert result.status == status and not result.ok and result.body is None
+    assert result.error and result.error.startswith(f"HTTP {status}")
+
+
+async def test_410_gone_is_reported_as_removed(feed_server: FeedServer, fetcher: Fetcher) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=410)
+
+    result = await fetcher.fetch(feed_server.set_handler("gone.xml", handler))
+    assert result.status == 410 and result.error == "HTTP 410 Gone: the feed was removed"
+
+
+@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+async def test_retry_after_is_honoured(status: int, form: str, feed_server: FeedServer,
+                                       fetcher: Fetcher) -> None:
+    value = "120" if form == "seconds" else format_datetime(
+        datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=status, headers={"Retry-After": value})
+
+    result = await fetcher.fetch(feed_server.set_handler("busy.xml", handler))
+    assert result.status == status and result.retry_after is not None
+    assert 60 <= result.retry_after <= 120
+    assert "the server asks us to wait" in (result.error or "")
+
+
+def test_parse_retry_after() -> None:
+    now = datetime(2025, 2, 24, 10, 0, tzinfo=UTC)
+    assert parse_retry_after("3600", now) == 3600
+    assert parse_retry_after("Mon, 24 Feb 2025 10:05:00 GMT", now) == 300
+    assert parse_retry_after("Mon, 24 Feb 2025 09:00:00 GMT", now) == 0  # in the past
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after("-5", now) is None
+    assert parse_retry_after(None, now) is None
+
+
+async def test_gzip_responses_are_decompressed(feed_server: FeedServer, fetcher: Fetcher) -> None:
+    url = feed_server.set_feed("feed.xml", ITEMS)
+    result = await fetcher.fetch(url)  # the server gzips when asked; aiohttp asks
+    assert result.ok and (result.body or b"").startswith(b"<?xml")
+
+
+class Concurrency:
+    """Counts requests in flight at the server, overall and per Host header."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
+
+    async def handler(self, request: web.Request) -> web.Response:
+        host = request.host.split(":")[0]
+        with self.lock:
+            for key in (host, "all"):
+                self.now[key] += 1
+                self.peak[key] = max(self.peak[key], self.now[key])
+        await asyncio.sleep(0.3)
+        with self.lock:
+            for key in (host, "all"):
+                self.now[key] -= 1
+        return web.Response(body=b"<rss version='2.0'><channel><title>t</title></channel></rss>")
+
+
+async def test_per_host_limit_holds_at_the_server(feed_server: FeedServer) -> None:
+    counter = Concurrency()
+    feed_server.set_handler("slow", counter.handler)
+    fetcher = Fetcher(timeout=20, concurrency=50, per_host=3)
+    try:
+        urls = [f"http://{host}:{feed_server.port}/slow?n={i}"
+                for host in ("127.0.0.1", "localhost") for i in range(6)]
+        results = await asyncio.gather(*(fetcher.fetch(u) for u in urls))
+    finally:
+        await fetcher.aclose()
+    assert all(r.ok for r in results)
+    assert counter.peak["127.0.0.1"] == 3 and counter.peak["localhost"] == 3
+    assert counter.peak["all"] == 6  # the hosts do not share a limit
+
+
+async def test_global_limit_holds_at_the_server(feed_server: FeedServer) -> None:
+    counter = Concurrency()
+    feed_server.set_handler("slow", counter.handler)
+    fetcher = Fetcher(timeout=20, concurrency=2, per_host=10)
+    try:
+        urls = [f"http://{host}:{feed_server.port}/slow?n={i}"
+                for host in ("127.0.0.1", "localhost") for i in range(3)]
+        results = await asyncio.gather(*(fetcher.fetch(u) for u in urls))
+    finally:
+        await fetcher.aclose()
+    assert all(r.ok for r in results)
+    assert counter.peak["all"] == 2
+
+
+async def test_unreachable_and_invalid_urls_are_results(fetcher: Fetcher) -> None:
+    refused = await fetcher.fetch("http://127.0.0.1:9/feed.xml")
+    assert refused.status == 0 and (refused.error or "").startswith("cannot connect")
+    for url in ("http://[::1/feed", "ftp://example.org/feed", "not a url"):
+        result = await fetcher.fetch(url)
+        assert result.status == 0 and result.error and not result.ok
+
+
+async def test_file_urls_are_read_with_the_size_cap(tmp_path: Path) -> None:
+    feed = tmp_path / "feed.xml"
+    feed.write_bytes(b"<rss version='2.0'><channel><title>t</title></channel></rss>")
+    fetcher = Fetcher(max_bytes=1024)
+    ok = await fetcher.fetch(feed.as_uri())
+    assert ok.ok and ok.status == 200 and ok.body == feed.read_bytes()
+    big = tmp_path / "big.xml"
+    big.write_bytes(b"x" * 2048)
+    assert "larger than 1024 bytes" in ((await fetcher.fetch(big.as_uri())).error or "")
+    missing = await fetcher.fetch((tmp_path / "nope.xml").as_uri())
+    assert "cannot read" in (missing.error or "")
+    endless = await fetcher.fetch("file:///dev/zero")  # size 0 on disk, endless to read
+    assert "larger than 1024 bytes" in (endless.error or "")

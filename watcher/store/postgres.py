@@ -1,0 +1,367 @@
+"""PostgreSQL backend: several watcher nodes share one database.
+
+Work is shared through the database: `claim_due` leases a batch of due feeds with
+SELECT ... FOR UPDATE SKIP LOCKED and an expiry, `due_alerts` does the same for the outbox.
+A lease also ends when its owner's heartbeat expires (a node killed with -9), so the other
+nodes pick its feeds and alerts up within the node TTL. Story decisions are serialised by
+a transaction-scoped advisory lock, and alerts carry UNIQUE (topic, story_id, channel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from watcher.model import Entry
+from watcher.store import pg_schema
+from watcher.store.base import (
+    DEFAULT_NODE_TTL,
+    Decider,
+    FeedState,
+    NewStory,
+    NodeInfo,
+    PollRecord,
+    PruneCounts,
+    SeenCheck,
+    StoreError,
+    alert_payload,
+    feed_host,
+)
+from watcher.store.pg_outbox import PgOutbox
+from watcher.store.pg_sql import (
+    CLAIM_DUE,
+    FEED_COLUMNS,
+    HEARTBEAT,
+    NODES,
+    PRUNE,
+    SAVE_FEED,
+    SYNC_FEEDS,
+)
+from watcher.store.sqlite import title_hash
+
+log = logging.getLogger("watcher.store")
+FOREVER = 2**31 - 1
+CONNECT_TIMEOUT = 10  # seconds to reach the server at open
+ACQUIRE_TIMEOUT = 15.0  # seconds a call waits for a pooled connection before giving up
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _feed(row: dict[str, Any]) -> FeedState:
+    return FeedState(**{c: row[c] for c in FEED_COLUMNS})
+
+
+def _feed_params(state: FeedState, node: str | None, now: datetime) -> dict[str, Any]:
+    params = {c: getattr(state, c) for c in FEED_COLUMNS}
+    params.update(host=feed_host(state.fetch_url), node=node, now=state.last_poll_at or now)
+    return params
+
+
+class PostgresStore(PgOutbox):
+    """The shared store for several nodes (see docs/scaling-out.md)."""
+
+    def __init__(self, url: str, *, password_env: str = "", node_ttl: float | None = None,
+                 pool_size: int = 10) -> None:
+        self.target = pg_schema.describe(url)
+        self._url = url
+        self._password_env = password_env
+        self.node_ttl = node_ttl if node_ttl is not None else float(
+            os.environ.get("WATCHER_NODE_TTL") or DEFAULT_NODE_TTL)
+        self.pool_size = pool_size
+        self.node: str | None = None  # set by heartbeat/claim_due: owner of our leases
+        self._pool: AsyncConnectionPool | None = None
+        self._story_cursor = 0
+        self._last_beat = 0.0
+        self.server_version = 0
+        self._checking: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.target.url!r})"
+
+    # --- lifecycle ---
+
+    async def open(self) -> None:
+        kwargs = pg_schema.connect_kwargs(self._url, self._password_env)
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, **kwargs)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to {self.target}: {_reason(exc)}") from None
+        try:
+            self.server_version = conn.info.server_version
+            pg_schema.check_server_version(self.server_version, self.target)
+            await pg_schema.migrate(conn, self.target)
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.target}: cannot prepare the schema: {_reason(exc)}") \
+                from None
+        finally:
+            await conn.close()
+        self._pool = AsyncConnectionPool(
+            self._url, kwargs={**kwargs, "autocommit": True, "row_factory": dict_row,
+                               "connect_timeout": CONNECT_TIMEOUT},
+            min_size=1, max_size=self.pool_size, open=False, configure=_configure,
+            timeout=ACQUIRE_TIMEOUT, name="watcher")
+        await self._pool.open(wait=False)
+        log.info("state store opened", extra={"store": self.target.url,
+                                              "server": self.server_version})
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @asynccontextmanager
+    async def _conn(self, durable: bool = False) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection; with `durable`, inside a transaction committed to disk."""
+        if self._pool is None:
+            raise StoreError(f"{self.target}: the store is not open")
+        try:
+            async with self._pool.connection() as conn:
+                if not durable:
+                    yield conn
+                    return
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL synchronous_commit = on")
+                    yield conn
+        except PoolTimeout:
+            raise StoreError(f"{self.target}: no database connection within "
+                             f"{ACQUIRE_TIMEOUT:.0f}s (server down or unreachable?)") from None
+        except psycopg.OperationalError as exc:
+            self._check_pool()
+            raise StoreError(f"{self.target}: database connection lost: {_reason(exc)}") \
+                from None
+
+    def _check_pool(self) -> None:
+        """After a lost connection: let the pool drop its other broken idle connections."""
+        if self._pool is not None and (self._checking is None or self._checking.done()):
+            self._checking = asyncio.ensure_future(self._pool.check())
+
+    # --- feeds ---
+
+    async def feed_states(self, urls: list[str]) -> dict[str, FeedState]:
+        async with self._conn() as conn:
+            cur = await conn.execute("SELECT * FROM feeds WHERE url = ANY(%s)", (urls,))
+            found = {r["url"]: _feed(r) for r in await cur.fetchall()}
+        return {url: found.get(url) or FeedState(url=url) for url in urls}
+
+    async def all_feeds(self) -> list[FeedState]:
+        async with self._conn() as conn:
+            cur = await conn.execute("SELECT * FROM feeds ORDER BY url")
+            return [_feed(r) for r in await cur.fetchall()]
+
+    async def save_feed(self, state: FeedState) -> None:
+        """Write the feed's state and release our lease on it (not a newer owner's)."""
+        async with self._conn() as conn:
+            await conn.execute(SAVE_FEED, _feed_params(state, self.node, _utcnow()))
+
+    async def sync_feeds(self, urls: list[str], now: datetime, spread: float) -> None:
+        """Make the configured feeds the active ones; new feeds fall due within `spread` s."""
+        hosts = [feed_host(u) for u in urls]
+        async with self._conn(durable=True) as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (pg_schema.CLAIM_LOCK,))
+            await conn.execute(SYNC_FEEDS, {"urls": urls, "hosts": hosts, "now": now,
+                                            "spread": spread})
+
+    async def claim_due(self, node: str, now: datetime, lease: float, limit: int,
+                        per_host: int | None = None) -> list[FeedState]:
+        """Lease up to `limit` due feeds, at most `per_host` leased per host cluster-wide.
+
+        Claims are serialised by an advisory lock (so per-host counts are exact); rows a
+        concurrent writer holds are skipped (FOR UPDATE SKIP LOCKED). A claim also counts
+        as a sign of life for `node` (its heartbeat row is refreshed every few seconds).
+        """
+        self.node = node
+        params = {"node": node, "now": now, "until": now + timedelta(seconds=lease),
+                  "limit": limit, "per_host": per_host or FOREVER}
+        async with self._conn() as conn, conn.pipeline(), conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (pg_schema.CLAIM_LOCK,))
+            await self._touch(conn, node, now)
+            cur = await conn.execute(CLAIM_DUE, params)
+            rows = await cur.fetchall()
+        rows.sort(key=lambda r: r["next_poll_at"] or now)
+        return [_feed(r) for r in rows]
+
+    # --- seen entries ---
+
+    async def check_seen(self, feed_url: str, entries: list[Entry]) -> SeenCheck:
+        keys = [e.key for e in entries]
+        links = [e.canonical_link for e in entries if e.canonical_link]
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT entry_key, title_hash, NULL AS link FROM seen "
+                "WHERE feed_url = %s AND entry_key = ANY(%s) UNION ALL "
+                "SELECT NULL, NULL, canonical_link FROM seen WHERE canonical_link = ANY(%s)",
+                (feed_url, keys, links))
+            rows = await cur.fetchall()
+        known = {r["entry_key"]: r["title_hash"] for r in rows if r["entry_key"] is not None}
+        seen_links = {r["link"] for r in rows if r["link"] is not None}
+        new: list[Entry] = []
+        updated: list[Entry] = []
+        for entry in entries:
+            if entry.key in known:
+                if known[entry.key] != title_hash(entry):
+                    updated.append(entry)
+            elif entry.canonical_link not in seen_links:
+                new.append(entry)
+        return SeenCheck(new=new, updated=updated)
+
+    # --- one poll, one transaction ---
+
+    async def record_poll(self, record: PollRecord, decide: Decider | None = None) -> None:
+        now = record.feed.last_poll_at or _utcnow()
+        async with self._conn(durable=True) as conn:
+            if (record.matches and decide is not None) or record.stories:
+                # The story lock: one node at a time decides, seeing every story committed
+                # before it (so two nodes that both see a story cannot both alert on it).
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (pg_schema.STORY_LOCK,))
+                if record.matches and decide is not None:
+                    decide(record, await self._fresh_stories(conn))
+            await self._write_poll(conn, record, now)
+
+    async def _write_poll(self, conn: psycopg.AsyncConnection[Any], record: PollRecord,
+                          now: datetime) -> None:
+        async with conn.pipeline():
+            await conn.execute(SAVE_FEED, _feed_params(record.feed, self.node, _utcnow()))
+            cur = conn.cursor()
+            if record.seen:
+                await cur.executemany(
+                    "INSERT INTO seen (feed_url, entry_key, canonical_link, title_hash, "
+                    "first_seen) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (feed_url, entry_key) "
+                    "DO UPDATE SET title_hash = excluded.title_hash",
+                    [(record.feed.url, e.key, e.canonical_link, title_hash(e), now)
+                     for e in record.seen])
+            if record.stories:
+                await cur.executemany(
+                    "INSERT INTO stories (id, topic, title, summary, opened_at) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    [(s.id, s.topic, s.title, s.summary, s.opened_at) for s in record.stories])
+            if record.members:
+                await cur.executemany(
+                    "INSERT INTO story_members (story_id, feed_url, entry_key, feed_name, title, "
+                    "link, seen_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    [(m.story_id, m.entry.feed_url, m.entry.key, m.entry.feed_name,
+                      m.entry.title, m.entry.link, m.seen_at) for m in record.members])
+            if record.alerts:
+                await cur.executemany(
+                    "INSERT INTO alerts (id, topic, channel, story_id, title, payload, status, "
+                    "next_attempt_at, created_at) VALUES (%s, %s, %s, %s, %s, %s, 'owed', %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    [(a.id, a.topic, a.channel, a.story_id, a.entry.title, alert_payload(a),
+                      a.due_at, now) for a in record.alerts])
+
+    async def open_stories(self, since: datetime) -> list[NewStory]:
+        async with self._conn() as conn:
+            cur = await conn.execute("SELECT COALESCE(max(seq), 0) AS top FROM stories")
+            self._story_cursor = (await cur.fetchone() or {"top": 0})["top"]
+            cur = await conn.execute("SELECT id, topic, title, summary, opened_at FROM stories "
+                                     "WHERE opened_at >= %s ORDER BY opened_at", (since,))
+            rows = await cur.fetchall()
+        return [NewStory(r["id"], r["topic"], r["title"], r["summary"], r["opened_at"])
+                for r in rows]
+
+    async def _fresh_stories(self, conn: psycopg.AsyncConnection[Any]) -> list[NewStory]:
+        """Stories committed (by any node) since this store last looked; advances the cursor.
+
+        Every story is inserted under the story lock, so sequence order is commit order and
+        a cursor on `seq` misses nothing."""
+        cur = await conn.execute("SELECT seq, id, topic, title, summary, opened_at FROM stories "
+                                 "WHERE seq > %s ORDER BY seq", (self._story_cursor,))
+        rows = await cur.fetchall()
+        if rows:
+            self._story_cursor = rows[-1]["seq"]
+        return [NewStory(r["id"], r["topic"], r["title"], r["summary"], r["opened_at"])
+                for r in rows]
+
+    # --- nodes ---
+
+    async def heartbeat(self, node: str, config_digest: str, now: datetime,
+                        leased: int | None = None) -> None:
+        """Record that `node` is alive, with the digest of its config and its polls in flight."""
+        self.node = node
+        async with self._conn() as conn:
+            await conn.execute(HEARTBEAT, {
+                "node": node, "digest": config_digest, "now": now, "inflight": leased,
+                "expires": now + timedelta(seconds=self.node_ttl)})
+
+    async def _touch(self, conn: psycopg.AsyncConnection[Any], node: str, now: datetime) -> None:
+        """Refresh the node's liveness at most every third of its TTL (cheap sign of life)."""
+        if now.timestamp() - self._last_beat < self.node_ttl / 3:
+            return
+        self._last_beat = now.timestamp()
+        await conn.execute(
+            "INSERT INTO nodes (node, started_at, heartbeat_at, expires_at) "
+            "VALUES (%(node)s, %(now)s, %(now)s, %(expires)s) ON CONFLICT (node) DO UPDATE "
+            "SET heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at",
+            {"node": node, "now": now, "expires": now + timedelta(seconds=self.node_ttl)})
+
+    async def nodes(self) -> list[NodeInfo]:
+        async with self._conn() as conn:
+            cur = await conn.execute(NODES, {"now": _utcnow()})
+            rows = await cur.fetchall()
+        return [NodeInfo(r["node"], r["heartbeat_at"], r["expires_at"], r["config_digest"],
+                         r["leased"], r["started_at"], r["inflight"]) for r in rows]
+
+    async def leave(self, node: str) -> None:
+        async with self._conn(durable=True) as conn:
+            await conn.execute("UPDATE feeds SET lease_owner = NULL, lease_until = NULL "
+                               "WHERE lease_owner = %s", (node,))
+            await conn.execute("UPDATE alerts SET lease_owner = NULL, lease_until = NULL "
+                               "WHERE lease_owner = %s", (node,))
+            await conn.execute("DELETE FROM nodes WHERE node = %s", (node,))
+
+    async def block_host(self, host: str, until: datetime, reason: str = "") -> None:
+        """No node polls `host` before `until` (a 429/503 Retry-After applies cluster-wide)."""
+        if not host:
+            return
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO hosts (host, blocked_until, reason) VALUES (%s, %s, %s) "
+                "ON CONFLICT (host) DO UPDATE SET blocked_until = "
+                "GREATEST(hosts.blocked_until, excluded.blocked_until), reason = excluded.reason",
+                (host, until, reason))
+
+    async def blocked_hosts(self, now: datetime) -> dict[str, datetime]:
+        async with self._conn() as conn:
+            cur = await conn.execute("SELECT host, blocked_until FROM hosts "
+                                     "WHERE blocked_until > %s ORDER BY host", (now,))
+            return {r["host"]: r["blocked_until"] for r in await cur.fetchall()}
+
+    # --- housekeeping ---
+
+    async def prune(self, now: datetime, *, stories_older_than: timedelta = timedelta(days=30),
+                    keep_seen_per_feed: int = 2000,
+                    nodes_older_than: timedelta = timedelta(days=1)) -> PruneCounts:
+        """Delete what can never matter again (see docs/scaling-out.md, "Housekeeping")."""
+        params = {"now": now, "horizon": now - stories_older_than, "keep": keep_seen_per_feed,
+                  "node_horizon": now - nodes_older_than}
+        counts: dict[str, int] = dict.fromkeys(PruneCounts.__slots__, 0)
+        async with self._conn(durable=True) as conn:
+            for name, sql in PRUNE:
+                cur = await conn.execute(sql, params)
+                counts[name] += max(cur.rowcount, 0)
+        return PruneCounts(**counts)
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Per connection: UTC timestamps; feed-state writes need not wait for the disk flush
+    (a lost lease or poll result only means a feed is polled again; record_poll and the
+    outbox marks switch synchronous_commit back on for their transactions)."""
+    await conn.execute("SET TIME ZONE 'UTC'")
+    await conn.execute("SET synchronous_commit = off")
+
+
+def _reason(exc: BaseException) -> str:
+    """libpq's message, on one line (it never contains the password)."""
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
