@@ -11,10 +11,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from feedserver import FeedServer  # noqa: E402
-from servers import SmtpSink, WebhookReceiver  # noqa: E402
+from feedserver import FeedServer
+from servers import SmtpSink, WebhookReceiver
 
-from watcher.config import Config, load_config  # noqa: E402
+from watcher.config import Config, load_config
 
 DATA = Path(__file__).parent / "data"
 

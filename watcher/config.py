@@ -393,6 +393,19 @@ def _cross_check(c: _Collected, problems: list[str]) -> None:
                 problems.append(f"{file}: topics[{i}].feeds[{j}]: no feed name or tag {ref!r}")
         if not (topic.any or topic.all or topic.query):
             problems.append(f"{file}: topics[{i}]: a topic needs at least one of any, all, query")
+            continue
+        problems.extend(f"{file}: topics[{i}]: {p}" for p in _phrase_problems(topic))
+
+
+def _phrase_problems(topic: TopicSettings) -> list[str]:
+    """What the matcher refuses in a topic's phrases (a wildcard too short, no words...)."""
+    from watcher.match import Matcher
+
+    try:
+        Matcher([topic.rule()])
+    except ValueError as exc:
+        return [str(exc)]
+    return []
 
 
 def load_config(path: Path | str | None = None, *, check_secrets: bool = True) -> Config:

@@ -1,16 +1,9 @@
 """Parse stage: feed bytes -> normalised Entry objects (pure; runs in a worker process).
 
-feedparser does the reading (strict XML first, a lenient parser for broken feeds). Around
-it, this module guards against hostile input and repairs the usual real-world breakage:
-
-- the body is handed over as a stream, never as a string feedparser might open as a path;
-- DTD entities: only small, cheap internal ones survive (no billion laughs, no quadratic
-  blow-up, no external entities), see `_safe_replace_doctype`;
-- character sets: a server's default charset does not beat the document's own declaration,
-  valid UTF-8 is read as UTF-8, UTF-8 with a few bad bytes is repaired rather than read as
-  cp1252, and undeclared non-Latin legacy encodings are detected (charset-normalizer);
-- text: summaries and titles become bounded plain text without script or style content,
-  in linear time whatever the markup.
+feedparser reads (strict XML, then a lenient parser for broken feeds). Around it: the body
+goes in as a stream (a bytes argument naming a file would be opened); DTD entities are
+bounded (`_safe_replace_doctype`); the charset is chosen as mature readers do
+(`_fix_charset`); fields become bounded plain text without scripts, in linear time.
 """
 
 from __future__ import annotations
@@ -117,8 +110,8 @@ def _drop_scripts(markup: str) -> str:
 def plain_text(markup: str, limit: int) -> str:
     """Bounded plain text of a feed field: no tags, no script/style content, entities decoded.
 
-    Runs in linear time (html_to_text's regex is quadratic on unclosed `<`, so those are
-    escaped first). Double-escaped HTML, common in the wild, gets a second pass.
+    Linear time (html_to_text's regex is quadratic on an unclosed `<`: those are escaped
+    first). Double-escaped HTML, common in the wild, gets another pass.
     """
     text = markup[:_RAW_CHARS]
     for _ in range(3):
@@ -247,8 +240,7 @@ def _warning(problem: BaseException | None, content_type: str | None) -> str | N
     return _describe(problem)
 
 
-_HTML_START = re.compile(rb"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head"
-                         rb"|body|meta|title)\b", re.IGNORECASE | re.DOTALL)
+_HTML = re.compile(rb"<(?:!doctype\s+html|html|head|body)\b", re.IGNORECASE)
 _LINK_TAG = re.compile(r"<link\b[^<>]{0,2000}>", re.IGNORECASE)
 _ATTR = re.compile(r"""([a-z-]+)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
 _ROOT = re.compile(rb"<([A-Za-z_][\w:.-]{0,60})")
@@ -258,7 +250,7 @@ def _not_a_feed(body: bytes, url: str, content_type: str | None,
                 problem: BaseException | None) -> str:
     """Why this is no feed, and what the user can do about it."""
     head = body[:256 * 1024]
-    if _HTML_START.match(head) or (content_type or "").lower().startswith("text/html"):
+    if _HTML.search(head[:4096]) or (content_type or "").lower().startswith("text/html"):
         found = _advertised_feed(head.decode("utf-8", "replace"), url)
         hint = (f"the page names its feed: {found} (use that URL)" if found else
                 "use the site's feed URL instead (look for an RSS or Atom link on the page)")
@@ -295,9 +287,7 @@ _CHARSET_PARAM = re.compile(r""";\s*charset\s*=\s*["']?([^"';\s]*)["']?""", re.I
 _DETECT_BYTES = 64 * 1024
 
 
-def _codec(label: str | None) -> str | None:
-    if not label:
-        return None
+def _codec(label: str) -> str | None:
     try:
         return codecs.lookup(label.strip()).name
     except (LookupError, ValueError):
@@ -329,7 +319,7 @@ def _fix_charset(body: bytes, content_type: str | None) -> tuple[bytes, str | No
             b"\x00" in body[:4]):
         return body, content_type  # BOM or UTF-16/32: feedparser reads those right
     found = _CHARSET_PARAM.search(content_type or "")
-    http = _codec(found.group(1)) if found else None
+    http = _codec(found.group(1)) if found and found.group(1) else None
     declared = _XML_ENCODING.match(body[:512])
     decl = _codec(declared.group(1).decode("ascii")) if declared else None
     if http and http not in _LATIN_DEFAULTS and _decodes(body, http):
@@ -358,8 +348,8 @@ def _repair_utf8(body: bytes) -> bytes | None:
 def _detect_non_latin(body: bytes) -> str | None:
     """An undeclared legacy encoding of a non-Latin script (Cyrillic, CJK, Hebrew...).
 
-    Latin-script guesses are ignored: the Western encodings cannot be told apart reliably,
-    and feedparser's windows-1252 fallback is the better bet for them.
+    Latin-script guesses are ignored: Western encodings cannot be told apart reliably, and
+    windows-1252 is the better bet for them.
     """
     try:
         import charset_normalizer
@@ -377,7 +367,6 @@ def _detect_non_latin(body: bytes) -> str | None:
 
 _MAX_ENTITY_CHARS = 200
 _ENTITY_BUDGET = 1024 * 1024  # bytes all entity references in a document may expand to
-_original_replace_doctype = feedparser.api.replace_doctype
 
 
 class _RootReached(Exception):
@@ -385,14 +374,13 @@ class _RootReached(Exception):
 
 
 def _safe_replace_doctype(data: bytes) -> tuple[str | None, bytes, dict[str, str]]:
-    """feedparser's DOCTYPE step (it strips the DOCTYPE, keeping "safe" entities), hardened.
+    """feedparser's DOCTYPE step (strip the DOCTYPE, keep "safe" entities), hardened.
 
-    feedparser finds entity declarations with regular expressions, which miss declarations
-    on one line (left for expat to expand) and keep any length of text (a 100 KB entity
-    used 1000 times made a 100 MB title). Here expat reads the prolog, and only small
-    internal entities within a total expansion budget are kept; external entities and
-    parameter entities never are. A prolog expat cannot read is left as it is: the strict
-    parser then fails on it too, and the lenient parser gets no entities.
+    feedparser's regular expressions miss declarations on one line (left for expat to
+    expand) and keep text of any length (a 100 KB entity used 1000 times made a 100 MB
+    title). Here expat reads the prolog; only small internal entities within an expansion
+    budget are kept. A prolog expat cannot read is left as is: the strict parser fails on
+    it too, and the lenient parser gets no entities.
     """
     start = data.find(b"<!DOCTYPE")
     if start < 0:
