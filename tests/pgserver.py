@@ -34,6 +34,7 @@ _FAST = {
     "checkpoint_timeout": "30min", "log_min_messages": "warning",
     "logging_collector": "off", "jit": "off",
 }
+_UNSAFE = {"fsync", "synchronous_commit", "full_page_writes"}
 
 
 def find_bin_dir() -> Path | None:
@@ -77,7 +78,9 @@ def _run_as() -> pwd.struct_passwd | None:
 class PgServer:
     """One PostgreSQL server in a temporary folder; `stop()` removes everything."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        """`durable`: keep PostgreSQL's crash-safe defaults (fsync on), for benchmarks."""
+        self.durable = durable
         self.bin = find_bin_dir()
         if self.bin is None:
             raise RuntimeError(skip_reason())
@@ -121,7 +124,8 @@ class PgServer:
         args = [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.root}"]
         for key, value in _FAST.items():
-            args += ["-c", f"{key}={value}"]
+            if not (self.durable and key in _UNSAFE):
+                args += ["-c", f"{key}={value}"]
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the server's life
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, cwd=self.root,
                                      start_new_session=True, **self._popen_kwargs())  # type: ignore[call-overload]

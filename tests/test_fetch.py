@@ -149,10 +149,13 @@ class Concurrency:
         self.lock = threading.Lock()
         self.now: Counter[str] = Counter()
         self.peak: Counter[str] = Counter()
+        self.done: Counter[str] = Counter()
+        self.done_at_arrival: dict[str, list[int]] = {}
 
     async def handler(self, request: web.Request) -> web.Response:
         host = request.host.split(":")[0]
         with self.lock:
+            self.done_at_arrival.setdefault(host, []).append(sum(self.done.values()))
             for key in (host, "all"):
                 self.now[key] += 1
                 self.peak[key] = max(self.peak[key], self.now[key])
@@ -160,6 +163,7 @@ class Concurrency:
         with self.lock:
             for key in (host, "all"):
                 self.now[key] -= 1
+            self.done[host] += 1
         return web.Response(body=b"<rss version='2.0'><channel><title>t</title></channel></rss>")
 
 
@@ -213,3 +217,19 @@ async def test_file_urls_are_read_with_the_size_cap(tmp_path: Path) -> None:
     assert "cannot read" in (missing.error or "")
     endless = await fetcher.fetch("file:///dev/zero")  # size 0 on disk, endless to read
     assert "larger than 1024 bytes" in (endless.error or "")
+
+
+async def test_a_busy_host_does_not_hold_global_slots(feed_server: FeedServer) -> None:
+    """Feeds queued for one host must not starve other hosts of the global limit."""
+    counter = Concurrency()
+    feed_server.set_handler("slow", counter.handler)
+    fetcher = Fetcher(timeout=20, concurrency=2, per_host=1)
+    try:
+        urls = [f"http://127.0.0.1:{feed_server.port}/slow?n={i}" for i in range(4)]
+        urls.append(f"http://localhost:{feed_server.port}/slow")
+        results = await asyncio.gather(*(fetcher.fetch(u) for u in urls))
+    finally:
+        await fetcher.aclose()
+    assert all(r.ok for r in results)
+    assert counter.done_at_arrival["localhost"] == [0]  # served beside the first request
+    assert counter.peak["127.0.0.1"] == 1

@@ -269,9 +269,12 @@ ENTITY_ATTACKS = {
     "billion laughs on one line": b'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY lol0 "lol">'
     + LAUGHS.replace(b"\n", b"") + b']><rss version="2.0"><channel><title>&lol9;</title>'
       b"<item><title>a &lol9;</title></item></channel></rss>",
-    "quadratic blow-up": b'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY a "' + b"x" * 100_000
-    + b'">]><rss version="2.0"><channel><title>t</title><item><title>' + b"&a;" * 2000
+    "quadratic blow-up": b'<?xml version="1.0"?>\n<!DOCTYPE rss [\n<!ENTITY a "' + b"x" * 100_000
+    + b'">\n]>\n<rss version="2.0"><channel><title>t</title><item><title>' + b"&a;" * 2000
     + b"</title></item></channel></rss>",
+    "quadratic blow-up on one line": b'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY a "'
+    + b"x" * 100_000 + b'">]><rss version="2.0"><channel><title>t</title><item><title>'
+    + b"&a;" * 2000 + b"</title></item></channel></rss>",
     "entity hidden in a comment": b'<?xml version="1.0"?>\n<!--\n<!ENTITY a "' + b"x" * 100_000
     + b'">\n-->\n<!DOCTYPE rss [\n]>\n<rss version="2.0"><channel><title>t</title><item><title>'
     + b"&a;" * 2000 + b"</title></item></channel></rss>",

@@ -197,7 +197,6 @@ def test_three_nodes_share_the_work_and_survive_a_kill(
     ended = time.monotonic()
     live = nodes.query("SELECT node, config_digest FROM nodes")
     codes = nodes.stop()
-    print("DEBUG", nodes.stories, len(hook.requests), hook.duplicates, in_flight, live, codes)
 
     assert codes.count(-signal.SIGKILL) == 1 and codes.count(0) == 3, codes
     alerts = nodes.query("SELECT id, status FROM alerts")

@@ -13,7 +13,7 @@ import pytest
 from servers import LocalCA, SmtpSink, free_port
 from test_render import T0, make_alert
 
-from watcher.config import AppriseChannel, EmailChannel
+from watcher.config import EmailChannel
 from watcher.model import Outlet
 from watcher.notify import (
     PermanentDeliveryError,
@@ -180,8 +180,3 @@ async def test_untrusted_certificate_is_temporary(ca: LocalCA) -> None:
     with SmtpSink(security="tls", ca=ca) as tls_sink, pytest.raises(TemporaryDeliveryError):
         await EmailSender(channel(tls_sink.port, security="tls")).send([make_alert()], "a")
 
-
-async def test_make_sender_rejects_apprise_for_now(session: aiohttp.ClientSession) -> None:
-    ch = AppriseChannel.model_validate({"name": "chat", "type": "apprise", "urls_env": "X"})
-    with pytest.raises(NotImplementedError):
-        make_sender(ch, Path("."), session)

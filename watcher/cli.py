@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from watcher import __version__, logs
-from watcher.config import DEFAULT_PATH, ConfigError, load_config
+from watcher.config import DEFAULT_PATH, Config, ConfigError, load_config
 from watcher.store import StoreError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -39,6 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", parents=[common], help="feeds, topics, channels and the outbox")
     retry = sub.add_parser("retry", parents=[common], help="re-queue failed alerts")
     retry.add_argument("--channel", default=None, help="only this channel's failed alerts")
+    feeds = sub.add_parser("feeds", help="import or export the feed list as OPML")
+    feeds_sub = feeds.add_subparsers(dest="feeds_command", required=True, metavar="ACTION")
+    imp = feeds_sub.add_parser("import", parents=[common], help=(
+        "add an OPML file's feeds to a feeds file the config includes"))
+    imp.add_argument("opml", type=Path, metavar="FILE.opml")
+    imp.add_argument("--to", type=Path, default=Path("feeds.d/imported.toml"), help=(
+        "feeds file, relative to the config's folder (default: feeds.d/imported.toml)"))
+    exp = feeds_sub.add_parser("export", parents=[common], help="write the feeds as OPML")
+    exp.add_argument("-o", "--output", type=Path, default=None, help="file (default: stdout)")
     return parser
 
 
@@ -50,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     path = _config_path(args)
     needs_secrets = args.command in {"run", "once", "check"}
+    if args.command == "feeds":
+        return _feeds(args, path)
     try:
         config = load_config(path, check_secrets=needs_secrets)
     except ConfigError as exc:
@@ -59,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     logs.setup_logging(args.log_level or config.watcher.log_level, args.log_format)
     if args.command == "check":
+        if problems := asyncio.run(_channel_problems(config)):
+            print(f"watcher: the config has {len(problems)} problem(s):", file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+            return EXIT_USAGE
         print(f"{path}: ok ({len(config.feeds)} feeds, {len(config.topics)} topics, "
               f"{len(config.channels)} channels)")
         return EXIT_OK
@@ -69,6 +85,62 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+async def _channel_problems(config: Config) -> list[str]:
+    """Build every channel's sender once, as the daemon will (catches bad service URLs)."""
+    import aiohttp
+
+    from watcher.notify.base import make_sender
+
+    problems = []
+    async with aiohttp.ClientSession() as session:
+        for i, channel in enumerate(config.channels):
+            try:
+                sender = make_sender(channel, config.base_dir, session)
+                await sender.aclose()
+            except (ConfigError, ValueError) as exc:
+                problems.append(f"{config.path}: channels[{i}]: {exc}")
+    return problems
+
+
+def _feeds(args: argparse.Namespace, path: Path) -> int:
+    """`watcher feeds import|export`."""
+    from watcher import opml
+
+    try:
+        config = load_config(path, check_secrets=False)
+    except ConfigError as exc:
+        print(f"watcher: the config has {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.feeds_command == "export":
+        data = opml.export_opml(config.feeds)
+        if args.output:
+            args.output.write_bytes(data)
+        else:
+            sys.stdout.buffer.write(data)
+        return EXIT_OK
+    try:
+        read = opml.read_opml(args.opml.read_bytes())
+    except (OSError, opml.OpmlError) as exc:
+        print(f"watcher feeds import: {args.opml}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    target = config.base_dir / args.to
+    try:
+        added, skipped = opml.merge_into_feeds_file(target, read.feeds,
+                                                    [f.url for f in config.feeds])
+    except opml.OpmlError as exc:
+        print(f"watcher feeds import: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{target}: added {len(added)} feed(s); {len(skipped)} already watched")
+    for url, reason in read.skipped:
+        print(f"  skipped {url}: {reason}")
+    if target.resolve() not in {p.resolve() for p in load_config(path, check_secrets=False).files}:
+        print(f"note: {config.path} does not include {args.to}; add "
+              f'include = ["{args.to.parent}/*.toml"] at its top', file=sys.stderr)
+    return EXIT_OK
 
 
 async def _dispatch(args: argparse.Namespace, config: object) -> int:

@@ -112,7 +112,7 @@ class Fetcher:
         except ValueError as exc:
             return FetchResult(url, 0, error=f"invalid URL: {exc}")
         gate = self._hosts.setdefault(host, asyncio.Semaphore(self.per_host))
-        async with self._global, gate:
+        async with gate, self._global:  # host first: a queue for one host holds no global slot
             try:
                 return await asyncio.wait_for(self._get(url, validators), self.timeout)
             except TimeoutError:

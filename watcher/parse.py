@@ -34,11 +34,10 @@ _RAW_CHARS = 64 * 1024  # markup looked at per field: plenty for 4000 characters
 _EARLIEST = datetime(1995, 1, 1, tzinfo=UTC)  # before RSS existed: a placeholder date
 _FUTURE_SLACK = timedelta(days=2)
 _TRACKING_PREFIXES = ("utm_", "at_", "mc_", "pk_", "hsa_")
-_TRACKING_KEYS = frozenset({
+_TRACKING_KEYS = frozenset({  # not "cid": sites use it for content ids
     "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "igshid", "ocid",
-    "cmpid", "_ga", "_hsenc", "_hsmi", "mkt_tok", "ncid", "sr_share", "smid", "ito",
-    "xtor", "ref_src", "rss", "feed", "from_rss",
-})
+    "cmpid", "_ga", "_hsenc", "_hsmi", "mkt_tok", "ncid", "sr_share", "smid", "ito", "xtor",
+    "ref_src", "rss", "feed", "from_rss"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -110,9 +109,8 @@ def _drop_scripts(markup: str) -> str:
 def plain_text(markup: str, limit: int) -> str:
     """Bounded plain text of a feed field: no tags, no script/style content, entities decoded.
 
-    Linear time (html_to_text's regex is quadratic on an unclosed `<`: those are escaped
-    first). Double-escaped HTML, common in the wild, gets another pass.
-    """
+    Linear time (html_to_text's regex is quadratic on an unclosed `<`, escaped first here).
+    Double-escaped HTML, common in the wild, gets another pass."""
     text = markup[:_RAW_CHARS]
     for _ in range(3):
         text = _drop_scripts(text)
@@ -141,19 +139,8 @@ def _date(entry: Any, now: datetime) -> datetime | None:
     return None
 
 
-def _summary(entry: Any) -> str:
-    raw = entry.get("summary") or ""
-    if not raw and entry.get("content"):
-        raw = entry["content"][0].get("value", "")
-    return plain_text(raw, MAX_SUMMARY_CHARS)
-
-
 def _entry_key(guid: str | None, link: str | None, title: str, summary: str) -> str:
-    if guid:
-        return guid
-    if link:
-        return link
-    return "sha1:" + hashlib.sha1(f"{title}\n{summary}".encode()).hexdigest()
+    return guid or link or "sha1:" + hashlib.sha1(f"{title}\n{summary}".encode()).hexdigest()
 
 
 def to_entry(raw: Any, feed_url: str, feed_name: str, now: datetime) -> Entry:
@@ -161,13 +148,12 @@ def to_entry(raw: Any, feed_url: str, feed_name: str, now: datetime) -> Entry:
     title = plain_text(raw.get("title") or "", MAX_TITLE_CHARS)
     link = (raw.get("link") or "").strip() or None
     guid = (raw.get("id") or "").strip() or None
-    summary = _summary(raw)
+    summary = plain_text(raw.get("summary") or (raw.get("content") or [{}])[0].get("value", ""),
+                         MAX_SUMMARY_CHARS)
     canon = canonical_link(link)
-    return Entry(
-        key=_entry_key(guid, canon, title, summary), guid=guid, title=title, link=link,
-        canonical_link=canon, summary=summary, published=_date(raw, now),
-        feed_url=feed_url, feed_name=feed_name,
-    )
+    return Entry(key=_entry_key(guid, canon, title, summary), guid=guid, title=title, link=link,
+                 canonical_link=canon, summary=summary, published=_date(raw, now),
+                 feed_url=feed_url, feed_name=feed_name)
 
 
 # --- the document ---
@@ -232,17 +218,17 @@ def _describe(problem: BaseException) -> str:
 
 def _warning(problem: BaseException | None, content_type: str | None) -> str | None:
     """feedparser's complaint, minus the missing Content-Type of files and bare servers."""
-    if problem is None:
-        return None
     if isinstance(problem, feedparser.NonXMLContentType):
         return (f"the server calls the feed {content_type.split(';')[0]!r}, not an XML type"
                 if content_type else None)
-    return _describe(problem)
+    return _describe(problem) if problem else None
 
 
 _HTML = re.compile(rb"<(?:!doctype\s+html|html|head|body)\b", re.IGNORECASE)
 _LINK_TAG = re.compile(r"<link\b[^<>]{0,2000}>", re.IGNORECASE)
-_ATTR = re.compile(r"""([a-z-]+)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
+_ALTERNATE = re.compile(r"""\brel\s*=\s*["']?[^"'<>]*\balternate\b""", re.IGNORECASE)
+_FEED_TYPE = re.compile(r"""\btype\s*=\s*["']?application/(?:rss|atom)\+xml""", re.IGNORECASE)
+_HREF = re.compile(r"""\bhref\s*=\s*(?:"([^"]+)"|'([^']+)'|([^\s"'<>]+))""", re.IGNORECASE)
 _ROOT = re.compile(rb"<([A-Za-z_][\w:.-]{0,60})")
 
 
@@ -256,26 +242,21 @@ def _not_a_feed(body: bytes, url: str, content_type: str | None,
                 "use the site's feed URL instead (look for an RSS or Atom link on the page)")
         return f"not an RSS/Atom feed: the server sent an HTML page; {hint}"
     reason = f": {_describe(problem)}" if problem else ""
-    root = _ROOT.search(head)
-    if root and head.lstrip()[:1] == b"<":
-        name = root.group(1).decode()
-        if name.lower().split(":")[-1] in ("rss", "feed", "rdf"):
-            return f"malformed feed, nothing readable{reason}"
-        return (f"not an RSS/Atom feed: the document's root element is <{name}>, not <rss>, "
-                f"<feed> or <rdf:RDF>{reason}")
-    start = head.lstrip()[:40].decode("utf-8", "replace")
-    return f"not an RSS/Atom feed: the body is not XML (it starts with {start!r}){reason}"
+    root = _ROOT.search(head) if head.lstrip()[:1] == b"<" else None
+    if root is None:
+        start = head.lstrip()[:40].decode("utf-8", "replace")
+        return f"not an RSS/Atom feed: the body is not XML (it starts with {start!r}){reason}"
+    if root.group(1).lower().split(b":")[-1] in (b"rss", b"feed", b"rdf"):
+        return f"malformed feed, nothing readable{reason}"
+    return (f"not an RSS/Atom feed: the document's root element is <{root.group(1).decode()}>,"
+            f" not <rss>, <feed> or <rdf:RDF>{reason}")
 
 
 def _advertised_feed(html: str, url: str) -> str | None:
     """The first <link rel="alternate" type="application/rss+xml|atom+xml" href> of a page."""
-    for tag in _LINK_TAG.finditer(html):
-        attrs = {m.group(1).lower(): m.group(2) or m.group(3) or m.group(4) or ""
-                 for m in _ATTR.finditer(tag.group())}
-        kind = attrs.get("type", "").lower()
-        if ("alternate" in attrs.get("rel", "").lower().split() and attrs.get("href")
-                and kind in ("application/rss+xml", "application/atom+xml")):
-            return urljoin(url, attrs["href"].strip())
+    for tag in _LINK_TAG.findall(html):
+        if _ALTERNATE.search(tag) and _FEED_TYPE.search(tag) and (href := _HREF.search(tag)):
+            return urljoin(url, "".join(g or "" for g in href.groups()).strip())
     return None
 
 
@@ -287,24 +268,14 @@ _CHARSET_PARAM = re.compile(r""";\s*charset\s*=\s*["']?([^"';\s]*)["']?""", re.I
 _DETECT_BYTES = 64 * 1024
 
 
-def _codec(label: str) -> str | None:
+def _fits(body: bytes, label: str | None) -> str | None:
+    """The name of the codec `label` names, if there is one and it decodes the body."""
     try:
-        return codecs.lookup(label.strip()).name
-    except (LookupError, ValueError):
-        return None
-
-
-def _decodes(body: bytes, codec: str) -> bool:
-    try:
+        codec = codecs.lookup((label or "").strip()).name
         body.decode(codec)
-    except (UnicodeDecodeError, LookupError):
-        return False
-    return True
-
-
-def _with_charset(content_type: str | None, codec: str) -> str:
-    mime = _CHARSET_PARAM.sub("", content_type or "").strip() or "application/xml"
-    return f"{mime}; charset={codec}"
+    except (LookupError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    return codec
 
 
 def _fix_charset(body: bytes, content_type: str | None) -> tuple[bytes, str | None]:
@@ -319,22 +290,23 @@ def _fix_charset(body: bytes, content_type: str | None) -> tuple[bytes, str | No
             b"\x00" in body[:4]):
         return body, content_type  # BOM or UTF-16/32: feedparser reads those right
     found = _CHARSET_PARAM.search(content_type or "")
-    http = _codec(found.group(1)) if found and found.group(1) else None
+    http = _fits(body, found.group(1)) if found else None
     declared = _XML_ENCODING.match(body[:512])
-    decl = _codec(declared.group(1).decode("ascii")) if declared else None
-    if http and http not in _LATIN_DEFAULTS and _decodes(body, http):
+    decl = _fits(body, declared.group(1).decode("ascii")) if declared else None
+    if http and http not in _LATIN_DEFAULTS:
         codec = http  # an explicit, specific charset that fits
-    elif decl and _decodes(body, decl):
+    elif decl:
         codec = decl
-    elif body.isascii() or _decodes(body, "utf-8"):
+    elif body.isascii() or _fits(body, "utf-8"):
         codec = "utf-8"
     elif (repaired := _repair_utf8(body)) is not None:
         body, codec = repaired, "utf-8"
     else:
         codec = _detect_non_latin(body) or "iso8859-1"
-    if codec == "iso8859-1" and _decodes(body, "cp1252"):
+    if codec == "iso8859-1" and _fits(body, "cp1252"):
         codec = "cp1252"  # as browsers do: 0x80-0x9F are quotes and dashes, not controls
-    return body, _with_charset(content_type, codec)
+    mime = _CHARSET_PARAM.sub("", content_type or "").strip() or "application/xml"
+    return body, f"{mime}; charset={codec}"
 
 
 def _repair_utf8(body: bytes) -> bytes | None:
@@ -365,12 +337,15 @@ def _detect_non_latin(body: bytes) -> str | None:
 
 # --- DTD entities ---
 
-_MAX_ENTITY_CHARS = 200
 _ENTITY_BUDGET = 1024 * 1024  # bytes all entity references in a document may expand to
 
 
 class _RootReached(Exception):
     pass
+
+
+def _stop(*_: object) -> None:
+    raise _RootReached
 
 
 def _safe_replace_doctype(data: bytes) -> tuple[str | None, bytes, dict[str, str]]:
@@ -390,39 +365,29 @@ def _safe_replace_doctype(data: bytes) -> tuple[str | None, bytes, dict[str, str
     span: list[int] = []
     parser = pyexpat.ParserCreate()
     parser.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_UNLESS_STANDALONE)
-
-    def entity(name: str, is_param: int, value: str | None, *_: object) -> None:
-        declared.append((name, value, bool(is_param)))
-
-    def root(*_: object) -> None:
-        raise _RootReached
-
     parser.StartDoctypeDeclHandler = lambda *_: span.append(parser.CurrentByteIndex)
     parser.EndDoctypeDeclHandler = lambda: span.append(parser.CurrentByteIndex)
-    parser.EntityDeclHandler = entity
-    parser.StartElementHandler = root
+    parser.EntityDeclHandler = lambda name, is_param, value, *_: declared.append(
+        (name, value, bool(is_param)))
+    parser.StartElementHandler = _stop
     try:
         parser.Parse(data, True)
     except _RootReached:
         pass
     except (pyexpat.ExpatError, ValueError, RecursionError):
         return version, data, {}
-    if len(span) != 2:
-        return version, data, {}
-    begin = data.rfind(b"<!DOCTYPE", 0, span[0] + 1)
-    end = data.find(b">", span[1]) + 1
+    begin = data.rfind(b"<!DOCTYPE", 0, span[0] + 1) if len(span) == 2 else -1
+    end = data.find(b">", span[-1]) + 1 if span else 0
     if begin < 0 or end <= 0:
         return version, data, {}
     safe: dict[str, str] = {}
     budget = _ENTITY_BUDGET
     for name, value, is_param in declared:
-        if is_param or value is None or len(value) > _MAX_ENTITY_CHARS or any(
-                c in value for c in "&<%\"") or name in safe:
-            continue
+        if is_param or value is None or len(value) > 200 or re.search(r'[&<%"]', value):
+            continue  # a parameter, external, long or nested entity
         cost = data.count(f"&{name};".encode()) * len(value.encode())
-        if cost <= budget:
-            budget -= cost
-            safe[name] = value
+        if cost <= budget and name not in safe:
+            budget, safe[name] = budget - cost, value
     doctype = "".join(f'<!ENTITY {k} "{v}">\n' for k, v in safe.items())
     replacement = f"<!DOCTYPE feed [\n{doctype}]>".encode() if safe else b""
     return version, data[:begin] + replacement + data[end:], safe

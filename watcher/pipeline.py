@@ -143,7 +143,9 @@ class Pipeline:
             log.info("first poll: backlog recorded without alerts", extra={
                 "feed": feed.url, "entries": len(check.new)})
         else:
-            self._match_into(record, feed, check.new, check.updated)
+            new = await self._with_fulltext(feed, check.new)
+            record.seen = [*new, *check.updated]
+            self._match_into(record, feed, new, check.updated)
         state = self._succeeded(feed, state, result, now, new_entries=len(check.new))
         state.title = parsed.title or state.title
         state.body_hash = body_hash(result.body or b"")
@@ -159,6 +161,15 @@ class Pipeline:
             self.on_alerts()
         return PollSummary(feed.url, result.status, len(parsed.entries), len(check.new),
                            len(record.alerts))
+
+    async def _with_fulltext(self, feed: FeedSettings, entries: list[Entry]) -> list[Entry]:
+        """New entries with their article text, for `fulltext` feeds whose topics read it."""
+        if not (feed.fulltext and entries) or not any(
+                "content" in self.rules.topics[t].fields for t in self.rules.topics_for(feed)):
+            return entries
+        from watcher.fulltext import fetch_fulltext  # trafilatura is slow to import
+
+        return await fetch_fulltext(self.fetcher, entries, self.parse_executor)
 
     def _match_into(self, record: PollRecord, feed: FeedSettings, new: list[Entry],
                     updated: list[Entry]) -> None:

@@ -56,8 +56,9 @@ async def _load_entries(sources: list[str], config: Config,
 
 
 async def test_sources(config: Config, sources: list[str], *, as_json: bool = False,
-                       out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+                       out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Match sources against the topics with no state and no alerts; print each match."""
+    out, err = out or sys.stdout, err or sys.stderr
     entries, failed = await _load_entries(sources, config, err)
     rules = Rules(config)
     stories = StoryIndex(config.watcher.story_window)
@@ -167,8 +168,9 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
               file=out)
 
 
-async def status(config: Config, out: TextIO = sys.stdout) -> int:
+async def status(config: Config, out: TextIO | None = None) -> int:
     """Feeds, topics and channels as the state store sees them (works while the daemon runs)."""
+    out = out or sys.stdout
     store = open_store(config.state_location())
     await store.open()
     try:
@@ -209,8 +211,9 @@ async def status(config: Config, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-async def retry(config: Config, channel: str | None, out: TextIO = sys.stdout) -> int:
+async def retry(config: Config, channel: str | None, out: TextIO | None = None) -> int:
     """Put failed alerts back in the outbox; the daemon (or `watcher once`) delivers them."""
+    out = out or sys.stdout
     store = open_store(config.state_location())
     await store.open()
     try:

@@ -158,11 +158,14 @@ def notify_target(target: Target, title: str, body: str) -> Outcome:
                                       body_format=apprise.NotifyFormat.TEXT)
     except Exception as exc:  # a plugin bug must not lose the alert: retry later
         return Outcome(False, f"Apprise raised {type(exc).__name__}")
-    logs = getattr(result, "logs", None)
+    logs = getattr(result, "logs", None)  # AppriseResult (Apprise 2); 1.x gave a bool
     lines = [e.message for e in logs() if e.level in ("WARNING", "ERROR", "CRITICAL")] \
         if callable(logs) else []
     status = getattr(getattr(result, "status", None), "name", "")
-    return _classify(bool(result), lines, status.lower())
+    outcome = _classify(bool(result), lines, status.lower())
+    if callable(close := getattr(result, "close", None)):
+        close()  # captured logs may sit in temporary files
+    return outcome
 
 
 class AppriseSender:
@@ -196,7 +199,7 @@ class AppriseSender:
 
     def _error(self, failed: list[tuple[Target, Outcome]],
                delivered: int) -> TemporaryDeliveryError | PermanentDeliveryError:
-        secrets = [s for t in self.targets for s in t.secrets]
+        secrets = sorted({s for t in self.targets for s in t.secrets}, key=len, reverse=True)
         reasons = "; ".join(f"{t.label}: {redact(o.reason, secrets)}" for t, o in failed)
         reason = one_line(f"Apprise delivery failed for {len(failed)} of "
                           f"{len(self.targets)} targets ({reasons})", REASON_CHARS)
