@@ -56,7 +56,8 @@ def test_check_reports_a_bad_apprise_url_without_printing_it(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHAT_URLS", "notascheme://s3cr3t-token@host")
-    path = config(tmp_path, '[[channels]]\nname = "chat"\ntype = "apprise"\nurls_env = "CHAT_URLS"\n')
+    path = config(tmp_path, '[[channels]]\nname = "chat"\ntype = "apprise"\n'
+                            'urls_env = "CHAT_URLS"\n')
     assert main(["check", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "channels[1]" in err and "s3cr3t-token" not in err
