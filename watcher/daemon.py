@@ -91,11 +91,12 @@ class Runtime:
                                     min(STARTUP_SPREAD, shortest))
 
     async def apply(self, config: Config) -> None:
+        """Switch to a new config; raises ConfigError (and changes nothing) if a channel fails."""
+        senders = build_senders(config, self.fetcher.session)
         self.config = config
         self.pipeline.apply(config)
+        self.outbox.configure(senders, digest_channels(config))
         await self.sync_feeds()
-        self.outbox.configure(build_senders(config, self.fetcher.session),
-                              digest_channels(config))
 
     async def close(self) -> None:
         for sender in self.outbox.senders.values():
@@ -249,26 +250,26 @@ class Daemon:
         """Load and apply the config again; on errors keep running on the old one."""
         assert self.runtime is not None
         async with self._reload_lock:
+            old = self.runtime.config
+            sdnotify.reloading()
             try:
                 new = load_config(self.config_path)
+                if new.digest != old.digest:
+                    await self.runtime.apply(new)
             except ConfigError as exc:
                 metrics.count_reload(ok=False)
                 for problem in exc.problems:
                     log.error("config reload rejected, still running on the previous config",
                               extra={"problem": problem, "trigger": why})
+                sdnotify.ready(f"polling {len(old.feeds)} feeds (reload rejected)")
                 return False
-            if new.digest == self.runtime.config.digest:
-                return True
-            sdnotify.reloading()
-            old = {f.url for f in self.runtime.config.feeds}
-            await self.runtime.apply(new)
-            current = {f.url for f in new.feeds}
             metrics.count_reload(ok=True)
             metrics.set_feeds(len(new.feeds))
             sdnotify.ready(f"polling {len(new.feeds)} feeds")
-            log.info("config reloaded", extra={
-                "trigger": why, "feeds": len(new.feeds), "topics": len(new.topics),
-                "added": len(current - old), "removed": len(old - current)})
+            before, after = {f.url for f in old.feeds}, {f.url for f in new.feeds}
+            log.info("config reloaded" if new.digest != old.digest else "config unchanged",
+                     extra={"trigger": why, "feeds": len(new.feeds), "topics": len(new.topics),
+                            "added": len(after - before), "removed": len(before - after)})
             return True
 
     async def _watch_config(self) -> None:
