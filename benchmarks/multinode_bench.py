@@ -122,8 +122,9 @@ async def _round(runtime: Any, store: TimedStore, feeds: dict[str, Any], node: s
                 inflight.add(asyncio.create_task(runtime.poll(feeds[state.url], state)))
             if not claimed and not inflight:
                 return polls, claims
-            if not claimed:
+            if not claimed:  # nothing left to claim: finish what is in flight
                 await asyncio.wait(inflight)
+                inflight.clear()
                 continue
         _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
 

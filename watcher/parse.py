@@ -338,6 +338,7 @@ def _detect_non_latin(body: bytes) -> str | None:
 # --- DTD entities ---
 
 _ENTITY_BUDGET = 1024 * 1024  # bytes all entity references in a document may expand to
+_ELEMENT = re.compile(rb"<[A-Za-z_]")
 
 
 class _RootReached(Exception):
@@ -357,10 +358,10 @@ def _safe_replace_doctype(data: bytes) -> tuple[str | None, bytes, dict[str, str
     budget are kept. A prolog expat cannot read is left as is: the strict parser fails on
     it too, and the lenient parser gets no entities.
     """
-    start = data.find(b"<!DOCTYPE")
-    if start < 0:
+    start, root = data.find(b"<!DOCTYPE"), _ELEMENT.search(data)
+    if start < 0 or (root is not None and root.start() < start):  # none, or in the content
         return None, data, {}
-    version = "rss091n" if b"netscape" in data[start:start + 300].lower() else None
+    version = "rss091n" if b"netscape" in data[start:data.find(b">", start)].lower() else None
     declared: list[tuple[str, str | None, bool]] = []
     span: list[int] = []
     parser = pyexpat.ParserCreate()

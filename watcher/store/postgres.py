@@ -36,6 +36,7 @@ from watcher.store.base import (
     alert_payload,
     feed_host,
 )
+from watcher.store.pg_batch import SAVE_FEEDS, FeedWriter, batch_params
 from watcher.store.pg_outbox import PgOutbox
 from watcher.store.pg_sql import (
     CLAIM_DUE,
@@ -85,6 +86,7 @@ class PostgresStore(PgOutbox):
         self._last_beat = 0.0
         self.server_version = 0
         self._checking: asyncio.Future[None] | None = None
+        self._writer = FeedWriter(self._save_feeds)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.target.url!r})"
@@ -141,6 +143,8 @@ class PostgresStore(PgOutbox):
             self._check_pool()
             raise StoreError(f"{self.target}: database connection lost: {_reason(exc)}") \
                 from None
+        except psycopg.Error as exc:  # e.g. a deadlock or serialization failure: retry later
+            raise StoreError(f"{self.target}: {type(exc).__name__}: {_reason(exc)}") from None
 
     def _check_pool(self) -> None:
         """After a lost connection: let the pool drop its other broken idle connections."""
@@ -161,9 +165,14 @@ class PostgresStore(PgOutbox):
             return [_feed(r) for r in await cur.fetchall()]
 
     async def save_feed(self, state: FeedState) -> None:
-        """Write the feed's state and release our lease on it (not a newer owner's)."""
+        """Write the feed's state and release our lease on it (not a newer owner's).
+
+        Writes arriving together are grouped into one statement (pg_batch.FeedWriter)."""
+        await self._writer.save(state)
+
+    async def _save_feeds(self, states: list[FeedState]) -> None:
         async with self._conn() as conn:
-            await conn.execute(SAVE_FEED, _feed_params(state, self.node, _utcnow()))
+            await conn.execute(SAVE_FEEDS, batch_params(states, self.node))
 
     async def sync_feeds(self, urls: list[str], now: datetime, spread: float) -> None:
         """Make the configured feeds the active ones; new feeds fall due within `spread` s."""
