@@ -46,8 +46,10 @@ def parse_duration(value: object) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
-def _interval(value: object) -> timedelta | Literal["auto"]:
-    return "auto" if value == "auto" else parse_duration(value)
+def _interval(value: object) -> timedelta | Literal["auto"] | None:
+    if value is None or value == "auto":
+        return value  # type: ignore[return-value]
+    return parse_duration(value)
 
 
 def _digest(value: object) -> timedelta | str:

@@ -42,11 +42,13 @@ def feed_interval(feed: FeedSettings, state: FeedState, settings: WatcherSetting
 
 
 def error_backoff(errors: int, interval: timedelta, retry_after: float | None) -> timedelta:
-    """Wait after `errors` consecutive failures: doubling from the interval, capped at 24 h."""
+    """Wait after `errors` consecutive failures: doubling from the interval, capped at 24 h.
+
+    A server's Retry-After can lengthen the wait (up to the cap), never shorten it."""
+    backoff = min(interval * 2 ** min(errors - 1, 16), MAX_ERROR_BACKOFF)
     if retry_after is not None:
-        return min(timedelta(seconds=retry_after), MAX_ERROR_BACKOFF)
-    factor = 2 ** min(errors - 1, 16)
-    return min(interval * factor, MAX_ERROR_BACKOFF)
+        return min(max(timedelta(seconds=retry_after), backoff), MAX_ERROR_BACKOFF)
+    return backoff
 
 
 def delivery_backoff(attempts: int, retry_after: float | None = None) -> timedelta:
