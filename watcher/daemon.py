@@ -142,6 +142,8 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._store_failures = 0
         self._store_retry_at = utcnow()
+        self._claiming = asyncio.Lock()
+        self._backlog = False  # the last claim was full: more feeds may be due
 
     async def run(self) -> int:
         config = load_config(self.config_path)
@@ -201,33 +203,42 @@ class Daemon:
         self.scheduler.start()
 
     async def _tick(self) -> None:
-        """Claim the feeds that are due and poll them, within the concurrency budget."""
+        """Claim the feeds that are due and poll them, within the concurrency budget.
+
+        Runs every TICK seconds, and again as soon as a poll finishes while the last claim
+        was full (a backlog of due feeds drains at the speed of the polls, not of the clock).
+        """
         assert self.runtime is not None
-        if self.stop_event.is_set():
+        if self.stop_event.is_set() or self._claiming.locked():
             return
-        budget = self.runtime.config.watcher.concurrency * 2 - len(self.inflight)
-        if budget <= 0:
-            return
-        feeds = {f.url: f for f in self.runtime.config.feeds}
-        now = utcnow()
-        if now < self._store_retry_at:
-            return
-        try:
-            claimed = await self.runtime.store.claim_due(self.node, now, LEASE, budget)
-        except StoreError as exc:
-            self._store_failures += 1
-            wait = min(2.0 ** self._store_failures, 60.0)
-            self._store_retry_at = now + timedelta(seconds=wait)
-            log.error("state store unavailable; not claiming feeds", extra={
-                "reason": str(exc), "retry_in": f"{wait:.0f}s"})
-            return
-        self._store_failures = 0
-        for state in claimed:
-            feed = feeds.get(state.url)
-            if feed is not None:
-                task = asyncio.create_task(self._poll(feed, state), name=f"poll {feed.url}")
-                self.inflight.add(task)
-                task.add_done_callback(self.inflight.discard)
+        async with self._claiming:
+            budget = self.runtime.config.watcher.concurrency * 2 - len(self.inflight)
+            now = utcnow()
+            if budget <= 0 or now < self._store_retry_at:
+                return
+            try:
+                claimed = await self.runtime.store.claim_due(self.node, now, LEASE, budget)
+            except StoreError as exc:
+                self._store_failures += 1
+                wait = min(2.0 ** self._store_failures, 60.0)
+                self._store_retry_at = now + timedelta(seconds=wait)
+                log.error("state store unavailable; not claiming feeds", extra={
+                    "reason": str(exc), "retry_in": f"{wait:.0f}s"})
+                return
+            self._store_failures = 0
+            self._backlog = len(claimed) == budget
+            feeds = {f.url: f for f in self.runtime.config.feeds}
+            for state in claimed:
+                if (feed := feeds.get(state.url)) is not None:
+                    task = asyncio.create_task(self._poll(feed, state), name=f"poll {feed.url}")
+                    self.inflight.add(task)
+                    task.add_done_callback(self._poll_done)
+
+    def _poll_done(self, task: asyncio.Task[None]) -> None:
+        self.inflight.discard(task)
+        if self._backlog and not self.stop_event.is_set():
+            self._backlog = False
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._tick()))
 
     async def _expire_stories(self) -> None:
         """Close stories older than the window, so the index stays the size of the window."""
