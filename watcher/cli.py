@@ -55,6 +55,13 @@ def _config_path(args: argparse.Namespace) -> Path:
     return Path(args.config or os.environ.get("WATCHER_CONFIG") or DEFAULT_PATH)
 
 
+def _report_problems(problems: list[str]) -> int:
+    print(f"watcher: the config has {len(problems)} problem(s):", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     path = _config_path(args)
@@ -64,17 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(path, check_secrets=needs_secrets)
     except ConfigError as exc:
-        print(f"watcher: the config has {len(exc.problems)} problem(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return _report_problems(exc.problems)
     logs.setup_logging(args.log_level or config.watcher.log_level, args.log_format)
     if args.command == "check":
         if problems := asyncio.run(_channel_problems(config)):
-            print(f"watcher: the config has {len(problems)} problem(s):", file=sys.stderr)
-            for problem in problems:
-                print(f"  {problem}", file=sys.stderr)
-            return EXIT_USAGE
+            return _report_problems(problems)
         print(f"{path}: ok ({len(config.feeds)} feeds, {len(config.topics)} topics, "
               f"{len(config.channels)} channels)")
         return EXIT_OK
@@ -111,10 +112,7 @@ def _feeds(args: argparse.Namespace, path: Path) -> int:
     try:
         config = load_config(path, check_secrets=False)
     except ConfigError as exc:
-        print(f"watcher: the config has {len(exc.problems)} problem(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return _report_problems(exc.problems)
     if args.feeds_command == "export":
         data = opml.export_opml(config.feeds)
         if args.output:
