@@ -104,7 +104,8 @@ class FeedServer:
         """CPU used so far by the server's processes (when this process started it)."""
         return tree_cpu_seconds(self.proc.pid) if self.proc else 0.0
 
-    def start(self) -> None:
+    def start(self, daemon: bool = False) -> None:
+        """Start serving; `daemon`: keep running after this process exits (CLI `start`)."""
         raise NotImplementedError
 
     def stop(self) -> None:
@@ -137,8 +138,7 @@ class NginxServer(FeedServer):
         self.workers = workers
         self.gzip_level = gzip_level
         self.conf = self.workdir / "nginx.conf"
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.binary = binary
+        self.binary = shutil.which("nginx") or "/usr/sbin/nginx"
 
     @staticmethod
     def available() -> bool:

@@ -94,7 +94,7 @@ async def _node(index: int, location: str, config_path: str, pipe: Connection) -
     node = f"bench-node-{index}"
     pipe.send("ready")
     loop = asyncio.get_running_loop()
-    while (command := await loop.run_in_executor(None, pipe.recv)) == "round":
+    while await loop.run_in_executor(None, pipe.recv) == "round":
         store.reset()
         cpu0 = _cpu()
         started = time.perf_counter()

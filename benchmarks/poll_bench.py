@@ -249,7 +249,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=900, help="per run, seconds")
     ap.add_argument("--bare-only", action="store_true",
                     help="skip watcher: parse throughput and bare loop only")
-    ap.add_argument("--skip-bare", action="store_true", help="skip the bare-loop baseline")
+    ap.add_argument("--skip-bare", action="store_true",
+                    help="skip the bare-loop baseline (show its last saved figures)")
     ap.add_argument("--parse-sample", type=int, default=200,
                     help="generated feeds to parse for the throughput figure")
     ap.add_argument("--repeat", type=int, default=1,
@@ -289,6 +290,9 @@ def main() -> None:
     for n in sizes:
         if not args.skip_bare:
             bare[n] = run_bare(n, args)
+        elif (saved := OUT_DIR / f"bare-n{n}.json").exists():  # the last baseline run
+            bare[n] = json.loads(saved.read_text())["rounds"]
+            log(f"bare loop, N = {n}: figures of the last run, from {saved}")
         if not args.bare_only:
             watcher_rows += run_watcher(n, args, cmd)
 

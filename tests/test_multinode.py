@@ -9,6 +9,7 @@ those the killed node had in flight (the receiver dedupes them on X-Watcher-Deli
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -215,7 +216,65 @@ def test_three_nodes_share_the_work_and_survive_a_kill(
         allowed = [slack + (TTL + 1.5 if a <= killed_at + TTL + 1.5 and b >= killed_at else 0)
                    for a, b in zip([started, *window], [*window, ended], strict=True)]
         assert all(g <= limit for g, limit in zip(gaps, allowed, strict=True)), (path, gaps)
-        polls = list(zip(window, window[1:], strict=False))
+        polls = list(itertools.pairwise(window))
         assert all(b - a >= INTERVAL * (1 - JITTER) - 1.0 for a, b in polls
                    if not killed_at - 2.0 <= a <= killed_at), (path, gaps)  # a killed poll
         # is polled again by its new owner; any other short gap would be a double poll
+
+
+# --- bad input: the database unreachable at start, or lost while running ---
+
+def _single_node_config(tmp: Path, state: str, feed_urls: list[str], hook: str) -> Path:
+    feeds = "".join(f'[[feeds]]\nurl = "{u}"\n' for u in feed_urls)
+    config = tmp / "watcher.toml"
+    config.write_text(f'[watcher]\nstate = "{state}"\ninterval = "2s"\ninterval_floor = "1s"\n'
+                      f'first_poll = "mark-seen"\n\n{feeds}\n[[topics]]\nname = "zeppelins"\n'
+                      f'any = ["Zeppelin sighted"]\nchannels = ["hook"]\n\n[[channels]]\n'
+                      f'name = "hook"\ntype = "webhook"\nurl = "{hook}"\n')
+    return config
+
+
+def test_an_unreachable_database_at_start_exits_1(tmp_path: Path) -> None:
+    port = pgserver._free_port()
+    config = _single_node_config(tmp_path, f"postgresql://watcher@127.0.0.1:{port}/watcher",
+                                 ["http://127.0.0.1:9/feed.xml"], "http://127.0.0.1:9/hook")
+    proc = subprocess.run([sys.executable, "-m", "watcher", "run", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    output = proc.stdout + proc.stderr
+    assert "state store unavailable" in output and f"127.0.0.1:{port}/watcher" in output
+
+
+@pytest.mark.timeout(90)
+def test_a_node_rides_out_a_database_outage(tmp_path: Path) -> None:
+    if reason := pgserver.skip_reason():
+        pytest.skip(reason)
+    with pgserver.PgServer() as db, FeedServer() as server, WebhookReceiver() as hook:
+        items = {i: [Item(f"Filler {i}", f"https://news.test/{i}/0", f"{i}-0")]
+                 for i in range(10)}
+        urls = [server.set_feed(f"f{i}.xml", items[i]) for i in range(10)]
+        config = _single_node_config(tmp_path, db.create_database(), urls, hook.url)
+        log_path = tmp_path / "node.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "watcher", "run", "--config",
+                                     str(config)], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: all(server.requests(f"f{i}.xml") for i in range(10)), 30,
+                       "first polls")
+            db.halt()
+            time.sleep(4)
+            assert proc.poll() is None, log_path.read_text()
+            db.launch()
+            title, summary = story(1)
+            for i in range(10):  # one story in every feed: alerted once, whoever polls it
+                items[i].append(Item(title, f"https://news.test/{i}/1", f"{i}-1", summary))
+                server.set_feed(f"f{i}.xml", items[i])
+            hook.wait_for(1, timeout=40)
+            time.sleep(2)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(30)
+        output = log_path.read_text()
+        assert code == 0, output
+        assert "state store unavailable" in output
+        assert len(hook.unique_deliveries) == 1 and not hook.duplicates

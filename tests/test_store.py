@@ -182,6 +182,9 @@ async def test_heartbeats_list_nodes_and_config_disagreement(stores: StoreFactor
     assert nodes["a"].config_digest == "digest-1" and nodes["a"].inflight == 2
     assert nodes["a"].heartbeat_at == now and nodes["a"].alive(now)
     assert [n.node for n in digest_conflicts(list(nodes.values()), "digest-1", now)] == ["b"]
+    await a.release("a", ["http://a.test/1", "http://a.test/2"])
+    assert [n.leased for n in await b.nodes()] == [0, 0]
+    await a.claim_due("a", now, 300, 1)
     await a.leave("a")
     assert [n.node for n in await b.nodes()] == ["b"]
     assert len(await b.claim_due("b", now, 300, 10)) == 2  # a's lease went with it
@@ -347,6 +350,28 @@ async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
         await open_store(str(path)).open()
 
 
+async def test_sqlite_upgrades_a_version_1_file(tmp_path: Path) -> None:
+    import sqlite3
+
+    from watcher.store.sqlite_schema import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(str(MIGRATIONS[0]))
+        db.execute("INSERT INTO feeds (url, current_url, next_poll_at) VALUES "
+                   "('http://old.test/f', 'https://New.test/f', 0)")
+        db.execute("PRAGMA user_version=1")
+    store = open_store(str(path))
+    await store.open()
+    try:
+        [feed] = await store.claim_due("n", T0, 60, 10, per_host=1)
+        assert feed.current_url == "https://New.test/f"
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT host FROM feeds").fetchone()[0] == "new.test"
+    finally:
+        await store.close()
+
+
 def test_feed_host() -> None:
     assert feed_host("https://Example.COM/rss") == "example.com"
     assert feed_host("http://127.0.0.1:8080/a.xml") == "127.0.0.1:8080"
@@ -371,7 +396,7 @@ async def test_password_comes_from_the_named_env_var_and_is_never_shown(
     with pytest.raises(StoreError, match="password") as missing:
         await open_store(url).open()
     assert f"{pgserver.SECRET_USER}@127.0.0.1:{pg.port}" in str(missing.value)
-    with pytest.raises(StoreError, match="WATCHER_DB_PW.*not set"):
+    with pytest.raises(StoreError, match=r"WATCHER_DB_PW.*not set"):
         await open_store(url, password_env="WATCHER_DB_PW").open()
     monkeypatch.setenv("WATCHER_DB_PW", pgserver.SECRET_PASSWORD)
     caplog.set_level("DEBUG")
@@ -431,7 +456,7 @@ async def test_the_store_reconnects_after_the_server_comes_back() -> None:
         try:
             await store.sync_feeds(["http://a.test/1"], T0, 0)
             server.halt()
-            with pytest.raises(StoreError, match="127.0.0.1"):
+            with pytest.raises(StoreError, match=r"127\.0\.0\.1"):
                 await store.claim_due("n", T0, 60, 5)
             server.launch()
             for _ in range(50):  # the caller (the daemon's tick) retries with backoff

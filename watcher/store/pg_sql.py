@@ -30,6 +30,7 @@ WITH retired AS (
 INSERT INTO feeds (url, host, next_poll_at, active)
 SELECT u, h, %(now)s + random() * %(spread)s * interval '1 second', true
 FROM unnest(%(urls)s::text[], %(hosts)s::text[]) AS t(u, h)
+ORDER BY u
 ON CONFLICT (url) DO UPDATE SET active = true,
     host = CASE WHEN feeds.host = '' THEN excluded.host ELSE feeds.host END
 WHERE NOT feeds.active OR feeds.host = ''

@@ -329,6 +329,11 @@ class PostgresStore(PgOutbox):
                                "WHERE lease_owner = %s", (node,))
             await conn.execute("DELETE FROM nodes WHERE node = %s", (node,))
 
+    async def release(self, node: str, urls: list[str]) -> None:
+        async with self._conn() as conn:
+            await conn.execute("UPDATE feeds SET lease_owner = NULL, lease_until = NULL "
+                               "WHERE lease_owner = %s AND url = ANY(%s)", (node, urls))
+
     async def block_host(self, host: str, until: datetime, reason: str = "") -> None:
         """No node polls `host` before `until` (a 429/503 Retry-After applies cluster-wide)."""
         if not host:

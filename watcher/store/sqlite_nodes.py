@@ -86,6 +86,11 @@ class SqliteNodes:
                             "WHERE lease_owner = ?", (node,))
             self.db.execute("DELETE FROM nodes WHERE node = ?", (node,))
 
+    async def release(self, node: str, urls: list[str]) -> None:
+        await self._run(lambda: self.db.executemany(
+            "UPDATE feeds SET lease_owner = NULL, lease_until = NULL "
+            "WHERE lease_owner = ? AND url = ?", [(node, url) for url in urls]))
+
     async def block_host(self, host: str, until: datetime, reason: str = "") -> None:
         """No process polls `host` before `until` (a 429/503 Retry-After)."""
         if host:
