@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", parents=[common], help="feeds, topics, channels and the outbox")
     retry = sub.add_parser("retry", parents=[common], help="re-queue failed alerts")
     retry.add_argument("--channel", default=None, help="only this channel's failed alerts")
+    migrate = sub.add_parser("migrate-state", parents=[common], help=(
+        "copy the SQLite state into PostgreSQL (feeds, seen entries, stories, outbox)"))
+    migrate.add_argument("--to", required=True, metavar="URL", help="postgresql://... URL")
+    migrate.add_argument("--force", action="store_true", help=(
+        "write into a database that already holds watcher state"))
     feeds = sub.add_parser("feeds", help="import or export the feed list as OPML")
     feeds_sub = feeds.add_subparsers(dest="feeds_command", required=True, metavar="ACTION")
     imp = feeds_sub.add_parser("import", parents=[common], help=(
@@ -141,6 +146,23 @@ def _feeds(args: argparse.Namespace, path: Path) -> int:
     return EXIT_OK
 
 
+async def _migrate_state(config: Config, url: str, force: bool) -> int:
+    from watcher.store import is_postgres
+    from watcher.store.migrate import migrate_state
+
+    source = config.state_location()
+    if is_postgres(source):
+        print(f"watcher migrate-state: {config.path}: state is already {source.split('@')[-1]}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    counts = await migrate_state(source, url, password_env=config.watcher.state_password_env,
+                                 force=force, progress=lambda table, n: print(
+                                     f"  {table}: {n}", file=sys.stderr))
+    print("copied " + ", ".join(f"{n} {table}" for table, n in counts.items()))
+    print(f"now set [watcher] state = {url!r} in {config.path} and start the nodes")
+    return EXIT_OK
+
+
 async def _dispatch(args: argparse.Namespace, config: object) -> int:
     from watcher import report
     from watcher.daemon import Daemon, run_once
@@ -157,6 +179,8 @@ async def _dispatch(args: argparse.Namespace, config: object) -> int:
         return await report.status(config)  # type: ignore[arg-type]
     if args.command == "retry":
         return await report.retry(config, args.channel)  # type: ignore[arg-type]
+    if args.command == "migrate-state":
+        return await _migrate_state(config, args.to, args.force)  # type: ignore[arg-type]
     raise AssertionError(args.command)
 
 

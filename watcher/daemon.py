@@ -11,7 +11,7 @@ import signal
 import socket
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -25,13 +25,18 @@ from watcher.notify.base import Sender, make_sender
 from watcher.notify.outbox import Outbox
 from watcher.pipeline import Pipeline, PollSummary, utcnow
 from watcher.store import Store, StoreError, open_store
-from watcher.store.base import FeedState
+from watcher.store.base import FeedState, digest_conflicts
 
 log = logging.getLogger("watcher.daemon")
 SHUTDOWN_GRACE = 10.0  # seconds in-flight polls and the last delivery pass may take
 STARTUP_SPREAD = 30.0  # seconds over which new feeds fall due at start
 TICK = 1.0  # seconds between looks for due feeds
 LEASE = 300.0  # seconds a claimed feed stays ours if the poll never reports back
+HEARTBEAT = 4.0  # seconds between heartbeats (a node silent for the node TTL is dead)
+CONFLICT_REPEAT = timedelta(minutes=5)  # how often to repeat the config-mismatch warning
+# Seen entries kept per feed by the daily prune: above the 10,000 entries one document may
+# carry, so an entry still in a feed is never forgotten (and re-alerted).
+PRUNE_KEEP_SEEN = 20_000
 
 
 def parse_executor(feed_count: int) -> Executor | None:
@@ -50,6 +55,14 @@ def digest_channels(config: Config) -> set[str]:
             if isinstance(ch.digest, str) or ch.digest > timedelta(0)}
 
 
+async def open_config_store(config: Config) -> Store:
+    """The config's state store, opened (raises StoreError with the reason)."""
+    store = open_store(config.state_location(),
+                       password_env=config.watcher.state_password_env)
+    await store.open()
+    return store
+
+
 class Runtime:
     """The stages wired together over one store; shared by `run` and `once`."""
 
@@ -66,8 +79,7 @@ class Runtime:
 
     @classmethod
     async def open(cls, config: Config) -> Runtime:
-        store = open_store(config.state_location())
-        await store.open()
+        store = await open_config_store(config)
         runtime = cls(config, store, workers=parse_executor(len(config.feeds)))
         runtime.outbox.configure(build_senders(config, runtime.fetcher.session),
                                  digest_channels(config))
@@ -112,6 +124,11 @@ async def run_once(config: Config) -> int:
     """Poll every feed once, deliver what is owed, and return how many alerts remain owed."""
     runtime = await Runtime.open(config)
     try:
+        live = [n for n in await runtime.store.nodes() if n.alive(utcnow())]
+        if live:
+            raise StoreError(f"{len(live)} watcher node(s) are running on this state "
+                             f"({', '.join(n.node for n in live)}); `watcher once` would poll "
+                             "behind their backs — stop them first")
         await runtime.store.sync_feeds([f.url for f in config.feeds], utcnow(), 0)
         states = await runtime.store.feed_states([f.url for f in config.feeds])
         summaries = await asyncio.gather(*(runtime.poll(f, states[f.url]) for f in config.feeds))
@@ -143,7 +160,9 @@ class Daemon:
         self._store_failures = 0
         self._store_retry_at = utcnow()
         self._claiming = asyncio.Lock()
-        self._backlog = False  # the last claim was full: more feeds may be due
+        self._backlog = False  # the last claim found work: more feeds may be due
+        self._to_release: set[str] = set()  # feeds whose poll failed to reach the store
+        self._conflict_warned_at: datetime | None = None
 
     async def run(self) -> int:
         config = load_config(self.config_path)
@@ -200,13 +219,19 @@ class Daemon:
                                max_instances=1, coalesce=True, next_run_time=utcnow())
         self.scheduler.add_job(self._expire_stories, IntervalTrigger(minutes=10),
                                id="expire-stories", max_instances=1, coalesce=True)
+        self.scheduler.add_job(self._heartbeat, IntervalTrigger(seconds=HEARTBEAT),
+                               id="heartbeat", max_instances=1, coalesce=True,
+                               next_run_time=utcnow())
+        self.scheduler.add_job(self._prune, IntervalTrigger(hours=24), id="prune",
+                               max_instances=1, coalesce=True,
+                               next_run_time=utcnow() + timedelta(minutes=5))
         self.scheduler.start()
 
     async def _tick(self) -> None:
         """Claim the feeds that are due and poll them, within the concurrency budget.
 
         Runs every TICK seconds, and again as soon as a poll finishes while the last claim
-        was full (a backlog of due feeds drains at the speed of the polls, not of the clock).
+        found work (a backlog of due feeds drains at the speed of the polls, not the clock).
         """
         assert self.runtime is not None
         if self.stop_event.is_set() or self._claiming.locked():
@@ -217,7 +242,8 @@ class Daemon:
             if budget <= 0 or now < self._store_retry_at:
                 return
             try:
-                claimed = await self.runtime.store.claim_due(self.node, now, LEASE, budget)
+                claimed = await self.runtime.store.claim_due(
+                    self.node, now, LEASE, budget, per_host=self.runtime.config.watcher.per_host)
             except StoreError as exc:
                 self._store_failures += 1
                 wait = min(2.0 ** self._store_failures, 60.0)
@@ -226,7 +252,12 @@ class Daemon:
                     "reason": str(exc), "retry_in": f"{wait:.0f}s"})
                 return
             self._store_failures = 0
-            self._backlog = len(claimed) == budget
+            if self._to_release:
+                urls, self._to_release = sorted(self._to_release), set()
+                with contextlib.suppress(StoreError):
+                    await self.runtime.store.release(self.node, urls)
+            # Something was due: when a poll ends (a slot or a host's turn frees up), look again.
+            self._backlog = bool(claimed)
             feeds = {f.url: f for f in self.runtime.config.feeds}
             for state in claimed:
                 if (feed := feeds.get(state.url)) is not None:
@@ -240,6 +271,35 @@ class Daemon:
             self._backlog = False
             asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._tick()))
 
+    async def _heartbeat(self) -> None:
+        """Tell the other nodes we are alive (our leases stay valid) and check their config."""
+        assert self.runtime is not None
+        store, config, now = self.runtime.store, self.runtime.config, utcnow()
+        try:
+            await store.heartbeat(self.node, config.digest, now, len(self.inflight))
+            conflicts = digest_conflicts(await store.nodes(), config.digest, now)
+        except StoreError as exc:
+            log.warning("heartbeat failed", extra={"reason": str(exc)})
+            return
+        quiet = self._conflict_warned_at and now - self._conflict_warned_at < CONFLICT_REPEAT
+        if conflicts and not quiet:
+            self._conflict_warned_at = now
+            log.error("NODES RUN DIFFERENT CONFIGS: every node must load the same topics, "
+                      "feeds and channels", extra={
+                          "ours": config.digest[:12],
+                          "others": ", ".join(f"{n.node}={n.config_digest[:12]}"
+                                              for n in conflicts)})
+
+    async def _prune(self) -> None:
+        """Forget what can never matter again (old stories, delivered alerts, old seen rows)."""
+        assert self.runtime is not None
+        try:
+            counts = await self.runtime.store.prune(utcnow(), keep_seen_per_feed=PRUNE_KEEP_SEEN)
+        except StoreError as exc:
+            log.warning("prune failed", extra={"reason": str(exc)})
+            return
+        log.info("state pruned", extra={"counts": str(counts)})
+
     async def _expire_stories(self) -> None:
         """Close stories older than the window, so the index stays the size of the window."""
         assert self.runtime is not None
@@ -251,6 +311,10 @@ class Daemon:
         assert self.runtime is not None
         try:
             await self.runtime.poll(feed, state)
+        except StoreError as exc:
+            self._to_release.add(feed.url)
+            log.error("poll could not be recorded; the feed is released once the store is "
+                      "back", extra={"feed": feed.url, "reason": str(exc)})
         except Exception:
             log.exception("poll crashed; the feed is retried after its lease expires",
                           extra={"feed": feed.url})
@@ -320,7 +384,9 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.runtime is not None:
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError, StoreError):
                 await asyncio.wait_for(self.runtime.outbox.deliver_due(), SHUTDOWN_GRACE)
+            with contextlib.suppress(StoreError):
+                await self.runtime.store.leave(self.node)
             await self.runtime.close()
         log.info("stopped")

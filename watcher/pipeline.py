@@ -18,7 +18,15 @@ from watcher.fetch import Fetcher, FetchResult, Validators, body_hash
 from watcher.match import Matcher
 from watcher.model import Entry, Match
 from watcher.parse import FeedParseError, ParsedFeed, parse_feed
-from watcher.store.base import FeedState, NewAlert, NewStory, PollRecord, Store, StoryMember
+from watcher.store.base import (
+    FeedState,
+    NewAlert,
+    NewStory,
+    PollRecord,
+    Store,
+    StoryMember,
+    feed_host,
+)
 
 log = logging.getLogger("watcher.poll")
 Clock = Callable[[], datetime]
@@ -252,6 +260,10 @@ class Pipeline:
                         next_poll_at=now + delay * random.uniform(0.9, 1.1),
                         current_url=result.moved_to or state.current_url)
         await self.store.save_feed(state)
+        if result.status in (429, 503) and result.retry_after:
+            host = feed_host(state.fetch_url)
+            await self.store.block_host(host, now + timedelta(seconds=result.retry_after),
+                                        f"HTTP {result.status} Retry-After")
         level = logging.ERROR if disabled else logging.WARNING
         log.log(level, "poll failed", extra={
             "feed": feed.url, "status": result.status or "-", "reason": reason,

@@ -10,13 +10,13 @@ from typing import TextIO
 
 from watcher import schedule
 from watcher.config import Config
+from watcher.daemon import open_config_store
 from watcher.dedupe import StoryIndex
 from watcher.fetch import Fetcher
 from watcher.model import Entry, Hit, Match
 from watcher.parse import FeedParseError, parse_feed
 from watcher.pipeline import Rules, short_hash, story_time
-from watcher.store import open_store
-from watcher.store.base import FeedState
+from watcher.store.base import FeedState, Store, digest_conflicts
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
@@ -171,8 +171,7 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
 async def status(config: Config, out: TextIO | None = None) -> int:
     """Feeds, topics and channels as the state store sees them (works while the daemon runs)."""
     out = out or sys.stdout
-    store = open_store(config.state_location())
-    await store.open()
+    store = await open_config_store(config)
     try:
         now = datetime.now(UTC)
         states = await store.feed_states([f.url for f in config.feeds])
@@ -200,6 +199,7 @@ async def status(config: Config, out: TextIO | None = None) -> int:
             [name, str(counts[name].owed if name in counts else 0),
              str(counts[name].failed if name in counts else 0),
              str(counts[name].delivered if name in counts else 0)] for name in names], out)
+        await _nodes_and_hosts(store, config, now, out)
         failed = await store.failed_alerts(10)
         if failed:
             print("\nfailed alerts (re-queue with `watcher retry`):", file=out)
@@ -211,11 +211,28 @@ async def status(config: Config, out: TextIO | None = None) -> int:
     return 0
 
 
+async def _nodes_and_hosts(store: Store, config: Config, now: datetime, out: TextIO) -> None:
+    """Nodes sharing the state (several only on PostgreSQL) and hosts under a Retry-After."""
+    nodes = await store.nodes()
+    if nodes:
+        odd = {n.node for n in digest_conflicts(nodes, config.digest, now)}
+        print(file=out)
+        _table([["NODE", "HEARTBEAT", "FEEDS LEASED", "IN FLIGHT", "CONFIG"]] + [
+            [n.node, _ago(n.heartbeat_at, now) + ("" if n.alive(now) else " (dead)"),
+             str(n.leased), str(n.inflight if n.inflight is not None else "-"),
+             n.config_digest[:12] + (" DIFFERS FROM THIS CONFIG" if n.node in odd else "")]
+            for n in nodes], out)
+    blocked = await store.blocked_hosts(now)
+    if blocked:
+        print("\nhosts asked us to wait (Retry-After):", file=out)
+        for host, until in blocked.items():
+            print(f"  {host} until {until:%Y-%m-%d %H:%M:%S} UTC", file=out)
+
+
 async def retry(config: Config, channel: str | None, out: TextIO | None = None) -> int:
     """Put failed alerts back in the outbox; the daemon (or `watcher once`) delivers them."""
     out = out or sys.stdout
-    store = open_store(config.state_location())
-    await store.open()
+    store = await open_config_store(config)
     try:
         n = await store.requeue_failed(channel, datetime.now(UTC) - timedelta(seconds=1))
     finally:

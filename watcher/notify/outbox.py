@@ -69,7 +69,11 @@ class Outbox:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _sleep_for(self) -> float:
-        nxt = await self.store.next_due_at()
+        try:
+            nxt = await self.store.next_due_at()
+        except Exception:  # the store is away: look again soon; owed alerts stay owed
+            log.warning("outbox cannot read the store; retrying", exc_info=True)
+            return 5.0
         if nxt is None:
             return IDLE_WAKE
         return min(IDLE_WAKE, max(0.05, (nxt - self.clock()).total_seconds()))
