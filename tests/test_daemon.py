@@ -149,3 +149,36 @@ def test_daemon_refuses_a_bad_config_with_exit_2(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert f"{config}: watcher.interval: expected a duration" in proc.stderr
+
+
+def test_daemon_serves_health_and_metrics(tmp_path: Path, feed_server: FeedServer,
+                                          notifications: Notifications) -> None:
+    import urllib.request
+
+    from servers import free_port
+
+    port = free_port()
+    with WebhookReceiver() as hook:
+        url = feed_server.set_feed("a.xml", [EVACUATION, UNRELATED])
+        config = tmp_path / "watcher.toml"
+        config.write_text(daemon_config([url], hook.url, KURSK).replace(
+            "[watcher]\n", f'[watcher]\nmetrics = "127.0.0.1:{port}"\n'))
+        proc = start(config, notifications)
+        try:
+            notifications.wait_for("READY=1")
+            hook.wait_for(1, timeout=20)
+            base = f"http://127.0.0.1:{port}"
+            health = json.loads(urllib.request.urlopen(f"{base}/healthz", timeout=5).read())
+            assert health["ok"] is True and health["feeds"] == 1
+            deadline = time.monotonic() + 20
+            while True:  # the counters follow the alert within a moment
+                text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+                if 'watcher_alerts_total{channel="hook",result="sent"} 1.0' in text:
+                    break
+                assert time.monotonic() < deadline, text
+                time.sleep(0.2)
+            assert 'watcher_polls_total{status="200"}' in text
+            assert 'watcher_matches_total{topic="kursk-evacuation"} 1.0' in text
+            assert "watcher_poll_seconds_bucket" in text
+        finally:
+            stop(proc)

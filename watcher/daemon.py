@@ -206,8 +206,7 @@ class Daemon:
     async def _health(self) -> dict[str, object]:
         assert self.runtime is not None
         counts = await self.runtime.store.channel_counts()
-        for channel, c in counts.items():
-            metrics.set_owed(channel, c.owed)
+        metrics.set_owed_all({channel: c.owed for channel, c in counts.items()})
         return {"ok": self.scheduler.running, "feeds": len(self.runtime.config.feeds),
                 "owed": sum(c.owed for c in counts.values())}
 
@@ -222,6 +221,10 @@ class Daemon:
         self.scheduler.add_job(self._heartbeat, IntervalTrigger(seconds=HEARTBEAT),
                                id="heartbeat", max_instances=1, coalesce=True,
                                next_run_time=utcnow())
+        if self.runtime is not None and self.runtime.config.watcher.metrics:
+            self.scheduler.add_job(self._refresh_gauges, IntervalTrigger(seconds=15),
+                                   id="gauges", max_instances=1, coalesce=True,
+                                   next_run_time=utcnow())
         self.scheduler.add_job(self._prune, IntervalTrigger(hours=24), id="prune",
                                max_instances=1, coalesce=True,
                                next_run_time=utcnow() + timedelta(minutes=5))
@@ -289,6 +292,15 @@ class Daemon:
                           "ours": config.digest[:12],
                           "others": ", ".join(f"{n.node}={n.config_digest[:12]}"
                                               for n in conflicts)})
+
+    async def _refresh_gauges(self) -> None:
+        """Alerts owed per channel, for /metrics (counters are updated as things happen)."""
+        assert self.runtime is not None
+        try:
+            counts = await self.runtime.store.channel_counts()
+        except StoreError:
+            return
+        metrics.set_owed_all({channel: c.owed for channel, c in counts.items()})
 
     async def _prune(self) -> None:
         """Forget what can never matter again (old stories, delivered alerts, old seen rows)."""
