@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import string
 import threading
@@ -36,6 +37,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 TOPIC = "zeppelins"
 RNG = random.Random(6)
+NUMBERS = itertools.count(101, 7)  # every story its own number: no two are the same story
 
 
 def _word() -> str:
@@ -44,7 +46,8 @@ def _word() -> str:
 
 def stories(tag: str, n: int) -> list[Item]:
     """`n` matching entries, each its own story (distinct words), with distinct links."""
-    return [Item(f"Zeppelin sighted over {' '.join(_word() for _ in range(5))} ({i})",
+    return [Item(f"Zeppelin sighted over {' '.join(_word() for _ in range(5))} "
+                 f"({next(NUMBERS)})",
                  f"https://news.test/{tag}/{i}", f"{tag}-{i}",
                  " ".join(_word() for _ in range(12))) for i in range(n)]
 
@@ -76,7 +79,7 @@ state = "state.db"
 interval = "1s"
 interval_floor = "1s"
 first_poll = "alert"
-timeout = "20s"
+timeout = "60s"
 
 {feeds}
 [[topics]]
@@ -234,7 +237,7 @@ def test_kill_mid_poll(tmp_path: Path,
     restart that feed is polled again and its entry alerts exactly once."""
     feeds, hook, smtp = servers
     smtp.start()
-    stalled, release = threading.Event(), threading.Event()
+    stalled, stalled_over, release = threading.Event(), threading.Event(), threading.Event()
     slow_items = [*stories("slow", 1), filler("slow")]
     calls = 0
 
@@ -243,10 +246,11 @@ def test_kill_mid_poll(tmp_path: Path,
         calls += 1
         if calls == 1:
             stalled.set()
-            for _ in range(300):  # up to 30 s, over as soon as the test ends
+            for _ in range(400):  # up to 40 s, over as soon as the test ends
                 if release.is_set():
                     break
                 await asyncio.sleep(0.1)
+            stalled_over.set()
         return web.Response(body=rss(slow_items), content_type="application/rss+xml")
 
     with make_rig(tmp_path, servers, ["a.xml", "b.xml", "slow.xml"]) as rig:
@@ -260,6 +264,7 @@ def test_kill_mid_poll(tmp_path: Path,
             assert stalled.wait(30), rig.daemon.all_logs()
             wait_until(lambda: len(smtp.messages) >= 3 and len(hook.accepted) >= 3, 30,
                        "the other feeds' alerts")
+            assert calls == 1 and not stalled_over.is_set()  # still stalled: mid-poll
             rig.daemon.kill9()
             assert not state_rows(rig.db, "SELECT 1 FROM seen WHERE feed_url LIKE '%slow.xml'")
             polls_before = calls
@@ -296,6 +301,7 @@ def test_kill_with_alerts_owed_and_receivers_down(
         rig.daemon.kill9()
         assert channel_table(rig.status()) == {"hook": (n, 0, 0), "mail": (n, 0, 0)}
 
+        hook.answer(Reply(200))
         rig.daemon.start()  # the webhook is back at once; SMTP only a little later
         wait_until(lambda: len(hook.unique_deliveries) == n, 20, "webhook deliveries")
         assert len(rig.daemon.logs) == 2 and not smtp.messages
@@ -346,6 +352,9 @@ def test_smtp_outage_and_permanent_failures(
         assert "re-queued 1 failed alert(s) for mail" in done.stdout
         assert channel_table(rig.status()) == {"hook": (1, 0, 1), "mail": (2, 0, 0)}
 
+        # The re-queued alerts go out on the outbox's next pass: here when the owed email
+        # falls due (~15 s after its refusal); with nothing else owed, a running daemon
+        # only looks again after its idle wake (30 s).
         time.sleep(1.0)  # down for a while longer: the running daemon keeps them owed
         assert not smtp.messages and rig.daemon.alive()
         smtp.start()

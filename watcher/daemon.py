@@ -131,7 +131,15 @@ async def run_once(config: Config) -> int:
                              "behind their backs — stop them first")
         await runtime.store.sync_feeds([f.url for f in config.feeds], utcnow(), 0)
         states = await runtime.store.feed_states([f.url for f in config.feeds])
-        summaries = await asyncio.gather(*(runtime.poll(f, states[f.url]) for f in config.feeds))
+        # A feed counts as in flight until it is stored: fetched bodies never pile up in
+        # front of the parse workers (peak memory stays flat as the feed count grows).
+        slots = asyncio.Semaphore(config.watcher.concurrency * 2)
+
+        async def poll(feed: FeedSettings) -> PollSummary:
+            async with slots:
+                return await runtime.poll(feed, states[feed.url])
+
+        summaries = await asyncio.gather(*(poll(f) for f in config.feeds))
         failed = [s for s in summaries if s.error]
         metrics.mark_round()
         delivered = await runtime.outbox.deliver_due()

@@ -85,10 +85,11 @@ def _chunks(items: list[T], size: int = 500) -> Iterable[list[T]]:
 class SqliteStore(SqliteNodes):
     """The embedded default store."""
 
-    def __init__(self, path: str | Path, *, node_ttl: float = DEFAULT_NODE_TTL) -> None:
+    def __init__(self, path: str | Path, *, node_ttl: float | None = None) -> None:
         self.path = Path(path)
         self.node: str | None = None  # set by heartbeat/claim_due: owner of our leases
-        self.node_ttl = node_ttl
+        self.node_ttl = node_ttl if node_ttl is not None else float(
+            os.environ.get("WATCHER_NODE_TTL") or DEFAULT_NODE_TTL)
         self._last_beat = 0.0
         self._db: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
