@@ -21,7 +21,7 @@ from watcher.store.base import OwedAlert, Store
 
 log = logging.getLogger("watcher.notify")
 BATCH = 200
-IDLE_WAKE = 30.0  # seconds: look for due retries at least this often
+IDLE_WAKE = 5.0  # seconds: look for due retries (and `watcher retry` re-queues) this often
 
 
 def _utcnow() -> datetime:
