@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -165,6 +166,23 @@ def feed_host(url: str) -> str:
 Decider = Callable[[PollRecord, list[NewStory]], None]
 DELIVERY_LEASE = 120.0  # seconds a claimed alert is ours before another node may send it
 DEFAULT_NODE_TTL = 15.0  # seconds without a heartbeat after which a node's leases are void
+
+
+def title_hash(entry: Entry) -> str:
+    return hashlib.blake2b(entry.title.encode(), digest_size=8).hexdigest()
+
+
+def classify_seen(entries: list[Entry], known: dict[str, str], links: set[str]) -> SeenCheck:
+    """New (never seen by key or canonical link) and updated (seen, other title) entries."""
+    new: list[Entry] = []
+    updated: list[Entry] = []
+    for entry in entries:
+        if entry.key in known:
+            if known[entry.key] != title_hash(entry):
+                updated.append(entry)
+        elif entry.canonical_link not in links:
+            new.append(entry)
+    return SeenCheck(new=new, updated=updated)
 
 
 class Store(Protocol):

@@ -34,7 +34,9 @@ from watcher.store.base import (
     SeenCheck,
     StoreError,
     alert_payload,
+    classify_seen,
     feed_host,
+    title_hash,
 )
 from watcher.store.pg_batch import SAVE_FEEDS, FeedWriter, batch_params
 from watcher.store.pg_outbox import PgOutbox
@@ -47,7 +49,6 @@ from watcher.store.pg_sql import (
     SAVE_FEED,
     SYNC_FEEDS,
 )
-from watcher.store.sqlite import title_hash
 
 log = logging.getLogger("watcher.store")
 FOREVER = 2**31 - 1
@@ -215,15 +216,7 @@ class PostgresStore(PgOutbox):
             rows = await cur.fetchall()
         known = {r["entry_key"]: r["title_hash"] for r in rows if r["entry_key"] is not None}
         seen_links = {r["link"] for r in rows if r["link"] is not None}
-        new: list[Entry] = []
-        updated: list[Entry] = []
-        for entry in entries:
-            if entry.key in known:
-                if known[entry.key] != title_hash(entry):
-                    updated.append(entry)
-            elif entry.canonical_link not in seen_links:
-                new.append(entry)
-        return SeenCheck(new=new, updated=updated)
+        return classify_seen(entries, known, seen_links)
 
     # --- one poll, one transaction ---
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import random
 import sqlite3
@@ -27,16 +26,18 @@ from watcher.store.base import (
     SeenCheck,
     StoreError,
     alert_payload,
+    classify_seen,
     dt,
     feed_host,
     message_from_row,
+    title_hash,
     ts,
 )
 from watcher.store.sqlite_nodes import LEASE_VOID, SqliteNodes
 from watcher.store.sqlite_schema import MIGRATIONS, migrate
 
 T = TypeVar("T")
-__all__ = ["DELIVERY_LEASE", "MIGRATIONS", "SqliteStore", "title_hash"]
+__all__ = ["DELIVERY_LEASE", "MIGRATIONS", "SqliteStore", "title_hash"]  # title_hash: re-export
 
 _FEED_COLUMNS = ("url", "current_url", "title", "etag", "last_modified", "body_hash", "primed",
                  "last_poll_at", "last_status", "last_error", "error_count", "last_success_at",
@@ -56,8 +57,6 @@ _SAVE_FEED = (
 )
 
 
-def title_hash(entry: Entry) -> str:
-    return hashlib.blake2b(entry.title.encode(), digest_size=8).hexdigest()
 
 
 def _feed_row(state: FeedState, node: str | None) -> dict[str, Any]:
@@ -234,15 +233,7 @@ class SqliteStore(SqliteNodes):
                 links.update(r[0] for r in self.db.execute(
                     f"SELECT canonical_link FROM seen WHERE canonical_link IN "
                     f"({','.join('?' * len(wanted))})", wanted))
-        new: list[Entry] = []
-        updated: list[Entry] = []
-        for entry in entries:
-            if entry.key in known:
-                if known[entry.key] != title_hash(entry):
-                    updated.append(entry)
-            elif entry.canonical_link not in links:
-                new.append(entry)
-        return SeenCheck(new=new, updated=updated)
+        return classify_seen(entries, known, links)
 
     # --- one poll, one transaction ---
 
