@@ -101,6 +101,8 @@ def test_once_status_and_retry(tmp_path: Path, capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert "Demo wire" in out and "200" in out
     assert "kursk-evacuation" in out
+    # the story two outlets carried is listed once, with both outlets
+    assert "2: Demo regional, Demo wire" in out or "2: Demo wire, Demo regional" in out
     assert f"out      0     0       {len(alerts)}" in out  # channel, owed, failed, delivered
     assert main(["retry", "--config", str(path)]) == 0
     assert "re-queued 0 failed alert(s)" in capsys.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -251,6 +252,21 @@ async def test_record_poll_decides_with_stories_from_other_nodes(stores: StoreFa
     [owed] = await a.due_alerts(T0, 10)
     assert owed.id == "alert-1" and [o.feed for o in owed.message.also_reported_by] == ["Feed A"]
     assert [s.id for s in await b.open_stories(T0 - timedelta(hours=1))] == ["story-1"]
+
+
+async def test_recent_stories_list_every_outlet_once(stores: StoreFactory) -> None:
+    store = await stores()
+    await store.open_stories(T0 - timedelta(days=1))
+    wire = entry("1", "Kursk evacuation")
+    again = replace(entry("2", "Kursk evacuation", feed="http://b.test/f"), feed_name="Feed B")
+    await store.record_poll(_poll("http://a.test/f", wire), _decider("topic", []))
+    await store.record_poll(_poll("http://b.test/f", again), _decider("topic", []))
+    other = entry("3", "Red Cross returns civilians")
+    await store.record_poll(_poll("http://a.test/f", other), _decider("topic", []))
+    stories = await store.recent_stories(T0 - timedelta(hours=1), 10)
+    assert sorted((s.title, s.outlets) for s in stories) == [
+        ("Kursk evacuation", ["Feed A", "Feed B"]), ("Red Cross returns civilians", ["Feed A"])]
+    assert await store.recent_stories(T0 + timedelta(hours=1), 10) == []
 
 
 async def test_two_nodes_seeing_one_story_at_once_alert_once(stores: StoreFactory) -> None:

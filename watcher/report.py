@@ -19,6 +19,7 @@ from watcher.pipeline import Rules, short_hash, story_time
 from watcher.store.base import FeedState, Store, digest_conflicts
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
+_EPOCH_1970 = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _as_url(source: str) -> str:
@@ -191,6 +192,7 @@ async def status(config: Config, out: TextIO | None = None) -> int:
         _table([["TOPIC", "ALERTS TODAY", "CHANNELS"]] + [
             [t.name, str(today.get(t.name, 0)), ", ".join(t.channels)] for t in config.topics],
             out)
+        await _stories(store, now, out)
         counts = await store.channel_counts()
         print(file=out)
         names = [c.name for c in config.channels] + sorted(
@@ -209,6 +211,17 @@ async def status(config: Config, out: TextIO | None = None) -> int:
     finally:
         await store.close()
     return 0
+
+
+async def _stories(store: Store, now: datetime, out: TextIO) -> None:
+    """The newest stories, each with every outlet that carried it (one alert per topic)."""
+    stories = await store.recent_stories(_EPOCH_1970, 10)
+    if not stories:
+        return
+    print(file=out)
+    _table([["LATEST STORIES", "TOPIC", "WHEN", "OUTLETS"]] + [
+        [s.title[:60], s.topic, f"{s.opened_at:%Y-%m-%d %H:%M}",
+         f"{len(s.outlets)}: {', '.join(s.outlets)}"[:80]] for s in stories], out)
 
 
 async def _nodes_and_hosts(store: Store, config: Config, now: datetime, out: TextIO) -> None:

@@ -103,6 +103,16 @@ class OwedAlert:
 
 
 @dataclass(frozen=True, slots=True)
+class StorySummary:
+    """A story as `watcher status` lists it: its first title and every outlet that ran it."""
+
+    topic: str
+    title: str
+    opened_at: datetime
+    outlets: list[str]  # feed names, first reporter first
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelCounts:
     owed: int
     failed: int
@@ -212,6 +222,7 @@ class Store(Protocol):
     async def failed_alerts(self, limit: int) -> list[FailedAlert]: ...
     async def alerts_since(self, since: datetime) -> dict[str, int]: ...
     async def all_feeds(self) -> list[FeedState]: ...
+    async def recent_stories(self, since: datetime, limit: int) -> list[StorySummary]: ...
     # --- several nodes on one store (PostgreSQL; SQLite answers for its single node) ---
     async def heartbeat(self, node: str, config_digest: str, now: datetime,
                         leased: int | None = None) -> None: ...

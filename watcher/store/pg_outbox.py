@@ -15,6 +15,7 @@ from watcher.store.base import (
     ChannelCounts,
     FailedAlert,
     OwedAlert,
+    StorySummary,
     message_from_row,
 )
 from watcher.store.pg_sql import CLAIM_ALERTS
@@ -122,6 +123,16 @@ class PgOutbox:
             rows = await cur.fetchall()
         return [FailedAlert(r["id"], r["topic"], r["channel"], r["title"], r["last_error"] or "",
                             r["created_at"]) for r in rows]
+
+    async def recent_stories(self, since: datetime, limit: int = 20) -> list[StorySummary]:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT s.topic, s.title, s.opened_at, ARRAY(SELECT feed_name FROM story_members "
+                "WHERE story_id = s.id ORDER BY seen_at) AS outlets FROM stories s "
+                "WHERE s.opened_at >= %s ORDER BY s.opened_at DESC LIMIT %s", (since, limit))
+            return [StorySummary(r["topic"], r["title"], r["opened_at"],
+                                 list(dict.fromkeys(r["outlets"])))
+                    for r in await cur.fetchall()]
 
     async def alerts_since(self, since: datetime) -> dict[str, int]:
         async with self._conn() as conn:

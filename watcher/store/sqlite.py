@@ -25,6 +25,7 @@ from watcher.store.base import (
     PollRecord,
     SeenCheck,
     StoreError,
+    StorySummary,
     alert_payload,
     classify_seen,
     dt,
@@ -382,8 +383,21 @@ class SqliteStore(SqliteNodes):
             "GROUP BY topic", (ts(since),)).fetchall())
         return {topic: n for topic, n in rows}
 
+    async def recent_stories(self, since: datetime, limit: int = 20) -> list[StorySummary]:
+        rows = await self._run(lambda: self.db.execute(
+            "SELECT s.topic, s.title, s.opened_at, (SELECT GROUP_CONCAT(feed_name, '\x1f') "
+            "FROM (SELECT feed_name FROM story_members WHERE story_id = s.id ORDER BY seen_at)) "
+            "FROM stories s WHERE s.opened_at >= ? ORDER BY s.opened_at DESC LIMIT ?",
+            (ts(since), limit)).fetchall())
+        return [StorySummary(r[0], r[1], dt(r[2]), _distinct((r[3] or "").split("\x1f")))  # type: ignore[arg-type]
+                for r in rows]
+
     async def story_outlets(self, story_id: str) -> list[Outlet]:
         return await self._run(self._outlets, story_id, "")
+
+
+def _distinct(names: list[str]) -> list[str]:
+    return list(dict.fromkeys(n for n in names if n))
 
 
 class _Transaction:
