@@ -114,9 +114,12 @@ def test_daemon_alerts_reloads_and_stops_cleanly(tmp_path: Path, feed_server: Fe
             [first] = hook.wait_for(1, timeout=20)
             assert first.json["topic"] == "kursk-evacuation"
 
-            # Edit the topic rules: the running daemon picks the change up by itself, and the
-            # new topic applies to the next new entries.
-            config.write_text(daemon_config([url], hook.url, KURSK + RED_CROSS_TOPIC))
+            # Edit the topic rules as an editor saves (a new file renamed over the old one):
+            # the running daemon picks the change up by itself, and the new topic applies to
+            # the next new entries.
+            saved = tmp_path / ".watcher.toml.swp"
+            saved.write_text(daemon_config([url], hook.url, KURSK + RED_CROSS_TOPIC))
+            os.replace(saved, config)
             notifications.wait_for("RELOADING=1")
             notifications.received.clear()
             notifications.wait_for("READY=1")
@@ -180,5 +183,25 @@ def test_daemon_serves_health_and_metrics(tmp_path: Path, feed_server: FeedServe
             assert 'watcher_polls_total{status="200"}' in text
             assert 'watcher_matches_total{topic="kursk-evacuation"} 1.0' in text
             assert "watcher_poll_seconds_bucket" in text
+        finally:
+            stop(proc)
+
+
+def test_a_new_included_feeds_file_is_picked_up(tmp_path: Path, feed_server: FeedServer,
+                                                notifications: Notifications) -> None:
+    with WebhookReceiver() as hook:
+        first = feed_server.set_feed("a.xml", [UNRELATED])
+        later = feed_server.set_feed("b.xml", [EVACUATION])
+        config = tmp_path / "watcher.toml"
+        config.write_text('include = ["feeds.d/*.toml"]\n' +
+                          daemon_config([first], hook.url, KURSK))
+        (tmp_path / "feeds.d").mkdir()
+        proc = start(config, notifications)
+        try:
+            notifications.wait_for("READY=1")
+            (tmp_path / "feeds.d" / "more.toml").write_text(
+                f'[[feeds]]\nurl = "{later}"\nname = "Later"\ninterval = "1s"\n')
+            [alert] = hook.wait_for(1, timeout=20)
+            assert alert.json["entry"]["feed"] == {"name": "Later", "url": later}
         finally:
             stop(proc)

@@ -236,6 +236,11 @@ class Config:
     topics: tuple[TopicSettings, ...]
     channels: tuple[ChannelSettings, ...]
     digest: str  # sha256 of the files' bytes, to compare nodes and reloads
+    includes: tuple[str, ...] = ()  # the include patterns, relative to the config's folder
+
+    def include_patterns(self) -> list[Path]:
+        """Absolute include patterns (a new file matching one is part of the config)."""
+        return [self.base_dir.resolve() / pattern for pattern in self.includes]
 
     @property
     def base_dir(self) -> Path:
@@ -436,6 +441,7 @@ def load_config(path: Path | str | None = None, *, check_secrets: bool = True) -
         topics=tuple(t for _, _, t in collected.topics),
         channels=tuple(ch for _, _, ch in collected.channels),
         digest=digest.hexdigest(),
+        includes=tuple(p for p in data.get("include", []) if isinstance(p, str)),
     )
 
 

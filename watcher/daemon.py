@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import logging
 import multiprocessing
 import os
@@ -362,8 +363,9 @@ class Daemon:
             metrics.set_feeds(len(new.feeds))
             sdnotify.ready(f"polling {len(new.feeds)} feeds")
             before, after = {f.url for f in old.feeds}, {f.url for f in new.feeds}
-            log.info("config reloaded" if new.digest != old.digest else "config unchanged",
-                     extra={"trigger": why, "feeds": len(new.feeds), "topics": len(new.topics),
+            log.log(logging.INFO if new.digest != old.digest else logging.DEBUG,
+                    "config reloaded" if new.digest != old.digest else "config unchanged",
+                    extra={"trigger": why, "feeds": len(new.feeds), "topics": len(new.topics),
                             "added": len(after - before), "removed": len(before - after)})
             return True
 
@@ -374,20 +376,37 @@ class Daemon:
         assert self.runtime is not None
         logging.getLogger("watchfiles").setLevel(logging.WARNING)
         while not self.stop_event.is_set():
-            files = {p.resolve() for p in self.runtime.config.files}
-            includes = len(files) > 1
+            config = self.runtime.config
+            files = {p.resolve() for p in config.files}
+            patterns = [str(p) for p in config.include_patterns()]
 
             def relevant(_: object, path: str, files: set[Path] = files,
-                         includes: bool = includes) -> bool:
-                """Our files; with includes, any TOML file (a new one may match a pattern)."""
+                         patterns: list[str] = patterns) -> bool:
+                """Our files, and any file an include pattern would add."""
                 resolved = Path(path).resolve()
-                return resolved in files or (includes and resolved.suffix == ".toml")
+                return resolved in files or any(fnmatch.fnmatch(str(resolved), pattern)
+                                                for pattern in patterns)
 
-            folders = {p.parent for p in files}
-            async for _ in awatch(*folders, debounce=800, step=100, watch_filter=relevant,
-                                  stop_event=self.stop_event, recursive=includes):
-                await self.reload("file change")
-                break
+            folders = {p.parent for p in files} | {
+                Path(p).parent for p in patterns if Path(p).parent.is_dir()}
+            watching = False
+            async for changes in awatch(*folders, debounce=800, step=100,
+                                        watch_filter=relevant, stop_event=self.stop_event,
+                                        recursive=False, yield_on_timeout=True,
+                                        rust_timeout=1000):
+                if changes or not watching:  # the first timeout: now watching, catch up
+                    watching = True
+                    if changes or self._config_changed_on_disk():
+                        await self.reload("file change")
+                        break
+
+    def _config_changed_on_disk(self) -> bool:
+        """Whether the files differ from the loaded config (edits made before we watched)."""
+        assert self.runtime is not None
+        try:
+            return load_config(self.config_path).digest != self.runtime.config.digest
+        except ConfigError:
+            return True  # reload() reports the problems
 
     # --- shutdown ---
 
