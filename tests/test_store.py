@@ -484,3 +484,14 @@ async def test_the_store_reconnects_after_the_server_comes_back() -> None:
             assert [f.url for f in claimed] == ["http://a.test/1"]
         finally:
             await store.close()
+
+
+async def test_sqlite_state_files_are_private(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "state.db"))
+    await store.open()
+    try:
+        await store.sync_feeds(["https://a.test/f"], T0, 0)
+        for path in tmp_path.glob("state.db*"):  # the file, its -wal and -shm
+            assert path.stat().st_mode & 0o777 == 0o600, path
+    finally:
+        await store.close()
