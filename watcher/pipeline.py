@@ -122,7 +122,8 @@ class Pipeline:
         now = self.clock()
         if not result.ok and not result.not_modified:
             return await self._failed(feed, state, result, result.error or "no body", now)
-        if result.not_modified or (result.body and body_hash(result.body) == state.body_hash):
+        digest = body_hash(result.body) if result.body is not None else None
+        if result.not_modified or (digest is not None and digest == state.body_hash):
             state = self._succeeded(feed, state, result, now, new_entries=0)
             await self.store.save_feed(state)
             return PollSummary(feed.url, result.status)
@@ -134,6 +135,7 @@ class Pipeline:
         if parsed.warning:
             log.info("feed has markup problems but was read", extra={
                 "feed": feed.url, "reason": parsed.warning})
+        state = replace(state, body_hash=digest)
         return await self._store_and_match(feed, state, result, parsed, now)
 
     async def _parse(self, result: FetchResult, feed: FeedSettings) -> ParsedFeed:
@@ -156,7 +158,6 @@ class Pipeline:
             self._match_into(record, feed, new, check.updated)
         state = self._succeeded(feed, state, result, now, new_entries=len(check.new))
         state.title = parsed.title or state.title
-        state.body_hash = body_hash(result.body or b"")
         state.primed = True
         state.entries_total += len(check.new)
         record.feed = state
