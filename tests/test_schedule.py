@@ -59,6 +59,8 @@ def test_delivery_backoff_grows_and_caps_and_honours_retry_after() -> None:
     waits = [delivery_backoff(n).total_seconds() for n in range(12)]
     assert waits[0] == 15 and waits == sorted(waits) and waits[-1] == 3600
     assert delivery_backoff(2, retry_after=120).total_seconds() == 120
+    assert delivery_backoff(0, base=timedelta(seconds=2)).total_seconds() == 2
+    assert delivery_backoff(3, base=timedelta(seconds=2)).total_seconds() == 16
 
 
 @pytest.mark.parametrize(("digest", "tz", "expected"), [

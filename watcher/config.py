@@ -89,6 +89,7 @@ class WatcherSettings(_Strict):
     state: str = "watcher.db"
     interval: Duration = timedelta(minutes=10)
     interval_floor: Duration = timedelta(minutes=1)
+    retry_base: Duration = timedelta(seconds=15)  # first delivery retry; doubles to 1 h
     first_poll: Literal["mark-seen", "alert"] = "mark-seen"
     story_window: Duration = timedelta(hours=72)
     timeout: Duration = timedelta(seconds=30)

@@ -83,7 +83,8 @@ class Runtime:
         store = await open_config_store(config)
         runtime = cls(config, store, workers=parse_executor(len(config.feeds)))
         runtime.outbox.configure(build_senders(config, runtime.fetcher.session),
-                                 digest_channels(config))
+                                 digest_channels(config),
+                                 config.watcher.retry_base)
         await runtime.pipeline.start()
         return runtime
 
@@ -108,7 +109,8 @@ class Runtime:
         senders = build_senders(config, self.fetcher.session)
         self.config = config
         self.pipeline.apply(config)
-        self.outbox.configure(senders, digest_channels(config))
+        self.outbox.configure(senders, digest_channels(config),
+                                 config.watcher.retry_base)
         await self.sync_feeds()
 
     async def close(self) -> None:

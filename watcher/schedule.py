@@ -10,6 +10,7 @@ from watcher.config import FeedSettings, WatcherSettings
 from watcher.store.base import FeedState
 
 MAX_ERROR_BACKOFF = timedelta(hours=24)
+MAX_DELIVERY_BACKOFF = timedelta(hours=1)
 AUTO_MIN = timedelta(minutes=5)
 AUTO_MAX = timedelta(hours=6)
 AUTO_START = timedelta(minutes=30)
@@ -51,11 +52,12 @@ def error_backoff(errors: int, interval: timedelta, retry_after: float | None) -
     return backoff
 
 
-def delivery_backoff(attempts: int, retry_after: float | None = None) -> timedelta:
-    """Wait before the next delivery attempt: 15 s doubling, capped at 1 h."""
+def delivery_backoff(attempts: int, retry_after: float | None = None,
+                     base: timedelta = timedelta(seconds=15)) -> timedelta:
+    """Wait before the next delivery attempt: `base` doubling, capped at 1 h (or Retry-After)."""
     if retry_after is not None:
         return timedelta(seconds=min(max(retry_after, 1.0), 6 * 3600))
-    return timedelta(seconds=min(15 * 2 ** min(attempts, 12), 3600))
+    return min(base * 2 ** min(attempts, 16), MAX_DELIVERY_BACKOFF)
 
 
 def digest_due(digest: timedelta | str, now: datetime, timezone: str = "UTC") -> datetime:

@@ -47,11 +47,14 @@ class Outbox:
         self.clock = clock
         self.on_result = on_result or (lambda channel, result, n: None)
         self._wake = asyncio.Event()
+        self.retry_base = timedelta(seconds=15)
 
-    def configure(self, senders: Mapping[str, Sender], digest_channels: set[str]) -> None:
+    def configure(self, senders: Mapping[str, Sender], digest_channels: set[str],
+                  retry_base: timedelta = timedelta(seconds=15)) -> None:
         """Use new senders (after a reload); owed alerts stay owed."""
         self.senders = dict(senders)
         self.digest_channels = digest_channels
+        self.retry_base = retry_base
 
     def wake(self) -> None:
         self._wake.set()
@@ -118,7 +121,7 @@ class Outbox:
             await sender.send([a.message for a in alerts], delivery_id)
         except TemporaryDeliveryError as exc:
             attempts = max(a.attempts for a in alerts)
-            wait = schedule.delivery_backoff(attempts, exc.retry_after)
+            wait = schedule.delivery_backoff(attempts, exc.retry_after, self.retry_base)
             wait *= random.uniform(0.8, 1.2) if exc.retry_after is None else 1.0
             await self.store.mark_retry(ids, str(exc), self.clock() + wait)
             log.warning("delivery failed, will retry", extra={
@@ -135,7 +138,8 @@ class Outbox:
         except Exception as exc:  # a bug in a sender must not lose the alert
             await self.store.mark_retry(ids, f"unexpected error: {exc!r}",
                                         self.clock() + schedule.delivery_backoff(
-                                            max(a.attempts for a in alerts)))
+                                            max(a.attempts for a in alerts), None,
+                                            self.retry_base))
             log.exception("delivery crashed, will retry", extra=context)
             self.on_result(channel, "retried", len(ids))
             return 0
