@@ -109,8 +109,7 @@ class Runtime:
         senders = build_senders(config, self.fetcher.session)
         self.config = config
         self.pipeline.apply(config)
-        self.outbox.configure(senders, digest_channels(config),
-                                 config.watcher.retry_base)
+        self.outbox.configure(senders, digest_channels(config), config.watcher.retry_base)
         await self.sync_feeds()
 
     async def close(self) -> None:
