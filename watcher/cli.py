@@ -163,24 +163,23 @@ async def _migrate_state(config: Config, url: str, force: bool) -> int:
     return EXIT_OK
 
 
-async def _dispatch(args: argparse.Namespace, config: object) -> int:
+async def _dispatch(args: argparse.Namespace, config: Config) -> int:
     from watcher import report
     from watcher.daemon import Daemon, run_once
 
-    assert hasattr(config, "feeds")
     if args.command == "run":
         return await Daemon(_config_path(args)).run()
     if args.command == "once":
-        await run_once(config)  # type: ignore[arg-type]
+        await run_once(config)
         return EXIT_OK
     if args.command == "test":
-        return await report.test_sources(config, args.sources, as_json=args.json)  # type: ignore[arg-type]
+        return await report.test_sources(config, args.sources, as_json=args.json)
     if args.command == "status":
-        return await report.status(config)  # type: ignore[arg-type]
+        return await report.status(config)
     if args.command == "retry":
-        return await report.retry(config, args.channel)  # type: ignore[arg-type]
+        return await report.retry(config, args.channel)
     if args.command == "migrate-state":
-        return await _migrate_state(config, args.to, args.force)  # type: ignore[arg-type]
+        return await _migrate_state(config, args.to, args.force)
     raise AssertionError(args.command)
 
 

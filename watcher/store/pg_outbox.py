@@ -60,10 +60,6 @@ class PgOutbox:
                 members[r["story_id"]].append(Outlet(r["feed_name"], r["title"], r["link"]))
         return {story: found[1:] for story, found in members.items()}
 
-    async def story_outlets(self, story_id: str) -> list[Outlet]:
-        async with self._conn() as conn:
-            return (await self._outlets(conn, [story_id])).get(story_id, [])
-
     async def mark_delivered(self, alert_ids: list[str], at: datetime) -> None:
         await self._update_alerts(
             "status = 'delivered', delivered_at = %s, attempts = attempts + 1, "

@@ -304,16 +304,16 @@ class SqliteStore(SqliteNodes):
                                 [(self.node, t + DELIVERY_LEASE, r["id"]) for r in rows])
         owed = []
         for r in rows:
-            outlets = self._outlets(r["story_id"], r["payload"])
+            outlets = self._outlets(r["story_id"])
             message = message_from_row(r["id"], r["topic"], r["channel"], r["payload"],
                                        dt(r["created_at"]), outlets)
             owed.append(OwedAlert(r["id"], r["channel"], r["attempts"], message))
         return owed
 
-    def _outlets(self, story_id: str, payload: str) -> list[Outlet]:
+    def _outlets(self, story_id: str) -> list[Outlet]:
         """The story's other outlets, as known now (later reports show in later deliveries)."""
         rows = self.db.execute(
-            "SELECT feed_name, title, link, entry_key, feed_url FROM story_members "
+            "SELECT feed_name, title, link FROM story_members "
             "WHERE story_id = ? ORDER BY seen_at LIMIT 50", (story_id,)).fetchall()
         return [Outlet(r[0], r[1], r[2]) for r in rows[1:]]
 
@@ -392,8 +392,6 @@ class SqliteStore(SqliteNodes):
         return [StorySummary(r[0], r[1], dt(r[2]), _distinct((r[3] or "").split("\x1f")))  # type: ignore[arg-type]
                 for r in rows]
 
-    async def story_outlets(self, story_id: str) -> list[Outlet]:
-        return await self._run(self._outlets, story_id, "")
 
 
 def _distinct(names: list[str]) -> list[str]:
