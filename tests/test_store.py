@@ -495,3 +495,66 @@ async def test_sqlite_state_files_are_private(tmp_path: Path) -> None:
             assert path.stat().st_mode & 0o777 == 0o600, path
     finally:
         await store.close()
+
+
+# --- what the notify and CLI engineers build on (issue 14.2, 14.8, `watcher alerts`) ---
+
+async def test_note_sent_is_remembered_with_the_owed_alert(stores: StoreFactory) -> None:
+    a = await stores()
+    await _owe(a, "1", "2")
+    await a.note_sent("alert-1", ["tgram://x", "ntfy://y"])
+    await a.note_sent("alert-1", ["ntfy://y", "mailto://z"])  # a set: no duplicates
+    b = await stores()  # another process (a restart) loads them with the alert
+    owed = {x.id: x.sent_to for x in await b.due_alerts(T0, 10)}
+    assert owed == {"alert-1": ("mailto://z", "ntfy://y", "tgram://x"), "alert-2": ()}
+
+
+async def test_alert_history_newest_first_with_states(stores: StoreFactory) -> None:
+    store = await stores()
+    await _owe(store, "1", "2", "3", "4")
+    later = PollRecord(feed=FeedState(url="http://a.test/f",
+                                      last_poll_at=T0 + timedelta(hours=2)),
+                       seen=[entry("5", "T 5")])
+    later.matches = [(Match("other", later.seen[0], 90.0, ()), False)]
+    await store.record_poll(later, _decider("other", []))
+    await store.mark_delivered(["alert-1"], T0 + timedelta(minutes=1))
+    await store.mark_retry(["alert-2"], "POST https://user:hunter2@hook.test/x: 503",
+                           T0 + timedelta(minutes=5))
+    await store.mark_failed(["alert-3"], "HTTP 404")
+    history = await store.alert_history()
+    assert history[0].id == "alert-5" and history[0].topic == "other"
+    by_id = {r.id: r for r in history}
+    assert {k: r.state for k, r in by_id.items()} == {
+        "alert-1": "delivered", "alert-2": "retrying", "alert-3": "failed",
+        "alert-4": "owed", "alert-5": "owed"}
+    one = by_id["alert-1"]
+    assert (one.title, one.link, one.feed, one.channel, one.story, one.attempts) == (
+        "T 1", "https://news.test/1", "Feed A", "hook", "story-1", 1)
+    assert one.created_at == T0 and one.delivered_at == T0 + timedelta(minutes=1)
+    assert by_id["alert-4"].delivered_at is None
+    assert "hunter2" not in (by_id["alert-2"].last_error or "")
+    assert "hook.test" in (by_id["alert-2"].last_error or "")
+    assert [r.id for r in await store.alert_history(topic="other")] == ["alert-5"]
+    assert {r.id for r in await store.alert_history(since=T0 + timedelta(hours=1))} == {
+        "alert-5"}
+    assert {r.id for r in await store.alert_history(status="owed")} == {
+        "alert-2", "alert-4", "alert-5"}
+    assert [r.id for r in await store.alert_history(status="retrying")] == ["alert-2"]
+    assert [r.id for r in await store.alert_history(status="failed")] == ["alert-3"]
+    assert len(await store.alert_history(limit=2)) == 2
+    with pytest.raises(ValueError, match="unknown alert status"):
+        await store.alert_history(status="lost")
+
+
+async def test_a_read_only_open_never_creates_a_state_file(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "watcher.db"
+    with pytest.raises(StoreError, match=r"no state file at .*watcher\.db: watcher has not "
+                                         r"run with this config yet"):
+        await open_store(str(path), create=False).open()
+    assert not path.exists() and not path.parent.exists()
+    store = open_store(str(path))
+    await store.open()
+    await store.close()
+    again = open_store(str(path), create=False)
+    await again.open()  # an existing file opens as before
+    await again.close()

@@ -56,10 +56,13 @@ def digest_channels(config: Config) -> set[str]:
             if isinstance(ch.digest, str) or ch.digest > timedelta(0)}
 
 
-async def open_config_store(config: Config) -> Store:
-    """The config's state store, opened (raises StoreError with the reason)."""
+async def open_config_store(config: Config, *, create: bool = True) -> Store:
+    """The config's state store, opened (raises StoreError with the reason).
+
+    With `create=False` (read-only commands) a missing SQLite state file raises StoreError
+    ("no state file at ...") instead of being created empty."""
     store = open_store(config.state_location(),
-                       password_env=config.watcher.state_password_env)
+                       password_env=config.watcher.state_password_env, create=create)
     await store.open()
     return store
 

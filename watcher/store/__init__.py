@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
-from watcher.store.base import FeedState, NodeInfo, PollRecord, Store, StoreError
+from watcher.store.base import (
+    AlertRecord,
+    FeedState,
+    NodeInfo,
+    OwedAlert,
+    PollRecord,
+    Store,
+    StoreError,
+)
 from watcher.store.sqlite import SqliteStore
 
-__all__ = ["FeedState", "NodeInfo", "PollRecord", "SqliteStore", "Store", "StoreError",
-           "is_postgres", "open_store"]
+__all__ = [
+    "AlertRecord",
+    "FeedState",
+    "NodeInfo",
+    "OwedAlert",
+    "PollRecord",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "is_postgres",
+    "open_store",
+]
 
 
 def is_postgres(location: str) -> bool:
     return location.startswith(("postgresql://", "postgres://"))
 
 
-def open_store(location: str, *, password_env: str = "", node_ttl: float | None = None) -> Store:
+def open_store(location: str, *, password_env: str = "", node_ttl: float | None = None,
+               create: bool = True) -> Store:
     """The store for a config's state location: a SQLite path, or a postgresql:// URL.
 
     For PostgreSQL the password comes from the environment variable `password_env`
     ([watcher] state_password_env) when set, else from libpq (PGPASSWORD, PGPASSFILE or
     ~/.pgpass, a service file); a password written in the URL is refused. Nothing is
     connected until `await store.open()`, which raises StoreError with the reason.
+    With `create=False` a missing SQLite file is such an error instead of a new, empty
+    state (read-only commands must not create one).
     """
     if is_postgres(location):
         try:
@@ -28,4 +49,4 @@ def open_store(location: str, *, password_env: str = "", node_ttl: float | None 
             raise StoreError(f"PostgreSQL state needs psycopg 3 and psycopg-pool "
                              f"(pip install 'watcher[postgres]'): {exc}") from None
         return PostgresStore(location, password_env=password_env, node_ttl=node_ttl)
-    return SqliteStore(location)
+    return SqliteStore(location, node_ttl=node_ttl, create=create)

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from watcher.model import AlertMessage, Entry, Hit, Match, Outlet
@@ -100,6 +100,33 @@ class OwedAlert:
     channel: str
     attempts: int
     message: AlertMessage
+    sent_to: tuple[str, ...] = ()  # the channel's targets that already got it (note_sent)
+
+
+AlertState = Literal["owed", "retrying", "delivered", "failed"]
+ALERT_STATES: tuple[AlertState, ...] = ("owed", "retrying", "delivered", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """One alert as `watcher alerts` lists it.
+
+    `state`: "owed" (never tried yet), "retrying" (owed, tried and failed temporarily),
+    "delivered", or "failed" (a permanent failure, kept for `watcher retry`).
+    """
+
+    id: str
+    topic: str
+    channel: str
+    story: str  # the story id (alerts of one story share it)
+    title: str
+    link: str | None
+    feed: str  # the feed's name
+    state: AlertState
+    attempts: int
+    last_error: str | None  # credentials in URLs masked
+    created_at: datetime
+    delivered_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +243,14 @@ class Store(Protocol):
     async def mark_delivered(self, alert_ids: list[str], at: datetime) -> None: ...
     async def mark_retry(self, alert_ids: list[str], error: str, next_at: datetime) -> None: ...
     async def mark_failed(self, alert_ids: list[str], error: str) -> None: ...
+    async def note_sent(self, alert_id: str, targets: list[str]) -> None:
+        """Add `targets` to the alert's done targets (durably): a retry skips them."""
+        ...
+    async def alert_history(self, *, topic: str | None = None, since: datetime | None = None,
+                            status: str | None = None, limit: int = 500) -> list[AlertRecord]:
+        """Past alerts, newest first; `status` is an AlertState ("owed" also lists
+        "retrying": both are still owed)."""
+        ...
     async def requeue_failed(self, channel: str | None, now: datetime) -> int: ...
     async def next_due_at(self) -> datetime | None: ...
     async def channel_counts(self) -> dict[str, ChannelCounts]: ...
@@ -266,6 +301,46 @@ def alert_payload(alert: NewAlert) -> str:
         "entry": entry_to_dict(alert.entry), "score": alert.score,
         "hits": [asdict(h) for h in alert.hits],
     }, ensure_ascii=False)
+
+
+def alert_state(status: str, attempts: int) -> AlertState:
+    """The outbox status as `watcher alerts` shows it: owed alerts tried before are retrying."""
+    if status == "owed" and attempts > 0:
+        return "retrying"
+    return status  # type: ignore[return-value]
+
+
+# `alert_history(status=...)` as SQL (both backends): "owed" lists every alert still owed
+STATUS_FILTER = {"owed": " AND status = 'owed'",
+                 "retrying": " AND status = 'owed' AND attempts > 0",
+                 "delivered": " AND status = 'delivered'", "failed": " AND status = 'failed'"}
+
+
+def check_alert_status(status: str | None) -> None:
+    if status is not None and status not in ALERT_STATES:
+        raise ValueError(f"unknown alert status {status!r}: expected one of "
+                         f"{', '.join(ALERT_STATES)}")
+
+
+def mask_error(text: str | None) -> str | None:
+    """An error message with any credentials in the URLs it quotes masked."""
+    if not text:
+        return text
+    from watcher.redact import mask_text
+
+    return mask_text(text)
+
+
+def record_from_row(row: Any, payload: str, created_at: datetime,
+                    delivered_at: datetime | None) -> AlertRecord:
+    """An AlertRecord from an alerts row (mapping access by column name)."""
+    data = json.loads(payload)["entry"]
+    return AlertRecord(
+        id=row["id"], topic=row["topic"], channel=row["channel"], story=row["story_id"],
+        title=row["title"], link=data.get("link"), feed=data.get("feed_name", ""),
+        state=alert_state(row["status"], row["attempts"]), attempts=row["attempts"],
+        last_error=mask_error(row["last_error"]), created_at=created_at,
+        delivered_at=delivered_at)
 
 
 def message_from_row(alert_id: str, topic: str, channel: str, payload: str,

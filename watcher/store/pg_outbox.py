@@ -12,11 +12,15 @@ import psycopg
 from watcher.model import Outlet
 from watcher.store.base import (
     DELIVERY_LEASE,
+    STATUS_FILTER,
+    AlertRecord,
     ChannelCounts,
     FailedAlert,
     OwedAlert,
     StorySummary,
+    check_alert_status,
     message_from_row,
+    record_from_row,
 )
 from watcher.store.pg_sql import CLAIM_ALERTS
 
@@ -43,7 +47,7 @@ class PgOutbox:
             outlets = await self._outlets(conn, list({r["story_id"] for r in rows}))
         return [OwedAlert(r["id"], r["channel"], r["attempts"], message_from_row(
             r["id"], r["topic"], r["channel"], r["payload"], r["created_at"],
-            outlets.get(r["story_id"], []))) for r in rows]
+            outlets.get(r["story_id"], [])), tuple(r["sent_to"])) for r in rows]
 
     async def _outlets(self, conn: psycopg.AsyncConnection[Any],
                        story_ids: list[str]) -> dict[str, list[Outlet]]:
@@ -74,6 +78,34 @@ class PgOutbox:
         await self._update_alerts(
             "status = 'failed', attempts = attempts + 1, last_error = %s, "
             "lease_owner = NULL, lease_until = NULL", (error,), alert_ids)
+
+    async def note_sent(self, alert_id: str, targets: list[str]) -> None:
+        """Add `targets` to the alert's done targets (a set, kept sorted), durably."""
+        if not targets:
+            return
+        async with self._conn(durable=True) as conn:
+            await conn.execute(
+                "UPDATE alerts SET sent_to = ARRAY(SELECT DISTINCT t FROM "
+                "unnest(sent_to || %s::text[]) AS t ORDER BY t) WHERE id = %s",
+                (list(targets), alert_id))
+
+    async def alert_history(self, *, topic: str | None = None, since: datetime | None = None,
+                            status: str | None = None, limit: int = 500) -> list[AlertRecord]:
+        check_alert_status(status)
+        sql = ("SELECT id, topic, channel, story_id, title, payload, status, attempts, "
+               "last_error, created_at, delivered_at FROM alerts WHERE true")
+        if topic is not None:
+            sql += " AND topic = %(topic)s"
+        if since is not None:
+            sql += " AND created_at >= %(since)s"
+        sql += STATUS_FILTER.get(status or "", "")
+        sql += " ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
+        async with self._conn() as conn:
+            cur = await conn.execute(sql, {"topic": topic, "since": since,  # type: ignore[arg-type]
+                                           "limit": limit})
+            rows = await cur.fetchall()
+        return [record_from_row(r, r["payload"], r["created_at"], r["delivered_at"])
+                for r in rows]
 
     async def _update_alerts(self, assignments: str, params: tuple[Any, ...],
                              ids: list[str]) -> None:

@@ -67,6 +67,13 @@ MIGRATIONS: list[str] = [
         host text PRIMARY KEY, blocked_until timestamptz NOT NULL, reason text NOT NULL DEFAULT ''
     );
     """,
+    # 2: targets an alert already reached (Apprise: no re-send after a restart); the host
+    # and pid of a node (a node of this host whose process is gone is dead at once)
+    """
+    ALTER TABLE alerts ADD COLUMN sent_to text[] NOT NULL DEFAULT '{}';
+    ALTER TABLE nodes ADD COLUMN hostname text;
+    ALTER TABLE nodes ADD COLUMN pid integer;
+    """,
 ]
 
 

@@ -75,7 +75,7 @@ WITH picked AS (
 UPDATE alerts SET lease_owner = %(node)s, lease_until = %(until)s
 FROM picked WHERE alerts.id = picked.id
 RETURNING alerts.id, alerts.topic, alerts.channel, alerts.story_id, alerts.payload,
-          alerts.attempts, alerts.created_at, alerts.next_attempt_at
+          alerts.attempts, alerts.created_at, alerts.next_attempt_at, alerts.sent_to
 """
 
 HEARTBEAT = """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import sqlite3
@@ -16,6 +17,8 @@ from watcher.model import Entry, Outlet
 from watcher.store.base import (
     DEFAULT_NODE_TTL,
     DELIVERY_LEASE,
+    STATUS_FILTER,
+    AlertRecord,
     ChannelCounts,
     Decider,
     FailedAlert,
@@ -27,10 +30,12 @@ from watcher.store.base import (
     StoreError,
     StorySummary,
     alert_payload,
+    check_alert_status,
     classify_seen,
     dt,
     feed_host,
     message_from_row,
+    record_from_row,
     title_hash,
     ts,
 )
@@ -85,8 +90,10 @@ def _chunks(items: list[T], size: int = 500) -> Iterable[list[T]]:
 class SqliteStore(SqliteNodes):
     """The embedded default store."""
 
-    def __init__(self, path: str | Path, *, node_ttl: float | None = None) -> None:
+    def __init__(self, path: str | Path, *, node_ttl: float | None = None,
+                 create: bool = True) -> None:
         self.path = Path(path)
+        self.create = create  # False: a missing file is an error (read-only commands)
         self.node: str | None = None  # set by heartbeat/claim_due: owner of our leases
         self.node_ttl = node_ttl if node_ttl is not None else float(
             os.environ.get("WATCHER_NODE_TTL") or DEFAULT_NODE_TTL)
@@ -110,6 +117,9 @@ class SqliteStore(SqliteNodes):
         await self._run(self._open)
 
     def _open(self) -> None:
+        if not self.create and not self.path.exists():
+            raise StoreError(f"no state file at {self.path}: watcher has not run with this "
+                             f"config yet")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self.path.exists():
@@ -296,7 +306,8 @@ class SqliteStore(SqliteNodes):
         t = ts(now) or 0.0
         with self._tx():
             rows = self.db.execute(
-                "SELECT id, topic, channel, story_id, payload, attempts, created_at FROM alerts "
+                "SELECT id, topic, channel, story_id, payload, attempts, created_at, sent_to "
+                "FROM alerts "
                 "WHERE status = 'owed' AND next_attempt_at <= :now AND "
                 + LEASE_VOID.format(t="alerts") + " ORDER BY next_attempt_at, id LIMIT :limit",
                 {"now": t, "limit": limit}).fetchall()
@@ -307,7 +318,8 @@ class SqliteStore(SqliteNodes):
             outlets = self._outlets(r["story_id"])
             message = message_from_row(r["id"], r["topic"], r["channel"], r["payload"],
                                        dt(r["created_at"]), outlets)
-            owed.append(OwedAlert(r["id"], r["channel"], r["attempts"], message))
+            owed.append(OwedAlert(r["id"], r["channel"], r["attempts"], message,
+                                  tuple(json.loads(r["sent_to"]))))
         return owed
 
     def _outlets(self, story_id: str) -> list[Outlet]:
@@ -332,6 +344,15 @@ class SqliteStore(SqliteNodes):
         await self._run(self._update_alerts, "status = 'failed', attempts = attempts + 1, "
                         "last_error = ?, lease_owner = NULL, lease_until = NULL",
                         (error,), alert_ids)
+
+    async def note_sent(self, alert_id: str, targets: list[str]) -> None:
+        """Add `targets` to the alert's done targets (a set, kept sorted)."""
+        if targets:
+            await self._run(lambda: self.db.execute(
+                "UPDATE alerts SET sent_to = (SELECT json_group_array(value) FROM "
+                "(SELECT value FROM json_each(alerts.sent_to) UNION "
+                "SELECT value FROM json_each(?) ORDER BY 1)) WHERE id = ?",
+                (json.dumps(list(targets)), alert_id)))
 
     def _update_alerts(self, assignments: str, params: tuple[Any, ...], ids: list[str]) -> None:
         """Change owed alerts only: one another process already delivered stays delivered."""
@@ -383,6 +404,22 @@ class SqliteStore(SqliteNodes):
             "GROUP BY topic", (ts(since),)).fetchall())
         return {topic: n for topic, n in rows}
 
+    async def alert_history(self, *, topic: str | None = None, since: datetime | None = None,
+                            status: str | None = None, limit: int = 500) -> list[AlertRecord]:
+        check_alert_status(status)
+        sql = ("SELECT id, topic, channel, story_id, title, payload, status, attempts, "
+               "last_error, created_at, delivered_at FROM alerts WHERE 1 = 1")
+        params: dict[str, Any] = {"topic": topic, "since": ts(since), "limit": limit}
+        if topic is not None:
+            sql += " AND topic = :topic"
+        if since is not None:
+            sql += " AND created_at >= :since"
+        sql += STATUS_FILTER.get(status or "", "")
+        sql += " ORDER BY created_at DESC, id DESC LIMIT :limit"
+        rows = await self._run(lambda: self.db.execute(sql, params).fetchall())
+        return [record_from_row(r, r["payload"], dt(r["created_at"]), dt(r["delivered_at"]))  # type: ignore[arg-type]
+                for r in rows]
+
     async def recent_stories(self, since: datetime, limit: int = 20) -> list[StorySummary]:
         rows = await self._run(lambda: self.db.execute(
             "SELECT s.topic, s.title, s.opened_at, (SELECT GROUP_CONCAT(feed_name, '\x1f') "
@@ -391,6 +428,8 @@ class SqliteStore(SqliteNodes):
             (ts(since), limit)).fetchall())
         return [StorySummary(r[0], r[1], dt(r[2]), _distinct((r[3] or "").split("\x1f")))  # type: ignore[arg-type]
                 for r in rows]
+
+
 
 
 

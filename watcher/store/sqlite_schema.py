@@ -71,6 +71,13 @@ MIGRATIONS: list[Migration] = [
     );
     """,
     _backfill_hosts,
+    # 4: targets an alert already reached (Apprise: no re-send after a restart); the host
+    # and pid of a node (a node of this host whose process is gone is dead at once)
+    """
+    ALTER TABLE alerts ADD COLUMN sent_to TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE nodes ADD COLUMN hostname TEXT;
+    ALTER TABLE nodes ADD COLUMN pid INTEGER;
+    """,
 ]
 
 
