@@ -39,6 +39,7 @@ async def _sqlite_state(path: Path) -> None:
         await store.record_poll(_poll("http://a.test/f", entry("1", "One"), entry("2", "Two"),
                                       entry("3", "One")), _decider("topic", []))
         await store.mark_delivered(["alert-1"], T0)
+        await store.note_sent("alert-2", ["tgram://done"])
         await store.save_feed(FeedState(url="http://b.test/f", etag='"e"', primed=True,
                                         last_poll_at=T0, next_poll_at=T0 + timedelta(minutes=5),
                                         error_count=2, last_error="HTTP 503"))
@@ -65,6 +66,7 @@ async def test_copies_feeds_seen_stories_and_the_outbox(tmp_path: Path, pg_url: 
         assert (hook.owed, hook.delivered) == (1, 1)
         [owed] = await store.due_alerts(T0, 10)
         assert owed.id == "alert-2" and owed.message.entry.title == "Two"
+        assert owed.sent_to == ("tgram://done",)  # Apprise targets done stay done
         assert {s.id for s in await store.open_stories(T0 - timedelta(days=1))} == \
             {"story-1", "story-2"}
         # the copied stories are seen by the story lock's cursor like any other

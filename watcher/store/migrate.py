@@ -9,6 +9,7 @@ already in the destination are kept as they are.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ class _Table:
     order: str  # source order (stories: oldest first, so their sequence follows time)
     times: frozenset[str] = frozenset()
     flags: frozenset[str] = frozenset()  # SQLite 0/1 -> boolean
+    lists: frozenset[str] = frozenset()  # SQLite JSON array -> text[]
 
 
 TABLES = (
@@ -48,8 +50,9 @@ TABLES = (
            frozenset({"seen_at"})),
     _Table("alerts", ("id", "topic", "channel", "story_id", "title", "payload", "status",
                       "attempts", "next_attempt_at", "last_error", "created_at",
-                      "delivered_at"), "id", "created_at, id",
-           frozenset({"next_attempt_at", "created_at", "delivered_at"})),
+                      "delivered_at", "sent_to"), "id", "created_at, id",
+           frozenset({"next_attempt_at", "created_at", "delivered_at"}),
+           lists=frozenset({"sent_to"})),
 )
 
 
@@ -111,6 +114,8 @@ def _convert(table: _Table, column: str, value: Any) -> Any:
         return dt(value)
     if column in table.flags:
         return bool(value)
+    if column in table.lists:
+        return json.loads(value or "[]")
     return value
 
 
