@@ -141,3 +141,57 @@ def test_example_configs_are_valid() -> None:
     for path in sorted(root.glob("*.toml")):
         config = load_config(path, check_secrets=False)
         assert config.topics and config.feeds, path
+
+
+HOOK_URL = 'url = "http://127.0.0.1:9000/hook"'
+
+
+def test_fulltext_allow_is_a_tuple_of_networks(tmp_path: Path) -> None:
+    import ipaddress
+
+    body = VALID.replace("[watcher]", '[watcher]\nfulltext_allow = ["10.1.0.0/16", "fd00::/8"]')
+    config = load_config(write(tmp_path, body))
+    assert config.watcher.fulltext_allow == (ipaddress.ip_network("10.1.0.0/16"),
+                                             ipaddress.ip_network("fd00::/8"))
+    assert load_config(write(tmp_path, VALID)).watcher.fulltext_allow == ()
+
+
+@pytest.mark.parametrize("bad", ["10.1.0.300/16", "10.1.0.5/16", "intranet"])
+def test_a_bad_fulltext_network_names_the_key_and_value(tmp_path: Path, bad: str) -> None:
+    body = VALID.replace("[watcher]", f'[watcher]\nfulltext_allow = ["10.0.0.0/8", "{bad}"]')
+    [problem] = problems(tmp_path, body)
+    assert problem.startswith(f"{tmp_path / 'watcher.toml'}: watcher.fulltext_allow[1]: "
+                              f"expected a CIDR network such as '10.1.0.0/16', got '{bad}'")
+
+
+def test_webhook_url_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = VALID.replace(HOOK_URL, 'url_env = "HOOK_URL"')
+    monkeypatch.delenv("HOOK_URL", raising=False)
+    assert problems(tmp_path, body) == [
+        f"{tmp_path / 'watcher.toml'}: channels[0].url_env: environment variable HOOK_URL "
+        "is not set"]
+    monkeypatch.setenv("HOOK_URL", "ftp://x/")
+    assert problems(tmp_path, body) == [
+        f"{tmp_path / 'watcher.toml'}: channels[0].url_env: expected it to hold an http:// "
+        "or https:// URL"]
+    monkeypatch.setenv("HOOK_URL", "https://hooks.example/T0/secret")
+    channel = load_config(write(tmp_path, body)).channels[0]
+    assert (channel.url, channel.url_env) == ("", "HOOK_URL")
+
+
+def test_webhook_url_from_a_file_relative_to_the_config(tmp_path: Path) -> None:
+    body = VALID.replace(HOOK_URL, 'url_file = "secrets/hook"')
+    assert problems(tmp_path, body) == [
+        f"{tmp_path / 'watcher.toml'}: channels[0].url_file: no such file "
+        f"{tmp_path / 'secrets/hook'}"]
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets/hook").write_text("https://hooks.example/T0/secret\n")
+    assert load_config(write(tmp_path, body)).channels[0].url_file == "secrets/hook"
+
+
+@pytest.mark.parametrize("urls", ['', f'{HOOK_URL}\nurl_env = "HOOK_URL"',
+                                  'url_env = "A"\nurl_file = "b"'])
+def test_a_webhook_needs_exactly_one_url_source(tmp_path: Path, urls: str) -> None:
+    [problem] = problems(tmp_path, VALID.replace(HOOK_URL, urls))
+    assert problem.startswith(f"{tmp_path / 'watcher.toml'}: channels[0]: a webhook channel "
+                              "needs exactly one of url, url_env, url_file")

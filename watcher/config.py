@@ -7,16 +7,25 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import ipaddress
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from watcher.model import Phrase, TopicRule
 
@@ -64,6 +73,22 @@ def _digest(value: object) -> timedelta | str:
         ) from None
 
 
+def _network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A CIDR network such as '10.1.0.0/16' (a bare address is a /32 or /128)."""
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a CIDR network such as '10.1.0.0/16', got {value!r}")
+    try:
+        return ipaddress.ip_network(value.strip())
+    except ValueError as exc:
+        raise ValueError(f"expected a CIDR network such as '10.1.0.0/16', got {value!r} "
+                         f"({exc})") from None
+
+
+Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -101,6 +126,8 @@ class WatcherSettings(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     timezone: str = "UTC"
     state_password_env: str = ""
+    # private networks full-text fetches may reach (private/loopback/link-local are refused)
+    fulltext_allow: tuple[Network, ...] = ()
 
     @field_validator("metrics")
     @classmethod
@@ -192,7 +219,9 @@ class EmailChannel(_ChannelBase):
 
 class WebhookChannel(_ChannelBase):
     type: Literal["webhook"]
-    url: str
+    url: str = ""
+    url_env: str = ""  # the URL from this env var (it may hold a token)
+    url_file: str = ""  # or from this file, relative to the config's folder
     secret_env: str = ""
     secret_file: str = ""
     format: Literal["json", "slack", "discord"] = "json"
@@ -201,9 +230,17 @@ class WebhookChannel(_ChannelBase):
     @field_validator("url")
     @classmethod
     def _scheme(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
+        if url and not url.startswith(("http://", "https://")):
             raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
         return url
+
+    @model_validator(mode="after")
+    def _one_url(self) -> WebhookChannel:
+        given = [k for k in ("url", "url_env", "url_file") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("a webhook channel needs exactly one of url, url_env, url_file"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        return self
 
 
 class AppriseChannel(_ChannelBase):
@@ -327,6 +364,8 @@ class _Collected:
     feeds: list[tuple[Path, int, FeedSettings]]
     topics: list[tuple[Path, int, TopicSettings]]
     channels: list[tuple[Path, int, ChannelSettings]]
+    # names of feeds/channels that failed validation: a topic naming one is not a second error
+    broken_names: set[str] = field(default_factory=set)
 
 
 def _collect(path: Path, data: dict[str, Any], out: _Collected, problems: list[str],
@@ -345,6 +384,8 @@ def _collect(path: Path, data: dict[str, Any], out: _Collected, problems: list[s
                 if isinstance(value, FeedSettings):
                     value = _absolute_file_url(value, path.parent)
                 bucket.append((path, i, value))
+            elif section == "feeds":
+                out.broken_names.update(_names(item, "name", "tags"))
     channels = data.get("channels", [])
     if not isinstance(channels, list):
         problems.append(f"{path}: channels: expected an array of tables ([[channels]])")
@@ -352,11 +393,26 @@ def _collect(path: Path, data: dict[str, Any], out: _Collected, problems: list[s
     for i, item in enumerate(channels):
         kind = item.get("type") if isinstance(item, dict) else None
         if kind not in _CHANNEL_TYPES:
+            out.broken_names.update(_names(item, "name"))
             problems.append(f"{path}: channels[{i}].type: expected one of "
                             f"{sorted(_CHANNEL_TYPES)}, got {kind!r}")
             continue
         if (value := _validate(_CHANNEL_TYPES[kind], item, path, ("channels", i), problems)):
             out.channels.append((path, i, value))
+        else:
+            out.broken_names.update(_names(item, "name"))
+
+
+def _names(item: object, *keys: str) -> set[str]:
+    """The names an invalid feed or channel table would have defined."""
+    if not isinstance(item, dict):
+        return set()
+    out: set[str] = set()
+    for key in keys:
+        value = item.get(key)
+        values = value if isinstance(value, list) else [value]
+        out.update(v for v in values if isinstance(v, str))
+    return out
 
 
 def _absolute_file_url(feed: FeedSettings, base: Path) -> FeedSettings:
@@ -393,11 +449,11 @@ def _cross_check(c: _Collected, problems: list[str]) -> None:
     feed_refs = {f.name for _, _, f in c.feeds} | {t for _, _, f in c.feeds for t in f.tags}
     for file, i, topic in c.topics:
         for j, name in enumerate(topic.channels):
-            if name not in channel_names:
+            if name not in channel_names and name not in c.broken_names:
                 problems.append(f"{file}: topics[{i}].channels[{j}]: no channel named {name!r} "
                                 f"(defined: {sorted(channel_names) or 'none'})")
         for j, ref in enumerate(topic.feeds):
-            if ref not in feed_refs:
+            if ref not in feed_refs and ref not in c.broken_names:
                 problems.append(f"{file}: topics[{i}].feeds[{j}]: no feed name or tag {ref!r}")
         if not (topic.any or topic.all or topic.query):
             problems.append(f"{file}: topics[{i}]: a topic needs at least one of any, all, query")
@@ -451,7 +507,7 @@ def _secret_problems(path: Path, c: _Collected) -> list[str]:
     for file, i, ch in c.channels:
         pairs = {
             "email": [("password_env", "password_file")],
-            "webhook": [("secret_env", "secret_file")],
+            "webhook": [("secret_env", "secret_file"), ("url_env", "url_file")],
             "apprise": [("urls_env", "urls_file")],
         }.get(ch.type, [])
         for env_key, file_key in pairs:
@@ -464,7 +520,21 @@ def _secret_problems(path: Path, c: _Collected) -> list[str]:
             elif file_name and not (path.parent / file_name).is_file():
                 out.append(f"{file}: channels[{i}].{file_key}: no such file "
                            f"{path.parent / file_name}")
+        if isinstance(ch, WebhookChannel) and (ch.url_env or ch.url_file):
+            out.extend(_secret_url_problems(path, file, i, ch))
         if ch.type == "apprise" and not (ch.urls_env or ch.urls_file):
             out.append(f"{file}: channels[{i}]: an apprise channel needs urls_env or urls_file "
                        "(service URLs hold tokens, so they are never written inline)")
     return out
+
+
+def _secret_url_problems(path: Path, file: Path, i: int, ch: WebhookChannel) -> list[str]:
+    """A webhook URL read from url_env / url_file must be an http(s) URL."""
+    try:
+        url = resolve_secret(ch.url_env, ch.url_file, path.parent)
+    except ConfigError:
+        return []  # reported above as a missing variable or file
+    key = "url_env" if ch.url_env else "url_file"
+    if not url.startswith(("http://", "https://")):
+        return [f"{file}: channels[{i}].{key}: expected it to hold an http:// or https:// URL"]
+    return []
