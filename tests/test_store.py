@@ -109,8 +109,9 @@ async def test_sync_deactivates_removed_feeds_and_spreads_new_ones(stores: Store
     store = await stores()
     await store.sync_feeds(["http://a.test/1", "http://a.test/2"], T0, 30)
     states = await store.feed_states(["http://a.test/1", "http://a.test/2"])
-    assert all(T0 <= s.next_poll_at <= T0 + timedelta(seconds=30) for s in states.values()
-               if s.next_poll_at)
+    due = [s.next_poll_at for s in states.values()]
+    assert len(due) == 2 and all(t is not None and T0 <= t <= T0 + timedelta(seconds=30)
+                                 for t in due), due
     await store.sync_feeds(["http://a.test/2"], T0, 0)
     claimed = await store.claim_due("n", T0 + timedelta(minutes=1), 60, 10)
     assert [f.url for f in claimed] == ["http://a.test/2"]
@@ -558,3 +559,24 @@ async def test_a_read_only_open_never_creates_a_state_file(tmp_path: Path) -> No
     again = open_store(str(path), create=False)
     await again.open()  # an existing file opens as before
     await again.close()
+
+
+async def test_one_article_in_two_feeds_polled_at_once_alerts_once(stores: StoreFactory) -> None:
+    """Issue 14.1: the canonical link is checked again inside the poll's transaction."""
+    nodes = [await stores() for _ in range(3)]
+    link = "https://news.test/kursk"  # as parse gives it, utm_* parameters already gone
+    polls = [_poll(f"http://f{i}.test/rss", entry(f"k{i}", f"Kursk evacuation, take {i}",
+                                                  link=link, feed=f"http://f{i}.test/rss"))
+             for i in range(3)]
+    for node, poll in zip(nodes, polls, strict=True):  # each poll saw the article as new
+        check = await node.check_seen(poll.feed.url, poll.seen)
+        assert [e.key for e in check.new] == [poll.seen[0].key]
+        await node.open_stories(T0 - timedelta(days=1))
+    await asyncio.gather(*(node.record_poll(poll, _decider("topic", []))
+                           for node, poll in zip(nodes, polls, strict=True)))
+    assert (await nodes[0].channel_counts())["hook"].owed == 1
+    # every feed's copy is remembered as seen: none alerts on a later poll either
+    for i, node in enumerate(nodes):
+        again = entry(f"k{i}", "Kursk evacuation", link=link, feed=f"http://f{i}.test/rss")
+        check = await node.check_seen(f"http://f{i}.test/rss", [again])
+        assert check.new == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,8 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from watcher.model import AlertMessage, Entry, Hit, Match, Outlet
+
+log = logging.getLogger("watcher.store")
 
 
 class StoreError(Exception):
@@ -220,6 +223,38 @@ def classify_seen(entries: list[Entry], known: dict[str, str], links: set[str]) 
         elif entry.canonical_link not in links:
             new.append(entry)
     return SeenCheck(new=new, updated=updated)
+
+
+def match_links(record: PollRecord) -> list[str]:
+    """Canonical links of a poll's new (not updated) matched entries."""
+    return sorted({m.entry.canonical_link for m, update in record.matches
+                   if not update and m.entry.canonical_link})
+
+
+def drop_seen_elsewhere(record: PollRecord, rows: list[tuple[str, str, str]]) -> list[Entry]:
+    """Drop the matches whose canonical link another entry (another feed, or another key)
+    already holds; `rows` are (canonical_link, feed_url, entry_key) of seen entries, read
+    inside the poll's transaction, so two polls carrying one article alert once."""
+    holders: dict[str, set[tuple[str, str]]] = {}
+    for link, feed_url, key in rows:
+        holders.setdefault(link, set()).add((feed_url, key))
+    dropped: list[Entry] = []
+    kept: list[tuple[Match, bool]] = []
+    for match, update in record.matches:
+        e = match.entry
+        others = holders.get(e.canonical_link or "", set()) - {(e.feed_url, e.key)}
+        if not update and others:
+            dropped.append(e)
+        else:
+            kept.append((match, update))
+    record.matches = kept
+    return dropped
+
+
+def log_dropped(entries: list[Entry]) -> None:
+    for e in entries:
+        log.info("same article already seen in another feed: no second alert", extra={
+            "feed": e.feed_url, "link": e.canonical_link, "title": e.title})
 
 
 class Store(Protocol):

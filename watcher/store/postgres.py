@@ -35,7 +35,10 @@ from watcher.store.base import (
     StoreError,
     alert_payload,
     classify_seen,
+    drop_seen_elsewhere,
     feed_host,
+    log_dropped,
+    match_links,
     title_hash,
 )
 from watcher.store.pg_batch import SAVE_FEEDS, FeedWriter, batch_params
@@ -228,8 +231,21 @@ class PostgresStore(PgOutbox):
                 # before it (so two nodes that both see a story cannot both alert on it).
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (pg_schema.STORY_LOCK,))
                 if record.matches and decide is not None:
+                    await self._drop_seen_elsewhere(conn, record)
                     decide(record, await self._fresh_stories(conn))
             await self._write_poll(conn, record, now)
+
+    async def _drop_seen_elsewhere(self, conn: psycopg.AsyncConnection[Any],
+                                   record: PollRecord) -> None:
+        """Seen by canonical link, checked again under the story lock: every poll that
+        alerts holds it, and this statement sees what the polls before it committed."""
+        links = match_links(record)
+        if not links:
+            return
+        cur = await conn.execute("SELECT canonical_link, feed_url, entry_key FROM seen "
+                                 "WHERE canonical_link = ANY(%s)", (links,))
+        rows = [(r["canonical_link"], r["feed_url"], r["entry_key"]) for r in await cur.fetchall()]
+        log_dropped(drop_seen_elsewhere(record, rows))
 
     async def _write_poll(self, conn: psycopg.AsyncConnection[Any], record: PollRecord,
                           now: datetime) -> None:

@@ -32,8 +32,11 @@ from watcher.store.base import (
     alert_payload,
     check_alert_status,
     classify_seen,
+    drop_seen_elsewhere,
     dt,
     feed_host,
+    log_dropped,
+    match_links,
     message_from_row,
     record_from_row,
     title_hash,
@@ -255,6 +258,7 @@ class SqliteStore(SqliteNodes):
         now = ts(record.feed.last_poll_at) or 0.0
         with self._tx():  # BEGIN IMMEDIATE: the write lock is also the story lock
             if record.matches and decide is not None:
+                self._drop_seen_elsewhere(record)
                 decide(record, self._fresh_stories())
             self._save_feed(record.feed)
             self.db.executemany(
@@ -277,6 +281,16 @@ class SqliteStore(SqliteNodes):
                 "status, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'owed', ?, ?)",
                 [(a.id, a.topic, a.channel, a.story_id, a.entry.title, alert_payload(a),
                   ts(a.due_at), now) for a in record.alerts])
+
+    def _drop_seen_elsewhere(self, record: PollRecord) -> None:
+        """Seen by canonical link, checked again under the write lock (another process may
+        have recorded the same article from another feed since check_seen)."""
+        rows: list[tuple[str, str, str]] = []
+        for chunk in _chunks(match_links(record)):
+            rows += self.db.execute(
+                f"SELECT canonical_link, feed_url, entry_key FROM seen WHERE canonical_link "
+                f"IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+        log_dropped(drop_seen_elsewhere(record, rows))
 
     async def open_stories(self, since: datetime) -> list[NewStory]:
         return await self._run(self._open_stories, since)
