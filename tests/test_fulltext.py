@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import multiprocessing
 import time
@@ -20,6 +21,7 @@ from watcher.match import Matcher
 from watcher.model import Entry, Phrase, TopicRule
 
 ARTICLES = DATA / "articles"
+LOCAL = (ipaddress.ip_network("127.0.0.0/8"),)  # the test servers: allowed explicitly
 HTML = "text/html; charset=utf-8"
 WAPO_SUMMARY = ("The assault on Tunisia’s most renowned museum, in which gunmen killed at least "
                 "19 people, could heighten tensions in a nation that has become deeply divided.")
@@ -37,7 +39,8 @@ def entry(link: str | None, n: int = 1, summary: str = "A thin feed's teaser.") 
 
 @pytest.fixture
 async def fetcher() -> AsyncIterator[Fetcher]:
-    f = Fetcher(timeout=5.0, max_bytes=2_000_000, concurrency=8, per_host=8)
+    f = Fetcher(timeout=5.0, max_bytes=2_000_000, concurrency=8, per_host=8,
+                fulltext_allow=LOCAL)
     try:
         yield f
     finally:
@@ -128,7 +131,7 @@ async def test_a_page_that_fails_falls_back_to_the_feed_text_with_a_reason(
         "file": "file:///etc/passwd",
         "none": None,
     }[kind]
-    fetcher = Fetcher(timeout=0.5, max_bytes=100_000)
+    fetcher = Fetcher(timeout=0.5, max_bytes=100_000, fulltext_allow=LOCAL)
     try:
         [out] = await fetch_fulltext(fetcher, [entry(url, summary=WAPO_SUMMARY)], None)
     finally:
@@ -173,7 +176,7 @@ async def test_pages_are_fetched_a_few_at_a_time(feed_server: FeedServer,
 async def test_the_hosts_politeness_limit_applies(feed_server: FeedServer) -> None:
     gauge = Gauge(0.1)
     urls = [feed_server.set_handler(f"b/{i}", gauge) for i in range(4)]
-    polite = Fetcher(per_host=1)
+    polite = Fetcher(per_host=1, fulltext_allow=LOCAL)
     try:
         await fetch_fulltext(polite, [entry(u, i) for i, u in enumerate(urls)], None)
     finally:
@@ -198,7 +201,7 @@ async def test_other_feeds_are_polled_while_articles_are_slow(feed_server: FeedS
     gauge = Gauge(1.0)
     urls = [feed_server.set_handler(f"d/{i}", gauge) for i in range(10)]
     feed_url = feed_server.set_feed("other.xml", [Item("Elsewhere", "https://e.example/1")])
-    shared = Fetcher(concurrency=4, per_host=8)  # a small global budget, shared
+    shared = Fetcher(concurrency=4, per_host=8, fulltext_allow=LOCAL)  # a small global budget
     try:
         articles = asyncio.create_task(fetch_fulltext(
             shared, [entry(u, i) for i, u in enumerate(urls)], None, concurrency=2))

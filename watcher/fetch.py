@@ -3,14 +3,30 @@
 aiohttp is the client: it streams bodies (so the size cap holds before a body is read whole,
 also for gzip bombs, since the cap applies to decompressed bytes), pools connections with a
 per-host limit, and is the fastest mature asyncio client for thousands of concurrent polls.
+
+Address guard (server-side request forgery): links found in feed content (full text) and
+redirects from feeds on public hosts may only reach public addresses, unless the address is
+in a network `[watcher] fulltext_allow` names. The check sits in the guarded session's
+socket factory, so it applies to the very address each connection is made to: after DNS
+resolution (a name rebound to 127.0.0.1 between a check and the connect cannot slip
+through) and on every redirect hop. A configured feed URL is trusted: a feed whose own
+host is loopback or private (an intranet feed, the tests' local servers) is fetched
+unguarded and may redirect within private space; a feed on a public host is fetched
+through the guard, so a redirect from it to a private or loopback address is refused.
+Webhooks (configured by the operator) use the unguarded session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import hashlib
+import ipaddress
 import logging
+import socket
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +41,10 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"watcher/{__version__} (+https://github.com/watcher-rss/watcher; RSS monitor)"
 MAX_REDIRECTS = 5
 _PERMANENT = {301, 308}
+TRUST_TTL = 300.0  # seconds a configured host's public/private verdict is cached
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NOT_PUBLIC = "not a public one"  # marks the guard's refusals in aggregated errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,46 +95,129 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def address_kind(ip: IPAddress) -> str | None:
+    """What kind of non-public address this is ('loopback', 'private'...), None if public."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    for kind, flag in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
+                       ("multicast", ip.is_multicast), ("unspecified", ip.is_unspecified),
+                       ("reserved", ip.is_reserved), ("private", ip.is_private)):
+        if flag:
+            return kind
+    return None if ip.is_global else "non-global"
+
+
+class AddressRefused(OSError):
+    """The guard refused to connect to a non-public address."""
+
+
+class AddressGuard:
+    """Refuses connections to non-public addresses outside the allowed networks."""
+
+    def __init__(self, allow: Iterable[Network] = ()) -> None:
+        self.allow: tuple[Network, ...] = tuple(allow)
+
+    def refusal(self, address: str) -> str | None:
+        """Why a connection to this IP address is refused, or None when it is allowed."""
+        try:
+            ip: IPAddress = ipaddress.ip_address(address.split("%")[0])  # no IPv6 scope id
+        except ValueError:
+            return f"{address} is not an IP address, {_NOT_PUBLIC}"
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        kind = address_kind(ip)
+        if kind is None or any(ip in net for net in self.allow if net.version == ip.version):
+            return None
+        return f"{ip} is a {kind} address, {_NOT_PUBLIC}"
+
+    def socket(self, addr_info: tuple) -> socket.socket:  # type: ignore[type-arg]
+        """aiohttp's socket_factory: the socket for this resolved address, or AddressRefused."""
+        family, type_, proto, _, sockaddr = addr_info
+        why = self.refusal(str(sockaddr[0]))
+        if why:
+            raise AddressRefused(errno.EACCES, why)
+        return socket.socket(family=family, type=type_, proto=proto)
+
+
 class Fetcher:
-    """Polls URLs politely: global and per-host concurrency, timeouts, a body size cap."""
+    """Polls URLs politely: global and per-host concurrency, timeouts, a body size cap.
+
+    `fulltext_allow`: private networks links from feed content (and redirects from public
+    feeds) may reach; everything else that is not a public address is refused."""
 
     def __init__(self, *, timeout: float = 30.0, max_bytes: int = 10 * 1024 * 1024,
-                 concurrency: int = 64, per_host: int = 4) -> None:
+                 concurrency: int = 64, per_host: int = 4,
+                 fulltext_allow: Iterable[Network] = ()) -> None:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.per_host = per_host
+        self.guard = AddressGuard(fulltext_allow)
         self._global = asyncio.Semaphore(concurrency)
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._guarded: aiohttp.ClientSession | None = None
+        self._trust: dict[str, tuple[bool, float]] = {}  # host -> (private, checked at)
         self._concurrency = concurrency
 
     @property
+    def fulltext_allow(self) -> tuple[Network, ...]:
+        return self.guard.allow
+
+    @fulltext_allow.setter
+    def fulltext_allow(self, networks: Iterable[Network]) -> None:
+        """Change the allowed networks (on reload); applies to the next connection."""
+        self.guard.allow = tuple(networks)
+
+    def _new_session(self, guard: AddressGuard | None) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=self._concurrency, ttl_dns_cache=300,
+                                         socket_factory=guard.socket if guard else None)
+        return aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT},
+                                     auto_decompress=True)
+
+    @property
     def session(self) -> aiohttp.ClientSession:
-        """The shared HTTP session (also used by webhook senders)."""
+        """The shared unguarded HTTP session: configured URLs (also webhook senders)."""
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._concurrency, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(
-                connector=connector, headers={"User-Agent": USER_AGENT},
-                auto_decompress=True,
-            )
+            self._session = self._new_session(None)
         return self._session
 
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+    @property
+    def guarded_session(self) -> aiohttp.ClientSession:
+        """The session whose connections may only reach public (or allowed) addresses."""
+        if self._guarded is None or self._guarded.closed:
+            self._guarded = self._new_session(self.guard)
+        return self._guarded
 
-    async def fetch(self, url: str, validators: Validators = Validators()) -> FetchResult:
-        """Fetch a feed; never raises for network or server problems (see FetchResult.error)."""
+    async def aclose(self) -> None:
+        for session in (self._session, self._guarded):
+            if session is not None:
+                await session.close()
+
+    async def fetch_link(self, url: str) -> FetchResult:
+        """Fetch a URL found in feed content: only public or allowed addresses, ever."""
+        if not url.lower().startswith(("http://", "https://")):
+            return FetchResult(url, 0, error="only http(s) links are followed")
+        return await self.fetch(url, guarded=True)
+
+    async def fetch(self, url: str, validators: Validators = Validators(), *,
+                    guarded: bool | None = None) -> FetchResult:
+        """Fetch a feed; never raises for network or server problems (see FetchResult.error).
+
+        `guarded` None: through the address guard unless the URL's own host is private."""
         if url.startswith("file://"):
             return await asyncio.to_thread(self._read_file, url)
         try:
             host = urlsplit(url).hostname or ""
         except ValueError as exc:
             return FetchResult(url, 0, error=f"invalid URL: {exc}")
+        if guarded is None:
+            guarded = not await self._private_host(host)
+        session = self.guarded_session if guarded else self.session
         gate = self._hosts.setdefault(host, asyncio.Semaphore(self.per_host))
         async with gate, self._global:  # host first: a queue for one host holds no global slot
             try:
-                return await asyncio.wait_for(self._get(url, validators), self.timeout)
+                return await asyncio.wait_for(self._get(session, url, validators),
+                                              self.timeout)
             except TimeoutError:
                 return FetchResult(url, 0, error=f"no complete response within {self.timeout:g} s"
                                    " (the [watcher] timeout): the server is too slow or stalled")
@@ -127,14 +230,34 @@ class Fetcher:
             except (aiohttp.ClientError, OSError, ValueError) as exc:
                 return FetchResult(url, 0, error=_describe(exc))
 
-    async def _get(self, url: str, validators: Validators) -> FetchResult:
+    async def _private_host(self, host: str) -> bool:
+        """Whether a configured host is loopback or private (then it is trusted unguarded)."""
+        try:
+            return address_kind(ipaddress.ip_address(host)) is not None
+        except ValueError:
+            pass
+        known = self._trust.get(host)
+        if known is not None and time.monotonic() - known[1] < TRUST_TTL:
+            return known[0]
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None,
+                                                                 type=socket.SOCK_STREAM)
+        except OSError:
+            return False  # the guarded request reports the DNS failure itself
+        private = any(address_kind(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
+                      for info in infos)
+        self._trust[host] = (private, time.monotonic())
+        return private
+
+    async def _get(self, session: aiohttp.ClientSession, url: str,
+                   validators: Validators) -> FetchResult:
         headers = {"Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9,"
                              " text/xml;q=0.9, */*;q=0.5"}
         if validators.etag:
             headers["If-None-Match"] = validators.etag
         if validators.last_modified:
             headers["If-Modified-Since"] = validators.last_modified
-        async with self.session.get(url, headers=headers, max_redirects=MAX_REDIRECTS) as resp:
+        async with session.get(url, headers=headers, max_redirects=MAX_REDIRECTS) as resp:
             moved = _permanent_target(url, resp)
             base = {"url": url, "status": resp.status, "moved_to": moved}
             if resp.status == 304:  # validators stay, unless the server sent new ones
@@ -212,6 +335,11 @@ def _size(n: int) -> str:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError) and _NOT_PUBLIC in str(exc.os_error):
+        reason = str(exc.os_error.strerror or exc.os_error).removeprefix("Multiple exceptions: ")
+        return (f"refused to connect to {exc.host}: {reason}; links in feed content and"
+                " redirects from feeds on public hosts may only reach public addresses"
+                " (allow a private network with [watcher] fulltext_allow)")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
     if isinstance(exc, aiohttp.ClientPayloadError):

@@ -8,7 +8,11 @@ The page is fetched through the same `Fetcher` as feeds, so it shares the per-ho
 global concurrency limits, the timeout, the size cap and the User-Agent; one call fetches
 at most `concurrency` pages at a time (default 4), so a feed with a burst of new entries
 holds few of the global slots other feeds need, and at most `max_pages` per poll. Only
-http(s) links are followed: a feed must not make us read file:// paths. Extraction runs
+http(s) links are followed: a feed must not make us read file:// paths. Links come from
+feed content, so they are fetched through the fetcher's address guard (`Fetcher.fetch_link`):
+loopback, private, link-local, multicast and reserved addresses are refused, after DNS
+resolution and on every redirect, unless `[watcher] fulltext_allow` names their network;
+such an entry keeps its feed text, with the refusal logged as the reason. Extraction runs
 off the event loop, in the given executor (the parse process pool) or the default thread
 pool, with a time limit. A page that cannot be fetched or yields no article text falls
 back to the feed's own text (`content` = the summary), with a logged reason.
@@ -103,7 +107,7 @@ async def _article_text(fetcher: Fetcher, entry: Entry, executor: Executor | Non
     if not url.lower().startswith(("http://", "https://")):
         raise _Failed("the entry has no http(s) link" if not url else
                       "the entry's link is not http(s)")
-    result = await fetcher.fetch(url)
+    result = await fetcher.fetch_link(url)
     if not result.ok or result.body is None:
         raise _Failed(f"fetching the page failed: {result.error or f'HTTP {result.status}'}")
     mime = (result.content_type or "").split(";")[0].strip().lower()

@@ -1,0 +1,209 @@
+"""Server-side request forgery through full text and redirects (issue 13.2), real servers.
+
+Entry links come from feed content: they may only reach public addresses, unless
+`[watcher] fulltext_allow` names the network. The loopback servers here stand in for an
+intranet or a cloud metadata service; a refused one must see no request at all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from conftest import DATA, ConfigWriter
+from feedserver import FeedServer, Item, rss
+
+from watcher.daemon import run_once
+from watcher.fetch import AddressGuard, Fetcher
+from watcher.fulltext import fetch_fulltext
+from watcher.model import Entry
+
+ARTICLE = (DATA / "articles" / "wapo-1.html").read_bytes()  # a real article page
+HTML = "text/html; charset=utf-8"
+SUMMARY = "Kursk residents evacuated, the feed's teaser says."
+
+
+class LoopbackServer(FeedServer):
+    """A FeedServer on another loopback address (127.0.0.2): a second 'private' host."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__()
+        self.host = host
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", self._serve)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+def entry(link: str) -> Entry:
+    return Entry(key="k1", guid="g1", title="Kursk", link=link, canonical_link=link,
+                 summary=SUMMARY, published=None, feed_url="file:///feeds/wire.xml",
+                 feed_name="Wire")
+
+
+def redirect_to(target: str) -> web.RequestHandler:  # type: ignore[name-defined]
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": target})
+    return handler
+
+
+def fulltext_reasons(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.reason for r in caplog.records  # type: ignore[attr-defined]
+            if r.name == "watcher.fulltext"]
+
+
+async def test_entry_link_to_loopback_is_never_requested(
+        feed_server: FeedServer, write_config: ConfigWriter, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A file:// feed (trusted) whose entry points at a loopback server: no request, the
+    entry is matched on its feed text, and the reason is logged."""
+    caplog.set_level(logging.WARNING, logger="watcher.fulltext")
+    article = feed_server.set_feed("latest/meta-data/", ARTICLE, HTML)
+    feed = tmp_path / "wire.xml"
+    feed.write_bytes(rss([Item("Kursk residents evacuated", article, "g-1", SUMMARY)]))
+    config = write_config(f"""
+        [watcher]
+        state = "state.db"
+        first_poll = "alert"
+
+        [[feeds]]
+        url = "{feed.as_uri()}"
+        name = "Wire"
+        fulltext = true
+
+        [[topics]]
+        name = "kursk"
+        any = ["Kursk residents evacuated"]
+        fields = ["title", "summary", "content"]
+        channels = ["out"]
+
+        [[channels]]
+        name = "out"
+        type = "file"
+        path = "alerts.jsonl"
+        """)
+    await run_once(config)
+    assert feed_server.hits == []  # the loopback server saw nothing
+    [alert] = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert alert["entry"]["title"] == "Kursk residents evacuated"  # matched on the feed text
+    [reason] = fulltext_reasons(caplog)
+    assert reason.startswith("fetching the page failed: refused to connect to 127.0.0.1:")
+    assert "127.0.0.1 is a loopback address" in reason and "fulltext_allow" in reason
+
+
+async def test_allowed_network_gets_the_request(feed_server: FeedServer,
+                                                write_config: ConfigWriter) -> None:
+    config = write_config('[watcher]\nfulltext_allow = ["127.0.0.0/8"]\n')
+    article = feed_server.set_feed("news/kursk", ARTICLE, HTML)
+    fetcher = Fetcher(timeout=5, fulltext_allow=config.watcher.fulltext_allow)
+    try:
+        [out] = await fetch_fulltext(fetcher, [entry(article)], None)
+    finally:
+        await fetcher.aclose()
+    assert len(feed_server.requests("news/kursk")) == 1
+    assert "stormed the Bardo National Museum" in out.content
+
+
+async def test_redirect_from_an_allowed_server_to_a_refused_address_is_refused(
+        feed_server: FeedServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="watcher.fulltext")
+    with LoopbackServer("127.0.0.2") as other:
+        target = other.set_feed("secret", ARTICLE, HTML)
+        link = feed_server.set_handler("go", redirect_to(target))
+        fetcher = Fetcher(timeout=5, fulltext_allow=[ipaddress.ip_network("127.0.0.1/32")])
+        try:
+            [out] = await fetch_fulltext(fetcher, [entry(link)], None)
+        finally:
+            await fetcher.aclose()
+        assert len(feed_server.requests("go")) == 1  # the allowed hop was made
+        assert other.hits == []  # the refused one never was
+    assert out.content == SUMMARY
+    [reason] = fulltext_reasons(caplog)
+    assert "refused to connect to 127.0.0.2" in reason and "127.0.0.2 is a loopback" in reason
+
+
+async def test_names_are_checked_after_resolution(feed_server: FeedServer) -> None:
+    """'localhost' is no IP literal: the refusal comes from the address it resolves to."""
+    article = feed_server.set_feed("a", ARTICLE, HTML)
+    fetcher = Fetcher(timeout=5)
+    try:
+        result = await fetcher.fetch_link(article.replace("127.0.0.1", "localhost"))
+        mapped = await fetcher.fetch_link(article.replace("127.0.0.1", "[::ffff:127.0.0.1]"))
+    finally:
+        await fetcher.aclose()
+    assert feed_server.hits == []
+    assert (result.error or "").startswith("refused to connect to localhost:")
+    assert "loopback address" in (result.error or "") and result.status == 0
+    assert "127.0.0.1 is a loopback address" in (mapped.error or "")  # IPv4-mapped
+
+
+async def test_a_configured_loopback_feed_is_trusted_and_may_redirect_within_private_space(
+        feed_server: FeedServer) -> None:
+    with LoopbackServer("127.0.0.2") as other:
+        final = other.set_feed("feed.xml", [Item("Kursk", "https://news.example/a", "a")])
+        url = feed_server.set_handler("feed.xml", redirect_to(final))
+        fetcher = Fetcher(timeout=5)
+        try:
+            result = await fetcher.fetch(url)
+        finally:
+            await fetcher.aclose()
+        assert result.ok and len(other.hits) == 1
+
+
+async def test_a_feed_fetched_as_public_cannot_be_redirected_to_a_private_address(
+        feed_server: FeedServer) -> None:
+    """What a feed on a public host gets (guarded=True, as the host decides below)."""
+    with LoopbackServer("127.0.0.2") as other:
+        final = other.set_feed("feed.xml", [Item("Kursk", "https://news.example/a", "a")])
+        url = feed_server.set_handler("feed.xml", redirect_to(final))
+        fetcher = Fetcher(timeout=5, fulltext_allow=[ipaddress.ip_network("127.0.0.1/32")])
+        try:
+            result = await fetcher.fetch(url, guarded=True)
+        finally:
+            await fetcher.aclose()
+        assert other.hits == [] and not result.ok
+        assert (result.error or "").startswith("refused to connect to 127.0.0.2")
+
+
+@pytest.mark.parametrize(("host", "private"), [
+    ("127.0.0.1", True), ("localhost", True), ("10.1.2.3", True), ("::1", True),
+    ("169.254.169.254", True), ("93.184.216.34", False), ("2606:4700::1111", False),
+])
+async def test_which_configured_hosts_count_as_private(host: str, private: bool) -> None:
+    fetcher = Fetcher()
+    try:
+        assert await fetcher._private_host(host) is private  # no connection is made
+    finally:
+        await fetcher.aclose()
+
+
+@pytest.mark.parametrize(("address", "kind"), [
+    ("127.0.0.1", "loopback"), ("::1", "loopback"), ("::ffff:127.0.0.1", "loopback"),
+    ("169.254.169.254", "link-local"), ("fe80::1%eth0", "link-local"),
+    ("10.1.2.3", "private"), ("172.16.0.1", "private"), ("192.168.1.1", "private"),
+    ("fd00::1", "private"), ("224.0.0.1", "multicast"), ("ff02::1", "multicast"),
+    ("0.0.0.0", "unspecified"), ("240.0.0.1", "reserved"), ("100.64.0.1", "non-global"),
+    ("93.184.216.34", None), ("2606:4700::1111", None),
+])
+def test_guard_refuses_every_non_public_kind(address: str, kind: str | None) -> None:
+    why = AddressGuard().refusal(address)
+    assert (why is None) if kind is None else (f"a {kind} address" in (why or ""))
+
+
+def test_allowed_networks_open_only_themselves() -> None:
+    guard = AddressGuard([ipaddress.ip_network("10.1.0.0/16")])
+    assert guard.refusal("10.1.200.7") is None
+    assert "private" in (guard.refusal("10.2.0.1") or "")
+    assert "loopback" in (guard.refusal("127.0.0.1") or "")
