@@ -580,3 +580,26 @@ async def test_one_article_in_two_feeds_polled_at_once_alerts_once(stores: Store
         again = entry(f"k{i}", "Kursk evacuation", link=link, feed=f"http://f{i}.test/rss")
         check = await node.check_seen(f"http://f{i}.test/rss", [again])
         assert check.new == []
+
+
+async def test_a_node_of_this_host_whose_process_is_gone_is_dead_at_once(
+        stores: StoreFactory) -> None:
+    """Issue 14.4: `watcher once` right after a crash must not wait out the node TTL."""
+    import os
+    import socket
+    import subprocess
+
+    store = await stores()
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    host = socket.gethostname()
+    now = datetime.now(UTC)
+    await store.heartbeat(f"{host}:{exited.pid}", "d", now)
+    await store.heartbeat(f"{host}:{os.getpid()}", "d", now)
+    await store.heartbeat(f"elsewhere.test:{exited.pid}", "d", now)  # cannot be checked
+    nodes = {n.node: n for n in await store.nodes()}
+    assert nodes[f"{host}:{exited.pid}"].pid == exited.pid
+    assert nodes[f"{host}:{exited.pid}"].hostname == host
+    assert {name: n.alive(now) for name, n in nodes.items()} == {
+        f"{host}:{exited.pid}": False, f"{host}:{os.getpid()}": True,
+        f"elsewhere.test:{exited.pid}": True}

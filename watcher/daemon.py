@@ -89,7 +89,17 @@ class Runtime:
                                  digest_channels(config),
                                  config.watcher.retry_base)
         await runtime.pipeline.start()
+        await runtime.forget_dead_nodes()
         return runtime
+
+    async def forget_dead_nodes(self) -> None:
+        """Nodes of this host whose process is gone crashed: release their leases now
+        instead of waiting out their heartbeat."""
+        for node in await self.store.nodes():
+            if node.process_gone():
+                log.warning("a watcher node on this host is gone (crashed?): its leases are "
+                            "released", extra={"node": node.node})
+                await self.store.leave(node.node)
 
     async def poll(self, feed: FeedSettings, state: FeedState) -> PollSummary:
         started = time.perf_counter()

@@ -10,6 +10,8 @@ from watcher.store.base import (
     PollRecord,
     Store,
     StoreError,
+    StoreFull,
+    StoreLost,
 )
 from watcher.store.sqlite import SqliteStore
 
@@ -22,6 +24,8 @@ __all__ = [
     "SqliteStore",
     "Store",
     "StoreError",
+    "StoreFull",
+    "StoreLost",
     "is_postgres",
     "open_store",
 ]

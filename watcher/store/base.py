@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +20,14 @@ log = logging.getLogger("watcher.store")
 
 class StoreError(Exception):
     """The state store cannot be opened or used; the message says which and why."""
+
+
+class StoreFull(StoreError):
+    """The disk holding the state is full: writes fail until space is freed."""
+
+
+class StoreLost(StoreError):
+    """The state file was deleted or replaced under the running process: stop at once."""
 
 
 @dataclass(slots=True)
@@ -170,9 +180,37 @@ class NodeInfo:
     leased: int  # feeds it holds a live lease on now
     started_at: datetime
     inflight: int | None = None  # polls in flight, as the node last reported
+    hostname: str | None = None  # where its process runs
+    pid: int | None = None
 
     def alive(self, now: datetime) -> bool:
-        return self.expires_at >= now
+        """Heartbeat not expired, and (for a node of this host) its process still exists."""
+        return self.expires_at >= now and not self.process_gone()
+
+    def process_gone(self) -> bool:
+        """The node ran on this host and its process no longer exists (it crashed)."""
+        return process_gone(self.hostname, self.pid)
+
+
+def node_identity(node: str) -> tuple[str | None, int | None]:
+    """Host name and pid of a node named "host:pid" (the daemon's names); else Nones."""
+    hostname, sep, pid = node.rpartition(":")
+    if not sep or not hostname or not pid.isdigit():
+        return None, None
+    return hostname, int(pid)
+
+
+def process_gone(hostname: str | None, pid: int | None) -> bool:
+    """Whether `pid` on `hostname` is known to have exited: only provable on this host."""
+    if not hostname or not pid or hostname != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else
+        return False
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +300,10 @@ class Store(Protocol):
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+    async def check_location(self) -> None:
+        """Raise StoreLost if the state opened is no longer where it was (SQLite file
+        deleted or replaced); checked every daemon cycle."""
+        ...
     async def feed_states(self, urls: list[str]) -> dict[str, FeedState]: ...
     async def save_feed(self, state: FeedState) -> None: ...
     async def sync_feeds(self, urls: list[str], now: datetime, spread: float) -> None: ...

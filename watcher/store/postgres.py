@@ -39,6 +39,7 @@ from watcher.store.base import (
     feed_host,
     log_dropped,
     match_links,
+    node_identity,
     title_hash,
 )
 from watcher.store.pg_batch import SAVE_FEEDS, FeedWriter, batch_params
@@ -121,6 +122,9 @@ class PostgresStore(PgOutbox):
         await self._pool.open(wait=False)
         log.info("state store opened", extra={"store": self.target.url,
                                               "server": self.server_version})
+
+    async def check_location(self) -> None:
+        """A database cannot be deleted under an open connection unnoticed: nothing to do."""
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -308,27 +312,33 @@ class PostgresStore(PgOutbox):
         """Record that `node` is alive, with the digest of its config and its polls in flight."""
         self.node = node
         async with self._conn() as conn:
+            hostname, pid = node_identity(node)
             await conn.execute(HEARTBEAT, {
                 "node": node, "digest": config_digest, "now": now, "inflight": leased,
-                "expires": now + timedelta(seconds=self.node_ttl)})
+                "expires": now + timedelta(seconds=self.node_ttl), "hostname": hostname,
+                "pid": pid})
 
     async def _touch(self, conn: psycopg.AsyncConnection[Any], node: str, now: datetime) -> None:
         """Refresh the node's liveness at most every third of its TTL (cheap sign of life)."""
         if now.timestamp() - self._last_beat < self.node_ttl / 3:
             return
         self._last_beat = now.timestamp()
+        hostname, pid = node_identity(node)
         await conn.execute(
-            "INSERT INTO nodes (node, started_at, heartbeat_at, expires_at) "
-            "VALUES (%(node)s, %(now)s, %(now)s, %(expires)s) ON CONFLICT (node) DO UPDATE "
+            "INSERT INTO nodes (node, started_at, heartbeat_at, expires_at, hostname, pid) "
+            "VALUES (%(node)s, %(now)s, %(now)s, %(expires)s, %(hostname)s, %(pid)s) "
+            "ON CONFLICT (node) DO UPDATE "
             "SET heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at",
-            {"node": node, "now": now, "expires": now + timedelta(seconds=self.node_ttl)})
+            {"node": node, "now": now, "expires": now + timedelta(seconds=self.node_ttl),
+             "hostname": hostname, "pid": pid})
 
     async def nodes(self) -> list[NodeInfo]:
         async with self._conn() as conn:
             cur = await conn.execute(NODES, {"now": _utcnow()})
             rows = await cur.fetchall()
         return [NodeInfo(r["node"], r["heartbeat_at"], r["expires_at"], r["config_digest"],
-                         r["leased"], r["started_at"], r["inflight"]) for r in rows]
+                         r["leased"], r["started_at"], r["inflight"], r["hostname"],
+                         r["pid"]) for r in rows]
 
     async def leave(self, node: str) -> None:
         async with self._conn(durable=True) as conn:

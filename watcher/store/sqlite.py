@@ -28,6 +28,8 @@ from watcher.store.base import (
     PollRecord,
     SeenCheck,
     StoreError,
+    StoreFull,
+    StoreLost,
     StorySummary,
     alert_payload,
     check_alert_status,
@@ -104,9 +106,13 @@ class SqliteStore(SqliteNodes):
         self._db: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._story_cursor = 0  # highest stories.rowid the pipeline's index has seen
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the opened file
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        except sqlite3.Error as exc:
+            raise sqlite_error(self.path, exc) from None
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -136,8 +142,21 @@ class SqliteStore(SqliteNodes):
             db.execute("PRAGMA busy_timeout=5000")
             self._db = db
             migrate(db, self.path)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open state file {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise sqlite_error(self.path, exc) from None
+        except OSError as exc:
+            raise StoreError(f"cannot open state file {self.path}: {exc.strerror or exc}"
+                             ) from None
+        self._identity = _file_identity(self.path)
+
+    async def check_location(self) -> None:
+        """Raise StoreLost when the state file was deleted or replaced since it was opened
+        (the process would go on writing to a file nobody will ever read again)."""
+        now = _file_identity(self.path)
+        if now != self._identity:
+            what = "deleted" if now is None else "replaced by another file"
+            raise StoreLost(f"state file {self.path} was {what} while watcher was running: "
+                            f"stopping so that a restart opens the file that is there now")
 
     async def close(self) -> None:
         if self._db is not None:
@@ -445,6 +464,38 @@ class SqliteStore(SqliteNodes):
 
 
 
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+_DAMAGE_HINT = ("stop watcher and restore the file from a backup (or move it away: watcher "
+                "then starts afresh, marks the feeds' backlog seen and forgets owed alerts)")
+
+
+def sqlite_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    """A one-line StoreError naming the file, what is wrong and what to do."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    reason = " ".join(str(exc).split())
+    if name in _DAMAGED or "decode to UTF-8" in reason or "malformed" in reason:
+        return StoreError(f"state file {path} is damaged ({reason}): {_DAMAGE_HINT}")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in reason:
+        return StoreError(f"state file {path} is locked by another process ({reason}): "
+                          f"close the program holding it (a sqlite3 shell in a transaction?) "
+                          f"and try again")
+    if name == "SQLITE_FULL" or name.startswith("SQLITE_IOERR") or "disk is full" in reason:
+        return StoreFull(f"state file {path}: cannot write ({reason}): the disk may be full; "
+                         f"free some space (watcher retries)")
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")):
+        return StoreError(f"cannot open state file {path} ({reason}): check that the file and "
+                          f"its folder are writable by this user")
+    return StoreError(f"state file {path}: {reason}")
 
 
 def _distinct(names: list[str]) -> list[str]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from watcher.store.base import NodeInfo, PruneCounts, dt, ts
+from watcher.store.base import NodeInfo, PruneCounts, dt, node_identity, ts
 
 T = TypeVar("T")
 LEASE_VOID = ("(COALESCE({t}.lease_until, 0) < :now OR EXISTS "
@@ -57,12 +57,15 @@ class SqliteNodes:
 
     def _beat(self, node: str, digest: str | None, now: datetime, inflight: int | None) -> None:
         t = ts(now)
+        hostname, pid = node_identity(node)
         self.db.execute(
             "INSERT INTO nodes (node, config_digest, started_at, heartbeat_at, expires_at, "
-            "inflight) VALUES (?, COALESCE(?, ''), ?, ?, ?, ?) ON CONFLICT (node) DO UPDATE SET "
+            "inflight, hostname, pid) VALUES (?, COALESCE(?, ''), ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (node) DO UPDATE SET "
             "config_digest = COALESCE(?, config_digest), heartbeat_at = excluded.heartbeat_at, "
             "expires_at = excluded.expires_at, inflight = COALESCE(?, inflight)",
-            (node, digest, t, t, (t or 0) + self.node_ttl, inflight, digest, inflight))
+            (node, digest, t, t, (t or 0) + self.node_ttl, inflight, hostname, pid, digest,
+             inflight))
 
     async def nodes(self) -> list[NodeInfo]:
         return await self._run(self._nodes, ts(datetime.now(UTC)))
@@ -73,7 +76,7 @@ class SqliteNodes:
             "AND f.lease_until >= ?) AS leased FROM nodes n ORDER BY n.node", (now,)).fetchall()
         return [NodeInfo(r["node"], dt(r["heartbeat_at"]), dt(r["expires_at"]),  # type: ignore[arg-type]
                          r["config_digest"], r["leased"], dt(r["started_at"]),  # type: ignore[arg-type]
-                         r["inflight"]) for r in rows]
+                         r["inflight"], r["hostname"], r["pid"]) for r in rows]
 
     async def leave(self, node: str) -> None:
         await self._run(self._leave, node)
