@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,8 +25,8 @@ from watcher.config import Config, ConfigError, FeedSettings, load_config
 from watcher.fetch import Fetcher
 from watcher.notify.base import Sender, make_sender
 from watcher.notify.outbox import Outbox
-from watcher.pipeline import Pipeline, PollSummary, utcnow
-from watcher.store import Store, StoreError, open_store
+from watcher.pipeline import Pipeline, PollSummary, Rules, utcnow
+from watcher.store import Store, StoreError, StoreFull, StoreLost, open_store
 from watcher.store.base import FeedState, digest_conflicts
 
 log = logging.getLogger("watcher.daemon")
@@ -34,6 +35,7 @@ STARTUP_SPREAD = 30.0  # seconds over which new feeds fall due at start
 TICK = 1.0  # seconds between looks for due feeds
 LEASE = 300.0  # seconds a claimed feed stays ours if the poll never reports back
 HEARTBEAT = 4.0  # seconds between heartbeats (a node silent for the node TTL is dead)
+RELOAD_RETRY = 5.0  # seconds before a reload that failed on the store is tried again
 CONFLICT_REPEAT = timedelta(minutes=5)  # how often to repeat the config-mismatch warning
 # Seen entries kept per feed by the daily prune: above the 10,000 entries one document may
 # carry, so an entry still in a feed is never forgotten (and re-alerted).
@@ -83,13 +85,22 @@ class Runtime:
 
     @classmethod
     async def open(cls, config: Config) -> Runtime:
+        """Open the store and wire the stages; on any failure what was opened is closed."""
         store = await open_config_store(config)
-        runtime = cls(config, store, workers=parse_executor(len(config.feeds)))
-        runtime.outbox.configure(build_senders(config, runtime.fetcher.session),
-                                 digest_channels(config),
-                                 config.watcher.retry_base)
-        await runtime.pipeline.start()
-        await runtime.forget_dead_nodes()
+        try:
+            runtime = cls(config, store, workers=parse_executor(len(config.feeds)))
+        except BaseException:
+            await store.close()
+            raise
+        try:
+            runtime.outbox.configure(build_senders(config, runtime.fetcher.session),
+                                     digest_channels(config),
+                                     config.watcher.retry_base)
+            await runtime.pipeline.start()
+            await runtime.forget_dead_nodes()
+        except BaseException:
+            await runtime.close()
+            raise
         return runtime
 
     async def forget_dead_nodes(self) -> None:
@@ -104,35 +115,88 @@ class Runtime:
     async def poll(self, feed: FeedSettings, state: FeedState) -> PollSummary:
         started = time.perf_counter()
         summary = await self.pipeline.poll(feed, state)
-        status = "error" if summary.error else str(summary.status)
+        status = "disabled" if summary.disabled else "error" if summary.error \
+            else str(summary.status)
         metrics.observe_poll(status, time.perf_counter() - started)
         metrics.count_entries(summary.entries)
         return summary
 
-    async def sync_feeds(self) -> None:
+    async def sync_feeds(self, config: Config | None = None) -> None:
         """Tell the store which feeds are configured; new ones fall due over a short spread."""
-        feeds = self.config.feeds
-        shortest = min((schedule.base_interval(f, self.config.watcher).total_seconds()
+        config = config or self.config
+        feeds = config.feeds
+        shortest = min((schedule.base_interval(f, config.watcher).total_seconds()
                         for f in feeds), default=STARTUP_SPREAD)
         await self.store.sync_feeds([f.url for f in feeds], utcnow(),
                                     min(STARTUP_SPREAD, shortest))
 
     async def apply(self, config: Config) -> None:
-        """Switch to a new config; raises ConfigError (and changes nothing) if a channel fails."""
+        """Switch to a new config, all or nothing: everything that can fail (channels:
+        ConfigError; the store: StoreError) is done before anything is switched."""
         senders = build_senders(config, self.fetcher.session)
+        try:
+            rules = Rules(config)
+            await self.sync_feeds(config)
+        except BaseException:
+            await _close_senders(senders.values())
+            raise
         self.config = config
-        self.pipeline.apply(config)
+        self.pipeline.apply(config, rules)
         self.outbox.configure(senders, digest_channels(config), config.watcher.retry_base)
-        await self.sync_feeds()
 
     async def close(self) -> None:
-        for sender in self.outbox.senders.values():
-            with contextlib.suppress(Exception):
-                await sender.aclose()
-        await self.fetcher.aclose()
-        if self.workers is not None:
-            self.workers.shutdown(wait=False, cancel_futures=True)
-        await self.store.close()
+        """Close everything, each part even when another fails (no unclosed sessions)."""
+        try:
+            await _close_senders(self.outbox.senders.values())
+            await self.fetcher.aclose()
+        finally:
+            if self.workers is not None:
+                self.workers.shutdown(wait=False, cancel_futures=True)
+            try:
+                await self.store.close()
+            except StoreError as exc:
+                log.warning("the state store did not close cleanly", extra={"reason": str(exc)})
+
+
+async def _close_senders(senders: Iterable[Sender]) -> None:
+    for sender in senders:
+        try:
+            await sender.aclose()
+        except Exception as exc:  # one channel's close must not keep the others open
+            log.warning("channel did not close cleanly", extra={"reason": repr(exc)})
+
+
+class StoreHealth:
+    """The daemon's own store calls (claims, heartbeats, poll records): back off while the
+    store fails; log once when it starts failing (or fails differently) and once when
+    it is back, not once per call."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.retry_at = utcnow()
+        self.failing: str | None = None  # the kind of failure last logged; None: healthy
+
+    def ready(self, now: datetime) -> bool:
+        return now >= self.retry_at
+
+    def failed(self, during: str, exc: StoreError, now: datetime) -> None:
+        self.failures += 1
+        wait = min(2.0 ** self.failures, 60.0)
+        self.retry_at = now + timedelta(seconds=wait)
+        kind = "disk full" if isinstance(exc, StoreFull) else "unavailable"
+        if kind != self.failing:
+            self.failing = kind
+            log.error(f"state store {kind}: backing off; feeds are not claimed until it is "
+                      f"back", extra={"during": during, "reason": str(exc)})
+        else:
+            log.debug("state store still failing", extra={"during": during,
+                                                          "reason": str(exc),
+                                                          "retry_in": f"{wait:.0f}s"})
+
+    def succeeded(self) -> None:
+        if self.failing is not None:
+            log.warning("state store is back", extra={"failed_calls": self.failures})
+        self.failures, self.failing, self.retry_at = 0, None, utcnow()
 
 
 async def run_once(config: Config) -> int:
@@ -180,16 +244,21 @@ class Daemon:
         self.runtime: Runtime | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
-        self._store_failures = 0
-        self._store_retry_at = utcnow()
+        self.health = StoreHealth()
+        self.exit_code = 0
+        self._lost = False  # the state file went away: stop without touching it again
+        self._reload_stalled = False  # the last reload failed on the store: retry later
+        self._rejected: tuple[tuple[str, int, int], ...] | None = None  # files of a bad edit
         self._claiming = asyncio.Lock()
         self._backlog = False  # the last claim found work: more feeds may be due
         self._to_release: set[str] = set()  # feeds whose poll failed to reach the store
         self._conflict_warned_at: datetime | None = None
 
     async def run(self) -> int:
+        """Run until stopped; 0, or 1 when the state file was lost under us."""
         config = load_config(self.config_path)
         self.runtime = runtime = await Runtime.open(config)
+        server: metrics.MetricsServer | None = None
         try:
             self._install_signals()
             await runtime.sync_feeds()
@@ -205,18 +274,18 @@ class Daemon:
                                                "topics": len(config.topics),
                                                "config": str(self.config_path)})
             await self.stop_event.wait()
+        finally:
             if server is not None:
                 await server.stop()
-        finally:
             await self._shutdown()
-        return 0
+        return self.exit_code
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
         loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
-            self.reload("SIGHUP")))
+            self._reload_guarded("SIGHUP")))
 
     async def _start_metrics(self, config: Config) -> metrics.MetricsServer | None:
         if not config.watcher.metrics:
@@ -265,19 +334,22 @@ class Daemon:
         async with self._claiming:
             budget = self.runtime.config.watcher.concurrency * 2 - len(self.inflight)
             now = utcnow()
-            if budget <= 0 or now < self._store_retry_at:
+            try:
+                await self.runtime.store.check_location()
+            except StoreLost as exc:
+                self._lose_store(exc)
+                return
+            if budget <= 0 or not self.health.ready(now):
                 return
             try:
                 claimed = await self.runtime.store.claim_due(
                     self.node, now, LEASE, budget, per_host=self.runtime.config.watcher.per_host)
             except StoreError as exc:
-                self._store_failures += 1
-                wait = min(2.0 ** self._store_failures, 60.0)
-                self._store_retry_at = now + timedelta(seconds=wait)
-                log.error("state store unavailable; not claiming feeds", extra={
-                    "reason": str(exc), "retry_in": f"{wait:.0f}s"})
+                self.health.failed("claiming due feeds", exc, now)
                 return
-            self._store_failures = 0
+            self.health.succeeded()
+            if not claimed and not self.inflight:
+                metrics.mark_round()  # nothing due, nothing in flight: caught up
             if self._to_release:
                 urls, self._to_release = sorted(self._to_release), set()
                 with contextlib.suppress(StoreError):
@@ -291,8 +363,18 @@ class Daemon:
                     self.inflight.add(task)
                     task.add_done_callback(self._poll_done)
 
+    def _lose_store(self, exc: StoreLost) -> None:
+        """The state file is gone or replaced: stop claiming, say so once, exit 1."""
+        if not self._lost:
+            self._lost = True
+            self.exit_code = 1
+            log.critical(str(exc))
+            self.stop_event.set()
+
     def _poll_done(self, task: asyncio.Task[None]) -> None:
         self.inflight.discard(task)
+        if not self.inflight and not self._backlog:
+            metrics.mark_round()  # every poll of the round is done
         if self._backlog and not self.stop_event.is_set():
             self._backlog = False
             asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._tick()))
@@ -301,12 +383,15 @@ class Daemon:
         """Tell the other nodes we are alive (our leases stay valid) and check their config."""
         assert self.runtime is not None
         store, config, now = self.runtime.store, self.runtime.config, utcnow()
+        if self._lost:
+            return
         try:
             await store.heartbeat(self.node, config.digest, now, len(self.inflight))
             conflicts = digest_conflicts(await store.nodes(), config.digest, now)
         except StoreError as exc:
-            log.warning("heartbeat failed", extra={"reason": str(exc)})
+            self.health.failed("heartbeat", exc, now)
             return
+        self.health.succeeded()
         quiet = self._conflict_warned_at and now - self._conflict_warned_at < CONFLICT_REPEAT
         if conflicts and not quiet:
             self._conflict_warned_at = now
@@ -348,8 +433,9 @@ class Daemon:
             await self.runtime.poll(feed, state)
         except StoreError as exc:
             self._to_release.add(feed.url)
-            log.error("poll could not be recorded; the feed is released once the store is "
-                      "back", extra={"feed": feed.url, "reason": str(exc)})
+            self.health.failed("recording a poll", exc, utcnow())
+            log.debug("poll could not be recorded; the feed is released once the store is "
+                     "back", extra={"feed": feed.url, "reason": str(exc)})
         except Exception:
             log.exception("poll crashed; the feed is retried after its lease expires",
                           extra={"feed": feed.url})
@@ -357,31 +443,66 @@ class Daemon:
     # --- reload ---
 
     async def reload(self, why: str) -> bool:
-        """Load and apply the config again; on errors keep running on the old one."""
+        """Load and apply the config again; on errors keep running on the old one, whole.
+
+        systemd always hears READY after RELOADING, whatever happened."""
         assert self.runtime is not None
         async with self._reload_lock:
             old = self.runtime.config
             sdnotify.reloading()
+            ok = False
             try:
                 new = load_config(self.config_path)
                 if new.digest != old.digest:
                     await self.runtime.apply(new)
+                ok = True
             except ConfigError as exc:
-                metrics.count_reload(ok=False)
+                self._rejected = self._files_stamp()
                 for problem in exc.problems:
                     log.error("config reload rejected, still running on the previous config",
                               extra={"problem": problem, "trigger": why})
-                sdnotify.ready(f"polling {len(old.feeds)} feeds (reload rejected)")
+            except StoreError as exc:
+                self._reload_stalled = True
+                log.error("config reload failed: the state store is unavailable; still "
+                          "running on the previous config, the reload is retried",
+                          extra={"reason": str(exc), "trigger": why})
+            finally:
+                feeds = len(self.runtime.config.feeds)
+                sdnotify.ready(f"polling {feeds} feeds" + ("" if ok else " (reload failed)"))
+            metrics.count_reload(ok=ok)
+            if not ok:
                 return False
-            metrics.count_reload(ok=True)
+            self._reload_stalled, self._rejected = False, None
             metrics.set_feeds(len(new.feeds))
-            sdnotify.ready(f"polling {len(new.feeds)} feeds")
             before, after = {f.url for f in old.feeds}, {f.url for f in new.feeds}
             log.log(logging.INFO if new.digest != old.digest else logging.DEBUG,
                     "config reloaded" if new.digest != old.digest else "config unchanged",
                     extra={"trigger": why, "feeds": len(new.feeds), "topics": len(new.topics),
                             "added": len(after - before), "removed": len(before - after)})
             return True
+
+    async def _reload_guarded(self, why: str) -> bool:
+        """reload() for the signal handler and the file watcher: nothing ends them."""
+        try:
+            return await self.reload(why)
+        except Exception:
+            log.exception("config reload crashed; still running on the previous config",
+                          extra={"trigger": why})
+            return False
+
+    def _files_stamp(self) -> tuple[tuple[str, int, int], ...]:
+        """(path, mtime, size) of the config's files and of what its includes would add."""
+        assert self.runtime is not None
+        config = self.runtime.config
+        paths = {p.resolve() for p in config.files}
+        for pattern in config.include_patterns():
+            paths |= {p.resolve() for p in Path("/").glob(str(pattern).lstrip("/"))}
+        stamp = []
+        for path in sorted(paths):
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                stamp.append((str(path), st.st_mtime_ns, st.st_size))
+        return tuple(stamp)
 
     async def _watch_config(self) -> None:
         """Reload when the config or an included file changes (editors' saves debounced)."""
@@ -411,12 +532,18 @@ class Daemon:
                 if changes or not watching:  # the first timeout: now watching, catch up
                     watching = True
                     if changes or self._config_changed_on_disk():
-                        await self.reload("file change")
+                        await self._reload_guarded("file change")
+                        if self._reload_stalled:  # the store is away: try again later
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(self.stop_event.wait(),
+                                                       RELOAD_RETRY)
                         break
 
     def _config_changed_on_disk(self) -> bool:
         """Whether the files differ from the loaded config (edits made before we watched)."""
         assert self.runtime is not None
+        if self._rejected is not None and self._rejected == self._files_stamp():
+            return False  # the edit already rejected: wait for the next one
         try:
             return load_config(self.config_path).digest != self.runtime.config.digest
         except ConfigError:
@@ -427,19 +554,25 @@ class Daemon:
     async def _shutdown(self) -> None:
         sdnotify.stopping()
         log.info("shutting down")
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-        if self.inflight:
-            _, pending = await asyncio.wait(self.inflight, timeout=SHUTDOWN_GRACE)
-            for task in pending:
+        try:
+            if self.scheduler.running:
+                self.scheduler.shutdown(wait=False)
+            if self.inflight:
+                _, pending = await asyncio.wait(self.inflight, timeout=SHUTDOWN_GRACE)
+                for task in pending:
+                    task.cancel()
+            for task in self._tasks:
                 task.cancel()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.runtime is not None:
-            with contextlib.suppress(TimeoutError, StoreError):
-                await asyncio.wait_for(self.runtime.outbox.deliver_due(), SHUTDOWN_GRACE)
-            with contextlib.suppress(StoreError):
-                await self.runtime.store.leave(self.node)
-            await self.runtime.close()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.runtime is not None and not self._lost:
+                try:  # the last delivery pass; what stays owed is sent after the restart
+                    await asyncio.wait_for(self.runtime.outbox.deliver_due(), SHUTDOWN_GRACE)
+                except (TimeoutError, StoreError) as exc:
+                    log.warning("last delivery pass cut short; owed alerts stay owed",
+                                extra={"reason": str(exc) or type(exc).__name__})
+                with contextlib.suppress(StoreError):  # leases then end with the heartbeat
+                    await self.runtime.store.leave(self.node)
+        finally:
+            if self.runtime is not None:
+                await self.runtime.close()
         log.info("stopped")

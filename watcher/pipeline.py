@@ -26,6 +26,7 @@ from watcher.store.base import (
     Store,
     StoryMember,
     feed_host,
+    mask_error,
 )
 
 log = logging.getLogger("watcher.poll")
@@ -55,6 +56,7 @@ class PollSummary:
     new: int = 0
     alerts: int = 0
     error: str | None = None
+    disabled: bool = False  # the feed is (now) disabled: it is not polled again
 
 
 class Rules:
@@ -107,16 +109,17 @@ class Pipeline:
         if not self.stories.has(story.topic, story.id):
             self.stories.add(story.id, story.topic, story.title, story.summary, story.opened_at)
 
-    def apply(self, config: Config) -> None:
+    def apply(self, config: Config, rules: Rules | None = None) -> None:
         """Switch to a new config: new topics and rules apply to the next entries."""
         if config.watcher.story_window != self.config.watcher.story_window:
             log.warning("story_window changes take effect after a restart")
-        self.rules = Rules(config)
+        self.rules = rules or Rules(config)
 
     async def poll(self, feed: FeedSettings, state: FeedState) -> PollSummary:
         """Poll one feed; never raises for a feed's own problems (they are recorded on it)."""
         if state.disabled_reason:
-            return PollSummary(feed.url, state.last_status or 0, error=state.disabled_reason)
+            return PollSummary(feed.url, state.last_status or 0, error=state.disabled_reason,
+                               disabled=True)
         result = await self.fetcher.fetch(state.fetch_url, Validators(state.etag,
                                                                       state.last_modified))
         now = self.clock()
@@ -256,6 +259,7 @@ class Pipeline:
         delay = schedule.error_backoff(errors, interval, result.retry_after)
         disabled = f"HTTP 410 Gone at {now:%Y-%m-%d %H:%M} UTC: the feed was removed" \
             if result.status == 410 else None
+        reason = mask_error(reason) or reason  # a feed URL's credentials are never stored
         state = replace(state, last_poll_at=now, last_status=result.status or None,
                         last_error=reason, error_count=errors, disabled_reason=disabled,
                         next_poll_at=now + delay * random.uniform(0.9, 1.1),
@@ -269,7 +273,7 @@ class Pipeline:
         log.log(level, "poll failed", extra={
             "feed": feed.url, "status": result.status or "-", "reason": reason,
             "errors": errors, "retry_in": _human(delay) if not disabled else "never (disabled)"})
-        return PollSummary(feed.url, result.status, error=reason)
+        return PollSummary(feed.url, result.status, error=reason, disabled=disabled is not None)
 
 
 def _human(delay: timedelta) -> str:
