@@ -195,3 +195,104 @@ def test_a_webhook_needs_exactly_one_url_source(tmp_path: Path, urls: str) -> No
     [problem] = problems(tmp_path, VALID.replace(HOOK_URL, urls))
     assert problem.startswith(f"{tmp_path / 'watcher.toml'}: channels[0]: a webhook channel "
                               "needs exactly one of url, url_env, url_file")
+
+
+def test_a_literal_include_must_exist_and_a_pattern_may_match_nothing(tmp_path: Path) -> None:
+    main = f"{tmp_path / 'watcher.toml'}"
+    found = problems(tmp_path, 'include = ["feeds.d/world.toml", "extra.d/*.toml"]\n' + VALID)
+    assert found == [f"{main}: include[0]: no such file {tmp_path / 'feeds.d/world.toml'}"]
+    config = load_config(write(tmp_path, 'include = ["extra.d/*.toml"]\n' + VALID))
+    assert config.warnings == (f"{main}: include[0]: 'extra.d/*.toml' matches no file yet",)
+
+
+def test_one_pass_finds_problems_behind_other_problems(tmp_path: Path) -> None:
+    """A broken include, a broken topic and a broken channel: all reported at once, and a
+    topic naming the broken channel is not a second, misleading error."""
+    write(tmp_path, "[[feeds]\nurl = 1\n", "more.toml")
+    body = ('include = ["more.toml"]\n' + VALID).replace(
+        'feeds = ["russia"]', 'feeds = ["russia"]\nthreshold = 150').replace(
+        'channels = ["hook"]', 'channels = ["hook", "pager"]').replace(
+        'type = "webhook"', 'type = "webhook"\ncolour = 1')
+    found = problems(tmp_path, body)
+    main = tmp_path / "watcher.toml"
+    assert len(found) == 4, found
+    assert found[0].startswith(f"{main}: topics[0].threshold: Input should be less than or "
+                               "equal to 100")
+    assert found[1] == f"{main}: channels[0].colour: unknown key"
+    assert found[2].startswith(f"{tmp_path / 'more.toml'}: not valid TOML: ")
+    assert found[3] == (f"{main}: topics[0].channels[1]: no channel named 'pager' "
+                        "(defined: ['hook'])")
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ('channels = ["hook"]', 'channels = "hook"',
+     'topics[0].channels: expected a list of channel names, such as ["desk-email"], '
+     "got 'hook'"),
+    ('tags = ["russia"]', 'tags = "russia"',
+     "feeds[0].tags: expected a list of tags, such as [\"russia\"], got 'russia'"),
+    ('type = "webhook"', 'type = "webhook"\nsecret = "s3cret"',
+     'channels[0].secret: unknown key: secrets are never written inline; put it in an '
+     'environment variable and set secret_env = "VAR_NAME" (or secret_file = "path")'),
+    ('interval = "5m"', 'intervall = "5m"',
+     "watcher.intervall: unknown key (did you mean 'interval'?)"),
+])
+def test_messages_say_what_to_write(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    assert problems(tmp_path, VALID.replace(old, new)) == [
+        f"{tmp_path / 'watcher.toml'}: {expected}"]
+
+
+EMAIL = """
+[[channels]]
+name = "hook"
+type = "email"
+to = ["desk@example.org"]
+from = "watcher@example.org"
+"""
+
+
+def test_an_inline_email_password_points_to_password_env(tmp_path: Path) -> None:
+    found = problems(tmp_path, VALID + EMAIL.replace('"hook"', '"mail"') +
+                     'password = "hunter2"\n')
+    assert found == [f"{tmp_path / 'watcher.toml'}: channels[1].password: unknown key: secrets "
+                     'are never written inline; put it in an environment variable and set '
+                     'password_env = "VAR_NAME" (or password_file = "path")']
+
+
+@pytest.mark.parametrize(("channel", "key"), [(EMAIL, "password_file"),
+                                              (VALID[VALID.index("[[channels]]"):], "secret_file")])
+def test_secret_files_are_relative_to_the_config_and_must_exist(
+        tmp_path: Path, channel: str, key: str) -> None:
+    """`_file` secrets: read from a file next to the config (a systemd credential, a mounted
+    secret); a missing file is named; env and file together are refused."""
+    from watcher.config import resolve_secret
+
+    body = VALID.replace(VALID[VALID.index("[[channels]]"):], "") + channel + \
+        f'{key} = "secrets/s"\n'
+    main = tmp_path / "watcher.toml"
+    assert problems(tmp_path, body) == [
+        f"{main}: channels[0].{key}: no such file {tmp_path / 'secrets/s'}"]
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets/s").write_text("s3cret\n", encoding="utf-8")
+    config = load_config(write(tmp_path, body))
+    ch = config.channels[0]
+    env_key = key.replace("_file", "_env")
+    assert resolve_secret(getattr(ch, env_key), getattr(ch, key), config.base_dir) == "s3cret"
+    both = body + f'{env_key} = "SOME_VAR"\n'
+    assert f"{main}: channels[0]: set {env_key} or {key}, not both" in problems(tmp_path, both)
+
+
+def test_data_paths_live_in_the_systemd_state_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under systemd ($STATE_DIRECTORY) a relative state or file-channel path resolves there,
+    not next to the read-only config; absolute paths and secret files are unchanged."""
+    body = VALID + '\n[[channels]]\nname = "out"\ntype = "file"\npath = "alerts.jsonl"\n' \
+        '\n[[channels]]\nname = "abs"\ntype = "file"\npath = "/srv/alerts.jsonl"\n'
+    config = load_config(write(tmp_path, body))
+    assert config.state_location() == str(tmp_path / "watcher.db")
+    assert config.channel("out").path == str(tmp_path / "alerts.jsonl")
+    state = tmp_path / "var-lib-watcher"
+    monkeypatch.setenv("STATE_DIRECTORY", f"{state}:/var/lib/other")
+    config = load_config(write(tmp_path, body))
+    assert config.state_location() == str(state / "watcher.db")
+    assert config.channel("out").path == str(state / "alerts.jsonl")
+    assert config.channel("abs").path == "/srv/alerts.jsonl"

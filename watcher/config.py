@@ -5,6 +5,7 @@ Every error names the file, the key path (``topics[2].threshold``) and what was 
 
 from __future__ import annotations
 
+import difflib
 import glob
 import hashlib
 import ipaddress
@@ -36,10 +37,17 @@ _DAILY = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
 class ConfigError(Exception):
-    """The config cannot be used; `problems` lists every finding as 'file: key: message'."""
+    """The config cannot be used; `problems` lists every finding as 'file: key: message'.
 
-    def __init__(self, problems: list[str]) -> None:
+    `channels` holds the channels that did validate (file, index, settings), so `check` can
+    try them in the same pass; `warnings` what is suspicious but allowed."""
+
+    def __init__(self, problems: list[str], *,
+                 channels: list[tuple[Path, int, ChannelSettings]] | None = None,
+                 warnings: list[str] | None = None) -> None:
         self.problems = problems
+        self.channels = channels or []
+        self.warnings = warnings or []
         super().__init__("\n".join(problems))
 
 
@@ -275,6 +283,7 @@ class Config:
     channels: tuple[ChannelSettings, ...]
     digest: str  # sha256 of the files' bytes, to compare nodes and reloads
     includes: tuple[str, ...] = ()  # the include patterns, relative to the config's folder
+    warnings: tuple[str, ...] = ()  # suspicious but allowed (an include matching no file)
 
     def include_patterns(self) -> list[Path]:
         """Absolute include patterns (a new file matching one is part of the config)."""
@@ -285,11 +294,11 @@ class Config:
         return self.path.parent
 
     def state_location(self) -> str:
-        """The state URL, or an absolute SQLite path (relative to the config's folder)."""
+        """The state URL, or an absolute SQLite path (a relative one lives in `data_dir`)."""
         state = self.watcher.state
         if "://" in state:
             return state
-        return str((self.base_dir / state).resolve())
+        return str((data_dir(self.base_dir) / state).resolve())
 
     def channel(self, name: str) -> ChannelSettings:
         return next(c for c in self.channels if c.name == name)
@@ -324,15 +333,41 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _describe(err: dict[str, Any]) -> str:
+_LISTS = {  # what a list-valued key holds, for "expected a list of ..." messages
+    "channels": 'channel names, such as ["desk-email"]',
+    "feeds": 'feed names or tags, such as ["russia"]',
+    "tags": 'tags, such as ["russia"]',
+    "to": 'addresses, such as ["desk@example.org"]',
+    "fields": 'fields, such as ["title", "summary"]',
+    "fulltext_allow": 'networks, such as ["10.1.0.0/16"]',
+}
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel] | None = None) -> str:
     msg = err["msg"].removeprefix("Value error, ")
+    key = err["loc"][-1] if err["loc"] else None
     if err["type"] == "extra_forbidden":
-        return "unknown key"
+        return "unknown key" + _unknown_key_hint(str(key), model if len(err["loc"]) == 1 else None)
     if err["type"] == "missing":
         return "required key is missing"
+    if err["type"] in {"tuple_type", "list_type"} and isinstance(key, str):
+        what = _LISTS.get(key, 'values, such as ["a", "b"]')
+        return f"expected a list of {what}, got {err.get('input')!r}"
     if err["type"] not in {"value_error", "assertion_error"} and "input" in err:
         return f"{msg}, got {err['input']!r}"
     return msg
+
+
+def _unknown_key_hint(key: str, model: type[BaseModel] | None) -> str:
+    """Where an inline secret belongs, or the key that was probably meant."""
+    if model is None:
+        return ""
+    fields = {info.alias or name for name, info in model.model_fields.items()}
+    if f"{key}_env" in fields:
+        return (f": secrets are never written inline; put it in an environment variable "
+                f"and set {key}_env = \"VAR_NAME\" (or {key}_file = \"path\")")
+    close = difflib.get_close_matches(key, sorted(fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _validate(model: type[BaseModel], data: Any, file: Path, loc: tuple[int | str, ...],
@@ -341,7 +376,8 @@ def _validate(model: type[BaseModel], data: Any, file: Path, loc: tuple[int | st
         return model.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
-            problems.append(f"{file}: {_key_path(loc + tuple(err['loc']))}: {_describe(err)}")
+            problems.append(f"{file}: {_key_path(loc + tuple(err['loc']))}: "
+                            f"{_describe(err, model)}")
         return None
 
 
@@ -361,11 +397,13 @@ _SECTIONS = {"watcher", "feeds", "topics", "channels", "include"}
 
 @dataclass
 class _Collected:
-    feeds: list[tuple[Path, int, FeedSettings]]
-    topics: list[tuple[Path, int, TopicSettings]]
-    channels: list[tuple[Path, int, ChannelSettings]]
-    # names of feeds/channels that failed validation: a topic naming one is not a second error
-    broken_names: set[str] = field(default_factory=set)
+    feeds: list[tuple[Path, int, FeedSettings]] = field(default_factory=list)
+    topics: list[tuple[Path, int, TopicSettings]] = field(default_factory=list)
+    channels: list[tuple[Path, int, ChannelSettings]] = field(default_factory=list)
+    # every table as written, valid or not: cross-checks see the invalid ones too, so one
+    # pass finds every problem and a broken channel is not also "no channel named"
+    raw: dict[str, list[tuple[Path, int, dict[str, Any]]]] = field(
+        default_factory=lambda: {"feeds": [], "topics": [], "channels": []})
 
 
 def _collect(path: Path, data: dict[str, Any], out: _Collected, problems: list[str],
@@ -375,43 +413,44 @@ def _collect(path: Path, data: dict[str, Any], out: _Collected, problems: list[s
             problems.append(f"{path}: {key}: unknown key (expected one of {sorted(allowed)})")
     for section, model, bucket in (("feeds", FeedSettings, out.feeds),
                                    ("topics", TopicSettings, out.topics)):
-        items = data.get(section, [])
-        if not isinstance(items, list):
-            problems.append(f"{path}: {section}: expected an array of tables ([[{section}]])")
-            continue
-        for i, item in enumerate(items):
+        for i, item in _tables(path, data, section, out, problems):
             if (value := _validate(model, item, path, (section, i), problems)) is not None:
                 if isinstance(value, FeedSettings):
                     value = _absolute_file_url(value, path.parent)
                 bucket.append((path, i, value))
-            elif section == "feeds":
-                out.broken_names.update(_names(item, "name", "tags"))
-    channels = data.get("channels", [])
-    if not isinstance(channels, list):
-        problems.append(f"{path}: channels: expected an array of tables ([[channels]])")
-        return
-    for i, item in enumerate(channels):
-        kind = item.get("type") if isinstance(item, dict) else None
+    for i, item in _tables(path, data, "channels", out, problems):
+        kind = item.get("type")
         if kind not in _CHANNEL_TYPES:
-            out.broken_names.update(_names(item, "name"))
             problems.append(f"{path}: channels[{i}].type: expected one of "
                             f"{sorted(_CHANNEL_TYPES)}, got {kind!r}")
-            continue
-        if (value := _validate(_CHANNEL_TYPES[kind], item, path, ("channels", i), problems)):
+        elif value := _validate(_CHANNEL_TYPES[kind], item, path, ("channels", i), problems):
             out.channels.append((path, i, value))
-        else:
-            out.broken_names.update(_names(item, "name"))
 
 
-def _names(item: object, *keys: str) -> set[str]:
-    """The names an invalid feed or channel table would have defined."""
-    if not isinstance(item, dict):
-        return set()
-    out: set[str] = set()
+def _tables(path: Path, data: dict[str, Any], section: str, out: _Collected,
+            problems: list[str]) -> list[tuple[int, dict[str, Any]]]:
+    """The [[section]] tables of one file (recorded raw in `out`)."""
+    items = data.get(section, [])
+    if not isinstance(items, list):
+        problems.append(f"{path}: {section}: expected an array of tables ([[{section}]])")
+        return []
+    tables = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            problems.append(f"{path}: {section}[{i}]: expected a table ([[{section}]])")
+            continue
+        out.raw[section].append((path, i, item))
+        tables.append((i, item))
+    return tables
+
+
+def _strings(item: dict[str, Any], *keys: str) -> list[str]:
+    """The string values of these keys (a string or a list of them) in a raw table."""
+    out: list[str] = []
     for key in keys:
         value = item.get(key)
-        values = value if isinstance(value, list) else [value]
-        out.update(v for v in values if isinstance(v, str))
+        out.extend(v for v in (value if isinstance(value, list) else [value])
+                   if isinstance(v, str))
     return out
 
 
@@ -422,43 +461,62 @@ def _absolute_file_url(feed: FeedSettings, base: Path) -> FeedSettings:
     return feed
 
 
-def _includes(path: Path, data: dict[str, Any], problems: list[str]) -> list[Path]:
+def _includes(path: Path, data: dict[str, Any], problems: list[str],
+              warnings: list[str]) -> list[Path]:
+    """The files `include` names: a literal path must exist; a pattern may match nothing."""
     patterns = data.get("include", [])
     if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-        problems.append(f"{path}: include: expected an array of file patterns")
+        problems.append(f"{path}: include: expected an array of file patterns, "
+                        'such as ["feeds.d/*.toml"]')
         return []
     found: list[Path] = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(str(path.parent / pattern)))
+    for k, pattern in enumerate(patterns):
+        full = path.parent / pattern
+        matches = sorted(glob.glob(str(full)))
+        if not matches and not glob.has_magic(pattern):
+            problems.append(f"{path}: include[{k}]: no such file {full}")
+        elif not matches:
+            warnings.append(f"{path}: include[{k}]: {pattern!r} matches no file yet")
         found.extend(Path(m) for m in matches if Path(m).resolve() != path.resolve())
     return found
 
 
 def _cross_check(c: _Collected, problems: list[str]) -> None:
-    for kind, items in (("feeds", c.feeds), ("topics", c.topics), ("channels", c.channels)):
+    valid_urls = {(file, i): f.url for file, i, f in c.feeds}
+    for kind, what in (("feeds", "url"), ("topics", "name"), ("channels", "name")):
         seen: dict[str, tuple[Path, int]] = {}
-        for file, i, item in items:
-            key = item.url if kind == "feeds" else item.name  # type: ignore[union-attr]
+        for file, i, item in c.raw[kind]:
+            key = valid_urls.get((file, i)) if kind == "feeds" else None
+            key = key or item.get(what)
+            if not isinstance(key, str):
+                continue
             if key in seen:
                 first = seen[key]
-                what = "url" if kind == "feeds" else "name"
                 problems.append(f"{file}: {kind}[{i}]: duplicate {what} {key!r} "
                                 f"(first at {first[0]}: {kind}[{first[1]}])")
             seen.setdefault(key, (file, i))
-    channel_names = {ch.name for _, _, ch in c.channels}
-    feed_refs = {f.name for _, _, f in c.feeds} | {t for _, _, f in c.feeds for t in f.tags}
-    for file, i, topic in c.topics:
-        for j, name in enumerate(topic.channels):
-            if name not in channel_names and name not in c.broken_names:
+    channel_names = {n for _, _, ch in c.raw["channels"] for n in _strings(ch, "name")}
+    feed_refs = {n for _, _, f in c.raw["feeds"] for n in _strings(f, "name", "tags")}
+    for file, i, topic in c.raw["topics"]:
+        for j, name in _refs(topic, "channels"):
+            if name not in channel_names:
                 problems.append(f"{file}: topics[{i}].channels[{j}]: no channel named {name!r} "
                                 f"(defined: {sorted(channel_names) or 'none'})")
-        for j, ref in enumerate(topic.feeds):
-            if ref not in feed_refs and ref not in c.broken_names:
+        for j, ref in _refs(topic, "feeds"):
+            if ref not in feed_refs:
                 problems.append(f"{file}: topics[{i}].feeds[{j}]: no feed name or tag {ref!r}")
-        if not (topic.any or topic.all or topic.query):
+    for file, i, rule in c.topics:
+        if not (rule.any or rule.all or rule.query):
             problems.append(f"{file}: topics[{i}]: a topic needs at least one of any, all, query")
             continue
-        problems.extend(f"{file}: topics[{i}]: {p}" for p in _phrase_problems(topic))
+        problems.extend(f"{file}: topics[{i}]: {p}" for p in _phrase_problems(rule))
+
+
+def _refs(topic: dict[str, Any], key: str) -> list[tuple[int, str]]:
+    value = topic.get(key)
+    if not isinstance(value, list):
+        return []
+    return [(j, v.strip()) for j, v in enumerate(value) if isinstance(v, str)]
 
 
 def _phrase_problems(topic: TopicSettings) -> list[str]:
@@ -472,18 +530,41 @@ def _phrase_problems(topic: TopicSettings) -> list[str]:
     return []
 
 
+def data_dir(config_dir: Path) -> Path:
+    """Where relative data paths (state, file channels) live: the config's folder, or the
+    service's state directory when systemd runs watcher ($STATE_DIRECTORY)."""
+    state_dirs = os.environ.get("STATE_DIRECTORY", "")
+    if state_dirs:
+        return Path(state_dirs.split(":")[0])
+    return config_dir
+
+
+def _data_paths(channels: list[tuple[Path, int, ChannelSettings]],
+                base: Path) -> tuple[ChannelSettings, ...]:
+    """File channels with their path made absolute under the data folder."""
+    return tuple(
+        ch.model_copy(update={"path": str(base / ch.path)})
+        if isinstance(ch, FileChannel) and not Path(ch.path).is_absolute() else ch
+        for _, _, ch in channels)
+
+
 def load_config(path: Path | str | None = None, *, check_secrets: bool = True) -> Config:
     """Read, validate and cross-check the config and its includes; raise ConfigError."""
     path = Path(path or os.environ.get("WATCHER_CONFIG") or DEFAULT_PATH)
     data, raw = _read_toml(path)
     problems: list[str] = []
-    collected = _Collected([], [], [])
+    warnings: list[str] = []
+    collected = _Collected()
     settings = _validate(WatcherSettings, data.get("watcher", {}), path, ("watcher",), problems)
     _collect(path, data, collected, problems, _SECTIONS)
     digest = hashlib.sha256(raw)
     files = [path]
-    for inc in _includes(path, data, problems):
-        inc_data, inc_raw = _read_toml(inc)
+    for inc in _includes(path, data, problems, warnings):
+        try:
+            inc_data, inc_raw = _read_toml(inc)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
         digest.update(inc_raw)
         files.append(inc)
         _collect(inc, inc_data, collected, problems, {"feeds", "topics", "channels"})
@@ -491,14 +572,15 @@ def load_config(path: Path | str | None = None, *, check_secrets: bool = True) -
     if check_secrets:
         problems.extend(_secret_problems(path, collected))
     if problems or settings is None:
-        raise ConfigError(problems)
+        raise ConfigError(problems, channels=collected.channels, warnings=warnings)
     return Config(
         path=path, files=tuple(files), watcher=settings,
         feeds=tuple(f for _, _, f in collected.feeds),
         topics=tuple(t for _, _, t in collected.topics),
-        channels=tuple(ch for _, _, ch in collected.channels),
+        channels=_data_paths(collected.channels, data_dir(path.parent)),
         digest=digest.hexdigest(),
         includes=tuple(p for p in data.get("include", []) if isinstance(p, str)),
+        warnings=tuple(warnings),
     )
 
 
