@@ -45,6 +45,10 @@ class FeedParseError(Exception):
     """The body is not a usable feed; the message says why."""
 
 
+class ParseMemoryError(FeedParseError):
+    """Parsing the document ran out of memory (in a parse worker: its memory limit)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedFeed:
     title: str
@@ -175,12 +179,17 @@ def _feedparser(body: bytes, headers: dict[str, str], *, strict: bool) -> Any:
     cost; summaries become plain text (plain_text drops script and style) and no feed HTML
     is ever rendered."""
     try:
-        return feedparser.parse(io.BytesIO(body), response_headers=headers,
-                                sanitize_html=not strict, resolve_relative_uris=not strict)
-    except (RecursionError, MemoryError):
-        raise FeedParseError("feed too deeply nested or too large to read") from None
+        parsed = feedparser.parse(io.BytesIO(body), response_headers=headers,
+                                  sanitize_html=not strict, resolve_relative_uris=not strict)
+    except RecursionError:
+        raise FeedParseError("feed too deeply nested to read") from None
+    except MemoryError:
+        raise ParseMemoryError("feed too large to read: parsing ran out of memory") from None
     except Exception as exc:  # feedparser's lenient parser on hostile markup
         raise FeedParseError(f"unreadable feed: {type(exc).__name__}: {exc}"[:300]) from None
+    if isinstance(parsed.get("bozo_exception"), MemoryError):  # feedparser kept it quiet
+        raise ParseMemoryError("feed too large to read: parsing ran out of memory")
+    return parsed
 
 
 def parse_feed(body: bytes, feed_url: str, feed_name: str = "",

@@ -1,0 +1,209 @@
+"""The parse worker pool against parse bombs, and its workers' life (issues 13.5 and 14.11).
+
+Real worker processes throughout; the parse bomb is a real document (6 MB of unclosed tags,
+about a minute of feedparser's lenient parser), served by the local feed server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import ConfigWriter
+from feedserver import FeedServer, Item
+from procs import wait_until
+
+from watcher.fetch import Fetcher
+from watcher.parse import parse_feed
+from watcher.parsepool import ParseLimitError, ParsePool
+from watcher.pipeline import Pipeline
+from watcher.store import SqliteStore
+
+FEEDS = Path(__file__).parent / "data" / "feeds"
+RSS_HEAD = b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
+BOMB = RSS_HEAD + b"<item><title>x</title><description>" + b"<a>" * 2_000_000
+NOW = datetime.now(UTC).replace(microsecond=0)
+MB = 1024 * 1024
+
+
+@pytest.fixture
+def pool() -> Iterator[ParsePool]:
+    pool = ParsePool(workers=2, deadline=8)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def real_feeds(count: int) -> list[bytes]:
+    return [p.read_bytes() for p in sorted(FEEDS.glob("*.xml"))[:count]]
+
+
+def limit_of(pid: int, name: str) -> str:
+    [line] = [x for x in Path(f"/proc/{pid}/limits").read_text().splitlines()
+              if x.startswith(name)]
+    return line[len(name):].split()[0]
+
+
+async def test_healthy_feeds_are_parsed_while_a_bomb_runs_into_the_deadline(
+        pool: ParsePool) -> None:
+    loop = asyncio.get_running_loop()
+    bomb = loop.run_in_executor(pool, parse_feed, BOMB, "http://127.0.0.1/bomb.xml")
+    healthy = await asyncio.gather(*(loop.run_in_executor(pool, parse_feed, body, f"f{i}")
+                                     for i, body in enumerate(real_feeds(12))))
+    assert all(parsed.entries for parsed in healthy)
+    assert not bomb.done()  # the other worker served them meanwhile
+    with pytest.raises(ParseLimitError, match=r"^parse took longer than 8 s$"):
+        await bomb
+    [again] = real_feeds(1)  # the killed worker was replaced: the pool still serves
+    assert (await loop.run_in_executor(pool, parse_feed, again, "f")).entries
+
+
+async def test_workers_run_under_the_memory_limit(pool: ParsePool) -> None:
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(loop.run_in_executor(pool, parse_feed, body, "f")
+                           for body in real_feeds(4)))
+    pids = pool.worker_pids()
+    assert pids and os.getpid() not in pids
+    for pid in pids:
+        assert limit_of(pid, "Max address space") == str(512 * MB)
+    with pytest.raises(ParseLimitError, match=r"^bytes needed more than 512 MB$"):
+        await loop.run_in_executor(pool, bytes, 1024 * MB)  # a gigabyte in one piece
+    assert (await loop.run_in_executor(pool, parse_feed, real_feeds(1)[0], "f")).entries
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_does_not_wait_for_a_bomb() -> None:
+    pool = ParsePool(workers=1, deadline=600)
+    bomb = pool.submit(parse_feed, BOMB, "http://127.0.0.1/bomb.xml")
+    wait_until(lambda: bomb.running() and pool.worker_pids(), 30, "the bomb to be parsed")
+    [pid] = pool.worker_pids()
+    queued = pool.submit(parse_feed, real_feeds(1)[0], "f")
+    pool.shutdown(wait=True, cancel_futures=True)  # the test's timeout bounds this
+    assert queued.cancelled()
+    assert str(bomb.exception()) == "parse stopped: the watcher is shutting down"
+    assert not Path(f"/proc/{pid}").exists() or "(Z)" not in Path(f"/proc/{pid}/stat").read_text()
+    with pytest.raises(RuntimeError):
+        pool.submit(parse_feed, b"", "f")
+
+
+@pytest.mark.timeout(90)
+async def test_a_bomb_feed_gets_the_error_and_the_others_their_entries(
+        feed_server: FeedServer, write_config: ConfigWriter) -> None:
+    """The pipeline with the pool: the bomb's feed records the error, the rest poll."""
+    healthy = [feed_server.set_feed(f"ok{i}.xml", [Item(
+        f"Story {i}", f"https://news.example/{i}", f"g-{i}", "Text.",
+        NOW - timedelta(minutes=i))]) for i in range(4)]
+    bomb_url = feed_server.set_feed("bomb.xml", BOMB)
+    urls = [bomb_url, *healthy]
+    feeds = "".join(f'[[feeds]]\nurl = "{u}"\n\n' for u in urls)
+    config = write_config(f'[watcher]\nstate = "state.db"\n\n{feeds}')
+    store = SqliteStore(config.state_location())
+    await store.open()
+    fetcher = Fetcher(timeout=10)
+    pool = ParsePool(workers=2, deadline=5)
+    try:
+        await store.sync_feeds(urls, NOW, 0)
+        states = await store.feed_states(urls)
+        pipeline = Pipeline(config, store, fetcher, pool)
+        await pipeline.start()
+        feed_of = {f.url: f for f in config.feeds}
+        summaries = await asyncio.gather(*(pipeline.poll(feed_of[u], states[u]) for u in urls))
+        after = await store.feed_states(urls)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        await fetcher.aclose()
+        await store.close()
+    assert summaries[0].error == "parse took longer than 5 s"
+    assert after[bomb_url].last_error == "parse took longer than 5 s"
+    assert after[bomb_url].error_count == 1
+    assert [s.entries for s in summaries[1:]] == [1, 1, 1, 1]
+    assert all(after[u].error_count == 0 for u in healthy)
+
+
+# --- workers die with their parent ---
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from watcher.parse import parse_feed
+    from watcher.parsepool import ParsePool
+
+    pool = ParsePool(workers=2, deadline=600)
+    assert pool.submit(parse_feed, Path(sys.argv[1]).read_bytes(), "f").result().entries
+    busy = pool.submit(time.sleep, 600)  # a worker stays busy (it reads no pipe) for long
+    while not busy.running():
+        time.sleep(0.05)
+    print("ready", flush=True)
+    time.sleep(600)
+""")
+
+
+def descendants(root: int) -> set[int]:
+    """Live (non-zombie) processes below `root`, from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        state, ppid = text.rsplit(")", 1)[1].split()[:2]
+        if state != "Z":
+            parents[int(stat.parent.name)] = int(ppid)
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(90)
+def test_sigkilled_parent_leaves_no_workers_forkserver_or_tracker() -> None:
+    feed = sorted(FEEDS.glob("*.xml"))[0]
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(feed)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        children = descendants(proc.pid)
+        names = {Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                 for pid in children}
+        assert any(b"forkserver" in n for n in names), names
+        assert any(b"resource_tracker" in n for n in names), names
+        assert len(children) >= 4  # forkserver, two workers, the resource tracker
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        wait_until(lambda: not any(alive(pid) for pid in children), 30,
+                   "the pool's processes to exit after their parent was killed")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+async def test_a_bomb_over_the_memory_limit_gets_the_memory_error() -> None:
+    pool = ParsePool(workers=1, deadline=60, memory_mb=128)
+    loop = asyncio.get_running_loop()
+    [healthy] = real_feeds(1)
+    try:
+        assert (await loop.run_in_executor(pool, parse_feed, healthy, "f")).entries
+        with pytest.raises(ParseLimitError, match=r"^parse needed more than 128 MB$"):
+            await loop.run_in_executor(pool, parse_feed, BOMB, "http://127.0.0.1/bomb.xml")
+        assert (await loop.run_in_executor(pool, parse_feed, healthy, "f")).entries
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
