@@ -1,0 +1,121 @@
+"""The one same-story decision: features of a pair of entries -> calibrated probability.
+
+`pair_features` turns two `Evidence` into the handful of numbers the logistic regression
+reads (names in `FEATURES`); `probability` applies the fitted coefficients from
+`watcher.story.constants` — the model with the embedding cosine when both entries have a
+vector, the lexical-only model otherwise — and `same_story` compares with the threshold.
+Both the daemon and `watcher test` must call `same_story` (through `StoryIndex`), nothing
+else. Time is not in the fitted model (the training pairs carry no dates): a pair further
+apart than `TIME_FREE` loses `TIME_PENALTY` log-odds per day beyond it, and the index never
+compares entries further apart than its window.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from watcher.story import constants as fitted
+from watcher.story.evidence import NAMES, Evidence, Rarity
+
+FEATURES: tuple[str, ...] = (
+    "lex",  # idf-weighted cosine of title+lead terms
+    "title",  # the same on titles only
+    "mass",  # log(1 + summed weight of shared terms)
+    "names",  # weighted Dice of name keys (cross-script)
+    "num_shared",  # shared numbers (>= 2 digits, not years), 0..1
+    "num_clash",  # both titles have numbers and none in common
+    "cross",  # languages differ
+    "cos",  # embedding cosine (embedding model only)
+    "cos_cross",  # cosine when languages differ (embedding model only)
+)
+LEXICAL: tuple[str, ...] = FEATURES[:7]
+TIME_FREE_HOURS = 36.0
+TIME_PENALTY = 0.5  # log-odds per day beyond TIME_FREE_HOURS
+
+
+def _weighted_cosine(
+    a: frozenset[str], b: frozenset[str], lang_a: str, lang_b: str, rarity: Rarity
+) -> tuple[float, float]:
+    """(cosine, summed weight of shared terms) of two term sets."""
+    if not a or not b:
+        return 0.0, 0.0
+    wa = {t: rarity.weight(lang_a, t) for t in a}
+    wb = wa if a is b else {t: rarity.weight(lang_b, t) for t in b}
+    shared = 0.0
+    mass = 0.0
+    for term in a & b:
+        shared += wa[term] * wb[term]
+        mass += min(wa[term], wb[term])
+    norm = math.sqrt(sum(w * w for w in wa.values()) * sum(w * w for w in wb.values()))
+    return (shared / norm if norm else 0.0), mass
+
+
+def _names(a: Evidence, b: Evidence, rarity: Rarity) -> float:
+    if not a.names or not b.names:
+        return 0.0
+    weight = {k: rarity.weight(NAMES, k) for k in a.names | b.names}
+    total = sum(weight[k] for k in a.names) + sum(weight[k] for k in b.names)
+    shared = sum(weight[k] for k in a.names & b.names)
+    return 2 * shared / total if total else 0.0
+
+
+def cosine(a: Evidence, b: Evidence) -> float | None:
+    if a.vector is None or b.vector is None:
+        return None
+    return float(np.dot(a.vector, b.vector))
+
+
+def pair_features(a: Evidence, b: Evidence, rarity: Rarity) -> dict[str, float]:
+    """The decision's inputs for a pair (the embedding ones only when both have vectors)."""
+    lex, mass = _weighted_cosine(a.terms, b.terms, a.lang, b.lang, rarity)
+    title, _ = _weighted_cosine(a.title_terms, b.title_terms, a.lang, b.lang, rarity)
+    shared_numbers = len(a.numbers & b.numbers)
+    clash = bool(
+        a.title_numbers
+        and b.title_numbers
+        and not a.title_numbers & b.numbers
+        and not b.title_numbers & a.numbers
+    )
+    cross = float(a.lang != b.lang)
+    features = {
+        "lex": lex,
+        "title": title,
+        "mass": math.log1p(mass),
+        "names": _names(a, b, rarity),
+        "num_shared": min(shared_numbers, 3) / 3,
+        "num_clash": float(clash),
+        "cross": cross,
+    }
+    cos = cosine(a, b)
+    if cos is not None:
+        features["cos"] = cos
+        features["cos_cross"] = cos * cross
+    return features
+
+
+def logit(features: dict[str, float]) -> float:
+    """Log-odds that the pair is one story (before the time prior)."""
+    if "cos" in features:
+        coef, bias = fitted.EMBEDDING_COEF, fitted.EMBEDDING_BIAS
+    else:
+        coef, bias = fitted.LEXICAL_COEF, fitted.LEXICAL_BIAS
+    return bias + sum(coef[name] * features[name] for name in coef)
+
+
+def time_prior(a: Evidence, b: Evidence) -> float:
+    hours = abs((a.at - b.at).total_seconds()) / 3600
+    return -TIME_PENALTY * max(0.0, hours - TIME_FREE_HOURS) / 24
+
+
+def probability(a: Evidence, b: Evidence, rarity: Rarity) -> float:
+    """Calibrated probability that `a` and `b` report the same story."""
+    z = logit(pair_features(a, b, rarity)) + time_prior(a, b)
+    return 1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, z))))
+
+
+def same_story(a: Evidence, b: Evidence, rarity: Rarity) -> tuple[bool, float]:
+    """The decision: (same story?, probability)."""
+    p = probability(a, b, rarity)
+    return p >= fitted.THRESHOLD, p

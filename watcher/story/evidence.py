@@ -1,0 +1,274 @@
+"""What the story engine knows of one entry, and how rare its words are (pure).
+
+`Evidence` is computed once per entry (`evidence(...)`) and is all the engine compares: the
+language, stemmed terms of title and lead, name keys (capitalised words transliterated to
+Latin and cut to 5 letters, so "Москальковой" and "Moskalkova" meet across scripts),
+numbers, the time, and the embedding when there is one. It round-trips through plain JSON
+(`to_dict` / `from_dict`, the vector as base64 float16) so the store can keep it.
+
+`DocFreq` counts in how many recent entries each term occurs, per language, in day buckets
+(`expire` drops old days), and `Rarity` turns those counts into weights in [0, 1]: a word
+in every entry weighs ~0, a word never seen before 1. A topic's own words (its phrases, and
+whatever most of its entries carry) are weighed down by a per-topic `DocFreq` and an
+`ignore` set, so they are no evidence that two of its entries are one story.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+import numpy as np
+
+from watcher import lang as langs
+from watcher.text import match_form
+
+LEAD_CHARS = 600  # characters of a summary read
+NAME_PREFIX = 5
+NAMES = "~"  # DocFreq language key of name keys (shared by all languages)
+_CAPITALISED = re.compile(r"(?<![\w'’])[A-ZÀ-ÖØ-ÞĀ-ſА-ЯЁІЇЄҐ][\w'’\-]{2,}")
+_YEAR = re.compile(r"(?:19|20)\d\d")
+_SEPARATOR = re.compile(r"\s+(?:-|\||–|—|::)\s+")
+
+
+def strip_outlet(title: str) -> str:
+    """Cut a trailing outlet: "Fed holds rates - BBC News" -> "Fed holds rates"."""
+    parts = _SEPARATOR.split(title.strip())
+    if len(parts) > 1 and len(parts[-1].split()) <= 4 and len(" ".join(parts[:-1]).split()) >= 3:
+        return " ".join(parts[:-1])
+    return title.strip()
+
+
+def _numbers(text: str) -> frozenset[str]:
+    return frozenset(n for n in langs.numbers(text) if len(n) >= 2 and not _YEAR.fullmatch(n))
+
+
+def _names(text: str) -> frozenset[str]:
+    keys = set()
+    for word in _CAPITALISED.findall(text):
+        folded = match_form(word).replace(" ", "")
+        if len(folded) >= 3 and not folded.isdigit():
+            keys.add(folded[:NAME_PREFIX])
+    return frozenset(keys)
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """The comparison form of one entry."""
+
+    lang: str
+    title_terms: frozenset[str]
+    terms: frozenset[str]  # title and lead
+    names: frozenset[str]
+    title_numbers: frozenset[str]
+    numbers: frozenset[str]
+    at: datetime
+    has_lead: bool
+    vector: np.ndarray | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON-able form (the vector as base64 float16, 768 bytes for 384 dims)."""
+        vec = None
+        if self.vector is not None:
+            vec = base64.b64encode(self.vector.astype("<f2").tobytes()).decode("ascii")
+        return {
+            "lang": self.lang,
+            "title_terms": sorted(self.title_terms),
+            "terms": sorted(self.terms),
+            "names": sorted(self.names),
+            "title_numbers": sorted(self.title_numbers),
+            "numbers": sorted(self.numbers),
+            "at": self.at.isoformat(),
+            "has_lead": self.has_lead,
+            "vector": vec,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Evidence:
+        raw = data.get("vector")
+        vector = None
+        if isinstance(raw, str):
+            vector = np.frombuffer(base64.b64decode(raw), dtype="<f2").astype(np.float32)
+        return cls(
+            lang=str(data["lang"]),
+            title_terms=frozenset(data["title_terms"]),  # type: ignore[arg-type]
+            terms=frozenset(data["terms"]),  # type: ignore[arg-type]
+            names=frozenset(data["names"]),  # type: ignore[arg-type]
+            title_numbers=frozenset(data["title_numbers"]),  # type: ignore[arg-type]
+            numbers=frozenset(data["numbers"]),  # type: ignore[arg-type]
+            at=datetime.fromisoformat(str(data["at"])),
+            has_lead=bool(data["has_lead"]),
+            vector=vector,
+        )
+
+    def with_vector(self, vector: np.ndarray | None) -> Evidence:
+        return Evidence(
+            self.lang,
+            self.title_terms,
+            self.terms,
+            self.names,
+            self.title_numbers,
+            self.numbers,
+            self.at,
+            self.has_lead,
+            vector,
+        )
+
+
+def evidence(
+    title: str,
+    summary: str,
+    at: datetime,
+    *,
+    lang: str | None = None,
+    vector: np.ndarray | None = None,
+) -> Evidence:
+    """The evidence of an entry; `lang` is the feed's declared language when it has one."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"naive datetime {at!r}: the story engine needs aware (UTC) datetimes")
+    title = strip_outlet(title)
+    lead = summary.strip()[:LEAD_CHARS]
+    code = langs.guess(f"{title} {lead}", lang)
+    title_terms = frozenset(langs.terms(title, code))
+    lead_terms = frozenset(langs.terms(lead, code))
+    has_lead = bool(lead_terms & title_terms) or not title_terms  # else boilerplate
+    terms = title_terms | lead_terms if has_lead else title_terms
+    text = f"{title} {lead}" if has_lead else title
+    title_numbers = _numbers(title)
+    return Evidence(
+        lang=code,
+        title_terms=title_terms,
+        terms=terms,
+        names=_names(text),
+        title_numbers=title_numbers,
+        numbers=title_numbers | (_numbers(lead) if has_lead else frozenset()),
+        at=at,
+        has_lead=has_lead and bool(lead_terms),
+        vector=vector,
+    )
+
+
+class DocFreq:
+    """Document frequencies per language over recent days (online; serialisable)."""
+
+    def __init__(self, keep_days: int = 14) -> None:
+        self.keep_days = keep_days
+        self._days: dict[str, dict[date, Counter[str]]] = {}  # lang -> day -> term -> docs
+        self._day_docs: dict[str, Counter[date]] = {}
+        self._df: dict[str, Counter[str]] = {}
+        self._docs: Counter[str] = Counter()
+
+    def add(self, lang: str, keys: Iterable[str], at: datetime) -> None:
+        """Count one document of `lang` carrying `keys` (each counted once)."""
+        day = at.astimezone(UTC).date()
+        unique = set(keys)
+        self._days.setdefault(lang, {}).setdefault(day, Counter()).update(unique)
+        self._day_docs.setdefault(lang, Counter())[day] += 1
+        self._df.setdefault(lang, Counter()).update(unique)
+        self._docs[lang] += 1
+
+    def observe(self, ev: Evidence) -> None:
+        """Count an entry's terms under its language and its name keys under NAMES."""
+        self.add(ev.lang, ev.terms | ev.numbers, ev.at)
+        self.add(NAMES, ev.names, ev.at)
+
+    def docs(self, lang: str) -> int:
+        return self._docs[lang]
+
+    def df(self, lang: str, key: str) -> int:
+        counts = self._df.get(lang)
+        return counts[key] if counts else 0
+
+    def expire(self, now: datetime) -> None:
+        """Forget days older than `keep_days` before `now`."""
+        horizon = now.astimezone(UTC).date().toordinal() - self.keep_days
+        for code, days in self._days.items():
+            for day in [d for d in days if d.toordinal() < horizon]:
+                counts = days.pop(day)
+                self._df[code].subtract(counts)
+                self._df[code] = +self._df[code]
+                self._docs[code] -= self._day_docs[code].pop(day)
+
+    def to_state(self) -> dict[str, object]:
+        return {
+            "keep_days": self.keep_days,
+            "days": {
+                code: {
+                    day.isoformat(): [dict(counts), self._day_docs[code][day]]
+                    for day, counts in days.items()
+                }
+                for code, days in self._days.items()
+            },
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> DocFreq:
+        freq = cls(int(state["keep_days"]))  # type: ignore[call-overload]
+        days: dict[str, dict[str, list[object]]] = state["days"]  # type: ignore[assignment]
+        for code, by_day in days.items():
+            for iso, (counts, docs) in by_day.items():
+                day = date.fromisoformat(iso)
+                counter: Counter[str] = Counter(counts)  # type: ignore[arg-type]
+                freq._days.setdefault(code, {})[day] = counter
+                freq._day_docs.setdefault(code, Counter())[day] = int(docs)  # type: ignore[call-overload]
+                freq._df.setdefault(code, Counter()).update(counter)
+                freq._docs[code] += int(docs)  # type: ignore[call-overload]
+        return freq
+
+
+def _weight(docs: int, df: int) -> float:
+    """BM25-style idf scaled to [0, 1]: 1 for a term no document had, ~0 for one all had."""
+    top = math.log(1.0 + (docs + 0.5) / 0.5)
+    return math.log(1.0 + (docs - df + 0.5) / (df + 0.5)) / top
+
+
+TOPIC_MIN_DOCS = 20  # a topic's own frequencies count once it has this many entries
+
+
+class Rarity:
+    """Term weights for comparing entries of one topic."""
+
+    def __init__(
+        self,
+        stream: DocFreq,
+        topic: DocFreq | None = None,
+        ignore: frozenset[str] = frozenset(),
+    ) -> None:
+        self.stream = stream
+        self.topic = topic
+        self.ignore = ignore
+        self._cache: dict[tuple[str, str], float] = {}
+
+    def weight(self, lang: str, key: str) -> float:
+        if key in self.ignore:
+            return 0.0
+        found = self._cache.get((lang, key))
+        if found is not None:
+            return found
+        value = _weight(self.stream.docs(lang), self.stream.df(lang, key))
+        topic = self.topic
+        if topic is not None and topic.docs(lang) >= TOPIC_MIN_DOCS:
+            value = min(value, _weight(topic.docs(lang), topic.df(lang, key)))
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[(lang, key)] = value
+        return value
+
+    def forget(self) -> None:
+        """Drop cached weights (call after the frequencies changed a lot)."""
+        self._cache.clear()
+
+
+def topic_terms(phrases: Iterable[str]) -> frozenset[str]:
+    """Stemmed words of a topic's phrases in every language they may be in (for `ignore`)."""
+    out: set[str] = set()
+    for phrase in phrases:
+        code = langs.guess(phrase)
+        out.update(langs.terms(phrase, code))
+        out.update(_names(phrase))
+    return frozenset(out)

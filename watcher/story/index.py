@@ -1,0 +1,336 @@
+"""Online clustering of a topic's entries into stories (pure: no I/O, no clock of its own).
+
+Each entry of a topic is compared with the open stories of that topic and joins the one it
+most probably belongs to (`same_story` >= threshold), else opens a new one. A story is
+compared through its *members*, best member wins: the first entry and the latest
+`MEMBERS - 1` ones are kept, so a story followed over days is still recognised by its newest
+wording, while one outlying member cannot drag the story towards another (a centroid of
+bag-of-words would). `benchmarks/story_quality.py --members 1` measures the alternative.
+
+Candidates are bounded whatever the number of open stories:
+- rare-key postings: the entry's terms, name keys and numbers, rarest first, until
+  `POSTINGS_BUDGET` postings were read; keys held by a large share of the topic's stories
+  (its own words) are never read; the `CANDIDATES` stories sharing most keys are scored;
+- nearest embeddings: the `NEAREST` stories whose mean member vector is closest (one
+  matrix-vector product over the topic's open stories).
+
+Stories stay open `window` after they were last touched (wall clock, `now` of `open` /
+`attach`), so a story about entries dated days ago survives; entries are only compared
+with members dated within `window` of their own date. The whole index, including the
+per-topic word frequencies, round-trips through `to_state` / `from_state` (plain JSON).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from watcher.story.decision import same_story
+from watcher.story.evidence import DocFreq, Evidence, Rarity
+
+MEMBERS = 8  # members a story is compared through: the first and the latest 7
+CANDIDATES = 12  # stories scored per lookup from the postings
+NEAREST = 8  # stories scored per lookup from the embeddings
+POSTINGS_BUDGET = 1000
+MAX_KEY_SHARE = 0.2  # a key held by more than this share of a topic's stories is not read
+MIN_KEY_DF = 64  # ... unless fewer stories than this hold it
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Where an entry goes: an open story (`story_id`) or a new one (None)."""
+
+    story_id: str | None
+    probability: float  # of the best candidate (0 when there was none)
+
+
+@dataclass(slots=True)
+class Member:
+    entry_id: str
+    ev: Evidence
+
+
+@dataclass(slots=True)
+class Story:
+    story_id: str
+    opened_at: datetime  # date of its first entry
+    touched: datetime  # wall clock of the last open/attach
+    members: list[Member]
+    size: int = 1  # entries ever attached
+    keys: set[str] = field(default_factory=set)
+    row: int = -1  # row in the topic's vector matrix, -1 without vectors
+    vector_sum: np.ndarray | None = None
+
+
+def _keys(ev: Evidence) -> set[str]:
+    return {f"t{t}" for t in ev.terms} | {f"n{n}" for n in ev.names} | {f"#{n}" for n in ev.numbers}
+
+
+class _Topic:
+    """One topic's open stories, postings, vectors and word frequencies."""
+
+    def __init__(self, stream: DocFreq, ignore: frozenset[str]) -> None:
+        self.stories: dict[str, Story] = {}
+        self.postings: dict[str, set[str]] = {}
+        self.freq = DocFreq()
+        self.rarity = Rarity(stream, self.freq, ignore)
+        self.matrix = np.zeros((0, 0), dtype=np.float32)
+        self.row_story: list[str | None] = []
+        self.free_rows: list[int] = []
+
+    def set_vector(self, story: Story) -> None:
+        if story.vector_sum is None:
+            return
+        norm = float(np.linalg.norm(story.vector_sum))
+        vec = story.vector_sum / (norm or 1.0)
+        if story.row < 0:
+            if self.matrix.shape[1] != len(vec):
+                self.matrix = np.zeros((16, len(vec)), dtype=np.float32)
+                self.row_story = [None] * 16
+                self.free_rows = list(range(15, -1, -1))
+            if not self.free_rows:
+                grown = len(self.row_story)
+                self.matrix = np.vstack([self.matrix, np.zeros_like(self.matrix)])
+                self.row_story += [None] * grown
+                self.free_rows = list(range(2 * grown - 1, grown - 1, -1))
+            story.row = self.free_rows.pop()
+            self.row_story[story.row] = story.story_id
+        self.matrix[story.row] = vec
+
+    def drop_vector(self, story: Story) -> None:
+        if story.row >= 0:
+            self.matrix[story.row] = 0.0
+            self.row_story[story.row] = None
+            self.free_rows.append(story.row)
+            story.row = -1
+
+    def nearest(self, vector: np.ndarray, n: int) -> list[str]:
+        if not self.stories or self.matrix.shape[1] != len(vector):
+            return []
+        scores = self.matrix @ vector
+        n = min(n, len(scores))
+        top = np.argpartition(-scores, n - 1)[:n]
+        return [sid for i in top if (sid := self.row_story[int(i)]) is not None]
+
+    def by_postings(self, ev: Evidence) -> list[str]:
+        limit = max(MIN_KEY_DF, int(len(self.stories) * MAX_KEY_SHARE))
+        lists = sorted(
+            (ids for key in _keys(ev) if (ids := self.postings.get(key)) and len(ids) <= limit),
+            key=len,
+        )
+        counts: Counter[str] = Counter()
+        budget = POSTINGS_BUDGET
+        for ids in lists:
+            if len(ids) > budget:
+                break
+            budget -= len(ids)
+            counts.update(ids)
+        ranked = heapq.nlargest(CANDIDATES, counts.items(), key=lambda item: (item[1], item[0]))
+        return [story_id for story_id, _ in ranked]
+
+
+class StoryIndex:
+    """Open stories per topic; `assign` is the one entry point the pipeline needs."""
+
+    def __init__(
+        self, window: timedelta, *, stream: DocFreq | None = None, members: int = MEMBERS
+    ) -> None:
+        if window <= timedelta(0):
+            raise ValueError("window must be positive")
+        self.window = window
+        self.members = members
+        self.stream = stream if stream is not None else DocFreq()
+        self._topics: dict[str, _Topic] = {}
+        self._ignore: dict[str, frozenset[str]] = {}
+
+    # -- configuration and word statistics ------------------------------------------------
+    def configure(self, topic: str, ignore: frozenset[str]) -> None:
+        """Set a topic's own words (`evidence.topic_terms(phrases)`): no evidence of a story."""
+        self._ignore[topic] = ignore
+        if topic in self._topics:
+            self._topics[topic].rarity = Rarity(self.stream, self._topics[topic].freq, ignore)
+
+    def observe(self, ev: Evidence) -> None:
+        """Count an entry seen on any feed (every new entry, matched or not) in the stream."""
+        self.stream.observe(ev)
+
+    def _topic(self, topic: str) -> _Topic:
+        found = self._topics.get(topic)
+        if found is None:
+            found = self._topics[topic] = _Topic(self.stream, self._ignore.get(topic, frozenset()))
+        return found
+
+    def rarity(self, topic: str) -> Rarity:
+        return self._topic(topic).rarity
+
+    def __len__(self) -> int:
+        return sum(len(t.stories) for t in self._topics.values())
+
+    def story(self, topic: str, story_id: str) -> Story | None:
+        held = self._topics.get(topic)
+        return held.stories.get(story_id) if held else None
+
+    # -- the decision ---------------------------------------------------------------------
+    def candidates(self, topic: str, ev: Evidence) -> list[str]:
+        held = self._topics.get(topic)
+        if held is None or not held.stories:
+            return []
+        found = held.by_postings(ev)
+        if ev.vector is not None:
+            found += held.nearest(ev.vector, NEAREST)
+        return list(dict.fromkeys(found))
+
+    def find(self, topic: str, ev: Evidence) -> Verdict:
+        """The open story of `topic` this entry belongs to, or `Verdict(None, p)`."""
+        held = self._topics.get(topic)
+        if held is None:
+            return Verdict(None, 0.0)
+        best: tuple[float, datetime, str] | None = None
+        best_p = 0.0
+        for story_id in self.candidates(topic, ev):
+            story = held.stories[story_id]
+            for member in story.members:
+                if abs(ev.at - member.ev.at) > self.window:
+                    continue
+                same, p = same_story(ev, member.ev, held.rarity)
+                best_p = max(best_p, p)
+                if same and (
+                    best is None or p > best[0] or (p == best[0] and story.opened_at < best[1])
+                ):
+                    best = (p, story.opened_at, story_id)
+        return Verdict(best[2], best[0]) if best else Verdict(None, best_p)
+
+    def assign(
+        self,
+        topic: str,
+        entry_id: str,
+        ev: Evidence,
+        new_story_id: str,
+        now: datetime | None = None,
+    ) -> Verdict:
+        """Attach the entry to its story, or open `new_story_id` (then `story_id` is it)."""
+        verdict = self.find(topic, ev)
+        if verdict.story_id is None:
+            self.open(topic, new_story_id, entry_id, ev, now)
+            return Verdict(new_story_id, verdict.probability)
+        self.attach(topic, verdict.story_id, entry_id, ev, now)
+        return verdict
+
+    # -- changes ------------------------------------------------------------------------------
+    def open(
+        self, topic: str, story_id: str, entry_id: str, ev: Evidence, now: datetime | None = None
+    ) -> None:
+        """Open a story with its first entry (replaces one with the same id)."""
+        self.remove(topic, story_id)
+        held = self._topic(topic)
+        story = Story(story_id, ev.at, now or ev.at, [])
+        held.stories[story_id] = story
+        self._add_member(held, story, Member(entry_id, ev), count=False)
+
+    def attach(
+        self, topic: str, story_id: str, entry_id: str, ev: Evidence, now: datetime | None = None
+    ) -> None:
+        held = self._topics[topic]
+        story = held.stories[story_id]
+        story.touched = max(story.touched, now or ev.at)
+        self._add_member(held, story, Member(entry_id, ev), count=True)
+
+    def _add_member(self, held: _Topic, story: Story, member: Member, *, count: bool) -> None:
+        if count:
+            story.size += 1
+        held.freq.observe(member.ev)
+        story.members.append(member)
+        if len(story.members) > self.members:
+            story.members.pop(1)  # the first stays; the oldest of the rest goes
+        keys = _keys(member.ev)
+        for key in keys - story.keys:
+            held.postings.setdefault(key, set()).add(story.story_id)
+        story.keys |= keys
+        if member.ev.vector is not None:
+            vec = member.ev.vector.astype(np.float32)
+            story.vector_sum = vec.copy() if story.vector_sum is None else story.vector_sum + vec
+            held.set_vector(story)
+
+    def remove(self, topic: str, story_id: str) -> bool:
+        """Forget one story; False if it was not held."""
+        held = self._topics.get(topic)
+        story = held.stories.pop(story_id, None) if held else None
+        if held is None or story is None:
+            return False
+        for key in story.keys:
+            ids = held.postings.get(key)
+            if ids is not None:
+                ids.discard(story_id)
+                if not ids:
+                    del held.postings[key]
+        held.drop_vector(story)
+        return True
+
+    def expire(self, now: datetime) -> int:
+        """Forget stories not touched within `window` before `now`; return how many."""
+        horizon = now - self.window
+        dropped = 0
+        for topic, held in self._topics.items():
+            for story_id in [s.story_id for s in held.stories.values() if s.touched < horizon]:
+                dropped += self.remove(topic, story_id)
+            held.freq.expire(now)
+        self.stream.expire(now)
+        return dropped
+
+    # -- persistence ----------------------------------------------------------------------
+    def to_state(self) -> dict[str, object]:
+        """Everything the index holds, as plain JSON-able data."""
+        return {
+            "window_s": self.window.total_seconds(),
+            "members": self.members,
+            "stream": self.stream.to_state(),
+            "topics": {
+                name: {
+                    "freq": held.freq.to_state(),
+                    "ignore": sorted(self._ignore.get(name, frozenset())),
+                    "stories": [
+                        {
+                            "id": s.story_id,
+                            "opened_at": s.opened_at.isoformat(),
+                            "touched": s.touched.isoformat(),
+                            "size": s.size,
+                            "members": [[m.entry_id, m.ev.to_dict()] for m in s.members],
+                        }
+                        for s in held.stories.values()
+                    ],
+                }
+                for name, held in self._topics.items()
+            },
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> StoryIndex:
+        index = cls(
+            timedelta(seconds=float(state["window_s"])),  # type: ignore[arg-type]
+            stream=DocFreq.from_state(state["stream"]),  # type: ignore[arg-type]
+            members=int(state["members"]),
+        )  # type: ignore[call-overload]
+        topics: dict[str, dict[str, object]] = state["topics"]  # type: ignore[assignment]
+        for name, data in topics.items():
+            index.configure(name, frozenset(data["ignore"]))  # type: ignore[arg-type]
+            for raw in data["stories"]:  # type: ignore[attr-defined]
+                members = [(entry_id, Evidence.from_dict(ev)) for entry_id, ev in raw["members"]]
+                held = index._topic(name)
+                story = Story(
+                    raw["id"],
+                    datetime.fromisoformat(raw["opened_at"]),
+                    datetime.fromisoformat(raw["touched"]),
+                    [],
+                    size=raw["size"],
+                )
+                held.stories[story.story_id] = story
+                for entry_id, ev in members:
+                    index._add_member(held, story, Member(entry_id, ev), count=False)
+            held = index._topic(name)
+            held.freq = DocFreq.from_state(data["freq"])  # type: ignore[arg-type]
+            held.rarity = Rarity(index.stream, held.freq, index._ignore.get(name, frozenset()))
+        return index
