@@ -398,3 +398,49 @@ def _known_codec(name: str) -> bool:
     except LookupError:
         return False
     return True
+
+
+# --- documents over the entry cap (issue 14.3) ---
+
+def capped_feed(order: list[int], dated: bool = True) -> bytes:
+    """Entries numbered by age (0 = the newest, an hour apart), in this document order."""
+    from feedserver import Item, rss
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    return rss([Item(f"Story {age}", f"https://news.example/{age}", f"g-{age}", "Text.",
+                     now - timedelta(hours=age) if dated else None) for age in order])
+
+
+@pytest.mark.parametrize(("name", "order"), [
+    ("newest first", list(range(150))),
+    ("oldest first", list(range(149, -1, -1))),
+    ("shuffled", [(i * 37) % 150 for i in range(150)]),
+])
+def test_over_the_cap_the_newest_entries_are_kept(name: str, order: list[int]) -> None:
+    parsed = parse_feed(capped_feed(order), "https://news.example/feed", max_entries=100)
+    kept = [int(e.title.split()[1]) for e in parsed.entries]
+    assert sorted(kept) == list(range(100))  # the 100 newest, whatever the order
+    assert kept == [age for age in order if age < 100]  # in document order
+    assert parsed.warning and parsed.warning.startswith("150 entries; only 100 were read, ")
+
+
+def test_oldest_first_feed_over_the_cap_says_so() -> None:
+    parsed = parse_feed(capped_feed(list(range(149, -1, -1))), "x", max_entries=100)
+    assert parsed.warning == ("150 entries; only 100 were read, the last ones: the feed lists"
+                              " the oldest first")
+
+
+@pytest.mark.parametrize(("dates", "expected"), [
+    ("none", list(range(100))),  # no dates: the first N (feeds list the newest first)
+    ("a few, oldest first", list(range(50, 150))),  # the dated ones show the order
+])
+def test_undated_entries_over_the_cap_go_by_position(dates: str, expected: list[int]) -> None:
+    from feedserver import Item, rss
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    items = [Item(f"Story {i}", f"https://news.example/{i}", f"g-{i}") for i in range(150)]
+    if dates != "none":  # document position i; only two entries carry dates
+        items[10].published = now - timedelta(days=3)
+        items[140].published = now - timedelta(days=1)
+    parsed = parse_feed(rss(items), "x", max_entries=100)
+    assert [int(e.title.split()[1]) for e in parsed.entries] == expected

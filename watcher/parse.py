@@ -12,6 +12,8 @@ import calendar
 import codecs
 import hashlib
 import io
+import itertools
+import math
 import pyexpat
 import re
 import unicodedata
@@ -29,7 +31,7 @@ from watcher.text import html_to_text
 
 MAX_SUMMARY_CHARS = 4000
 MAX_TITLE_CHARS = 1000
-MAX_ENTRIES = 10_000  # entries read from one document (feeds list the newest first)
+MAX_ENTRIES = 10_000  # entries read from one document: the newest (see _keep_newest)
 _RAW_CHARS = 64 * 1024  # markup looked at per field: plenty for 4000 characters of text
 _EARLIEST = datetime(1995, 1, 1, tzinfo=UTC)  # before RSS existed: a placeholder date
 _FUTURE_SLACK = timedelta(days=2)
@@ -192,9 +194,47 @@ def _feedparser(body: bytes, headers: dict[str, str], *, strict: bool) -> Any:
     return parsed
 
 
+def _stamp(raw: Any, earliest: float, latest: float) -> float | None:
+    """An entry's date as a POSIX time, if it has a plausible one (as `_date` reads it)."""
+    for key in ("published_parsed", "updated_parsed", "created_parsed"):
+        parsed = dict.get(raw, key)
+        if parsed:
+            try:
+                value = float(calendar.timegm(parsed))
+            except (OverflowError, ValueError, TypeError):
+                continue
+            if earliest <= value <= latest:
+                return value
+    return None
+
+
+def _keep_newest(raws: list[Any], limit: int, now: datetime) -> tuple[list[Any], str]:
+    """The newest `limit` entries, in document order, and how they were chosen.
+
+    Dates running in order (either way): by position, from the newest end. Dates out of
+    order: the newest by date (undated ones last). No dates: the first (feeds list the
+    newest first, unless their dates say otherwise)."""
+    stamps = [_stamp(r, _EARLIEST.timestamp(), (now + _FUTURE_SLACK).timestamp())
+              for r in raws]
+    dated = [s for s in stamps if s is not None]
+    rising = all(a <= b for a, b in itertools.pairwise(dated))
+    falling = all(a >= b for a, b in itertools.pairwise(dated))
+    if not (rising or falling):
+        ranked = sorted(range(len(raws)), reverse=True,  # stable: ties keep document order
+                        key=lambda i: -math.inf if stamps[i] is None else stamps[i])
+        return [raws[i] for i in sorted(ranked[:limit])], "the newest by date"
+    if rising and dated and dated[0] < dated[-1]:
+        return raws[-limit:], "the last ones: the feed lists the oldest first"
+    return raws[:limit], "the first ones: the feed lists the newest first" if dated else \
+        "the first ones: the feed has no dates"
+
+
 def parse_feed(body: bytes, feed_url: str, feed_name: str = "",
-               content_type: str | None = None) -> ParsedFeed:
-    """Parse a feed document; raise FeedParseError when it is not one."""
+               content_type: str | None = None, *,
+               max_entries: int = MAX_ENTRIES) -> ParsedFeed:
+    """Parse a feed document; raise FeedParseError when it is not one.
+
+    Of a document with more than `max_entries` entries, the newest are read."""
     if not body.strip():
         raise FeedParseError("empty response: the server sent no feed document (0 bytes)")
     body, effective_type = _fix_charset(body.lstrip(), content_type)  # "\n<?xml" is common
@@ -214,9 +254,12 @@ def parse_feed(body: bytes, feed_url: str, feed_name: str = "",
         raise FeedParseError(f"malformed feed, nothing readable: {_describe(problem)}")
     title = plain_text(parsed.feed.get("title") or "", MAX_TITLE_CHARS)
     now = datetime.now(UTC)
+    raws, chosen = parsed.entries, ""
+    if len(raws) > max_entries:
+        raws, chosen = _keep_newest(raws, max_entries, now)
     seen: set[str] = set()
     entries: list[Entry] = []
-    for raw in parsed.entries[:MAX_ENTRIES]:
+    for raw in raws:
         entry = to_entry(raw, feed_url, feed_name or title or feed_url, now)
         if not (entry.title or entry.summary or entry.link):
             continue  # an empty <item/> (pcmag-1 nests them in items): nothing to match
@@ -228,8 +271,8 @@ def parse_feed(body: bytes, feed_url: str, feed_name: str = "",
         seen.add(entry.key)
         entries.append(entry)
     warning = _warning(problem, content_type)
-    if len(parsed.entries) > MAX_ENTRIES:
-        warning = (f"{len(parsed.entries)} entries; only the first {MAX_ENTRIES} were read"
+    if chosen:
+        warning = (f"{len(parsed.entries)} entries; only {max_entries} were read, {chosen}"
                    + (f"; {warning}" if warning else ""))
     return ParsedFeed(title=title, entries=entries, warning=warning)
 

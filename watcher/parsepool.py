@@ -187,12 +187,12 @@ class _Slot:
         self.stop()
 
     def _call(self, task: _Task) -> Any:
-        worker = self._worker()
+        worker = self._worker(task)
         try:
             worker.conn.send((task.fn, task.args, task.kwargs))
         except (OSError, EOFError):
             self.stop()
-            worker = self._worker()  # it died while idle: once more with a fresh one
+            worker = self._worker(task)  # it died while idle: once more with a fresh one
             worker.conn.send((task.fn, task.args, task.kwargs))
         self.busy = True
         try:
@@ -227,10 +227,10 @@ class _Slot:
         raise ParseLimitError(f"{task.name} crashed its worker ({how}); a document that needs"
                               f" more than {self.pool.memory_mb} MB can do that")
 
-    def _worker(self) -> _Worker:
+    def _worker(self, task: _Task) -> _Worker:
         with self.lock:
             if self.pool._stopping:
-                raise ParseLimitError("the parse pool is shutting down")
+                raise ParseLimitError(f"{task.name} stopped: the watcher is shutting down")
             if self.worker is None or not self.worker.process.is_alive():
                 self.worker = self.pool._start_worker()
             return self.worker
