@@ -5,16 +5,22 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
-from feedserver import FeedServer, Item
+from conftest import ConfigWriter
+from feedserver import FeedServer, Item, rss
 
 from watcher.fetch import Fetcher, Validators, parse_retry_after
 from watcher.parse import parse_feed
+from watcher.pipeline import Pipeline, PollSummary
+from watcher.store import SqliteStore
 
 ITEMS = [Item("Kursk residents evacuated", "https://news.example/a", "a-1")]
 
@@ -233,3 +239,94 @@ async def test_a_busy_host_does_not_hold_global_slots(feed_server: FeedServer) -
     assert all(r.ok for r in results)
     assert counter.done_at_arrival["localhost"] == [0]  # served beside the first request
     assert counter.peak["127.0.0.1"] == 1
+
+
+# --- politeness across polls, through the pipeline and a real store (issue 14.15) ---
+
+class CountingExecutor(ThreadPoolExecutor):
+    """The parse executor, counting the documents it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.parsed = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.parsed += fn is parse_feed
+        return super().submit(fn, *args, **kwargs)
+
+
+class Poller:
+    """One feed polled by the real pipeline over a SQLite state file."""
+
+    def __init__(self, url: str, store: SqliteStore, pipeline: Pipeline) -> None:
+        self.url, self.store, self.pipeline = url, store, pipeline
+
+    async def poll(self) -> PollSummary:
+        state = (await self.store.feed_states([self.url]))[self.url]
+        [feed] = self.pipeline.config.feeds
+        return await self.pipeline.poll(feed, state)
+
+
+@pytest.fixture
+async def poller_for(write_config: ConfigWriter) -> AsyncIterator[Callable[[str], Any]]:
+    resources: list[Any] = []
+
+    async def make(url: str) -> Poller:
+        config = write_config(f'[watcher]\nstate = "state.db"\n\n[[feeds]]\nurl = "{url}"\n')
+        store = SqliteStore(config.state_location())
+        await store.open()
+        fetcher, executor = Fetcher(timeout=10), CountingExecutor()
+        resources.extend([store, fetcher, executor])
+        await store.sync_feeds([url], datetime.now(UTC), 0)
+        pipeline = Pipeline(config, store, fetcher, executor)
+        await pipeline.start()
+        return Poller(url, store, pipeline)
+
+    yield make
+    for thing in resources:
+        if isinstance(thing, ThreadPoolExecutor):
+            thing.shutdown()
+        elif isinstance(thing, Fetcher):
+            await thing.aclose()
+        else:
+            await thing.close()
+
+
+async def test_an_unchanged_body_is_not_parsed_again(feed_server: FeedServer,
+                                                     poller_for: Callable[[str], Any]) -> None:
+    """A server without validators sends the whole body each time: same bytes, no parse."""
+    body = [rss([Item("Story 1", "https://news.example/1", "g-1")])]
+
+    async def no_validators(request: web.Request) -> web.Response:
+        return web.Response(body=body[0], content_type="application/rss+xml")
+
+    poller: Poller = await poller_for(feed_server.set_handler("feed.xml", no_validators))
+    executor = poller.pipeline.parse_executor
+    assert isinstance(executor, CountingExecutor)
+    first = await poller.poll()
+    assert first.entries == 1 and first.new == 1 and executor.parsed == 1
+    second = await poller.poll()
+    assert second.status == 200 and second.error is None
+    assert executor.parsed == 1 and second.entries == 0  # fetched, but not parsed again
+    assert [h.status for h in feed_server.requests("feed.xml")] == [200, 200]
+    body[0] = rss([Item("Story 2", "https://news.example/2", "g-2"),
+                   Item("Story 1", "https://news.example/1", "g-1")])
+    third = await poller.poll()
+    assert executor.parsed == 2 and third.entries == 2 and third.new == 1
+
+
+@pytest.mark.parametrize(("status", "moves"), [(301, True), (308, True), (302, False)])
+async def test_a_permanent_redirect_is_used_on_the_next_poll(
+        status: int, moves: bool, feed_server: FeedServer,
+        poller_for: Callable[[str], Any]) -> None:
+    new = feed_server.set_feed("new.xml", [Item("Story 1", "https://news.example/1", "g-1")])
+    old = feed_server.set_handler("old.xml", redirect(status, "/new.xml"))
+    poller: Poller = await poller_for(old)
+    assert (await poller.poll()).error is None
+    state = (await poller.store.feed_states([old]))[old]
+    assert state.fetch_url == (new if moves else old)
+    assert (await poller.poll()).error is None
+    assert len(feed_server.requests("old.xml")) == (1 if moves else 2)
+    assert len(feed_server.requests("new.xml")) == 2
+    second = feed_server.requests("new.xml")[1]
+    assert second.status == 304 and second.if_none_match  # validators kept across the move
