@@ -11,7 +11,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,7 +26,7 @@ from watcher.fetch import Fetcher
 from watcher.notify.base import Sender, make_sender
 from watcher.notify.outbox import Outbox
 from watcher.pipeline import Pipeline, PollSummary, Rules, utcnow
-from watcher.store import Store, StoreError, StoreFull, StoreLost, open_store
+from watcher.store import Store, StoreDamaged, StoreError, StoreFull, StoreLost, open_store
 from watcher.store.base import FeedState, digest_conflicts
 
 log = logging.getLogger("watcher.daemon")
@@ -306,21 +306,34 @@ class Daemon:
 
     def _start_clock(self) -> None:
         """APScheduler is the in-process clock: it ticks; the store says which feeds are due."""
-        self.scheduler.add_job(self._tick, IntervalTrigger(seconds=TICK), id="tick",
+        self.scheduler.add_job(self._job(self._tick), IntervalTrigger(seconds=TICK), id="tick",
                                max_instances=1, coalesce=True, next_run_time=utcnow())
-        self.scheduler.add_job(self._expire_stories, IntervalTrigger(minutes=10),
+        self.scheduler.add_job(self._job(self._expire_stories), IntervalTrigger(minutes=10),
                                id="expire-stories", max_instances=1, coalesce=True)
-        self.scheduler.add_job(self._heartbeat, IntervalTrigger(seconds=HEARTBEAT),
+        self.scheduler.add_job(self._job(self._heartbeat), IntervalTrigger(seconds=HEARTBEAT),
                                id="heartbeat", max_instances=1, coalesce=True,
                                next_run_time=utcnow())
         if self.runtime is not None and self.runtime.config.watcher.metrics:
-            self.scheduler.add_job(self._refresh_gauges, IntervalTrigger(seconds=15),
+            self.scheduler.add_job(self._job(self._refresh_gauges), IntervalTrigger(seconds=15),
                                    id="gauges", max_instances=1, coalesce=True,
                                    next_run_time=utcnow())
-        self.scheduler.add_job(self._prune, IntervalTrigger(hours=24), id="prune",
+        self.scheduler.add_job(self._job(self._prune), IntervalTrigger(hours=24), id="prune",
                                max_instances=1, coalesce=True,
                                next_run_time=utcnow() + timedelta(minutes=5))
         self.scheduler.start()
+
+    def _job(self, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """A scheduled job: the scheduler cancels a running one at shutdown, which is no
+        error worth a traceback."""
+        async def job() -> None:
+            try:
+                await fn()
+            except asyncio.CancelledError:
+                if not self.stop_event.is_set():
+                    raise
+
+        job.__name__ = job.__qualname__ = fn.__name__
+        return job
 
     async def _tick(self) -> None:
         """Claim the feeds that are due and poll them, within the concurrency budget.
@@ -337,7 +350,7 @@ class Daemon:
             try:
                 await self.runtime.store.check_location()
             except StoreLost as exc:
-                self._lose_store(exc)
+                self._fatal(exc)
                 return
             if budget <= 0 or not self.health.ready(now):
                 return
@@ -345,7 +358,7 @@ class Daemon:
                 claimed = await self.runtime.store.claim_due(
                     self.node, now, LEASE, budget, per_host=self.runtime.config.watcher.per_host)
             except StoreError as exc:
-                self.health.failed("claiming due feeds", exc, now)
+                self._store_failed("claiming due feeds", exc, now)
                 return
             self.health.succeeded()
             if not claimed and not self.inflight:
@@ -363,8 +376,15 @@ class Daemon:
                     self.inflight.add(task)
                     task.add_done_callback(self._poll_done)
 
-    def _lose_store(self, exc: StoreLost) -> None:
-        """The state file is gone or replaced: stop claiming, say so once, exit 1."""
+    def _store_failed(self, during: str, exc: StoreError, now: datetime) -> None:
+        if isinstance(exc, StoreDamaged):
+            self._fatal(exc)
+        else:
+            self.health.failed(during, exc, now)
+
+    def _fatal(self, exc: StoreLost | StoreDamaged) -> None:
+        """The state file is gone, replaced or damaged: retrying cannot help. Stop claiming,
+        say so in one line, exit 1 (systemd restarts us with that message in the journal)."""
         if not self._lost:
             self._lost = True
             self.exit_code = 1
@@ -389,7 +409,7 @@ class Daemon:
             await store.heartbeat(self.node, config.digest, now, len(self.inflight))
             conflicts = digest_conflicts(await store.nodes(), config.digest, now)
         except StoreError as exc:
-            self.health.failed("heartbeat", exc, now)
+            self._store_failed("heartbeat", exc, now)
             return
         self.health.succeeded()
         quiet = self._conflict_warned_at and now - self._conflict_warned_at < CONFLICT_REPEAT
@@ -433,7 +453,7 @@ class Daemon:
             await self.runtime.poll(feed, state)
         except StoreError as exc:
             self._to_release.add(feed.url)
-            self.health.failed("recording a poll", exc, utcnow())
+            self._store_failed("recording a poll", exc, utcnow())
             log.debug("poll could not be recorded; the feed is released once the store is "
                      "back", extra={"feed": feed.url, "reason": str(exc)})
         except Exception:
@@ -530,6 +550,9 @@ class Daemon:
                                         recursive=False, yield_on_timeout=True,
                                         rust_timeout=1000):
                 if changes or not watching:  # the first timeout: now watching, catch up
+                    if not watching:
+                        log.debug("watching the config files for edits",
+                                  extra={"folders": len(folders)})
                     watching = True
                     if changes or self._config_changed_on_disk():
                         await self._reload_guarded("file change")

@@ -26,6 +26,10 @@ class StoreFull(StoreError):
     """The disk holding the state is full: writes fail until space is freed."""
 
 
+class StoreDamaged(StoreError):
+    """The state is unreadable (a damaged file): retrying cannot help, a person must act."""
+
+
 class StoreLost(StoreError):
     """The state file was deleted or replaced under the running process: stop at once."""
 

@@ -27,6 +27,7 @@ from watcher.store.base import (
     OwedAlert,
     PollRecord,
     SeenCheck,
+    StoreDamaged,
     StoreError,
     StoreFull,
     StoreLost,
@@ -484,7 +485,7 @@ def sqlite_error(path: Path, exc: sqlite3.Error) -> StoreError:
     name = getattr(exc, "sqlite_errorname", "") or ""
     reason = " ".join(str(exc).split())
     if name in _DAMAGED or "decode to UTF-8" in reason or "malformed" in reason:
-        return StoreError(f"state file {path} is damaged ({reason}): {_DAMAGE_HINT}")
+        return StoreDamaged(f"state file {path} is damaged ({reason}): {_DAMAGE_HINT}")
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in reason:
         return StoreError(f"state file {path} is locked by another process ({reason}): "
                           f"close the program holding it (a sqlite3 shell in a transaction?) "
