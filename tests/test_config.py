@@ -287,7 +287,9 @@ def test_data_paths_live_in_the_systemd_state_directory(
     not next to the read-only config; absolute paths and secret files are unchanged."""
     body = VALID + '\n[[channels]]\nname = "out"\ntype = "file"\npath = "alerts.jsonl"\n' \
         '\n[[channels]]\nname = "abs"\ntype = "file"\npath = "/srv/alerts.jsonl"\n'
-    config = load_config(write(tmp_path, body))
+    write(tmp_path, body)
+    monkeypatch.chdir(tmp_path.parent)  # a relative --config still gives absolute paths
+    config = load_config(Path(tmp_path.name) / "watcher.toml")
     assert config.state_location() == str(tmp_path / "watcher.db")
     assert config.channel("out").path == str(tmp_path / "alerts.jsonl")
     state = tmp_path / "var-lib-watcher"

@@ -577,7 +577,7 @@ def load_config(path: Path | str | None = None, *, check_secrets: bool = True) -
         path=path, files=tuple(files), watcher=settings,
         feeds=tuple(f for _, _, f in collected.feeds),
         topics=tuple(t for _, _, t in collected.topics),
-        channels=_data_paths(collected.channels, data_dir(path.parent)),
+        channels=_data_paths(collected.channels, data_dir(path.parent.resolve())),
         digest=digest.hexdigest(),
         includes=tuple(p for p in data.get("include", []) if isinstance(p, str)),
         warnings=tuple(warnings),
