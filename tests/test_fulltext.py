@@ -213,3 +213,20 @@ async def test_other_feeds_are_polled_while_articles_are_slow(feed_server: FeedS
         articles.cancel()
     finally:
         await shared.aclose()
+
+
+
+async def test_extraction_over_the_pool_deadline_falls_back(
+        feed_server: FeedServer, fetcher: Fetcher, caplog: pytest.LogCaptureFixture) -> None:
+    """Extraction in the parse pool runs under its deadline; past it, the feed text stands."""
+    from watcher.parsepool import ParsePool
+
+    caplog.set_level(logging.WARNING, logger="watcher.fulltext")
+    url = feed_server.set_feed("world/tunisia-museum", page("wapo-1.html"), HTML)
+    pool = ParsePool(workers=1, deadline=0.05)  # less than importing trafilatura takes
+    try:
+        [out] = await fetch_fulltext(fetcher, [entry(url, summary=WAPO_SUMMARY)], pool)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    assert out.content == WAPO_SUMMARY
+    assert reasons(caplog) == ["text extraction took longer than 0.05 s"]

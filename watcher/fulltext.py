@@ -45,6 +45,7 @@ import trafilatura
 
 from watcher.fetch import Fetcher
 from watcher.model import Entry
+from watcher.parse import FeedParseError
 
 log = logging.getLogger("watcher.fulltext")
 CONCURRENCY = 4  # pages fetched at once per call
@@ -119,6 +120,8 @@ async def _article_text(fetcher: Fetcher, entry: Entry, executor: Executor | Non
             executor, extract_text, result.body, result.content_type, url), EXTRACT_TIMEOUT)
     except TimeoutError:
         raise _Failed(f"extraction took longer than {EXTRACT_TIMEOUT:g} s") from None
+    except FeedParseError as exc:  # the parse pool's deadline or memory limit
+        raise _Failed(str(exc)) from None
     except Exception as exc:  # a crashed worker or an extractor bug: keep the feed text
         raise _Failed(f"extraction failed: {type(exc).__name__}: {exc}") from exc
     if not text or len(text) < MIN_CHARS:
