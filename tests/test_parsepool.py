@@ -23,7 +23,7 @@ from procs import wait_until
 
 from watcher.fetch import Fetcher
 from watcher.parse import parse_feed
-from watcher.parsepool import ParseLimitError, ParsePool
+from watcher.parsepool import ParseLimitError, ParsePool, ParsePoolClosed
 from watcher.pipeline import Pipeline
 from watcher.store import SqliteStore
 
@@ -89,6 +89,7 @@ def test_shutdown_does_not_wait_for_a_bomb() -> None:
     queued = pool.submit(parse_feed, real_feeds(1)[0], "f")
     pool.shutdown(wait=True, cancel_futures=True)  # the test's timeout bounds this
     assert queued.cancelled()
+    assert isinstance(bomb.exception(), ParsePoolClosed)  # not the feed's fault
     assert str(bomb.exception()) == "parse stopped: the watcher is shutting down"
     assert not Path(f"/proc/{pid}").exists() or "(Z)" not in Path(f"/proc/{pid}/stat").read_text()
     with pytest.raises(RuntimeError):

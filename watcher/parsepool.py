@@ -19,7 +19,8 @@ Workers are started lazily, through a forkserver that preloads the parse module 
 replacement starts in milliseconds, without the daemon's threads or sockets), and live
 until a limit is hit or the pool shuts down; there is no per-document process spawn.
 `shutdown(cancel_futures=True)` kills busy workers instead of waiting for them, so SIGTERM
-is not held up by a parse bomb.
+is not held up by a parse bomb (tasks cut off so fail with ParsePoolClosed, which is no
+FeedParseError: no feed records the shutdown as its error).
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ _NAMES = {"parse_feed": "parse", "extract_text": "text extraction"}
 
 class ParseLimitError(FeedParseError):
     """A document took longer or needed more memory than a parse worker is allowed."""
+
+
+class ParsePoolClosed(RuntimeError):
+    """The pool shut down while the task was queued or running (not the document's fault,
+    so not a FeedParseError: no feed records it as its error)."""
 
 
 class _WorkerMemoryError(Exception):
@@ -218,7 +224,7 @@ class _Slot:
         """The worker gave no answer: past the deadline, killed on shutdown, or crashed."""
         self.stop()
         if self.pool._stopping:
-            raise ParseLimitError(f"{task.name} stopped: the watcher is shutting down")
+            raise ParsePoolClosed(f"{task.name} stopped: the watcher is shutting down")
         if timed_out:
             raise ParseLimitError(f"{task.name} took longer than {self.pool.deadline:g} s")
         code = worker.process.exitcode
@@ -230,7 +236,7 @@ class _Slot:
     def _worker(self, task: _Task) -> _Worker:
         with self.lock:
             if self.pool._stopping:
-                raise ParseLimitError(f"{task.name} stopped: the watcher is shutting down")
+                raise ParsePoolClosed(f"{task.name} stopped: the watcher is shutting down")
             if self.worker is None or not self.worker.process.is_alive():
                 self.worker = self.pool._start_worker()
             return self.worker
