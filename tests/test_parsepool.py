@@ -208,3 +208,12 @@ async def test_a_bomb_over_the_memory_limit_gets_the_memory_error() -> None:
         assert (await loop.run_in_executor(pool, parse_feed, healthy, "f")).entries
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def test_a_crashed_worker_is_reported_and_replaced(pool: ParsePool) -> None:
+    loop = asyncio.get_running_loop()
+    with pytest.raises(ParseLimitError, match=r"^abort crashed its worker \(signal SIGABRT\)"):
+        await loop.run_in_executor(pool, os.abort)
+    with pytest.raises(ParseLimitError, match=r"crashed its worker \(exit code 3\)"):
+        await loop.run_in_executor(pool, os._exit, 3)
+    assert (await loop.run_in_executor(pool, parse_feed, real_feeds(1)[0], "f")).entries

@@ -124,6 +124,7 @@ def _worker_main(conn: multiprocessing.connection.Connection, memory_bytes: int,
                  owner: int) -> None:
     """Run tasks from the pipe until it closes; leave after a MemoryError."""
     _die_with_parent(owner)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's to handle
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     while True:
@@ -137,7 +138,7 @@ def _worker_main(conn: multiprocessing.connection.Connection, memory_bytes: int,
             reply: tuple[bool, Any] = (True, fn(*args, **kwargs))
         except (MemoryError, ParseMemoryError):
             reply = (False, _WorkerMemoryError())
-        except BaseException as exc:  # every failure goes back to the caller
+        except Exception as exc:  # every failure goes back to the caller
             reply = (False, exc)
         del fn, args, kwargs
         try:
