@@ -125,6 +125,7 @@ def _worker_main(conn: multiprocessing.connection.Connection, memory_bytes: int,
     """Run tasks from the pipe until it closes; leave after a MemoryError."""
     _die_with_parent(owner)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's to handle
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no 512 MB core file
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     while True:
