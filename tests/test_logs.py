@@ -155,9 +155,27 @@ def test_secrets_are_masked() -> None:
     )
     [line] = lines(buf)
     assert "hunter2" not in line
-    assert "feed=https://bob:***@example.org/rss" in line
+    assert "feed=https://***:***@example.org/rss" in line
     assert "password=***" in line
     assert "author=A" in line
+
+
+HOOK = "https://hooks.slack.com/services/T0AAAA1111/B0BBBB2222/abcdEFGH1234ijklMNOP5678"
+
+
+@pytest.mark.parametrize("fmt", ["plain", "json"])
+def test_hook_tokens_masked_in_message_context_and_traceback(fmt: str) -> None:
+    buf = io.StringIO()
+    setup_logging("info", fmt, stream=buf, timestamps=False)  # type: ignore[arg-type]
+    try:
+        raise ConnectionError(f"POST {HOOK} failed")
+    except ConnectionError as exc:
+        logging.getLogger("watcher.notify").exception(
+            "delivery to %s failed", HOOK, extra={"reason": str(exc), "urls": [HOOK]})
+    out = buf.getvalue()
+    for token in ("T0AAAA1111", "B0BBBB2222", "abcdEFGH1234ijklMNOP5678"):
+        assert token not in out
+    assert out.count("https://hooks.slack.com/services/***/***/***") >= 4
 
 
 def test_noisy_libraries_quiet_unless_debug() -> None:

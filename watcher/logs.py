@@ -16,8 +16,9 @@ journal adds one); when stderr is the journal stream each line also starts with 
 syslog priority prefix (`<4>`) so `journalctl -p warning` works.
 
 Secrets: this module offers nothing that dumps config. As a safety net, context keys
-that look secret (password, secret, token, ...) are masked, and so is the password in a
-URL's user:password@ part.
+that look secret (password, secret, token, ...) are masked, and every URL in the message,
+in context values and in tracebacks goes through `watcher.redact.mask_text` (credentials,
+secret parameters, webhook path tokens).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
+
+from watcher.redact import MASK, mask_text
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -51,23 +54,25 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime
 _SECRET_KEY = re.compile(
     r"passw(or)?d|secret|token|authorization|api_?key|cookie|credential", re.IGNORECASE
 )
-_URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]*@")
 _BARE = re.compile(r"[^\s\"'=\\]+")
-MASK = "***"
 
 
 def context(record: logging.LogRecord) -> dict[str, Any]:
     """The `extra=` fields of a record, in the order given, secrets masked."""
     return {
-        key: MASK if _SECRET_KEY.search(key) else _unpassword(value)
+        key: MASK if _SECRET_KEY.search(key) else _masked(value)
         for key, value in record.__dict__.items()
         if key not in _STANDARD and not key.startswith("_")
     }
 
 
-def _unpassword(value: Any) -> Any:
-    """Mask the password in a URL with credentials (https://user:pw@host)."""
-    return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", value) if isinstance(value, str) else value
+def _masked(value: Any) -> Any:
+    """A context value with the secrets in any URL it quotes masked."""
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    return value
 
 
 def _plain_value(value: Any) -> str:
@@ -92,7 +97,7 @@ class PlainFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """One line for the event; a traceback, if any, on the following lines."""
-        parts = [record.levelname, f"{record.name}:", record.getMessage().rstrip()]
+        parts = [record.levelname, f"{record.name}:", mask_text(record.getMessage().rstrip())]
         if self.timestamps:
             parts.insert(0, _timestamp(record, local=True))
         parts += [f"{k}={_plain_value(v)}" for k, v in context(record).items()]
@@ -112,7 +117,7 @@ class JsonFormatter(logging.Formatter):
             "ts": _timestamp(record, local=False),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage().rstrip(),
+            "msg": mask_text(record.getMessage().rstrip()),
         }
         for key, value in context(record).items():
             out[f"ctx_{key}" if key in out else key] = value
@@ -139,7 +144,7 @@ def _trace(formatter: logging.Formatter, record: logging.LogRecord) -> str:
         parts.append(record.exc_text)
     if record.stack_info:
         parts.append(formatter.formatStack(record.stack_info))
-    return "\n".join(parts)
+    return mask_text("\n".join(parts))
 
 
 def parse_level(level: str | int) -> int:
