@@ -9,6 +9,7 @@ which honours SSL_CERT_FILE; tests can also pass an `ssl.SSLContext`.
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 from collections.abc import Sequence
 from email.message import EmailMessage
@@ -24,6 +25,17 @@ from watcher.notify.base import DeliveryError, PermanentDeliveryError, Temporary
 from watcher.notify.render import render_email
 
 log = logging.getLogger(__name__)
+# C0/C1 controls, DEL, and the Unicode line/paragraph separators
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def header_value(text: str) -> str:
+    """A header value that cannot become more headers: controls (CR, LF, ...) turn into
+    spaces and every RFC 2047 encoded-word opener `=?` is broken up (`= ?`), so no
+    Python version's header folder decodes an encoded CR LF into the message
+    (CVE-2024-6923: 3.11.7 does). Readable text stays as it was."""
+    text = " ".join(_CONTROL.sub(" ", text).split())
+    return text.replace("=?", "= ?")
 
 
 def message_id(delivery_id: str) -> str:
@@ -36,12 +48,12 @@ def build_message(channel: EmailChannel, messages: Sequence[AlertMessage],
                   delivery_id: str) -> EmailMessage:
     subject, text, html = render_email(messages)
     msg = EmailMessage()
-    msg["Subject"] = subject
-    msg["From"] = channel.from_
-    msg["To"] = ", ".join(channel.to)
+    msg["Subject"] = header_value(subject)
+    msg["From"] = header_value(channel.from_)
+    msg["To"] = header_value(", ".join(channel.to))
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = message_id(delivery_id)
-    msg["X-Watcher-Delivery"] = delivery_id
+    msg["X-Watcher-Delivery"] = header_value(delivery_id)
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(text)
     msg.add_alternative(html, subtype="html")
