@@ -195,7 +195,8 @@ async def test_which_configured_hosts_count_as_private(host: str, private: bool)
     ("10.1.2.3", "private"), ("172.16.0.1", "private"), ("192.168.1.1", "private"),
     ("fd00::1", "private"), ("224.0.0.1", "multicast"), ("ff02::1", "multicast"),
     ("0.0.0.0", "unspecified"), ("240.0.0.1", "reserved"), ("100.64.0.1", "non-global"),
-    ("93.184.216.34", None), ("2606:4700::1111", None),
+    ("2002:7f00:1::", "loopback"), ("64:ff9b::a9fe:a9fe", "link-local"),  # 6to4, NAT64
+    ("93.184.216.34", None), ("2606:4700::1111", None), ("64:ff9b::5db8:d822", None),
 ])
 def test_guard_refuses_every_non_public_kind(address: str, kind: str | None) -> None:
     why = AddressGuard().refusal(address)

@@ -45,6 +45,7 @@ TRUST_TTL = 300.0  # seconds a configured host's public/private verdict is cache
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NOT_PUBLIC = "not a public one"  # marks the guard's refusals in aggregated errors
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +97,17 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 def address_kind(ip: IPAddress) -> str | None:
-    """What kind of non-public address this is ('loopback', 'private'...), None if public."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    """What kind of non-public address this is ('loopback', 'private'...), None if public.
+
+    IPv6 addresses standing for IPv4 ones are judged by those: mapped (::ffff:127.0.0.1),
+    NAT64 (64:ff9b::/96) and 6to4 (2002::/16)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return address_kind(ip.ipv4_mapped)
+        if ip in _NAT64:
+            return address_kind(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if ip.sixtofour is not None and (kind := address_kind(ip.sixtofour)) is not None:
+            return kind
     for kind, flag in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
                        ("multicast", ip.is_multicast), ("unspecified", ip.is_unspecified),
                        ("reserved", ip.is_reserved), ("private", ip.is_private)):
