@@ -1,4 +1,4 @@
-"""Command line: run, once, check, test, status, retry."""
+"""Command line: run, once, check, test, status, alerts, retry, migrate-state, feeds."""
 
 from __future__ import annotations
 
@@ -7,12 +7,21 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from watcher import __version__, logs
-from watcher.config import DEFAULT_PATH, Config, ConfigError, load_config
+from watcher.config import (
+    DEFAULT_PATH,
+    ChannelSettings,
+    Config,
+    ConfigError,
+    load_config,
+    parse_duration,
+)
 from watcher.store import StoreError
+from watcher.store.base import ALERT_STATES
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("watcher")
@@ -36,7 +45,18 @@ def _parser() -> argparse.ArgumentParser:
         "match feed files/URLs against the topics; no state, no alerts"))
     test.add_argument("--json", action="store_true", help="one JSON object per match")
     test.add_argument("sources", nargs="+", metavar="SOURCE", help="feed file, file:// or URL")
-    sub.add_parser("status", parents=[common], help="feeds, topics, channels and the outbox")
+    status = sub.add_parser("status", parents=[common], help=(
+        "daemon, feeds, topics, channels and the outbox"))
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    alerts = sub.add_parser("alerts", parents=[common], help=(
+        "past alerts with their delivery state, newest first"))
+    alerts.add_argument("--topic", default=None, help="only this topic's alerts")
+    alerts.add_argument("--since", type=_since, default=None, metavar="AGE|DATE", help=(
+        "only alerts this recent: a duration such as 1d or 6h, or a date 2025-02-24"))
+    alerts.add_argument("--status", choices=ALERT_STATES, default=None, help=(
+        "only alerts in this state (owed includes retrying)"))
+    alerts.add_argument("--limit", type=int, default=500, help="at most this many (default 500)")
+    alerts.add_argument("--json", action="store_true", help="one JSON object per alert")
     retry = sub.add_parser("retry", parents=[common], help="re-queue failed alerts")
     retry.add_argument("--channel", default=None, help="only this channel's failed alerts")
     migrate = sub.add_parser("migrate-state", parents=[common], help=(
@@ -56,6 +76,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _since(text: str) -> datetime:
+    """`--since`: an age ('1d', '6h') or an ISO date/time (UTC unless it names a zone)."""
+    try:
+        return datetime.now(UTC) - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an age such as 1d or 6h, or a date such as 2025-02-24, got {text!r}"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def _config_path(args: argparse.Namespace) -> Path:
     return Path(args.config or os.environ.get("WATCHER_CONFIG") or DEFAULT_PATH)
 
@@ -68,32 +103,74 @@ def _report_problems(problems: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush
+        return code
+    except BrokenPipeError:
+        # `watcher test ... | head`: the reader left; stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail
+        return EXIT_FAILURE
+
+
+READ_ONLY = {"status", "alerts", "retry"}  # never create a state file
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     path = _config_path(args)
     needs_secrets = args.command in {"run", "once", "check"}
     if args.command == "feeds":
         return _feeds(args, path)
+    if args.command == "check":
+        return _check(path)
     try:
         config = load_config(path, check_secrets=needs_secrets)
     except ConfigError as exc:
         return _report_problems(exc.problems)
     logs.setup_logging(args.log_level or config.watcher.log_level, args.log_format)
-    if args.command == "check":
-        if problems := asyncio.run(_channel_problems(config)):
-            return _report_problems(problems)
-        print(f"{path}: ok ({len(config.feeds)} feeds, {len(config.topics)} topics, "
-              f"{len(config.channels)} channels)")
-        return EXIT_OK
+    for warning in config.warnings:
+        log.warning("config warning", extra={"problem": warning})
     try:
         return asyncio.run(_dispatch(args, config))
     except StoreError as exc:
-        log.error("state store unavailable", extra={"reason": str(exc)})
+        if args.command in READ_ONLY:
+            print(f"watcher {args.command}: {exc}", file=sys.stderr)
+        else:
+            log.error("state store unavailable", extra={"reason": str(exc)})
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
 
 
-async def _channel_problems(config: Config) -> list[str]:
+def _check(path: Path) -> int:
+    """`watcher check`: every problem in one pass, including what building each channel's
+    sender finds (a bad service URL), and warnings; exit 0 or 2."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        untried = [(file, i, ch) for file, i, ch in exc.channels  # not already reported
+                   if not any(p.startswith(f"{file}: channels[{i}]") for p in exc.problems)]
+        problems = exc.problems + asyncio.run(_channel_problems(untried, path.parent))
+        _print_warnings(exc.warnings)
+        return _report_problems(problems)
+    _print_warnings(list(config.warnings))
+    channels = [(*config.channel_origins[ch.name], ch) for ch in config.channels]
+    if problems := asyncio.run(_channel_problems(channels, config.base_dir)):
+        return _report_problems(problems)
+    print(f"{path}: ok ({len(config.feeds)} feeds, {len(config.topics)} topics, "
+          f"{len(config.channels)} channels)")
+    return EXIT_OK
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        print(f"watcher: warning: {warning}", file=sys.stderr)
+
+
+async def _channel_problems(channels: list[tuple[Path, int, ChannelSettings]],
+                            base_dir: Path) -> list[str]:
     """Build every channel's sender once, as the daemon will (catches bad service URLs)."""
     import aiohttp
 
@@ -101,12 +178,12 @@ async def _channel_problems(config: Config) -> list[str]:
 
     problems = []
     async with aiohttp.ClientSession() as session:
-        for i, channel in enumerate(config.channels):
+        for file, i, channel in channels:
             try:
-                sender = make_sender(channel, config.base_dir, session)
+                sender = make_sender(channel, base_dir, session)
                 await sender.aclose()
             except (ConfigError, ValueError) as exc:
-                problems.append(f"{config.path}: channels[{i}]: {exc}")
+                problems.append(f"{file}: channels[{i}]: {exc}")
     return problems
 
 
@@ -163,6 +240,34 @@ async def _migrate_state(config: Config, url: str, force: bool) -> int:
     return EXIT_OK
 
 
+async def _once(config: Config, run_once: Callable[[Config], Awaitable[int]]) -> int:
+    """`watcher once`; exit 1, with a one-line summary, when every delivery it attempted
+    failed for good (nothing delivered, something newly failed)."""
+    from watcher.daemon import open_config_store
+
+    async def counts() -> tuple[int, int]:
+        store = await open_config_store(config)
+        try:
+            by_channel = (await store.channel_counts()).values()
+        finally:
+            await store.close()
+        return sum(c.delivered for c in by_channel), sum(c.failed for c in by_channel)
+
+    delivered_before, failed_before = await counts()
+    owed = await run_once(config)
+    delivered_after, failed_after = await counts()
+    delivered, failed = delivered_after - delivered_before, failed_after - failed_before
+    if failed and not delivered:
+        print(f"watcher once: all {failed} delivery attempt(s) failed permanently"
+              f"{f', {owed} alert(s) still owed' if owed else ''}; see "
+              "`watcher alerts --status failed`, then `watcher retry`", file=sys.stderr)
+        return EXIT_FAILURE
+    if failed:
+        print(f"watcher once: delivered {delivered}, {failed} failed permanently; see "
+              "`watcher alerts --status failed`", file=sys.stderr)
+    return EXIT_OK
+
+
 async def _dispatch(args: argparse.Namespace, config: Config) -> int:
     from watcher import report
     from watcher.daemon import Daemon, run_once
@@ -170,12 +275,14 @@ async def _dispatch(args: argparse.Namespace, config: Config) -> int:
     if args.command == "run":
         return await Daemon(_config_path(args)).run()
     if args.command == "once":
-        await run_once(config)
-        return EXIT_OK
+        return await _once(config, run_once)
     if args.command == "test":
         return await report.test_sources(config, args.sources, as_json=args.json)
     if args.command == "status":
-        return await report.status(config)
+        return await report.status(config, as_json=args.json)
+    if args.command == "alerts":
+        return await report.alerts(config, topic=args.topic, since=args.since,
+                                   state=args.status, limit=args.limit, as_json=args.json)
     if args.command == "retry":
         return await report.retry(config, args.channel)
     if args.command == "migrate-state":

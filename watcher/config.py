@@ -284,6 +284,8 @@ class Config:
     digest: str  # sha256 of the files' bytes, to compare nodes and reloads
     includes: tuple[str, ...] = ()  # the include patterns, relative to the config's folder
     warnings: tuple[str, ...] = ()  # suspicious but allowed (an include matching no file)
+    # where each channel is defined: name -> (file, index in that file's [[channels]])
+    channel_origins: dict[str, tuple[Path, int]] = field(default_factory=dict)
 
     def include_patterns(self) -> list[Path]:
         """Absolute include patterns (a new file matching one is part of the config)."""
@@ -581,6 +583,7 @@ def load_config(path: Path | str | None = None, *, check_secrets: bool = True) -
         digest=digest.hexdigest(),
         includes=tuple(p for p in data.get("include", []) if isinstance(p, str)),
         warnings=tuple(warnings),
+        channel_origins={ch.name: (file, i) for file, i, ch in collected.channels},
     )
 
 
