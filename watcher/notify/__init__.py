@@ -3,6 +3,7 @@
 from watcher.notify.base import (
     DeliveryError,
     PermanentDeliveryError,
+    Progress,
     Sender,
     TemporaryDeliveryError,
     make_sender,
@@ -11,6 +12,7 @@ from watcher.notify.base import (
 __all__ = [
     "DeliveryError",
     "PermanentDeliveryError",
+    "Progress",
     "Sender",
     "TemporaryDeliveryError",
     "make_sender",

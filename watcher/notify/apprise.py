@@ -14,14 +14,20 @@ blocking: requests underneath). `notify()` only says success or failure, so fail
 classified from what Apprise logged: an HTTP 4xx (other than 408/425/429) from every
 failing target is permanent (bad token, unknown chat: retrying cannot help; `watcher retry`
 re-queues after a fix); anything else (connection errors, timeouts, 5xx, 429, no detail)
-is temporary and retried with backoff. Targets that already took a delivery are
-remembered (in memory) per delivery id, so a retry after a partial failure goes only to
-the targets that missed it.
+is temporary and retried with backoff. Targets that already took a delivery are recorded
+with the alert in the store (`Progress.note` -> `Store.note_sent`, by a hash of the target
+URL, never the URL) and in memory, so a retry after a partial failure, also after a
+restart, goes only to the targets that missed it.
+
+Feed text is hostile: no mention (`@everyone`, `<@id>`, `@room`, ...) can notify anyone
+(`render.no_mentions`, on the title and the body) and links are percent-encoded
+(`render.chat_link`), whatever the service's own formatting does with them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 from collections import OrderedDict
@@ -35,8 +41,8 @@ import apprise
 
 from watcher.config import AppriseChannel, ConfigError, resolve_secret
 from watcher.model import AlertMessage
-from watcher.notify.base import PermanentDeliveryError, TemporaryDeliveryError
-from watcher.notify.render import email_subject, one_line, outlets, stories
+from watcher.notify.base import PermanentDeliveryError, Progress, TemporaryDeliveryError
+from watcher.notify.render import chat_link, email_subject, no_mentions, one_line, outlets, stories
 
 MAX_STORIES = 25  # stories listed in one chat message; the rest are counted
 REASON_CHARS = 300
@@ -98,19 +104,26 @@ def redact(text: str, fragments: Sequence[str]) -> str:
 def _story_lines(m: AlertMessage) -> list[str]:
     e = m.entry
     lines = [one_line(e.title) or "(untitled)"]
-    if e.link:
-        lines.append(e.link)
+    if link := chat_link(e.link):
+        lines.append(link)
     matched = ", ".join(f'"{p}"' for p in m.matched)
-    lines.append(f"Feed: {e.feed_name or e.feed_url} | Topic: {m.topic} | Matched: {matched}")
+    lines.append(f"Feed: {one_line(e.feed_name or e.feed_url)} | Topic: {m.topic} | "
+                 f"Matched: {matched}")
     if others := outlets(m):
         lines.append("Also reported by: " + "; ".join(
-            f"{o.feed}: {one_line(o.title, 120)}" + (f" <{o.link}>" if o.link else "")
-            for o in others))
+            f"{one_line(o.feed)}: {one_line(o.title, 120)}"
+            + (f" <{link}>" if (link := chat_link(o.link)) else "") for o in others))
     return lines
 
 
 def render_message(messages: Sequence[AlertMessage]) -> tuple[str, str]:
-    """(title, plain-text body) for chat services: one story, or a digest newest first."""
+    """(title, plain-text body) for chat services: one story, or a digest newest first;
+    no mention in them can notify anyone (links hold no `@` or `<`: see chat_link)."""
+    title, body = _render(messages)
+    return no_mentions(title), no_mentions(body)
+
+
+def _render(messages: Sequence[AlertMessage]) -> tuple[str, str]:
     items = stories(messages)
     title = email_subject(items)
     if len(items) == 1:
@@ -128,11 +141,18 @@ def render_message(messages: Sequence[AlertMessage]) -> tuple[str, str]:
 # ---------------------------------------------------------------- delivery
 
 
+def target_key(url: str) -> str:
+    """A stable name for a target that holds nothing secret: its scheme and a hash."""
+    scheme = m.group(1).lower() if (m := _SCHEME.match(url)) else "url"
+    return f"{scheme}:{hashlib.sha256(url.encode('utf-8')).hexdigest()[:16]}"
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     label: str  # "<service> #<position>": safe to show
     client: apprise.Apprise
     secrets: tuple[str, ...]
+    key: str = ""  # target_key(url): what the store records as done
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,26 +192,31 @@ class AppriseSender:
     def __init__(self, channel: AppriseChannel, targets: Sequence[Target]) -> None:
         self.channel = channel
         self.targets = list(targets)
-        self._delivered: OrderedDict[str, set[int]] = OrderedDict()
+        self._delivered: OrderedDict[str, set[str]] = OrderedDict()
 
-    async def send(self, messages: Sequence[AlertMessage], delivery_id: str) -> None:
+    async def send(self, messages: Sequence[AlertMessage], delivery_id: str,
+                   progress: Progress | None = None) -> None:
+        """Notify every target not yet done (per the store's `progress` and our memory);
+        record the ones that took it before raising for the ones that did not."""
         if not messages:
             return
         title, body = render_message(messages)
-        done = self._delivered.get(delivery_id, set())
-        pending = [i for i in range(len(self.targets)) if i not in done]
-        outcomes = await asyncio.gather(*(asyncio.to_thread(
-            notify_target, self.targets[i], title, body) for i in pending))
-        failed = [(self.targets[i], o) for i, o in zip(pending, outcomes, strict=True)
-                  if not o.ok]
-        done |= {i for i, o in zip(pending, outcomes, strict=True) if o.ok}
+        done = set(progress.done if progress else ()) | self._delivered.get(delivery_id, set())
+        pending = [t for t in self.targets if t.key not in done]
+        outcomes = await asyncio.gather(*(asyncio.to_thread(notify_target, t, title, body)
+                                          for t in pending))
+        failed = [(t, o) for t, o in zip(pending, outcomes, strict=True) if not o.ok]
+        newly = [t.key for t, o in zip(pending, outcomes, strict=True) if o.ok]
         if not failed:
             self._delivered.pop(delivery_id, None)
             return
+        done.update(newly)
         self._remember(delivery_id, done)
-        raise self._error(failed, len(done))
+        if newly and progress is not None and progress.note is not None:
+            await progress.note(newly)  # a StoreError here: the outbox pauses, memory holds
+        raise self._error(failed, sum(t.key in done for t in self.targets))
 
-    def _remember(self, delivery_id: str, done: set[int]) -> None:
+    def _remember(self, delivery_id: str, done: set[str]) -> None:
         self._delivered[delivery_id] = done
         self._delivered.move_to_end(delivery_id)
         while len(self._delivered) > REMEMBERED_DELIVERIES:
@@ -234,7 +259,8 @@ def build_targets(channel: AppriseChannel, urls: Sequence[str]) -> list[Target]:
                                "Apprise URL (see the Apprise wiki for its services' formats)"])
         client = apprise.Apprise()
         client.add(plugin)
-        targets.append(Target(f"{plugin.service_name} #{n}", client, secret_fragments(url)))
+        targets.append(Target(f"{plugin.service_name} #{n}", client, secret_fragments(url),
+                              target_key(url)))
     return targets
 
 

@@ -7,7 +7,8 @@ returns (delivered) or raises a `DeliveryError` saying whether trying again can 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,14 +16,18 @@ import aiohttp
 
 from watcher.config import ChannelSettings
 from watcher.model import AlertMessage
+from watcher.redact import mask_text
 
 
 class DeliveryError(Exception):
-    """A failed delivery attempt; `str()` names the channel, the target and the reason."""
+    """A failed delivery attempt; `str()` names the channel, the target and the reason.
+
+    The reason is logged and stored as the alert's last error, so every URL in it is
+    masked here (credentials, secret parameters, webhook path tokens)."""
 
     def __init__(self, channel: str, reason: str) -> None:
         self.channel = channel
-        self.reason = reason
+        self.reason = reason = mask_text(reason)
         super().__init__(f"channel {channel!r}: {reason}")
 
 
@@ -38,9 +43,20 @@ class PermanentDeliveryError(DeliveryError):
     """Retrying will not help (rejected, misconfigured); keep the alert for inspection."""
 
 
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """For senders with several targets (Apprise): the targets that already got this
+    delivery (from the store) and `note`, which records more of them durably."""
+
+    done: frozenset[str] = frozenset()
+    note: Callable[[list[str]], Awaitable[None]] | None = None
+
+
 class Sender(Protocol):
-    async def send(self, messages: Sequence[AlertMessage], delivery_id: str) -> None:
-        """Deliver one alert, or several as ONE digest; `delivery_id` is stable across retries."""
+    async def send(self, messages: Sequence[AlertMessage], delivery_id: str,
+                   progress: Progress | None = None) -> None:
+        """Deliver one alert, or several as ONE digest; `delivery_id` is stable across retries.
+        Single-target senders ignore `progress`."""
         ...
 
     async def aclose(self) -> None: ...

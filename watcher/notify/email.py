@@ -21,7 +21,12 @@ import aiosmtplib
 
 from watcher.config import EmailChannel, resolve_secret
 from watcher.model import AlertMessage
-from watcher.notify.base import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from watcher.notify.base import (
+    DeliveryError,
+    PermanentDeliveryError,
+    Progress,
+    TemporaryDeliveryError,
+)
 from watcher.notify.render import render_email
 
 log = logging.getLogger(__name__)
@@ -84,7 +89,8 @@ class EmailSender:
             opts["password"] = self.password
         return opts
 
-    async def send(self, messages: Sequence[AlertMessage], delivery_id: str) -> None:
+    async def send(self, messages: Sequence[AlertMessage], delivery_id: str,
+                   progress: Progress | None = None) -> None:
         if not messages:
             return
         msg = build_message(self.channel, messages, delivery_id)

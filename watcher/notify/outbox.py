@@ -2,6 +2,10 @@
 
 An alert row is written in the same transaction that records its match, so it is either owed
 or was never owed. This worker is the only place that changes its delivery state.
+
+When the store fails (a full disk, a lock, PostgreSQL away) delivery pauses: the worker
+waits STORE_BACKOFF (1 s, doubling to 60 s) between attempts, logs one line when it pauses
+and one when it resumes, and recovers by itself. Owed alerts stay owed meanwhile.
 """
 
 from __future__ import annotations
@@ -16,12 +20,19 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from watcher import schedule
-from watcher.notify.base import PermanentDeliveryError, Sender, TemporaryDeliveryError
-from watcher.store.base import OwedAlert, Store
+from watcher.notify.base import (
+    PermanentDeliveryError,
+    Progress,
+    Sender,
+    TemporaryDeliveryError,
+)
+from watcher.redact import mask_text
+from watcher.store.base import OwedAlert, Store, StoreError
 
 log = logging.getLogger("watcher.notify")
 BATCH = 200
 IDLE_WAKE = 5.0  # seconds: look for due retries (and `watcher retry` re-queues) this often
+STORE_BACKOFF = (1.0, 60.0)  # seconds: first and longest pause while the store fails
 
 
 def _utcnow() -> datetime:
@@ -40,7 +51,8 @@ class Outbox:
     def __init__(self, store: Store, senders: Mapping[str, Sender], *,
                  digest_channels: set[str] | None = None,
                  clock: Callable[[], datetime] = _utcnow,
-                 on_result: Callable[[str, str, int], None] | None = None) -> None:
+                 on_result: Callable[[str, str, int], None] | None = None,
+                 store_backoff: tuple[float, float] = STORE_BACKOFF) -> None:
         self.store = store
         self.senders = dict(senders)
         self.digest_channels = digest_channels or set()
@@ -48,6 +60,9 @@ class Outbox:
         self.on_result = on_result or (lambda channel, result, n: None)
         self._wake = asyncio.Event()
         self.retry_base = timedelta(seconds=15)
+        self.store_backoff = store_backoff
+        self.paused: str | None = None  # why delivery is paused (the store error), or None
+        self.pause = 0.0  # seconds of the current pause; doubles while the store fails
 
     def configure(self, senders: Mapping[str, Sender], digest_channels: set[str],
                   retry_base: timedelta = timedelta(seconds=15)) -> None:
@@ -60,23 +75,42 @@ class Outbox:
         self._wake.set()
 
     async def run(self) -> None:
-        """Deliver forever: when woken, when a retry is due, and every IDLE_WAKE seconds."""
+        """Deliver forever: when woken, when a retry is due, and every IDLE_WAKE seconds;
+        while the store fails, every `pause` seconds (see the module docstring)."""
         while True:
             self._wake.clear()
             try:
                 await self.deliver_due()
-            except Exception:
-                log.exception("outbox pass failed; owed alerts stay owed and are retried")
-            timeout = await self._sleep_for()
+                timeout = await self._sleep_for()
+            except Exception as exc:  # owed alerts stay owed: try again after a pause
+                await asyncio.sleep(self._paused_by(exc))
+                continue
+            self._resumed()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
+    def _paused_by(self, exc: Exception) -> float:
+        """The next pause; one log line when delivery pauses (or the reason changes)."""
+        first, longest = self.store_backoff
+        self.pause = first if self.paused is None else min(longest, self.pause * 2)
+        reason = mask_text(" ".join(str(exc).split()) or type(exc).__name__)
+        if reason != self.paused:
+            if isinstance(exc, StoreError):
+                log.warning("store unavailable; delivery paused, owed alerts stay owed",
+                            extra={"reason": reason, "retry_in": f"{self.pause:g}s"})
+            else:  # a bug, not the store: show where
+                log.error("outbox pass failed; delivery paused, owed alerts stay owed",
+                          exc_info=exc, extra={"retry_in": f"{self.pause:g}s"})
+        self.paused = reason
+        return self.pause
+
+    def _resumed(self) -> None:
+        if self.paused is not None:
+            log.info("store available again; delivery resumed")
+            self.paused, self.pause = None, 0.0
+
     async def _sleep_for(self) -> float:
-        try:
-            nxt = await self.store.next_due_at()
-        except Exception:  # the store is away: look again soon; owed alerts stay owed
-            log.warning("outbox cannot read the store; retrying", exc_info=True)
-            return 5.0
+        nxt = await self.store.next_due_at()
         if nxt is None:
             return IDLE_WAKE
         return min(IDLE_WAKE, max(0.05, (nxt - self.clock()).total_seconds()))
@@ -92,8 +126,12 @@ class Outbox:
             for alert in due:
                 by_channel[alert.channel].append(alert)
             results = await asyncio.gather(*(self._deliver_channel(ch, alerts)
-                                             for ch, alerts in by_channel.items()))
-            delivered += sum(results)
+                                             for ch, alerts in by_channel.items()),
+                                           return_exceptions=True)
+            for result in results:  # every channel finished its pass; now raise the first
+                if isinstance(result, BaseException):
+                    raise result
+            delivered += sum(r for r in results if isinstance(r, int))
             if len(due) < BATCH:
                 return delivered
 
@@ -118,25 +156,28 @@ class Outbox:
         ids = [a.id for a in alerts]
         context = {"channel": channel, "alert_id": delivery_id, "topic": alerts[0].message.topic}
         try:
-            await sender.send([a.message for a in alerts], delivery_id)
+            await sender.send([a.message for a in alerts], delivery_id,
+                              self._progress(alerts))
         except TemporaryDeliveryError as exc:
             attempts = max(a.attempts for a in alerts)
             wait = schedule.delivery_backoff(attempts, exc.retry_after, self.retry_base)
             wait *= random.uniform(0.8, 1.2) if exc.retry_after is None else 1.0
-            await self.store.mark_retry(ids, str(exc), self.clock() + wait)
+            reason = mask_text(str(exc))
+            await self.store.mark_retry(ids, reason, self.clock() + wait)
             log.warning("delivery failed, will retry", extra={
-                **context, "reason": str(exc), "attempt": attempts + 1,
+                **context, "reason": reason, "attempt": attempts + 1,
                 "retry_in": f"{wait.total_seconds():.0f}s"})
             self.on_result(channel, "retried", len(ids))
             return 0
         except PermanentDeliveryError as exc:
-            await self.store.mark_failed(ids, str(exc))
+            reason = mask_text(str(exc))
+            await self.store.mark_failed(ids, reason)
             log.error("delivery failed permanently; see `watcher status`, requeue with "
-                      "`watcher retry`", extra={**context, "reason": str(exc)})
+                      "`watcher retry`", extra={**context, "reason": reason})
             self.on_result(channel, "failed", len(ids))
             return 0
         except Exception as exc:  # a bug in a sender must not lose the alert
-            await self.store.mark_retry(ids, f"unexpected error: {exc!r}",
+            await self.store.mark_retry(ids, mask_text(f"unexpected error: {exc!r}"),
                                         self.clock() + schedule.delivery_backoff(
                                             max(a.attempts for a in alerts), None,
                                             self.retry_base))
@@ -147,3 +188,14 @@ class Outbox:
         log.info("alert delivered", extra={**context, "alerts": len(ids)})
         self.on_result(channel, "sent", len(ids))
         return len(ids)
+
+    def _progress(self, alerts: list[OwedAlert]) -> Progress:
+        """The targets that already got these alerts (all of them, for a digest) and how
+        to record more: durably, with every alert, so a restart does not re-send."""
+        done = frozenset.intersection(*(frozenset(a.sent_to) for a in alerts))
+
+        async def note(targets: list[str]) -> None:
+            for alert in alerts:
+                await self.store.note_sent(alert.id, targets)
+
+        return Progress(done, note)

@@ -3,6 +3,12 @@
 Everything that came from a feed is treated as untrusted text: HTML output escapes it
 (matched words are wrapped in <mark> after escaping), links are only emitted for
 http(s) URLs, Slack/Discord text is escaped for their markup and mentions are disabled.
+
+Chat text (Slack, Discord, every Apprise service) also goes through `no_mentions`, which
+puts a zero-width space after each `@` and `<` that could start a mention (`@everyone`,
+`@here`, `@room`, `<@id>`, `<@&id>`, `<#id>`, `<!channel>`), and its links through
+`chat_link`, which percent-encodes every character that could end a link early or open
+markup (`> ) | < ( @` quotes, spaces) and drops a `user@` part.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from watcher.model import AlertMessage, Hit, Outlet
 
@@ -22,6 +28,10 @@ SUBJECT_CHARS = 160
 DISCORD_LIMIT = 2000
 _SPACE = re.compile(r"\s+")
 _DISCORD_SPECIAL = re.compile(r"([\\*_~`|>#\[\]<@])")
+ZWSP = "\u200b"
+_MENTION = re.compile(r"@(?=\w)|<(?=[@#!/:&])")
+_HOSTPORT = re.compile(r"(?:[\w.\-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
+_LINK_SAFE = "/:?#[]!$&'*+,;=%~"  # kept as is; everything else outside [A-Za-z0-9_.-] encoded
 
 
 class RenderedEmail(NamedTuple):
@@ -58,6 +68,26 @@ def safe_url(url: str | None) -> str | None:
     if any(ch.isspace() or ord(ch) < 32 for ch in url):
         return None
     return url
+
+
+def no_mentions(text: str) -> str:
+    """Chat text in which no `@name`, `<@id>`, `<#id>` or `<!here>` can notify anyone."""
+    return _MENTION.sub(lambda m: m.group(0) + ZWSP, text)
+
+
+def chat_link(url: str | None) -> str | None:
+    """An http(s) link that cannot break out of `<url>`, `<url|label>` or `[label](url)`
+    syntax nor carry a mention: unsafe characters percent-encoded, no `user@` part."""
+    href = safe_url(url)
+    if href is None:
+        return None
+    parts = urlsplit(href)
+    hostport = parts.netloc.rpartition("@")[2]
+    if not _HOSTPORT.fullmatch(hostport):
+        return None
+    return urlunsplit((parts.scheme, hostport, quote(parts.path, safe=_LINK_SAFE),
+                       quote(parts.query, safe=_LINK_SAFE),
+                       quote(parts.fragment, safe=_LINK_SAFE)))
 
 
 def iso_z(when: datetime | None) -> str | None:
@@ -297,14 +327,13 @@ def json_payload(messages: Sequence[AlertMessage], delivery_id: str) -> dict[str
 
 
 def _slack_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return no_mentions(text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
 
 
 def _slack_link(url: str | None, label: str) -> str:
-    href = safe_url(url)
+    href = chat_link(url)
     if not href:
         return _slack_escape(label)
-    href = href.replace("|", "%7C").replace("<", "%3C").replace(">", "%3E")
     return f"<{href}|{_slack_escape(label)}>"
 
 
@@ -347,7 +376,7 @@ def _discord_escape(text: str) -> str:
 def _discord_story(m: AlertMessage, summary_chars: int) -> str:
     e = m.entry
     lines = [f"**{_discord_escape(one_line(e.title, 200) or '(untitled)')}**"]
-    if href := safe_url(e.link):
+    if href := chat_link(e.link):
         lines.append(f"<{href}>")
     lines.append(_discord_escape(
         f"{m.topic} | score {fmt_score(m.score)} | matched: {', '.join(m.matched)} | "

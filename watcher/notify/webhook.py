@@ -20,8 +20,14 @@ import aiohttp
 
 from watcher.config import WebhookChannel, resolve_secret
 from watcher.model import AlertMessage
-from watcher.notify.base import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from watcher.notify.base import (
+    DeliveryError,
+    PermanentDeliveryError,
+    Progress,
+    TemporaryDeliveryError,
+)
 from watcher.notify.render import one_line, webhook_payload
+from watcher.redact import mask_url
 
 EXCERPT_CHARS = 200
 
@@ -61,11 +67,16 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 class WebhookSender:
+    """POSTs to `url` (the channel's url, or the one read from url_env / url_file);
+    errors name it masked (`shown`), since its path or query may hold a token."""
+
     def __init__(self, channel: WebhookChannel, session: aiohttp.ClientSession,
-                 secret: str = "") -> None:
+                 secret: str = "", url: str = "") -> None:
         self.channel = channel
         self.session = session
         self.secret = secret
+        self.url = url or channel.url
+        self.shown = mask_url(self.url)
 
     def headers(self, body: bytes, delivery_id: str) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
@@ -74,13 +85,14 @@ class WebhookSender:
             headers["X-Watcher-Signature"] = sign(self.secret, body)
         return headers
 
-    async def send(self, messages: Sequence[AlertMessage], delivery_id: str) -> None:
+    async def send(self, messages: Sequence[AlertMessage], delivery_id: str,
+                   progress: Progress | None = None) -> None:
         if not messages:
             return
         body = encode_body(webhook_payload(self.channel.format, messages, delivery_id))
         timeout = aiohttp.ClientTimeout(total=self.channel.timeout.total_seconds())
         try:
-            async with self.session.post(self.channel.url, data=body, timeout=timeout,
+            async with self.session.post(self.url, data=body, timeout=timeout,
                                          headers=self.headers(body, delivery_id),
                                          allow_redirects=False) as resp:
                 if 200 <= resp.status < 300:
@@ -89,18 +101,18 @@ class WebhookSender:
         except DeliveryError:
             raise
         except TimeoutError as exc:
-            raise TemporaryDeliveryError(self.channel.name, f"POST {self.channel.url} timed "
+            raise TemporaryDeliveryError(self.channel.name, f"POST {self.shown} timed "
                                          f"out after {timeout.total:g}s") from exc
         except aiohttp.InvalidURL as exc:
             raise PermanentDeliveryError(self.channel.name,
-                                         f"invalid webhook url {self.channel.url}") from exc
+                                         f"invalid webhook url {self.shown}") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise TemporaryDeliveryError(self.channel.name, f"POST {self.channel.url} failed:"
+            raise TemporaryDeliveryError(self.channel.name, f"POST {self.shown} failed:"
                                          f" {type(exc).__name__}: {exc}") from exc
 
     async def _status_error(self, resp: aiohttp.ClientResponse) -> DeliveryError:
         status = resp.status
-        where = f"POST {self.channel.url} got HTTP {status}"
+        where = f"POST {self.shown} got HTTP {status}"
         if 300 <= status < 400:
             location = resp.headers.get("Location", "(no Location header)")
             return PermanentDeliveryError(self.channel.name, f"{where}, a redirect to "
@@ -127,5 +139,7 @@ async def _excerpt(resp: aiohttp.ClientResponse) -> str:
 
 def make_webhook_sender(channel: WebhookChannel, base_dir: Path,
                         session: aiohttp.ClientSession) -> WebhookSender:
+    """Secrets (signing key, and the URL when it comes from url_env / url_file) are read now."""
     secret = resolve_secret(channel.secret_env, channel.secret_file, base_dir)
-    return WebhookSender(channel, session, secret)
+    url = channel.url or resolve_secret(channel.url_env, channel.url_file, base_dir)
+    return WebhookSender(channel, session, secret, url)
