@@ -215,8 +215,12 @@ def test_read_only_commands_never_create_a_state_file(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
     path = config(tmp_path)
     assert main([*command, "--config", str(path)]) == 1
-    [err] = lines(capsys.readouterr().err)
+    err, hint = lines(capsys.readouterr().err)
     assert err.startswith(f"watcher {command[0]}: no state file at {tmp_path / 'state.db'}")
+    assert hint == (f"note: [watcher] state = 'state.db' is relative to {tmp_path} here; "
+                    "under systemd it is relative to the service's state directory "
+                    "(/var/lib/watcher): set STATE_DIRECTORY=/var/lib/watcher for this "
+                    "command, or make state absolute")
     assert not (tmp_path / "state.db").exists()
 
 

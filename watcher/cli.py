@@ -137,11 +137,24 @@ def _main(argv: Sequence[str] | None) -> int:
     except StoreError as exc:
         if args.command in READ_ONLY:
             print(f"watcher {args.command}: {exc}", file=sys.stderr)
+            if hint := _state_hint(config):
+                print(hint, file=sys.stderr)
         else:
             log.error("state store unavailable", extra={"reason": str(exc)})
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _state_hint(config: Config) -> str:
+    """Why a relative state file may be missing: the service keeps it elsewhere."""
+    state = config.watcher.state
+    if "://" in state or Path(state).is_absolute() or os.environ.get("STATE_DIRECTORY") \
+            or Path(config.state_location()).exists():
+        return ""
+    return (f"note: [watcher] state = {state!r} is relative to {config.base_dir} here; under "
+            "systemd it is relative to the service's state directory (/var/lib/watcher): set "
+            "STATE_DIRECTORY=/var/lib/watcher for this command, or make state absolute")
 
 
 def _check(path: Path) -> int:
