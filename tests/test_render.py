@@ -189,7 +189,7 @@ def test_discord_stays_under_limit_and_never_pings(count: int) -> None:
     payload = render.discord_payload(alerts)
     assert len(payload["content"]) <= render.DISCORD_LIMIT
     assert payload["allowed_mentions"] == {"parse": []}
-    assert "\\@everyone" in payload["content"]
+    assert "\\@\u200beveryone" in payload["content"]  # escaped and broken up
     if count == 80:
         assert "more" in payload["content"].splitlines()[-1]
 

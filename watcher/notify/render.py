@@ -29,7 +29,7 @@ DISCORD_LIMIT = 2000
 _SPACE = re.compile(r"\s+")
 _DISCORD_SPECIAL = re.compile(r"([\\*_~`|>#\[\]<@])")
 ZWSP = "\u200b"
-_MENTION = re.compile(r"@(?=\w)|<(?=[@#!/:&])")
+_MENTION = re.compile(r"@(?=[\w&!#])|<(?=[@#!/:&])")
 _HOSTPORT = re.compile(r"(?:[\w.\-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
 _LINK_SAFE = "/:?#[]!$&'*+,;=%~"  # kept as is; everything else outside [A-Za-z0-9_.-] encoded
 
@@ -370,7 +370,7 @@ def slack_payload(messages: Sequence[AlertMessage]) -> dict[str, Any]:
 
 
 def _discord_escape(text: str) -> str:
-    return _DISCORD_SPECIAL.sub(r"\\\1", text)
+    return no_mentions(_DISCORD_SPECIAL.sub(r"\\\1", text))
 
 
 def _discord_story(m: AlertMessage, summary_chars: int) -> str:
