@@ -298,3 +298,13 @@ def test_data_paths_live_in_the_systemd_state_directory(
     assert config.state_location() == str(state / "watcher.db")
     assert config.channel("out").path == str(state / "alerts.jsonl")
     assert config.channel("abs").path == "/srv/alerts.jsonl"
+
+
+def test_an_invalid_topic_still_gets_its_phrases_checked(tmp_path: Path) -> None:
+    body = VALID.replace('feeds = ["russia"]', 'feeds = ["russia"]\nthreshold = 150').replace(
+        '"Kursk evacuation", ', '"Kursk evacuation", "ev*", ')
+    found = problems(tmp_path, body)
+    main = tmp_path / "watcher.toml"
+    assert len(found) == 2, found
+    assert found[0].startswith(f"{main}: topics[0].threshold: ")
+    assert found[1] == f"{main}: topics[0]: 'ev*': a wildcard needs at least 4 letters before it"

@@ -507,11 +507,25 @@ def _cross_check(c: _Collected, problems: list[str]) -> None:
         for j, ref in _refs(topic, "feeds"):
             if ref not in feed_refs:
                 problems.append(f"{file}: topics[{i}].feeds[{j}]: no feed name or tag {ref!r}")
-    for file, i, rule in c.topics:
+    valid = {(file, i): topic for file, i, topic in c.topics}
+    for file, i, raw in c.raw["topics"]:
+        rule = valid.get((file, i)) or _phrases_only(raw)
+        if rule is None:
+            continue
         if not (rule.any or rule.all or rule.query):
             problems.append(f"{file}: topics[{i}]: a topic needs at least one of any, all, query")
             continue
         problems.extend(f"{file}: topics[{i}]: {p}" for p in _phrase_problems(rule))
+
+
+def _phrases_only(raw: dict[str, Any]) -> TopicSettings | None:
+    """An invalid topic's phrases alone, so their problems show in the same pass."""
+    keys = {"any", "all", "none", "query"}
+    try:
+        return TopicSettings.model_validate(
+            {"name": "-", **{k: v for k, v in raw.items() if k in keys}})
+    except ValidationError:
+        return None
 
 
 def _refs(topic: dict[str, Any], key: str) -> list[tuple[int, str]]:
