@@ -191,3 +191,19 @@ def test_defaults_to_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
     setup_logging(timestamps=False)
     logging.getLogger("watcher").info("to stderr")
     assert lines(buf) == ["INFO watcher: to stderr"]
+
+
+@pytest.mark.parametrize("fmt", ["plain", "json"])
+def test_feed_text_cannot_forge_lines_or_colours(fmt: str) -> None:
+    buf = io.StringIO()
+    setup_logging("info", fmt, stream=buf, timestamps=False)  # type: ignore[arg-type]
+    hostile = "Kursk\nERROR watcher.notify: forged line\r\x1b[31mred\u2028"
+    logging.getLogger("watcher.match").info("matched %s", hostile,
+                                            extra={"title": hostile, "guid": "a\x1b[2Jb"})
+    [line] = lines(buf)
+    assert "\x1b" not in line and "\r" not in line and "\u2028" not in line
+    if fmt == "plain":
+        assert line.startswith("INFO watcher.match: matched Kursk\\nERROR watcher.notify: forged")
+        assert 'guid="a\\u001b[2Jb"' in line
+    else:
+        assert json.loads(line)["title"] == hostile

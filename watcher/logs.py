@@ -54,7 +54,15 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime
 _SECRET_KEY = re.compile(
     r"passw(or)?d|secret|token|authorization|api_?key|cookie|credential", re.IGNORECASE
 )
-_BARE = re.compile(r"[^\s\"'=\\]+")
+_BARE = re.compile(r"[^\s\"'=\\\x00-\x1f\x7f-\x9f]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_JSON_RAW = re.compile(r"[\x7f-\x9f\u2028\u2029]")  # json.dumps leaves these as they are
+
+
+def _json_dumps(value: Any) -> str:
+    """json.dumps that also escapes DEL, C1 controls and line separators (\\u2028)."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
 
 
 def context(record: logging.LogRecord) -> dict[str, Any]:
@@ -75,10 +83,17 @@ def _masked(value: Any) -> Any:
     return value
 
 
+def _message(record: logging.LogRecord) -> str:
+    """The message on one line: a newline or terminal escape in it (from feed text, a
+    server's reply) is shown escaped (\\n, \\x1b) so it cannot forge lines or colours."""
+    text = mask_text(record.getMessage().rstrip())
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
 def _plain_value(value: Any) -> str:
     """Render a context value: bare when safe, JSON-quoted otherwise."""
     text = value if isinstance(value, str) else _json_value(value)
-    return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+    return text if _BARE.fullmatch(text) else _json_dumps(text)
 
 
 def _json_value(value: Any) -> str:
@@ -97,7 +112,7 @@ class PlainFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """One line for the event; a traceback, if any, on the following lines."""
-        parts = [record.levelname, f"{record.name}:", mask_text(record.getMessage().rstrip())]
+        parts = [record.levelname, f"{record.name}:", _message(record)]
         if self.timestamps:
             parts.insert(0, _timestamp(record, local=True))
         parts += [f"{k}={_plain_value(v)}" for k, v in context(record).items()]
@@ -117,14 +132,14 @@ class JsonFormatter(logging.Formatter):
             "ts": _timestamp(record, local=False),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": mask_text(record.getMessage().rstrip()),
+            "msg": mask_text(record.getMessage().rstrip()),  # JSON escapes controls
         }
         for key, value in context(record).items():
             out[f"ctx_{key}" if key in out else key] = value
         trace = _trace(self, record)
         if trace:
             out["exc"] = trace
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return _json_dumps(out)
 
 
 def _timestamp(record: logging.LogRecord, local: bool) -> str:
