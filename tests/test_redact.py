@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from watcher.redact import looks_random, mask_text, mask_url
+from watcher.redact import looks_random, mask_fragments, mask_text, mask_url, secret_fragments
 
 SLACK = "https://hooks.slack.com/services/T0AAAA1111/B0BBBB2222/abcdEFGH1234ijklMNOP5678"
 DISCORD = ("https://discord.com/api/webhooks/123456789012345678/"
@@ -76,3 +76,16 @@ def test_mask_text(text: str, masked: str) -> None:
 ])
 def test_looks_random(piece: str, random: bool) -> None:
     assert looks_random(piece) is random
+
+
+@pytest.mark.parametrize(("url", "text", "masked"), [
+    ("tgram://123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/-100123456",
+     "bot 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw chat -100123456 failed",
+     "bot ***:*** chat *** failed"),
+    ("mailto://bob:hunter22@mail.example", "login with hunter22 at mail.example refused",
+     "login with *** at mail.example refused"),
+    ("ntfy://ntfy.example/alerts", "ntfy.example said 500", "ntfy.example said 500"),
+])
+def test_known_secret_url_fragments_are_masked_wherever_quoted(url: str, text: str,
+                                                                masked: str) -> None:
+    assert mask_fragments(text, secret_fragments(url)) == masked

@@ -12,6 +12,11 @@ stay readable so a user can still tell which URL is meant; what is masked become
   `[A-Za-z0-9_-]` mixing letters and digits).
 
 It errs towards masking: a long id in a path is masked even when it is not secret.
+
+When the secret URL itself is known (an Apprise service URL, whose token may be its
+"host"), `secret_fragments` lists every piece of it that may be secret and
+`mask_fragments` masks exactly those anywhere in a text, whatever form the text quotes
+them in.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ _RANDOM = re.compile(r"[A-Za-z0-9_\-]{16,}")
 _WORD_SEP = re.compile(r"[-_]")
 _TELEGRAM_BOT = re.compile(r"bot\d+:[A-Za-z0-9_\-]+")
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,30}://[^\s<>\"'`]+")
+_FRAGMENT = re.compile(r"[^/@?&=#:,;]+")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]{0,20})://")
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#@]*)@")
 # (host suffix, path prefix): every segment after the prefix is a secret
 _HOOK_PATHS = (
@@ -118,3 +125,29 @@ def mask_text(text: str) -> str:
     if "://" not in text:
         return text
     return _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text)
+
+
+def secret_fragments(url: str) -> tuple[str, ...]:
+    """Parts of a URL that may be secret: the user and password, and every other piece but
+    the scheme, dotted host names and short words (Telegram's token is the 'host', Slack's
+    tokens are path segments); longest first."""
+    rest = _SCHEME.sub("", url)
+    found = {url, rest}
+    for piece in _FRAGMENT.findall(rest):
+        dotted_host = "." in piece and re.fullmatch(r"[A-Za-z0-9.\-]+", piece) is not None
+        if len(piece) >= 6 and not dotted_host:
+            found.add(piece)
+    try:
+        parts = urlsplit(url)
+        found.update(p for p in (parts.username, parts.password) if p and len(p) >= 3)
+    except ValueError:
+        pass
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def mask_fragments(text: str, fragments: tuple[str, ...] | list[str]) -> str:
+    """`text` with each of `fragments` (from secret_fragments) replaced by `***`."""
+    for fragment in fragments:
+        if fragment:
+            text = text.replace(fragment, MASK)
+    return text

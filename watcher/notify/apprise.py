@@ -34,7 +34,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 import apprise
@@ -43,6 +42,8 @@ from watcher.config import AppriseChannel, ConfigError, resolve_secret
 from watcher.model import AlertMessage
 from watcher.notify.base import PermanentDeliveryError, Progress, TemporaryDeliveryError
 from watcher.notify.render import chat_link, email_subject, no_mentions, one_line, outlets, stories
+from watcher.redact import mask_fragments as redact
+from watcher.redact import secret_fragments
 
 MAX_STORIES = 25  # stories listed in one chat message; the rest are counted
 REASON_CHARS = 300
@@ -50,9 +51,7 @@ REMEMBERED_DELIVERIES = 1000  # partial deliveries remembered for their retry
 _SPLIT = re.compile(r"\s+|[,;]+(?=\s*[A-Za-z][A-Za-z0-9+.\-]*://)")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]{0,20})://")
 _HTTP_CODE = re.compile(r"\berror=(\d{3})\b|\b(?:HTTP|status)[ =:]+(\d{3})\b", re.IGNORECASE)
-_FRAGMENT = re.compile(r"[^/@?&=#:,;]+")
 _RETRYABLE_4XX = {408, 425, 429}
-MASK = "***"
 
 
 def _quiet_loggers() -> None:
@@ -71,31 +70,6 @@ def split_urls(text: str) -> list[str]:
     lines = (line.strip() for line in text.splitlines())
     kept = " ".join(line for line in lines if line and not line.startswith("#"))
     return [part.strip(",;") for part in _SPLIT.split(kept) if part and part.strip(",;")]
-
-
-def secret_fragments(url: str) -> tuple[str, ...]:
-    """Parts of a URL that may be secret: the user and password, and every other piece but
-    the scheme, dotted host names and short words (Telegram's token is the 'host', Slack's
-    tokens are path segments)."""
-    rest = _SCHEME.sub("", url)
-    found = {url, rest}
-    for piece in _FRAGMENT.findall(rest):
-        dotted_host = "." in piece and re.fullmatch(r"[A-Za-z0-9.\-]+", piece) is not None
-        if len(piece) >= 6 and not dotted_host:
-            found.add(piece)
-    try:
-        parts = urlsplit(url)
-        found.update(p for p in (parts.username, parts.password) if p and len(p) >= 3)
-    except ValueError:
-        pass
-    return tuple(sorted(found, key=len, reverse=True))
-
-
-def redact(text: str, fragments: Sequence[str]) -> str:
-    for fragment in fragments:
-        if fragment:
-            text = text.replace(fragment, MASK)
-    return text
 
 
 # ---------------------------------------------------------------- the message
