@@ -24,7 +24,7 @@ from watcher.config import AppriseChannel, EmailChannel, WebhookChannel
 from watcher.model import Entry, Hit, Match
 from watcher.notify import make_sender
 from watcher.notify.apprise import AppriseSender, target_key
-from watcher.notify.outbox import BATCH, Outbox
+from watcher.notify.outbox import BATCH, IDLE_WAKE, Outbox
 from watcher.store import SqliteStore
 from watcher.store.base import FeedState, NewAlert, NewStory, PollRecord, StoryMember
 from watcher.store.sqlite import sqlite_error
@@ -316,3 +316,20 @@ async def test_a_digest_of_more_than_200_alerts_delivers_every_one(
     assert sorted(got) == sorted(ids)  # every alert, none twice
     assert (await store.channel_counts())["digest"].delivered == count
 
+
+
+async def test_due_but_claimed_elsewhere_is_looked_at_the_idle_pace(
+        store: SqliteStore, receiver: WebhookReceiver, session: aiohttp.ClientSession) -> None:
+    await owe(store, "hook", 1)
+    other_node = SqliteStore(store.path)  # another process, mid-delivery of the alert
+    await other_node.open()
+    try:
+        assert len(await other_node.due_alerts(NOW, 10)) == 1  # claimed with a lease
+        outbox = Outbox(store, {"hook": make_sender(hook(receiver.url), Path("."), session)},
+                        clock=clock)
+        assert await outbox.deliver_due() == 0
+        assert await store.next_due_at() is not None  # still owed and due...
+        assert await outbox._sleep_for() == IDLE_WAKE  # ...but not polled every 50 ms
+    finally:
+        await other_node.close()
+    assert receiver.requests == []

@@ -63,6 +63,7 @@ class Outbox:
         self.store_backoff = store_backoff
         self.paused: str | None = None  # why delivery is paused (the store error), or None
         self.pause = 0.0  # seconds of the current pause; doubles while the store fails
+        self._claimed_none = False  # the last pass found nothing it could claim
 
     def configure(self, senders: Mapping[str, Sender], digest_channels: set[str],
                   retry_base: timedelta = timedelta(seconds=15)) -> None:
@@ -113,15 +114,22 @@ class Outbox:
         nxt = await self.store.next_due_at()
         if nxt is None:
             return IDLE_WAKE
-        return min(IDLE_WAKE, max(0.05, (nxt - self.clock()).total_seconds()))
+        wait = (nxt - self.clock()).total_seconds()
+        if wait <= 0 and self._claimed_none:
+            # due but not ours to claim (another node's delivery lease, or ours left by an
+            # interrupted pass): look again at the idle pace, not every 50 ms
+            return IDLE_WAKE
+        return min(IDLE_WAKE, max(0.05, wait))
 
     async def deliver_due(self) -> int:
         """One pass over everything due now; returns how many alerts were delivered."""
         delivered = 0
+        self._claimed_none = True
         while True:
             due = await self.store.due_alerts(self.clock(), BATCH)
             if not due:
                 return delivered
+            self._claimed_none = False
             by_channel: dict[str, list[OwedAlert]] = defaultdict(list)
             for alert in due:
                 by_channel[alert.channel].append(alert)
