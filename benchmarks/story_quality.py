@@ -218,6 +218,8 @@ def run_topic_words(args: argparse.Namespace) -> list[str]:
     merged = total = 0
     with path.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
+    if not args.lexical:  # one batch for all
+        embed_cached([entry_text(r[f"title_{s}"], r[f"summary_{s}"]) for r in rows for s in "ab"])
     for row in rows:
         index = StoryIndex(WINDOW)
         texts = [
@@ -244,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=None)
     args = parser.parse_args(argv)
     if args.threshold is not None:
-        constants.THRESHOLD = args.threshold
+        constants.THRESHOLD = constants.LEXICAL_THRESHOLD = args.threshold
     print(
         f"model: {'lexical only' if args.lexical else 'embedding + lexical'},"
         f" members {args.members}, threshold {constants.THRESHOLD}\n"

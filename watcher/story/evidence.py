@@ -2,8 +2,8 @@
 
 `Evidence` is computed once per entry (`evidence(...)`) and is all the engine compares: the
 language, stemmed terms of title and lead, name keys (capitalised words transliterated to
-Latin and cut to 5 letters, so "Москальковой" and "Moskalkova" meet across scripts),
-numbers, the time, and the embedding when there is one. It round-trips through plain JSON
+Latin, final vowels cut, then cut to 5 letters, so "Москальковой" and "Moskalkova" meet
+across scripts), numbers, the time, and the embedding when there is one. It round-trips through plain JSON
 (`to_dict` / `from_dict`, the vector as base64 float16) so the store can keep it.
 
 `DocFreq` counts in how many recent entries each term occurs, per language, in day buckets
@@ -53,7 +53,8 @@ def _names(text: str) -> frozenset[str]:
     for word in _CAPITALISED.findall(text):
         folded = match_form(word).replace(" ", "")
         if len(folded) >= 3 and not folded.isdigit():
-            keys.add(folded[:NAME_PREFIX])
+            # case endings are vowels as often as not: "Sudzha"/"Суджи" -> "suj"
+            keys.add((folded.rstrip("aeiou") or folded)[:NAME_PREFIX])
     return frozenset(keys)
 
 
@@ -153,11 +154,68 @@ def evidence(
     )
 
 
+CENTRE_PRIOR_WEIGHT = 50  # entries the shipped prior centre counts for
+CENTRE_MAX_WEIGHT = 5000  # the running mean forgets slowly past this many entries
+
+
+class Centres:
+    """Running mean embedding per language, to centre vectors before the cosine.
+
+    multilingual-e5 vectors share a large language-specific component, so raw cosines of
+    unrelated texts of one language sit high (~0.8); subtracting the language's mean vector
+    lifts the cosine's ranking of same-story pairs on SemEval from AUC 0.894 to 0.944.
+    Starts from per-language means shipped in `watcher.story.centres` (SemEval articles).
+    """
+
+    def __init__(self) -> None:
+        from watcher.story import centres as shipped
+
+        self._mean: dict[str, np.ndarray] = {}
+        self._weight: dict[str, float] = {}
+        for code, vec in shipped.prior().items():
+            self._mean[code] = vec
+            self._weight[code] = CENTRE_PRIOR_WEIGHT
+
+    def add(self, lang: str, vector: np.ndarray) -> None:
+        for code in (lang, ""):
+            weight = min(self._weight.get(code, 0.0) + 1, CENTRE_MAX_WEIGHT)
+            mean = self._mean.get(code)
+            self._mean[code] = (
+                vector.astype(np.float32) if mean is None else mean + (vector - mean) / weight
+            )
+            self._weight[code] = weight
+
+    def get(self, lang: str) -> np.ndarray | None:
+        """The language's mean vector (the all-language one for a language not seen yet)."""
+        found = self._mean.get(lang)
+        if found is None or self._weight.get(lang, 0) < CENTRE_PRIOR_WEIGHT // 2:
+            found = self._mean.get("")
+        return found
+
+    def to_state(self) -> dict[str, object]:
+        return {
+            code: [
+                float(self._weight[code]),
+                base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii"),
+            ]
+            for code, vec in self._mean.items()
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, list[object]]) -> Centres:
+        centres = cls()
+        for code, (weight, raw) in state.items():
+            centres._weight[code] = float(weight)  # type: ignore[arg-type]
+            centres._mean[code] = np.frombuffer(base64.b64decode(str(raw)), dtype="<f4").copy()
+        return centres
+
+
 class DocFreq:
     """Document frequencies per language over recent days (online; serialisable)."""
 
     def __init__(self, keep_days: int = 14) -> None:
         self.keep_days = keep_days
+        self.centres = Centres()
         self._days: dict[str, dict[date, Counter[str]]] = {}  # lang -> day -> term -> docs
         self._day_docs: dict[str, Counter[date]] = {}
         self._df: dict[str, Counter[str]] = {}
@@ -176,6 +234,8 @@ class DocFreq:
         """Count an entry's terms under its language and its name keys under NAMES."""
         self.add(ev.lang, ev.terms | ev.numbers, ev.at)
         self.add(NAMES, ev.names, ev.at)
+        if ev.vector is not None:
+            self.centres.add(ev.lang, ev.vector)
 
     def docs(self, lang: str) -> int:
         return self._docs[lang]
@@ -197,6 +257,7 @@ class DocFreq:
     def to_state(self) -> dict[str, object]:
         return {
             "keep_days": self.keep_days,
+            "centres": self.centres.to_state(),
             "days": {
                 code: {
                     day.isoformat(): [dict(counts), self._day_docs[code][day]]
@@ -209,6 +270,7 @@ class DocFreq:
     @classmethod
     def from_state(cls, state: dict[str, object]) -> DocFreq:
         freq = cls(int(state["keep_days"]))  # type: ignore[call-overload]
+        freq.centres = Centres.from_state(state.get("centres") or {})  # type: ignore[arg-type]
         days: dict[str, dict[str, list[object]]] = state["days"]  # type: ignore[assignment]
         for code, by_day in days.items():
             for iso, (counts, docs) in by_day.items():
@@ -258,6 +320,10 @@ class Rarity:
             self._cache.clear()
         self._cache[(lang, key)] = value
         return value
+
+    def centre(self, lang: str) -> np.ndarray | None:
+        """Mean embedding of `lang` in the stream (subtracted before cosines)."""
+        return self.stream.centres.get(lang)
 
     def forget(self) -> None:
         """Drop cached weights (call after the frequencies changed a lot)."""
