@@ -245,12 +245,13 @@ def predict(bias: float, coef: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def pick_threshold(p: np.ndarray, y: np.ndarray, goal: float = PRECISION_GOAL) -> float:
-    """Lowest threshold (0.05 steps) whose precision on these pairs reaches `goal`."""
-    for t in np.arange(0.3, 0.96, 0.05):
+    """Lowest threshold (0.05 steps) whose precision on these pairs reaches `goal`; 0.5 (even
+    odds, the calibrated decision) when none does."""
+    for t in np.arange(0.5, 0.96, 0.05):
         chosen = p >= t
         if chosen.sum() and y[chosen].mean() >= goal:
             return float(round(t, 2))
-    return 0.95
+    return 0.5
 
 
 def folds_of(group_ids: Sequence[int], k: int, seed: int = 7) -> np.ndarray:

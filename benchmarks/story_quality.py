@@ -38,7 +38,7 @@ from story_fit import embed_cached  # noqa: E402
 from watcher.embed import entry_text  # noqa: E402
 from watcher.story import constants  # noqa: E402
 from watcher.story import index as index_module
-from watcher.story.evidence import evidence, topic_terms  # noqa: E402
+from watcher.story.evidence import DocFreq, evidence, topic_terms  # noqa: E402
 from watcher.story.index import StoryIndex  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "stories"
@@ -218,10 +218,17 @@ def run_topic_words(args: argparse.Namespace) -> list[str]:
     merged = total = 0
     with path.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    if not args.lexical:  # one batch for all
-        embed_cached([entry_text(r[f"title_{s}"], r[f"summary_{s}"]) for r in rows for s in "ab"])
+    stream_freq = DocFreq()  # the feeds' entries, as the daemon's stream would count them
+    seen = {(r[f"title_{s}"], r[f"summary_{s}"]) for r in rows for s in "ab"}
+    vectors = dict(
+        zip(sorted(seen), embed_cached([entry_text(*k) for k in sorted(seen)]), strict=True)
+    )
+    for title, summary in sorted(seen):
+        stream_freq.observe(
+            evidence(title, summary, at, vector=None if args.lexical else vectors[(title, summary)])
+        )
     for row in rows:
-        index = StoryIndex(WINDOW)
+        index = StoryIndex(WINDOW, stream=stream_freq)
         texts = [
             entry_text(row["title_a"], row["summary_a"]),
             entry_text(row["title_b"], row["summary_b"]),
@@ -230,8 +237,6 @@ def run_topic_words(args: argparse.Namespace) -> list[str]:
         index.configure("t", topic_terms(row["topic"].split("|")))
         a = evidence(row["title_a"], row["summary_a"], at, vector=vecs[0])
         b = evidence(row["title_b"], row["summary_b"], at, vector=vecs[1])
-        index.observe(a)
-        index.observe(b)
         index.assign("t", "a", a, new_story_id="a")
         verdict = index.assign("t", "b", b, new_story_id="b")
         total += 1

@@ -4,26 +4,26 @@ Fitted on 1048 SemEval-2022 Task 8 pairs (title+lead and title-only rows); thres
 """
 
 THRESHOLD = 0.8  # with embeddings
-LEXICAL_THRESHOLD = 0.95  # without
-LEXICAL_BIAS = -2.7792
+LEXICAL_THRESHOLD = 0.5  # without
+LEXICAL_BIAS = -2.7847
 LEXICAL_COEF = {
-    "lex": 0.5463,
-    "title": 5.9463,
-    "mass": 0.5353,
-    "names": 2.3248,
-    "num_shared": 0.9882,
-    "num_clash": -0.1449,
-    "cross": 0.9986,
+    "lex": 0.5107,
+    "title": 5.8486,
+    "mass": 0.5448,
+    "names": 2.3533,
+    "num_shared": 1.2172,
+    "num_clash": 0.0000,
+    "cross": 1.0031,
 }
-EMBEDDING_BIAS = -4.2872
+EMBEDDING_BIAS = -4.2980
 EMBEDDING_COEF = {
     "lex": 0.0000,
     "title": 0.0000,
     "mass": 0.0000,
     "names": 0.0000,
     "num_shared": 0.0000,
-    "num_clash": -0.3465,
-    "cross": -0.3708,
-    "cos": 10.0659,
-    "cos_cross": 2.8220,
+    "num_clash": -0.1782,
+    "cross": -0.3642,
+    "cos": 10.0721,
+    "cos_cross": 2.8115,
 }

@@ -44,7 +44,47 @@ def strip_outlet(title: str) -> str:
     return title.strip()
 
 
+# Dates and times are no evidence (a feed's summary may start "October 17, 2021 8:00 PM").
+_DATE_TIME = re.compile(
+    r"\b\d{1,2}[:.]\d{2}\b(?:\s*[ap]\.?m\.?)?"
+    r"|\b\d{1,2}\s+(?:"
+    + "|".join(
+        _MONTHS := (
+            "jan",
+            "feb",
+            "mar",
+            "apr",
+            "may",
+            "jun",
+            "jul",
+            "aug",
+            "sep",
+            "oct",
+            "nov",
+            "dec",
+            "янв",
+            "фев",
+            "мар",
+            "апр",
+            "мая",
+            "июн",
+            "июл",
+            "авг",
+            "сен",
+            "окт",
+            "ноя",
+            "дек",
+        )
+    )
+    + r")\w*"
+    r"|\b(?:" + "|".join(_MONTHS) + r")\w*\.?\s+\d{1,2}\b",
+    re.IGNORECASE,
+)
+
+
 def _numbers(text: str) -> frozenset[str]:
+    """Numbers of two digits or more that are not years, dates or times of day."""
+    text = _DATE_TIME.sub(" ", text)
     return frozenset(n for n in langs.numbers(text) if len(n) >= 2 and not _YEAR.fullmatch(n))
 
 
@@ -135,8 +175,8 @@ def evidence(
     title = strip_outlet(title)
     lead = summary.strip()[:LEAD_CHARS]
     code = langs.guess(f"{title} {lead}", lang)
-    title_terms = frozenset(langs.terms(title, code))
-    lead_terms = frozenset(langs.terms(lead, code))
+    title_terms = frozenset(langs.terms(_DATE_TIME.sub(" ", title), code))
+    lead_terms = frozenset(langs.terms(_DATE_TIME.sub(" ", lead), code))
     has_lead = bool(lead_terms & title_terms) or not title_terms  # else boilerplate
     terms = title_terms | lead_terms if has_lead else title_terms
     text = f"{title} {lead}" if has_lead else title
@@ -220,11 +260,13 @@ class DocFreq:
         self._day_docs: dict[str, Counter[date]] = {}
         self._df: dict[str, Counter[str]] = {}
         self._docs: Counter[str] = Counter()
+        self.version = 0  # changes whenever the counts do (weights cached on it)
 
     def add(self, lang: str, keys: Iterable[str], at: datetime) -> None:
         """Count one document of `lang` carrying `keys` (each counted once)."""
         day = at.astimezone(UTC).date()
         unique = set(keys)
+        self.version += 1
         self._days.setdefault(lang, {}).setdefault(day, Counter()).update(unique)
         self._day_docs.setdefault(lang, Counter())[day] += 1
         self._df.setdefault(lang, Counter()).update(unique)
@@ -249,6 +291,7 @@ class DocFreq:
         horizon = now.astimezone(UTC).date().toordinal() - self.keep_days
         for code, days in self._days.items():
             for day in [d for d in days if d.toordinal() < horizon]:
+                self.version += 1
                 counts = days.pop(day)
                 self._df[code].subtract(counts)
                 self._df[code] = +self._df[code]
@@ -305,10 +348,15 @@ class Rarity:
         self.topic = topic
         self.ignore = ignore
         self._cache: dict[tuple[str, str], float] = {}
+        self._versions = (-1, -1)
 
     def weight(self, lang: str, key: str) -> float:
         if key in self.ignore:
             return 0.0
+        versions = (self.stream.version, self.topic.version if self.topic is not None else 0)
+        if versions != self._versions:  # counts changed: cached weights are stale
+            self._cache.clear()
+            self._versions = versions
         found = self._cache.get((lang, key))
         if found is not None:
             return found
@@ -316,18 +364,12 @@ class Rarity:
         topic = self.topic
         if topic is not None and topic.docs(lang) >= TOPIC_MIN_DOCS:
             value = min(value, _weight(topic.docs(lang), topic.df(lang, key)))
-        if len(self._cache) > 100_000:
-            self._cache.clear()
         self._cache[(lang, key)] = value
         return value
 
     def centre(self, lang: str) -> np.ndarray | None:
         """Mean embedding of `lang` in the stream (subtracted before cosines)."""
         return self.stream.centres.get(lang)
-
-    def forget(self) -> None:
-        """Drop cached weights (call after the frequencies changed a lot)."""
-        self._cache.clear()
 
 
 def topic_terms(phrases: Iterable[str]) -> frozenset[str]:
