@@ -265,7 +265,7 @@ def folds_of(group_ids: Sequence[int], k: int, seed: int = 7) -> np.ndarray:
 def cross_validate(
     x: np.ndarray, y: np.ndarray, fold: np.ndarray, names: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold (probability, decision) per pair; each fold's threshold from its training part."""
+    """Out-of-fold (probability, decision) per pair; thresholds from each training part."""
     prob = np.zeros(len(y))
     decided = np.zeros(len(y), dtype=bool)
     for f in np.unique(fold):
@@ -326,7 +326,8 @@ def constants_text(
         )
 
     return (
-        '"""Fitted numbers of the same-story decision (written by benchmarks/story_fit.py --write).\n\n'
+        '"""Fitted numbers of the same-story decision\n\n'
+        "Written by benchmarks/story_fit.py --write; do not edit by hand.\n"
         f"{summary}\n"
         '"""\n\n'
         f"THRESHOLD = {embedding[2]}  # with embeddings\n"
@@ -426,8 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(out))
     if args.write:
         summary = (
-            f"Fitted on {len(pairs)} SemEval-2022 Task 8 pairs (title+lead and title-only"
-            f" rows); threshold: lowest with training precision >= {PRECISION_GOAL}."
+            f"Fitted on {len(pairs)} SemEval-2022 Task 8 pairs (title+lead and title-only\n"
+            f"rows); threshold: lowest with training precision >= {PRECISION_GOAL}, else 0.5."
         )
         text = constants_text(fitted["lexical"], fitted["embedding"], summary)
         (ROOT / "watcher" / "story" / "constants.py").write_text(text, encoding="utf-8")

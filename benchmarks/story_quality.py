@@ -37,7 +37,7 @@ from story_fit import embed_cached  # noqa: E402
 
 from watcher.embed import entry_text  # noqa: E402
 from watcher.story import constants  # noqa: E402
-from watcher.story import index as index_module
+from watcher.story import index as index_module  # noqa: E402
 from watcher.story.evidence import DocFreq, evidence, topic_terms  # noqa: E402
 from watcher.story.index import StoryIndex  # noqa: E402
 

@@ -3,8 +3,8 @@
 `Evidence` is computed once per entry (`evidence(...)`) and is all the engine compares: the
 language, stemmed terms of title and lead, name keys (capitalised words transliterated to
 Latin, final vowels cut, then cut to 5 letters, so "Москальковой" and "Moskalkova" meet
-across scripts), numbers, the time, and the embedding when there is one. It round-trips through plain JSON
-(`to_dict` / `from_dict`, the vector as base64 float16) so the store can keep it.
+across scripts), numbers, the time, and the embedding when there is one. It round-trips
+through plain JSON (`to_dict` / `from_dict`, the vector as base64 float16) for the store.
 
 `DocFreq` counts in how many recent entries each term occurs, per language, in day buckets
 (`expire` drops old days), and `Rarity` turns those counts into weights in [0, 1]: a word
