@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from watcher import metrics, schedule
 from watcher.config import Config, FeedSettings, TopicSettings
@@ -149,7 +150,7 @@ class Pipeline:
 
     async def _store_and_match(self, feed: FeedSettings, state: FeedState, result: FetchResult,
                                parsed: ParsedFeed, now: datetime) -> PollSummary:
-        check = await self.store.check_seen(feed.url, parsed.entries)
+        check = await self.store.check_seen(feed.url, link_identities(parsed.entries))
         backlog = not state.primed and self.config.watcher.first_poll == "mark-seen"
         record = PollRecord(feed=state, seen=[*check.new, *check.updated])
         if backlog:
@@ -274,6 +275,24 @@ class Pipeline:
             "feed": feed.url, "status": result.status or "-", "reason": reason,
             "errors": errors, "retry_in": _human(delay) if not disabled else "never (disabled)"})
         return PollSummary(feed.url, result.status, error=reason, disabled=disabled is not None)
+
+
+def link_identities(entries: list[Entry]) -> list[Entry]:
+    """Entries whose canonical link cannot identify them lose it (it is then neither
+    looked up nor stored): a site's front page, and a link the document gives to several
+    items with different titles. Otherwise every later item would be dropped as seen."""
+    titles: dict[str, set[str]] = {}
+    for entry in entries:
+        if entry.canonical_link:
+            titles.setdefault(entry.canonical_link, set()).add(entry.title)
+    shared = {link for link, names in titles.items() if len(names) > 1}
+    return [replace(e, canonical_link=None) if e.canonical_link and (
+        e.canonical_link in shared or _front_page(e.canonical_link)) else e for e in entries]
+
+
+def _front_page(link: str) -> bool:
+    parts = urlsplit(link)
+    return parts.path in ("", "/") and not parts.query
 
 
 def _human(delay: timedelta) -> str:

@@ -250,17 +250,38 @@ DELIVERY_LEASE = 120.0  # seconds a claimed alert is ours before another node ma
 DEFAULT_NODE_TTL = 15.0  # seconds without a heartbeat after which a node's leases are void
 
 
+def _h(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
 def title_hash(entry: Entry) -> str:
-    return hashlib.blake2b(entry.title.encode(), digest_size=8).hexdigest()
+    """What the store keeps of an entry's content (column `title_hash`): hashes of its
+    title, summary and date, "title/summary/date" (rows written before: the title only)."""
+    published = entry.published.isoformat() if entry.published else ""
+    return f"{_h(entry.title)}/{_h(entry.summary)}/{_h(published)}"
+
+
+def another_item(stored: str, entry: Entry) -> bool:
+    """A known key that came back as a different item: the feed reuses one guid (or link)
+    for several items. Title, summary and date all differ; an edit keeps one of them."""
+    old = stored.split("/")
+    if len(old) != 3:
+        return False  # a row from before summaries were kept: a title edit, as it was
+    return all(a != b for a, b in zip(old, title_hash(entry).split("/"), strict=True))
 
 
 def classify_seen(entries: list[Entry], known: dict[str, str], links: set[str]) -> SeenCheck:
-    """New (never seen by key or canonical link) and updated (seen, other title) entries."""
+    """New (never seen by key or canonical link) and updated (seen, other title) entries.
+
+    A key seen before for another item (title, summary and date all different) is new."""
     new: list[Entry] = []
     updated: list[Entry] = []
     for entry in entries:
         if entry.key in known:
-            if known[entry.key] != title_hash(entry):
+            stored = known[entry.key]
+            if another_item(stored, entry):
+                new.append(entry)
+            elif stored.split("/")[0] != title_hash(entry).split("/")[0]:
                 updated.append(entry)
         elif entry.canonical_link not in links:
             new.append(entry)
