@@ -603,3 +603,12 @@ async def test_a_node_of_this_host_whose_process_is_gone_is_dead_at_once(
     assert {name: n.alive(now) for name, n in nodes.items()} == {
         f"{host}:{exited.pid}": False, f"{host}:{os.getpid()}": True,
         f"elsewhere.test:{exited.pid}": True}
+
+
+async def test_a_password_parameter_in_the_url_is_refused_unseen(pg: pgserver.PgServer) -> None:
+    """Issue 13.4: `?password=` was printed back in the refusal."""
+    url = pg.url("postgres", pgserver.SECRET_USER) + f"?password={pgserver.SECRET_PASSWORD}"
+    with pytest.raises(StoreError, match="must not contain a password") as refused:
+        await open_store(url).open()
+    assert pgserver.SECRET_PASSWORD not in str(refused.value)
+    assert f"127.0.0.1:{pg.port}" in str(refused.value)

@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from watcher.model import AlertMessage, Entry, Hit, Match, Outlet
+from watcher.redact import mask_text
 
 log = logging.getLogger("watcher.store")
 
@@ -426,11 +427,7 @@ def check_alert_status(status: str | None) -> None:
 
 def mask_error(text: str | None) -> str | None:
     """An error message with any credentials in the URLs it quotes masked."""
-    if not text:
-        return text
-    from watcher.redact import mask_text
-
-    return mask_text(text)
+    return mask_text(text) if text else text
 
 
 def record_from_row(row: Any, payload: str, created_at: datetime,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from watcher.redact import mask_text
 from watcher.store.base import StoreError
 
 MIN_SERVER_VERSION = 130000  # PostgreSQL 13
@@ -119,12 +120,17 @@ def _login() -> str:
 
 
 def strip_password(url: str) -> str:
+    """The URL without its password, in the user part or as a `password=` parameter."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc}" if user else netloc))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}@{netloc}" if user else netloc)
+    if "password" in parts.query.lower():
+        parts = parts._replace(query="&".join(
+            "password=***" if p.lower().startswith("password=") else p
+            for p in parts.query.split("&")))
+    return mask_text(urlunsplit(parts)) if parts.query else urlunsplit(parts)
 
 
 def connect_kwargs(url: str, password_env: str) -> dict[str, Any]:
