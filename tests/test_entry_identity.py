@@ -9,6 +9,8 @@ import string
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pgserver
+import pytest
 from conftest import DATA, ConfigWriter
 from feedserver import FeedServer, Item
 
@@ -127,3 +129,28 @@ async def test_duplicate_guids_in_the_braingle_feed(tmp_path: Path,
     await run_once(cfg)
     await run_once(cfg)
     assert alerted(tmp_path) == ["Huh?"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_one_article_in_two_feeds_polled_together_alerts_once(
+        tmp_path: Path, feed_server: FeedServer, write_config: ConfigWriter,
+        backend: str) -> None:
+    """Issue 14.1 end to end: both feeds are polled at once (one round), their seen checks
+    both find the article new; only one alert is owed."""
+    state = "state.db"
+    if backend == "postgres":
+        if reason := pgserver.skip_reason():
+            pytest.skip(reason)
+        state = pgserver.shared_server().create_database()
+    story, retitled = headline(1), headline(2)  # one link, titles no story match joins
+    a = feed_server.set_feed("a.xml", [Item(story.title, story.link + "?utm_source=rss",
+                                            "a-1", story.summary, story.published)])
+    b = feed_server.set_feed("b.xml", [Item(retitled.title,
+                                            story.link + "?utm_medium=feed&utm_source=b",
+                                            "b-1", retitled.summary, story.published)])
+    text = config(a).replace('state = "state.db"', f'state = "{state}"').replace(
+        "\n[[topics]]", f'[[feeds]]\nurl = "{b}"\nname = "Other"\n\n[[topics]]', 1)
+    cfg = write_config(text)
+    await run_once(cfg)
+    await run_once(cfg)
+    assert len(alerted(tmp_path)) == 1
