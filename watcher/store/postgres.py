@@ -33,6 +33,7 @@ from watcher.store.base import (
     PruneCounts,
     SeenCheck,
     StoreError,
+    StoreFull,
     alert_payload,
     classify_seen,
     drop_seen_elsewhere,
@@ -152,6 +153,10 @@ class PostgresStore(PgOutbox):
             raise StoreError(f"{self.target}: database connection lost: {_reason(exc)}") \
                 from None
         except psycopg.Error as exc:  # e.g. a deadlock or serialization failure: retry later
+            if (exc.sqlstate or "").startswith("53"):  # insufficient resources: disk full...
+                raise StoreFull(f"{self.target}: the server cannot write "
+                                f"({type(exc).__name__}: {_reason(exc)}): free space on the "
+                                f"database server (watcher retries)") from None
             raise StoreError(f"{self.target}: {type(exc).__name__}: {_reason(exc)}") from None
 
     def _check_pool(self) -> None:
