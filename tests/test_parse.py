@@ -88,6 +88,25 @@ def test_duplicate_guids_in_a_real_feed_get_distinct_keys() -> None:
     check_invariants(parsed)
 
 
+def _rss(items: list[tuple[str, str, str]]) -> bytes:
+    body = "".join(f"<item><title>{escape(t)}</title><guid>{escape(g)}</guid>"
+                   f"<link>{escape(link)}</link></item>" for t, g, link in items)
+    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>x</title>{body}'
+            "</channel></rss>").encode()
+
+
+def test_items_sharing_guid_and_link_are_all_kept_and_a_repeat_once() -> None:
+    front = "https://example.org/"
+    items = [("Floods in Kursk", "g", front), ("Evacuation ordered", "g", front),
+             ("Buses leave Sudzha", "g", front), ("Buses leave Sudzha", "g", front),
+             ("Own item", "g2", "https://example.org/a")]
+    parsed = parse_feed(_rss(items), "https://example.org/rss")
+    check_invariants(parsed)
+    assert [e.title for e in parsed.entries] == [
+        "Floods in Kursk", "Evacuation ordered", "Buses leave Sudzha", "Own item"]
+    assert parsed.entries[-1].key == "g2"  # a guid of one item stays its identity
+
+
 EXPECTED_TITLES = {  # (file, an entry title as the publisher wrote it)
     "ibash-org-ru-1": "Цитата #17703",
     "golem-1": "Zhuque-1: Erste private chinesische Satellitenmission fehlgeschlagen",

@@ -18,6 +18,7 @@ import pyexpat
 import re
 import unicodedata
 import xml.sax
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -257,24 +258,34 @@ def parse_feed(body: bytes, feed_url: str, feed_name: str = "",
     raws, chosen = parsed.entries, ""
     if len(raws) > max_entries:
         raws, chosen = _keep_newest(raws, max_entries, now)
-    seen: set[str] = set()
-    entries: list[Entry] = []
-    for raw in raws:
-        entry = to_entry(raw, feed_url, feed_name or title or feed_url, now)
-        if not (entry.title or entry.summary or entry.link):
-            continue  # an empty <item/> (pcmag-1 nests them in items): nothing to match
-        if entry.key in seen:  # some feeds repeat one guid for many items: tell them apart
-            alt = _entry_key(None, entry.canonical_link, entry.title, entry.summary)
-            if f"{entry.key}#{alt}" in seen:
-                continue
-            entry = replace(entry, key=f"{entry.key}#{alt}")
-        seen.add(entry.key)
-        entries.append(entry)
+    entries = _distinct(to_entry(raw, feed_url, feed_name or title or feed_url, now)
+                        for raw in raws)
     warning = _warning(problem, content_type)
     if chosen:
         warning = (f"{len(parsed.entries)} entries; only {max_entries} were read, {chosen}"
                    + (f"; {warning}" if warning else ""))
     return ParsedFeed(title=title, entries=entries, warning=warning)
+
+
+def _distinct(candidates: Iterable[Entry]) -> list[Entry]:
+    """The document's entries, each once, with keys that tell its items apart.
+
+    A guid or link that the document gives to items with different titles is no identity
+    (front-page links, one guid for every item): those items are keyed by their content, so
+    none is dropped as "seen"; the very same item repeated is kept once."""
+    built = [e for e in candidates if e.title or e.summary or e.link]  # skip empty <item/>s
+    titles: dict[str, set[str]] = {}
+    for entry in built:
+        titles.setdefault(entry.key, set()).add(entry.title)
+    seen: set[str] = set()
+    entries: list[Entry] = []
+    for entry in built:
+        if len(titles[entry.key]) > 1:
+            entry = replace(entry, key=_entry_key(None, None, entry.title, entry.summary))
+        if entry.key not in seen:
+            seen.add(entry.key)
+            entries.append(entry)
+    return entries
 
 
 def _harmless(problem: BaseException) -> bool:
