@@ -6,13 +6,12 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
-import multiprocessing
 import os
 import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from watcher.config import Config, ConfigError, FeedSettings, load_config
 from watcher.fetch import Fetcher
 from watcher.notify.base import Sender, make_sender
 from watcher.notify.outbox import Outbox
+from watcher.parsepool import ParsePool
 from watcher.pipeline import Pipeline, PollSummary, Rules, utcnow
 from watcher.store import Store, StoreDamaged, StoreError, StoreFull, StoreLost, open_store
 from watcher.store.base import FeedState, digest_conflicts
@@ -42,11 +42,10 @@ CONFLICT_REPEAT = timedelta(minutes=5)  # how often to repeat the config-mismatc
 PRUNE_KEEP_SEEN = 20_000
 
 
-def parse_executor(feed_count: int) -> Executor | None:
-    """A process pool for feedparser when there is enough to parse to pay for it."""
-    if feed_count < 20:
-        return None  # the default thread pool is plenty
-    return ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("forkserver"))
+def parse_executor(feed_count: int) -> Executor:
+    """The parse workers: every document is parsed under a deadline and a memory limit
+    (in a thread a parse bomb could not be bounded), whatever the number of feeds."""
+    return ParsePool(workers=1 if feed_count < 20 else 2)
 
 
 def build_senders(config: Config, session: aiohttp.ClientSession) -> dict[str, Sender]:
@@ -77,7 +76,8 @@ class Runtime:
         self.store = store
         w = config.watcher
         self.fetcher = Fetcher(timeout=w.timeout.total_seconds(), max_bytes=w.max_bytes,
-                               concurrency=w.concurrency, per_host=w.per_host)
+                               concurrency=w.concurrency, per_host=w.per_host,
+                               fulltext_allow=w.fulltext_allow)
         self.workers = workers
         self.outbox = Outbox(store, {}, on_result=metrics.count_alert)
         self.pipeline = Pipeline(config, store, self.fetcher, workers,
@@ -141,6 +141,7 @@ class Runtime:
             await _close_senders(senders.values())
             raise
         self.config = config
+        self.fetcher.fulltext_allow = config.watcher.fulltext_allow
         self.pipeline.apply(config, rules)
         self.outbox.configure(senders, digest_channels(config), config.watcher.retry_base)
 
