@@ -17,7 +17,8 @@ from aiohttp import web
 from conftest import ConfigWriter
 from feedserver import FeedServer, Item, rss
 
-from watcher.fetch import Fetcher, Validators, parse_retry_after
+from watcher.fetch import Fetcher, Validators
+from watcher.http import parse_retry_after
 from watcher.parse import parse_feed
 from watcher.pipeline import Pipeline, PollSummary
 from watcher.store import SqliteStore

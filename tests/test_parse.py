@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from watcher.html import plain_text
 from watcher.parse import (
     MAX_SUMMARY_CHARS,
     MAX_TITLE_CHARS,
@@ -22,7 +23,6 @@ from watcher.parse import (
     ParsedFeed,
     canonical_link,
     parse_feed,
-    plain_text,
 )
 
 DATA = Path(__file__).parent / "data"

@@ -7,9 +7,9 @@ from email.utils import format_datetime
 
 import pytest
 
+from watcher.http import parse_retry_after
 from watcher.model import AlertMessage, Entry, Hit, Outlet
 from watcher.notify import render
-from watcher.notify.webhook import parse_retry_after
 
 T0 = datetime(2025, 2, 24, 10, 0, tzinfo=UTC)
 
@@ -199,7 +199,10 @@ def test_discord_stays_under_limit_and_never_pings(count: int) -> None:
     ("-3", None),
     (format_datetime(datetime(2025, 1, 1, 0, 1, 30, tzinfo=UTC), usegmt=True), 90.0),
     (format_datetime(datetime(2024, 12, 31, tzinfo=UTC), usegmt=True), 0.0),
+    ("Wed, 01 Jan 2025 00:01:30 -0000", 90.0),  # no zone: an HTTP-date is GMT
 ])
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:
-    now = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
+    """One parser for the reader and the notify stage: a webhook's and a feed's
+    Retry-After mean the same wait."""
+    now = datetime(2025, 1, 1, tzinfo=UTC)
     assert parse_retry_after(value, now=now) == expected

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from watcher.html import html_to_text
 from watcher.text import (
     fold_variants,
-    html_to_text,
     match_form,
     match_words,
     normalise,

@@ -256,7 +256,7 @@ async def _migrate_state(config: Config, url: str, force: bool) -> int:
 async def _once(config: Config, run_once: Callable[[Config], Awaitable[int]]) -> int:
     """`watcher once`; exit 1, with a one-line summary, when every delivery it attempted
     failed for good (nothing delivered, something newly failed)."""
-    from watcher.daemon import open_config_store
+    from watcher.store import open_config_store
 
     async def counts() -> tuple[int, int]:
         store = await open_config_store(config)

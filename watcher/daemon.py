@@ -22,11 +22,18 @@ from apscheduler.triggers.interval import IntervalTrigger
 from watcher import metrics, schedule, sdnotify
 from watcher.config import Config, ConfigError, FeedSettings, load_config
 from watcher.fetch import Fetcher
-from watcher.notify.base import Sender, make_sender
+from watcher.notify.base import Sender, make_sender, notify_session
 from watcher.notify.outbox import Outbox
 from watcher.parsepool import ParsePool
 from watcher.pipeline import Pipeline, PollSummary, Rules, utcnow
-from watcher.store import Store, StoreDamaged, StoreError, StoreFull, StoreLost, open_store
+from watcher.store import (
+    Store,
+    StoreDamaged,
+    StoreError,
+    StoreFull,
+    StoreLost,
+    open_config_store,
+)
 from watcher.store.base import FeedState, digest_conflicts
 
 log = logging.getLogger("watcher.daemon")
@@ -57,17 +64,6 @@ def digest_channels(config: Config) -> set[str]:
             if isinstance(ch.digest, str) or ch.digest > timedelta(0)}
 
 
-async def open_config_store(config: Config, *, create: bool = True) -> Store:
-    """The config's state store, opened (raises StoreError with the reason).
-
-    With `create=False` (read-only commands) a missing SQLite state file raises StoreError
-    ("no state file at ...") instead of being created empty."""
-    store = open_store(config.state_location(),
-                       password_env=config.watcher.state_password_env, create=create)
-    await store.open()
-    return store
-
-
 class Runtime:
     """The stages wired together over one store; shared by `run` and `once`."""
 
@@ -79,6 +75,7 @@ class Runtime:
                                concurrency=w.concurrency, per_host=w.per_host,
                                fulltext_allow=w.fulltext_allow)
         self.workers = workers
+        self.notify_session = notify_session()  # the notify stage's own, not the fetcher's
         self.outbox = Outbox(store, {}, on_result=metrics.count_alert)
         self.pipeline = Pipeline(config, store, self.fetcher, workers,
                                  on_alerts=self.outbox.wake)
@@ -93,7 +90,7 @@ class Runtime:
             await store.close()
             raise
         try:
-            runtime.outbox.configure(build_senders(config, runtime.fetcher.session),
+            runtime.outbox.configure(build_senders(config, runtime.notify_session),
                                      digest_channels(config),
                                      config.watcher.retry_base)
             await runtime.pipeline.start()
@@ -133,7 +130,7 @@ class Runtime:
     async def apply(self, config: Config) -> None:
         """Switch to a new config, all or nothing: everything that can fail (channels:
         ConfigError; the store: StoreError) is done before anything is switched."""
-        senders = build_senders(config, self.fetcher.session)
+        senders = build_senders(config, self.notify_session)
         try:
             rules = Rules(config)
             await self.sync_feeds(config)
@@ -149,6 +146,7 @@ class Runtime:
         """Close everything, each part even when another fails (no unclosed sessions)."""
         try:
             await _close_senders(self.outbox.senders.values())
+            await self.notify_session.close()
             await self.fetcher.aclose()
         finally:
             if self.workers is not None:

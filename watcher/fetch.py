@@ -19,7 +19,6 @@ Webhooks (configured by the operator) use the unguarded session.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import errno
 import hashlib
 import ipaddress
@@ -28,17 +27,15 @@ import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from watcher import __version__
+from watcher.http import USER_AGENT, parse_retry_after
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = f"watcher/{__version__} (+https://github.com/watcher-rss/watcher; RSS monitor)"
 MAX_REDIRECTS = 5
 _PERMANENT = {301, 308}
 TRUST_TTL = 300.0  # seconds a configured host's public/private verdict is cached
@@ -78,22 +75,6 @@ class FetchResult:
 
 def body_hash(body: bytes) -> str:
     return hashlib.blake2b(body, digest_size=16).hexdigest()
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def address_kind(ip: IPAddress) -> str | None:

@@ -15,7 +15,6 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from importlib import metadata
 from typing import Any
 
 from aiohttp import web
@@ -32,6 +31,8 @@ from prometheus_client import (
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+
+from watcher import __version__
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +79,7 @@ RELOADS = Counter(
 )
 
 
-def _version() -> str:
-    """The installed package version, or 'unknown' when running from a bare checkout."""
-    try:
-        return metadata.version("watcher")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-BUILD.info({"version": _version()})
+BUILD.info({"version": __version__})
 
 
 def observe_poll(status: str | int, seconds: float | None = None) -> None:

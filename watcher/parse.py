@@ -27,13 +27,12 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 import feedparser
 import feedparser.api
 
+from watcher.html import plain_text
 from watcher.model import Entry
-from watcher.text import html_to_text
 
 MAX_SUMMARY_CHARS = 4000
 MAX_TITLE_CHARS = 1000
 MAX_ENTRIES = 10_000  # entries read from one document: the newest (see _keep_newest)
-_RAW_CHARS = 64 * 1024  # markup looked at per field: plenty for 4000 characters of text
 _EARLIEST = datetime(1995, 1, 1, tzinfo=UTC)  # before RSS existed: a placeholder date
 _FUTURE_SLACK = timedelta(days=2)
 _TRACKING_PREFIXES = ("utm_", "at_", "mc_", "pk_", "hsa_")
@@ -87,48 +86,6 @@ def canonical_link(link: str | None) -> str | None:
 def _is_tracking(key: str) -> bool:
     low = key.lower()
     return low in _TRACKING_KEYS or low.startswith(_TRACKING_PREFIXES)
-
-
-# --- text ---
-
-_SCRIPT_OPEN = re.compile(r"<(script|style)\b", re.IGNORECASE)
-_SCRIPT_CLOSE = re.compile(r"</(?:script|style)", re.IGNORECASE)
-_HTML_TAG = re.compile(r"</?(?:a|p|br|div|span|img|b|i|u|em|strong|script|style|iframe|ul|ol|"
-                       r"li|h[1-6]|table|tr|td|blockquote|figure|font|noscript)\b[^<>]{0,500}>",
-                       re.IGNORECASE)
-
-
-def _drop_scripts(markup: str) -> str:
-    """Remove script and style elements; an unclosed one swallows the rest, as in a browser."""
-    out: list[str] = []
-    pos = 0
-    while (found := _SCRIPT_OPEN.search(markup, pos)) is not None:
-        out.append(markup[pos:found.start()])
-        close = _SCRIPT_CLOSE.search(markup, found.end())
-        end = markup.find(">", close.end()) if close else -1
-        if end < 0:
-            return "".join(out)
-        pos = end + 1
-    out.append(markup[pos:])
-    return "".join(out)
-
-
-def plain_text(markup: str, limit: int) -> str:
-    """Bounded plain text of a feed field: no tags, no script/style content, entities decoded.
-
-    Linear time (html_to_text's regex is quadratic on an unclosed `<`, escaped first here).
-    Double-escaped HTML, common in the wild, gets another pass."""
-    text = markup[:_RAW_CHARS]
-    for _ in range(3):
-        text = _drop_scripts(text)
-        last = text.rfind(">")
-        if "<" in text[last + 1:]:  # a '<' nothing closes: text, not a tag
-            text = text[:last + 1] + text[last + 1:].replace("<", "&lt;")
-        text = html_to_text(text)
-        if not _HTML_TAG.search(text):
-            break
-    text = _SCRIPT_OPEN.sub(r"\1", text)  # markup escaped three times over: defuse what is left
-    return text[:limit].rstrip()
 
 
 # --- entries ---

@@ -10,13 +10,13 @@ from typing import Any, TextIO
 
 from watcher import schedule
 from watcher.config import Config, FeedSettings
-from watcher.daemon import open_config_store
 from watcher.dedupe import StoryIndex
 from watcher.fetch import Fetcher
 from watcher.model import Entry, Hit, Match
 from watcher.parse import FeedParseError, parse_feed
 from watcher.pipeline import Rules, short_hash, story_time
 from watcher.redact import mask_text, mask_url
+from watcher.store import open_config_store
 from watcher.store.base import AlertRecord, FeedState, Store, digest_conflicts
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)

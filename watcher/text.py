@@ -18,7 +18,6 @@ Basic Multilingual Plane on first use); anyascii itself only sees rarer characte
 
 from __future__ import annotations
 
-import html
 import re
 import unicodedata
 from functools import cache
@@ -26,10 +25,8 @@ from typing import NamedTuple
 
 from anyascii import anyascii
 
-_TAG = re.compile(r"<[^<>]+>")  # a tag cannot span another "<": linear on hostile input
-_RAW_OPEN = re.compile(r"<(script|style)\b", re.IGNORECASE)
-_ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-f]+|[a-z][a-z0-9]*);", re.IGNORECASE)
-_SPACE = re.compile(r"\s+")
+from watcher.html import html_to_text, mask_markup
+
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _APOSTROPHES = "'’ʼ‘`´ʹʻʽ"
 # A word of the original text: from a letter or digit to a letter or digit, with combining
@@ -98,43 +95,6 @@ _PLAIN = _byte_table(fold=False)
 _FOLD = _byte_table(fold=True)
 
 
-def _raw_blocks(markup: str) -> list[tuple[int, int]]:
-    """Spans of <script>/<style> elements, found in one linear pass (no closer: none after)."""
-    spans: list[tuple[int, int]] = []
-    lower = markup.lower()
-    pos = 0
-    while (opener := _RAW_OPEN.search(markup, pos)) is not None:
-        closer = lower.find(f"</{opener.group(1).lower()}", opener.end())
-        if closer < 0:
-            break
-        end = lower.find(">", closer)
-        end = len(markup) if end < 0 else end + 1
-        spans.append((opener.start(), end))
-        pos = end
-    return spans
-
-
-def _blank_raw_blocks(markup: str) -> str:
-    """Scripts and styles replaced by as many spaces (offsets kept)."""
-    if "<" not in markup:
-        return markup
-    spans = _raw_blocks(markup)
-    if not spans:
-        return markup
-    parts, pos = [], 0
-    for start, end in spans:
-        parts += [markup[pos:start], " " * (end - start)]
-        pos = end
-    parts.append(markup[pos:])
-    return "".join(parts)
-
-
-def html_to_text(markup: str) -> str:
-    """Plain text of an HTML fragment: tags, scripts and styles removed, entities decoded."""
-    text = html.unescape(_TAG.sub(" ", _blank_raw_blocks(markup)))
-    return _SPACE.sub(" ", text).strip()
-
-
 def _ascii_bytes(text: str, table: bytes) -> bytes:
     """Lower-case ASCII letters and digits, any other character a space (not collapsed)."""
     if not text.isascii():
@@ -167,15 +127,6 @@ def fold_variants(normalised: str) -> str:
 def match_form(text: str) -> str:
     """The form the matcher compares: `normalise` then `fold_variants`."""
     return fold_variants(normalise(text))
-
-
-def mask_markup(text: str) -> str:
-    """Blank out tags and entities with spaces, keeping every other character's offset."""
-
-    def blank(match: re.Match[str]) -> str:
-        return " " * len(match.group())
-
-    return _ENTITY.sub(blank, _TAG.sub(blank, _blank_raw_blocks(text)))
 
 
 def match_bytes(text: str) -> bytes:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from watcher.config import ChannelSettings
+from watcher.http import USER_AGENT
 from watcher.model import AlertMessage
 from watcher.redact import mask_text
 
@@ -70,6 +71,11 @@ SENDERS: dict[str, str] = {
     "file": "watcher.notify.file:make_file_sender",
     "apprise": "watcher.notify.apprise:make_apprise_sender",
 }
+
+
+def notify_session() -> aiohttp.ClientSession:
+    """The notify stage's HTTP session (webhooks): its own pool, watcher's User-Agent."""
+    return aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
 
 
 def make_sender(channel: ChannelSettings, base_dir: Path,

@@ -10,15 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import Sequence
-from email.utils import parsedate_to_datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import aiohttp
 
 from watcher.config import WebhookChannel, resolve_secret
+from watcher.http import USER_AGENT, parse_retry_after
 from watcher.model import AlertMessage
 from watcher.notify.base import (
     DeliveryError,
@@ -32,16 +30,6 @@ from watcher.redact import mask_url
 EXCERPT_CHARS = 200
 
 
-def _user_agent() -> str:
-    try:
-        return f"watcher/{version('watcher')}"
-    except PackageNotFoundError:
-        return "watcher/0"
-
-
-USER_AGENT = _user_agent()
-
-
 def sign(secret: str, body: bytes) -> str:
     """The X-Watcher-Signature value: 'sha256=' + hex HMAC-SHA256 of the exact body."""
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
@@ -49,21 +37,6 @@ def sign(secret: str, body: bytes) -> str:
 
 def encode_body(payload: object) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None if absent/bad."""
-    if not value or not (value := value.strip()):
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None or when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class WebhookSender:
@@ -126,7 +99,7 @@ class WebhookSender:
         return PermanentDeliveryError(self.channel.name, reason)
 
     async def aclose(self) -> None:
-        return None  # the session belongs to the caller
+        return None  # the session belongs to the caller (the notify stage's own)
 
 
 async def _excerpt(resp: aiohttp.ClientResponse) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from watcher.store.base import (
     AlertRecord,
     FeedState,
@@ -16,6 +18,9 @@ from watcher.store.base import (
 )
 from watcher.store.sqlite import SqliteStore
 
+if TYPE_CHECKING:
+    from watcher.config import Config
+
 __all__ = [
     "AlertRecord",
     "FeedState",
@@ -29,8 +34,20 @@ __all__ = [
     "StoreFull",
     "StoreLost",
     "is_postgres",
+    "open_config_store",
     "open_store",
 ]
+
+
+async def open_config_store(config: Config, *, create: bool = True) -> Store:
+    """The config's state store, opened (raises StoreError with the reason).
+
+    With `create=False` (read-only commands) a missing SQLite state file raises StoreError
+    ("no state file at ...") instead of being created empty."""
+    store = open_store(config.state_location(),
+                       password_env=config.watcher.state_password_env, create=create)
+    await store.open()
+    return store
 
 
 def is_postgres(location: str) -> bool:

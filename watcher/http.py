@@ -1,0 +1,27 @@
+"""HTTP helpers shared by the stages that speak HTTP (reader, notify)."""
+
+from __future__ import annotations
+
+import email.utils
+from datetime import UTC, datetime
+
+from watcher import __version__
+
+USER_AGENT = f"watcher/{__version__} (+https://github.com/watcher-rss/watcher; RSS monitor)"
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None if
+    absent or unreadable. An HTTP-date is always GMT (RFC 9110), so a date without a zone
+    ("-0000") is read as UTC; a date in the past means no wait."""
+    if not value or not (value := value.strip()):
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
