@@ -14,8 +14,8 @@ from test_pipeline_e2e import BACKLOG, EVACUATION, UNRELATED, config_text
 from test_store import _decider, _poll, entry
 
 from watcher.daemon import run_once
+from watcher.model import FeedState, PollRecord
 from watcher.store import StoreError, open_store
-from watcher.store.base import FeedState, PollRecord
 from watcher.store.migrate import migrate_state
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

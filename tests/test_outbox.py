@@ -21,12 +21,11 @@ import pytest
 from servers import SmtpSink, WebhookReceiver
 
 from watcher.config import AppriseChannel, EmailChannel, WebhookChannel
-from watcher.model import Entry, Hit, Match
+from watcher.model import Entry, FeedState, Hit, Match, NewAlert, NewStory, PollRecord, StoryMember
 from watcher.notify import make_sender
 from watcher.notify.apprise import AppriseSender, target_key
 from watcher.notify.outbox import BATCH, IDLE_WAKE, Outbox
 from watcher.store import SqliteStore
-from watcher.store.base import FeedState, NewAlert, NewStory, PollRecord, StoryMember
 from watcher.store.sqlite import sqlite_error
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from watcher.config import FeedSettings, WatcherSettings
+from watcher.model import FeedState
 from watcher.schedule import (
     AUTO_MAX,
     MAX_ERROR_BACKOFF,
@@ -16,7 +17,6 @@ from watcher.schedule import (
     error_backoff,
     feed_interval,
 )
-from watcher.store.base import FeedState
 
 SETTINGS = WatcherSettings(interval="10m", interval_floor="2m")
 NOW = datetime(2025, 2, 24, 10, 7, 30, tzinfo=UTC)

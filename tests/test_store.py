@@ -11,17 +11,19 @@ from pathlib import Path
 import pgserver
 import pytest
 
-from watcher.model import Entry, Hit, Match
-from watcher.store import Store, StoreError, open_store
-from watcher.store.base import (
+from watcher.http import feed_host
+from watcher.model import (
+    Entry,
     FeedState,
+    Hit,
+    Match,
     NewAlert,
     NewStory,
     PollRecord,
     StoryMember,
     digest_conflicts,
-    feed_host,
 )
+from watcher.store import Store, StoreError, open_store
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 StoreFactory = Callable[[], Awaitable[Store]]

@@ -20,8 +20,8 @@ from watcher.config import (
     load_config,
     parse_duration,
 )
+from watcher.model import ALERT_STATES
 from watcher.store import StoreError
-from watcher.store.base import ALERT_STATES
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("watcher")

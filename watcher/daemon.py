@@ -22,19 +22,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 from watcher import metrics, schedule, sdnotify
 from watcher.config import Config, ConfigError, FeedSettings, load_config
 from watcher.fetch import Fetcher
+from watcher.model import FeedState, digest_conflicts
 from watcher.notify.base import Sender, make_sender, notify_session
 from watcher.notify.outbox import Outbox
 from watcher.parsepool import ParsePool
 from watcher.pipeline import Pipeline, PollSummary, Rules, utcnow
-from watcher.store import (
-    Store,
-    StoreDamaged,
-    StoreError,
-    StoreFull,
-    StoreLost,
-    open_config_store,
-)
-from watcher.store.base import FeedState, digest_conflicts
+from watcher.store import Store, StoreDamaged, StoreError, StoreFull, StoreLost, open_config_store
 
 log = logging.getLogger("watcher.daemon")
 SHUTDOWN_GRACE = 10.0  # seconds in-flight polls and the last delivery pass may take

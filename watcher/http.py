@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from watcher import __version__
 
@@ -25,3 +26,16 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def feed_host(url: str) -> str:
+    """The politeness key of a fetch URL: lower-case host[:port]; '' for file:// feeds."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        return ""
+    if not host or parts.scheme not in ("http", "https"):
+        return ""
+    return f"{host}:{port}" if port else host

@@ -1,7 +1,11 @@
-"""Plain data passed between pipeline stages. No I/O, no behaviour beyond small helpers."""
+"""Plain records passed between stages and the store. No I/O, no behaviour beyond small
+helpers (NodeInfo.alive asks the OS whether a process of this host still exists)."""
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -101,3 +105,206 @@ class AlertMessage:
     @property
     def matched(self) -> list[str]:
         return list(dict.fromkeys(hit.phrase for hit in self.hits))
+
+
+# --- what the store keeps and hands back ---
+
+@dataclass(slots=True)
+class FeedState:
+    """What the store remembers of one feed between polls."""
+
+    url: str  # as configured (the feed's identity)
+    current_url: str | None = None  # after permanent redirects
+    title: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    primed: bool = False  # first poll done (its backlog recorded)
+    last_poll_at: datetime | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    error_count: int = 0
+    last_success_at: datetime | None = None
+    next_poll_at: datetime | None = None  # when the feed is next due (interval or backoff)
+    disabled_reason: str | None = None
+    entries_total: int = 0
+    interval_s: float | None = None  # adaptive interval, when the feed uses "auto"
+
+    @property
+    def fetch_url(self) -> str:
+        return self.current_url or self.url
+
+
+@dataclass(frozen=True, slots=True)
+class SeenCheck:
+    """How the store sees a batch of parsed entries."""
+
+    new: list[Entry]  # never seen: candidates for matching
+    updated: list[Entry]  # seen before under another title
+
+
+@dataclass(frozen=True, slots=True)
+class NewStory:
+    id: str
+    topic: str
+    title: str
+    summary: str
+    opened_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoryMember:
+    story_id: str
+    entry: Entry
+    seen_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewAlert:
+    id: str
+    topic: str
+    channel: str
+    story_id: str
+    entry: Entry
+    score: float
+    hits: tuple[Hit, ...]
+    due_at: datetime  # now, or the end of the channel's digest period
+
+
+@dataclass(slots=True)
+class PollRecord:
+    """Everything one successful poll changes, written in one transaction."""
+
+    feed: FeedState
+    seen: list[Entry] = field(default_factory=list)
+    matches: list[tuple[Match, bool]] = field(default_factory=list)  # (match, is an update)
+    # filled in by the decider, inside the transaction:
+    stories: list[NewStory] = field(default_factory=list)
+    members: list[StoryMember] = field(default_factory=list)
+    alerts: list[NewAlert] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class OwedAlert:
+    """An outbox row ready for delivery."""
+
+    id: str
+    channel: str
+    attempts: int
+    message: AlertMessage
+    sent_to: tuple[str, ...] = ()  # the channel's targets that already got it (note_sent)
+
+
+AlertState = Literal["owed", "retrying", "delivered", "failed"]
+ALERT_STATES: tuple[AlertState, ...] = ("owed", "retrying", "delivered", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """One alert as `watcher alerts` lists it.
+
+    `state`: "owed" (never tried yet), "retrying" (owed, tried and failed temporarily),
+    "delivered", or "failed" (a permanent failure, kept for `watcher retry`).
+    """
+
+    id: str
+    topic: str
+    channel: str
+    story: str  # the story id (alerts of one story share it)
+    title: str
+    link: str | None
+    feed: str  # the feed's name
+    state: AlertState
+    attempts: int
+    last_error: str | None  # credentials in URLs masked
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StorySummary:
+    """A story as `watcher status` lists it: its first title and every outlet that ran it."""
+
+    topic: str
+    title: str
+    opened_at: datetime
+    outlets: list[str]  # feed names, first reporter first
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCounts:
+    owed: int
+    failed: int
+    delivered: int
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAlert:
+    id: str
+    topic: str
+    channel: str
+    title: str
+    error: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One watcher process sharing the store, as its last heartbeat left it."""
+
+    node: str  # "host:pid"
+    heartbeat_at: datetime
+    expires_at: datetime  # after this the node counts as dead and its leases are void
+    config_digest: str
+    leased: int  # feeds it holds a live lease on now
+    started_at: datetime
+    inflight: int | None = None  # polls in flight, as the node last reported
+    hostname: str | None = None  # where its process runs
+    pid: int | None = None
+
+    def alive(self, now: datetime) -> bool:
+        """Heartbeat not expired, and (for a node of this host) its process still exists."""
+        return self.expires_at >= now and not self.process_gone()
+
+    def process_gone(self) -> bool:
+        """The node ran on this host and its process no longer exists (it crashed)."""
+        return process_gone(self.hostname, self.pid)
+
+
+def node_identity(node: str) -> tuple[str | None, int | None]:
+    """Host name and pid of a node named "host:pid" (the daemon's names); else Nones."""
+    hostname, sep, pid = node.rpartition(":")
+    if not sep or not hostname or not pid.isdigit():
+        return None, None
+    return hostname, int(pid)
+
+
+def process_gone(hostname: str | None, pid: int | None) -> bool:
+    """Whether `pid` on `hostname` is known to have exited: only provable on this host."""
+    if not hostname or not pid or hostname != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else
+        return False
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCounts:
+    seen: int = 0
+    stories: int = 0
+    alerts: int = 0
+    nodes: int = 0
+    feeds: int = 0
+    hosts: int = 0
+
+
+def digest_conflicts(nodes: list[NodeInfo], digest: str, now: datetime) -> list[NodeInfo]:
+    """Live nodes whose loaded config differs from `digest` (all nodes must run one config)."""
+    return [n for n in nodes if n.alive(now) and n.config_digest and n.config_digest != digest]
+
+
+Decider = Callable[[PollRecord, list[NewStory]], None]

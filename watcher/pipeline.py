@@ -16,19 +16,11 @@ from watcher import metrics, schedule
 from watcher.config import Config, FeedSettings, TopicSettings
 from watcher.dedupe import StoryIndex
 from watcher.fetch import Fetcher, FetchResult, Validators, body_hash
+from watcher.http import feed_host
 from watcher.match import Matcher
-from watcher.model import Entry, Match
+from watcher.model import Entry, FeedState, Match, NewAlert, NewStory, PollRecord, StoryMember
 from watcher.parse import FeedParseError, ParsedFeed, parse_feed
-from watcher.store.base import (
-    FeedState,
-    NewAlert,
-    NewStory,
-    PollRecord,
-    Store,
-    StoryMember,
-    feed_host,
-    mask_error,
-)
+from watcher.store.base import FeedStore, mask_error
 
 log = logging.getLogger("watcher.poll")
 Clock = Callable[[], datetime]
@@ -81,7 +73,7 @@ class Rules:
 class Pipeline:
     """Polls feeds and turns new matching entries into owed alerts."""
 
-    def __init__(self, config: Config, store: Store, fetcher: Fetcher,
+    def __init__(self, config: Config, store: FeedStore, fetcher: Fetcher,
                  parse_executor: Executor | None = None, clock: Clock = utcnow,
                  on_alerts: Callable[[], None] | None = None) -> None:
         self.store = store

@@ -12,12 +12,12 @@ from watcher import schedule
 from watcher.config import Config, FeedSettings
 from watcher.dedupe import StoryIndex
 from watcher.fetch import Fetcher
-from watcher.model import Entry, Hit, Match
+from watcher.model import AlertRecord, Entry, FeedState, Hit, Match, digest_conflicts
 from watcher.parse import FeedParseError, parse_feed
 from watcher.pipeline import Rules, short_hash, story_time
 from watcher.redact import mask_text, mask_url
 from watcher.store import open_config_store
-from watcher.store.base import AlertRecord, FeedState, Store, digest_conflicts
+from watcher.store.base import ReportStore
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 _EPOCH_1970 = datetime(1970, 1, 1, tzinfo=UTC)
@@ -192,7 +192,7 @@ def _json_default(value: object) -> object:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-async def status_data(store: Store, config: Config, now: datetime) -> dict[str, Any]:
+async def status_data(store: ReportStore, config: Config, now: datetime) -> dict[str, Any]:
     """What `watcher status` shows, as plain data (datetimes stay datetimes)."""
     nodes = await store.nodes()
     running = [n for n in nodes if n.alive(now)]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from watcher.config import FeedSettings, WatcherSettings
-from watcher.store.base import FeedState
+from watcher.model import FeedState
 
 MAX_ERROR_BACKOFF = timedelta(hours=24)
 MAX_DELIVERY_BACKOFF = timedelta(hours=1)

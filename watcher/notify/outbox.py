@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from watcher import schedule
+from watcher.model import OwedAlert
 from watcher.notify.base import (
     PermanentDeliveryError,
     Progress,
@@ -27,7 +28,7 @@ from watcher.notify.base import (
     TemporaryDeliveryError,
 )
 from watcher.redact import mask_text
-from watcher.store.base import OwedAlert, Store, StoreError
+from watcher.store.base import OutboxStore, StoreError
 
 log = logging.getLogger("watcher.notify")
 BATCH = 200
@@ -48,7 +49,7 @@ def digest_id(alerts: list[OwedAlert]) -> str:
 class Outbox:
     """Delivers what the store says is owed, channel by channel."""
 
-    def __init__(self, store: Store, senders: Mapping[str, Sender], *,
+    def __init__(self, store: OutboxStore, senders: Mapping[str, Sender], *,
                  digest_channels: set[str] | None = None,
                  clock: Callable[[], datetime] = _utcnow,
                  on_result: Callable[[str, str, int], None] | None = None,

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from watcher.store.base import (
-    AlertRecord,
-    FeedState,
-    NodeInfo,
-    OwedAlert,
-    PollRecord,
+    ClusterStore,
+    FeedStore,
+    OutboxStore,
+    ReportStore,
     Store,
     StoreDamaged,
     StoreError,
@@ -22,11 +21,10 @@ if TYPE_CHECKING:
     from watcher.config import Config
 
 __all__ = [
-    "AlertRecord",
-    "FeedState",
-    "NodeInfo",
-    "OwedAlert",
-    "PollRecord",
+    "ClusterStore",
+    "FeedStore",
+    "OutboxStore",
+    "ReportStore",
     "SqliteStore",
     "Store",
     "StoreDamaged",

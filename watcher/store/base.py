@@ -1,19 +1,37 @@
-"""The store interface every backend implements, and the records it exchanges."""
+"""The store interface, split by role (what each user needs), its errors, and the helpers
+both backends share. The records it exchanges live in watcher.model."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
-import socket
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit
+from typing import Any, Protocol
 
-from watcher.model import AlertMessage, Entry, Hit, Match, Outlet
+from watcher.model import (
+    ALERT_STATES,
+    AlertMessage,
+    AlertRecord,
+    AlertState,
+    ChannelCounts,
+    Decider,
+    Entry,
+    FailedAlert,
+    FeedState,
+    Hit,
+    Match,
+    NewAlert,
+    NewStory,
+    NodeInfo,
+    Outlet,
+    OwedAlert,
+    PollRecord,
+    PruneCounts,
+    SeenCheck,
+    StorySummary,
+)
 from watcher.redact import mask_text
 
 log = logging.getLogger("watcher.store")
@@ -35,218 +53,6 @@ class StoreLost(StoreError):
     """The state file was deleted or replaced under the running process: stop at once."""
 
 
-@dataclass(slots=True)
-class FeedState:
-    """What the store remembers of one feed between polls."""
-
-    url: str  # as configured (the feed's identity)
-    current_url: str | None = None  # after permanent redirects
-    title: str | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-    body_hash: str | None = None
-    primed: bool = False  # first poll done (its backlog recorded)
-    last_poll_at: datetime | None = None
-    last_status: int | None = None
-    last_error: str | None = None
-    error_count: int = 0
-    last_success_at: datetime | None = None
-    next_poll_at: datetime | None = None  # when the feed is next due (interval or backoff)
-    disabled_reason: str | None = None
-    entries_total: int = 0
-    interval_s: float | None = None  # adaptive interval, when the feed uses "auto"
-
-    @property
-    def fetch_url(self) -> str:
-        return self.current_url or self.url
-
-
-@dataclass(frozen=True, slots=True)
-class SeenCheck:
-    """How the store sees a batch of parsed entries."""
-
-    new: list[Entry]  # never seen: candidates for matching
-    updated: list[Entry]  # seen before under another title
-
-
-@dataclass(frozen=True, slots=True)
-class NewStory:
-    id: str
-    topic: str
-    title: str
-    summary: str
-    opened_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class StoryMember:
-    story_id: str
-    entry: Entry
-    seen_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class NewAlert:
-    id: str
-    topic: str
-    channel: str
-    story_id: str
-    entry: Entry
-    score: float
-    hits: tuple[Hit, ...]
-    due_at: datetime  # now, or the end of the channel's digest period
-
-
-@dataclass(slots=True)
-class PollRecord:
-    """Everything one successful poll changes, written in one transaction."""
-
-    feed: FeedState
-    seen: list[Entry] = field(default_factory=list)
-    matches: list[tuple[Match, bool]] = field(default_factory=list)  # (match, is an update)
-    # filled in by the decider, inside the transaction:
-    stories: list[NewStory] = field(default_factory=list)
-    members: list[StoryMember] = field(default_factory=list)
-    alerts: list[NewAlert] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class OwedAlert:
-    """An outbox row ready for delivery."""
-
-    id: str
-    channel: str
-    attempts: int
-    message: AlertMessage
-    sent_to: tuple[str, ...] = ()  # the channel's targets that already got it (note_sent)
-
-
-AlertState = Literal["owed", "retrying", "delivered", "failed"]
-ALERT_STATES: tuple[AlertState, ...] = ("owed", "retrying", "delivered", "failed")
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRecord:
-    """One alert as `watcher alerts` lists it.
-
-    `state`: "owed" (never tried yet), "retrying" (owed, tried and failed temporarily),
-    "delivered", or "failed" (a permanent failure, kept for `watcher retry`).
-    """
-
-    id: str
-    topic: str
-    channel: str
-    story: str  # the story id (alerts of one story share it)
-    title: str
-    link: str | None
-    feed: str  # the feed's name
-    state: AlertState
-    attempts: int
-    last_error: str | None  # credentials in URLs masked
-    created_at: datetime
-    delivered_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class StorySummary:
-    """A story as `watcher status` lists it: its first title and every outlet that ran it."""
-
-    topic: str
-    title: str
-    opened_at: datetime
-    outlets: list[str]  # feed names, first reporter first
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelCounts:
-    owed: int
-    failed: int
-    delivered: int
-
-
-@dataclass(frozen=True, slots=True)
-class FailedAlert:
-    id: str
-    topic: str
-    channel: str
-    title: str
-    error: str
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
-    """One watcher process sharing the store, as its last heartbeat left it."""
-
-    node: str  # "host:pid"
-    heartbeat_at: datetime
-    expires_at: datetime  # after this the node counts as dead and its leases are void
-    config_digest: str
-    leased: int  # feeds it holds a live lease on now
-    started_at: datetime
-    inflight: int | None = None  # polls in flight, as the node last reported
-    hostname: str | None = None  # where its process runs
-    pid: int | None = None
-
-    def alive(self, now: datetime) -> bool:
-        """Heartbeat not expired, and (for a node of this host) its process still exists."""
-        return self.expires_at >= now and not self.process_gone()
-
-    def process_gone(self) -> bool:
-        """The node ran on this host and its process no longer exists (it crashed)."""
-        return process_gone(self.hostname, self.pid)
-
-
-def node_identity(node: str) -> tuple[str | None, int | None]:
-    """Host name and pid of a node named "host:pid" (the daemon's names); else Nones."""
-    hostname, sep, pid = node.rpartition(":")
-    if not sep or not hostname or not pid.isdigit():
-        return None, None
-    return hostname, int(pid)
-
-
-def process_gone(hostname: str | None, pid: int | None) -> bool:
-    """Whether `pid` on `hostname` is known to have exited: only provable on this host."""
-    if not hostname or not pid or hostname != socket.gethostname() or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # exists, owned by someone else
-        return False
-    return False
-
-
-@dataclass(frozen=True, slots=True)
-class PruneCounts:
-    seen: int = 0
-    stories: int = 0
-    alerts: int = 0
-    nodes: int = 0
-    feeds: int = 0
-    hosts: int = 0
-
-
-def digest_conflicts(nodes: list[NodeInfo], digest: str, now: datetime) -> list[NodeInfo]:
-    """Live nodes whose loaded config differs from `digest` (all nodes must run one config)."""
-    return [n for n in nodes if n.alive(now) and n.config_digest and n.config_digest != digest]
-
-
-def feed_host(url: str) -> str:
-    """The politeness key of a fetch URL: lower-case host[:port]; '' for file:// feeds."""
-    try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        port = parts.port
-    except ValueError:
-        return ""
-    if not host or parts.scheme not in ("http", "https"):
-        return ""
-    return f"{host}:{port}" if port else host
-
-
-Decider = Callable[[PollRecord, list[NewStory]], None]
 DELIVERY_LEASE = 120.0  # seconds a claimed alert is ours before another node may send it
 DEFAULT_NODE_TTL = 15.0  # seconds without a heartbeat after which a node's leases are void
 
@@ -321,27 +127,22 @@ def log_dropped(entries: list[Entry]) -> None:
             "feed": e.feed_url, "link": e.canonical_link, "title": e.title})
 
 
-class Store(Protocol):
-    """The state store: feed state, seen entries, stories and the alert outbox."""
+class FeedStore(Protocol):
+    """What the pipeline needs: feed state, seen entries, one transaction per poll."""
 
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def check_location(self) -> None:
-        """Raise StoreLost if the state opened is no longer where it was (SQLite file
-        deleted or replaced); checked every daemon cycle."""
-        ...
     async def feed_states(self, urls: list[str]) -> dict[str, FeedState]: ...
     async def save_feed(self, state: FeedState) -> None: ...
-    async def sync_feeds(self, urls: list[str], now: datetime, spread: float) -> None: ...
-    async def claim_due(self, node: str, now: datetime, lease: float, limit: int,
-                        per_host: int | None = None) -> list[FeedState]:
-        """Lease up to `limit` due feeds; at most `per_host` leased per host across nodes."""
-        ...
     async def check_seen(self, feed_url: str, entries: list[Entry]) -> SeenCheck: ...
     async def record_poll(self, record: PollRecord, decide: Decider | None = None) -> None:
         """Write one poll in one transaction; `decide` fills in its stories and alerts there."""
         ...
     async def open_stories(self, since: datetime) -> list[NewStory]: ...
+    async def block_host(self, host: str, until: datetime, reason: str = "") -> None: ...
+
+
+class OutboxStore(Protocol):
+    """What the outbox worker needs: owed alerts, claimed and marked."""
+
     async def due_alerts(self, now: datetime, limit: int) -> list[OwedAlert]: ...
     async def mark_delivered(self, alert_ids: list[str], at: datetime) -> None: ...
     async def mark_retry(self, alert_ids: list[str], error: str, next_at: datetime) -> None: ...
@@ -349,19 +150,18 @@ class Store(Protocol):
     async def note_sent(self, alert_id: str, targets: list[str]) -> None:
         """Add `targets` to the alert's done targets (durably): a retry skips them."""
         ...
-    async def alert_history(self, *, topic: str | None = None, since: datetime | None = None,
-                            status: str | None = None, limit: int = 500) -> list[AlertRecord]:
-        """Past alerts, newest first; `status` is an AlertState ("owed" also lists
-        "retrying": both are still owed)."""
-        ...
-    async def requeue_failed(self, channel: str | None, now: datetime) -> int: ...
     async def next_due_at(self) -> datetime | None: ...
-    async def channel_counts(self) -> dict[str, ChannelCounts]: ...
-    async def failed_alerts(self, limit: int) -> list[FailedAlert]: ...
-    async def alerts_since(self, since: datetime) -> dict[str, int]: ...
-    async def all_feeds(self) -> list[FeedState]: ...
-    async def recent_stories(self, since: datetime, limit: int) -> list[StorySummary]: ...
-    # --- several nodes on one store (PostgreSQL; SQLite answers for its single node) ---
+
+
+class ClusterStore(Protocol):
+    """What the daemon needs to share the work with other nodes (PostgreSQL; SQLite answers
+    for the processes of one machine)."""
+
+    async def sync_feeds(self, urls: list[str], now: datetime, spread: float) -> None: ...
+    async def claim_due(self, node: str, now: datetime, lease: float, limit: int,
+                        per_host: int | None = None) -> list[FeedState]:
+        """Lease up to `limit` due feeds; at most `per_host` leased per host across nodes."""
+        ...
     async def heartbeat(self, node: str, config_digest: str, now: datetime,
                         leased: int | None = None) -> None: ...
     async def nodes(self) -> list[NodeInfo]: ...
@@ -371,11 +171,39 @@ class Store(Protocol):
     async def release(self, node: str, urls: list[str]) -> None:
         """Give up `node`'s leases on these feeds (polls whose result could not be written)."""
         ...
-    async def block_host(self, host: str, until: datetime, reason: str = "") -> None: ...
-    async def blocked_hosts(self, now: datetime) -> dict[str, datetime]: ...
     async def prune(self, now: datetime, *, stories_older_than: timedelta = ...,
                     keep_seen_per_feed: int = ...,
                     nodes_older_than: timedelta = ...) -> PruneCounts: ...
+
+
+class ReportStore(Protocol):
+    """What `watcher status`, `alerts` and `retry` read (and `retry` re-queues)."""
+
+    async def feed_states(self, urls: list[str]) -> dict[str, FeedState]: ...
+    async def nodes(self) -> list[NodeInfo]: ...
+    async def blocked_hosts(self, now: datetime) -> dict[str, datetime]: ...
+    async def channel_counts(self) -> dict[str, ChannelCounts]: ...
+    async def failed_alerts(self, limit: int) -> list[FailedAlert]: ...
+    async def alerts_since(self, since: datetime) -> dict[str, int]: ...
+    async def recent_stories(self, since: datetime, limit: int) -> list[StorySummary]: ...
+    async def alert_history(self, *, topic: str | None = None, since: datetime | None = None,
+                            status: str | None = None, limit: int = 500) -> list[AlertRecord]:
+        """Past alerts, newest first; `status` is an AlertState ("owed" also lists
+        "retrying": both are still owed)."""
+        ...
+    async def requeue_failed(self, channel: str | None, now: datetime) -> int: ...
+
+
+class Store(FeedStore, OutboxStore, ClusterStore, ReportStore, Protocol):
+    """The whole state store (each backend): the roles above, opened and closed."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def check_location(self) -> None:
+        """Raise StoreLost if the state opened is no longer where it was (SQLite file
+        deleted or replaced); checked every daemon cycle."""
+        ...
+    async def all_feeds(self) -> list[FeedState]: ...
 
 
 # --- serialisation of what an alert carries (shared by backends) ---

@@ -12,7 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from watcher.store.base import FeedState, feed_host
+from watcher.http import feed_host
+from watcher.model import FeedState
 from watcher.store.pg_sql import FEED_COLUMNS
 
 _TYPES = {"primed": "boolean", "last_status": "integer", "error_count": "integer",

@@ -9,15 +9,10 @@ from typing import Any
 
 import psycopg
 
-from watcher.model import Outlet
+from watcher.model import AlertRecord, ChannelCounts, FailedAlert, Outlet, OwedAlert, StorySummary
 from watcher.store.base import (
     DELIVERY_LEASE,
     STATUS_FILTER,
-    AlertRecord,
-    ChannelCounts,
-    FailedAlert,
-    OwedAlert,
-    StorySummary,
     check_alert_status,
     message_from_row,
     record_from_row,

@@ -21,26 +21,28 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from watcher.model import Entry
-from watcher.store import pg_schema
-from watcher.store.base import (
-    DEFAULT_NODE_TTL,
+from watcher.http import feed_host
+from watcher.model import (
     Decider,
+    Entry,
     FeedState,
     NewStory,
     NodeInfo,
     PollRecord,
     PruneCounts,
     SeenCheck,
+    node_identity,
+)
+from watcher.store import pg_schema
+from watcher.store.base import (
+    DEFAULT_NODE_TTL,
     StoreError,
     StoreFull,
     alert_payload,
     classify_seen,
     drop_seen_elsewhere,
-    feed_host,
     log_dropped,
     match_links,
-    node_identity,
     title_hash,
 )
 from watcher.store.pg_batch import SAVE_FEEDS, FeedWriter, batch_params

@@ -13,31 +13,34 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from watcher.model import Entry, Outlet
+from watcher.http import feed_host
+from watcher.model import (
+    AlertRecord,
+    ChannelCounts,
+    Decider,
+    Entry,
+    FailedAlert,
+    FeedState,
+    NewStory,
+    Outlet,
+    OwedAlert,
+    PollRecord,
+    SeenCheck,
+    StorySummary,
+)
 from watcher.store.base import (
     DEFAULT_NODE_TTL,
     DELIVERY_LEASE,
     STATUS_FILTER,
-    AlertRecord,
-    ChannelCounts,
-    Decider,
-    FailedAlert,
-    FeedState,
-    NewStory,
-    OwedAlert,
-    PollRecord,
-    SeenCheck,
     StoreDamaged,
     StoreError,
     StoreFull,
     StoreLost,
-    StorySummary,
     alert_payload,
     check_alert_status,
     classify_seen,
     drop_seen_elsewhere,
     dt,
-    feed_host,
     log_dropped,
     match_links,
     message_from_row,

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from watcher.store.base import NodeInfo, PruneCounts, dt, node_identity, ts
+from watcher.model import NodeInfo, PruneCounts, node_identity
+from watcher.store.base import dt, ts
 
 T = TypeVar("T")
 LEASE_VOID = ("(COALESCE({t}.lease_until, 0) < :now OR EXISTS "

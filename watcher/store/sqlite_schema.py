@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from watcher.store.base import StoreError, feed_host
+from watcher.http import feed_host
+from watcher.store.base import StoreError
 
 Migration = str | Callable[[sqlite3.Connection], None]
 
