@@ -11,6 +11,8 @@ from watcher.model import FeedState
 from watcher.schedule import (
     AUTO_MAX,
     MAX_ERROR_BACKOFF,
+    after_failure,
+    after_success,
     base_interval,
     delivery_backoff,
     digest_due,
@@ -71,3 +73,41 @@ def test_delivery_backoff_grows_and_caps_and_honours_retry_after() -> None:
 ])
 def test_digest_due(digest: timedelta | str, tz: str, expected: datetime) -> None:
     assert digest_due(digest, NOW, tz) == expected
+
+
+def middle(low: float, high: float) -> float:
+    return (low + high) / 2  # no jitter: the draw in the middle of its range
+
+
+def test_after_success_clears_errors_keeps_validators_and_moves_on_one_interval() -> None:
+    feed = FeedSettings(url="https://x.example/rss")
+    failing = FeedState(url=feed.url, error_count=4, last_error="HTTP 500", etag='"old"')
+    state = after_success(feed, failing, SETTINGS, now=NOW, status=200, etag='"new"',
+                          last_modified="Mon, 24 Feb 2025 10:00:00 GMT",
+                          moved_to="https://y.example/rss", new_entries=2, draw=middle)
+    assert (state.error_count, state.last_error, state.last_status) == (0, None, 200)
+    assert (state.etag, state.current_url) == ('"new"', "https://y.example/rss")
+    assert state.next_poll_at == NOW + timedelta(minutes=10)
+    assert state.last_success_at == NOW and state.interval_s is None
+    assert failing.error_count == 4  # the old state is not changed
+
+
+@pytest.mark.parametrize(("status", "errors", "retry_after", "wait", "disabled"), [
+    (500, 0, None, timedelta(minutes=10), False),
+    (500, 2, None, timedelta(minutes=40), False),  # the third failure in a row
+    (429, 0, 7200.0, timedelta(hours=2), False),  # the server's wait is longer
+    (410, 0, None, timedelta(minutes=10), True),  # gone: disabled for good
+    (0, 0, None, timedelta(minutes=10), False),  # no response at all
+])
+def test_after_failure_backs_off_and_disables_a_gone_feed(
+        status: int, errors: int, retry_after: float | None, wait: timedelta,
+        disabled: bool) -> None:
+    feed = FeedSettings(url="https://x.example/rss")
+    before = FeedState(url=feed.url, error_count=errors, etag='"e"')
+    state, delay = after_failure(feed, before, SETTINGS, now=NOW, status=status,
+                                 reason="it failed", retry_after=retry_after, moved_to=None,
+                                 draw=middle)
+    assert delay == wait and state.next_poll_at == NOW + wait
+    assert (state.error_count, state.last_error, state.etag) == (errors + 1, "it failed", '"e"')
+    assert state.last_status == (status or None)
+    assert (state.disabled_reason is not None) == disabled

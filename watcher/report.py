@@ -10,11 +10,10 @@ from typing import Any, TextIO
 
 from watcher import schedule
 from watcher.config import Config, FeedSettings
-from watcher.dedupe import StoryIndex
+from watcher.decide import Rules, StoryDecider
 from watcher.fetch import Fetcher
 from watcher.model import AlertRecord, Entry, FeedState, Hit, Match, digest_conflicts
 from watcher.parse import FeedParseError, parse_feed
-from watcher.pipeline import Rules, short_hash, story_time
 from watcher.redact import mask_text, mask_url
 from watcher.store import open_config_store
 from watcher.store.base import ReportStore
@@ -59,32 +58,43 @@ async def _load_entries(sources: list[str], config: Config,
 
 async def test_sources(config: Config, sources: list[str], *, as_json: bool = False,
                        out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Match sources against the topics with no state and no alerts; print each match."""
+    """Match sources against the topics with no state and no alerts; print each match.
+
+    The verdicts are the daemon's (the same StoryDecider): a source that is a configured
+    feed is matched against the topics that watch it; any other source only against the
+    topics not restricted to some feeds."""
     out, err = out or sys.stdout, err or sys.stderr
     entries, failed = await _load_entries(sources, config, err)
     rules = Rules(config)
-    stories = StoryIndex(config.watcher.story_window)
+    decider = StoryDecider(rules)
+    _note_restricted(rules, entries, err)
     first_titles: dict[str, str] = {}
     count = 0
     for entry in entries:
-        at = story_time(entry, datetime.now(UTC))
-        for match in rules.matcher.match(entry):
-            story = stories.find(match.topic, entry.title, entry.summary, at)
-            duplicate = story is not None
-            if story is None:
-                story = short_hash("story", match.topic, entry.feed_url, entry.key, entry.title)
-                stories.add(story, match.topic, entry.title, entry.summary, at)
-                first_titles[story] = entry.title
+        for match in rules.match(entry, rules.feed(entry.feed_url)):
+            placed = decider.place(match, datetime.now(UTC))
+            if placed.opened is not None:
+                first_titles[placed.story_id] = entry.title
             count += 1
             if as_json:
-                out.write(json.dumps(_match_json(match, story, duplicate), ensure_ascii=False))
+                out.write(json.dumps(_match_json(match, placed.story_id, placed.duplicate),
+                                     ensure_ascii=False))
                 out.write("\n")
             else:
-                _print_match(match, duplicate, first_titles[story], out)
+                _print_match(match, placed.duplicate, first_titles[placed.story_id], out)
     if not as_json:
         print(f"{count} match(es) in {len(entries)} entries from {len(sources)} source(s)",
               file=out)
     return 1 if failed else 0
+
+
+def _note_restricted(rules: Rules, entries: list[Entry], err: TextIO) -> None:
+    """Say which topics a source was not matched against (they watch other feeds only)."""
+    for url in dict.fromkeys(e.feed_url for e in entries):
+        skipped = sorted(set(rules.topics) - rules.topics_for(rules.feed(url)))
+        if skipped:
+            print(f"watcher test: {mask_url(url)}: not tried against {', '.join(skipped)} "
+                  f"(these topics watch other feeds only)", file=err)
 
 
 def _match_json(match: Match, story: str, duplicate: bool) -> dict[str, object]:

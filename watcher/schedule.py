@@ -1,8 +1,12 @@
-"""Timing rules (pure): poll intervals, adaptive intervals, error backoff, digest periods."""
+"""Timing rules (pure): poll intervals, adaptive intervals, error backoff, digest periods,
+and a feed's next state after a poll."""
 
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -40,6 +44,41 @@ def feed_interval(feed: FeedSettings, state: FeedState, settings: WatcherSetting
         adapted = current
     low = max(AUTO_MIN, settings.interval_floor)
     return min(max(adapted, low), AUTO_MAX)
+
+
+Draw = Callable[[float, float], float]  # random.uniform, or a fixed draw in tests
+
+
+def after_success(feed: FeedSettings, state: FeedState, settings: WatcherSettings, *,
+                  now: datetime, status: int, etag: str | None, last_modified: str | None,
+                  moved_to: str | None, new_entries: int,
+                  draw: Draw = random.uniform) -> FeedState:
+    """The feed's state after a successful poll (200 or 304): errors cleared, validators
+    kept, next poll one (jittered) interval away."""
+    interval = feed_interval(feed, state, settings, new_entries, now)
+    jitter = settings.jitter
+    return replace(
+        state, current_url=moved_to or state.current_url, etag=etag,
+        last_modified=last_modified, last_poll_at=now, last_status=status, last_error=None,
+        error_count=0, last_success_at=now,
+        next_poll_at=now + interval * draw(1 - jitter, 1 + jitter),
+        interval_s=interval.total_seconds() if feed.interval == "auto" else None)
+
+
+def after_failure(feed: FeedSettings, state: FeedState, settings: WatcherSettings, *,
+                  now: datetime, status: int, reason: str, retry_after: float | None,
+                  moved_to: str | None, draw: Draw = random.uniform) -> tuple[FeedState,
+                                                                              timedelta]:
+    """The feed's state after a failed poll, and the wait before the next one: backoff
+    doubling from the interval (a Retry-After may lengthen it); HTTP 410 disables the feed."""
+    errors = state.error_count + 1
+    delay = error_backoff(errors, base_interval(feed, settings, state), retry_after)
+    disabled = f"HTTP 410 Gone at {now:%Y-%m-%d %H:%M} UTC: the feed was removed" \
+        if status == 410 else None
+    return replace(state, last_poll_at=now, last_status=status or None, last_error=reason,
+                   error_count=errors, disabled_reason=disabled,
+                   next_poll_at=now + delay * draw(0.9, 1.1),
+                   current_url=moved_to or state.current_url), delay
 
 
 def error_backoff(errors: int, interval: timedelta, retry_after: float | None) -> timedelta:
