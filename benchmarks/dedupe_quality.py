@@ -36,7 +36,7 @@ from rapidfuzz import fuzz, process
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from watcher.dedupe import (  # noqa: E402
+from watcher.matching.dedupe import (  # noqa: E402
     NUMBER_SHARED,
     SAME_STORY_THRESHOLD,
     StoryIndex,

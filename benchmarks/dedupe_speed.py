@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from watcher.dedupe import StoryIndex, StoryText, _Prepared, _score, prepare  # noqa: E402
+from watcher.matching.dedupe import StoryIndex, StoryText, _Prepared, _score, prepare  # noqa: E402
 
 UCI = ROOT / "tests" / "data" / "stories" / "uci-news-aggregator-subset.csv"
 TOPIC = "kursk-evacuation"

@@ -22,7 +22,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from watcher.match import Matcher  # noqa: E402
+from watcher.matching.match import Matcher  # noqa: E402
 from watcher.model import Entry, Phrase, TopicRule  # noqa: E402
 
 EVAL_DIR = REPO / "tests" / "data" / "match_eval"

@@ -28,7 +28,7 @@ from typing import Any
 
 from match_quality import EVAL_DIR, entry_of, load_items, load_topics
 
-from watcher.match import Matcher
+from watcher.matching.match import Matcher
 from watcher.model import Entry, Phrase, TopicRule
 
 

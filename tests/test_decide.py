@@ -11,7 +11,7 @@ import pytest
 
 from watcher.cli import main
 from watcher.config import load_config
-from watcher.decide import Rules, StoryDecider, story_time
+from watcher.matching.decide import Rules, StoryDecider, story_time
 from watcher.model import Entry, FeedState, PollRecord
 
 NOW = datetime(2025, 2, 24, 12, 0, tzinfo=UTC)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watcher.dedupe import (
+from watcher.matching.dedupe import (
     SAME_STORY_THRESHOLD,
     StoryIndex,
     StoryText,

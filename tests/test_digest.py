@@ -18,9 +18,9 @@ from servers import SmtpSink, WebhookReceiver
 from watcher import schedule
 from watcher.config import Config
 from watcher.daemon import build_senders, digest_channels
-from watcher.fetch import Fetcher
 from watcher.notify.outbox import Outbox
 from watcher.pipeline import Pipeline
+from watcher.reader.fetch import Fetcher
 from watcher.store import SqliteStore
 
 T0 = datetime(2025, 3, 10, 10, 1, tzinfo=UTC)  # a 15-minute period runs 10:00-10:15

@@ -17,10 +17,10 @@ from aiohttp import web
 from conftest import ConfigWriter
 from feedserver import FeedServer, Item, rss
 
-from watcher.fetch import Fetcher, Validators
 from watcher.http import parse_retry_after
-from watcher.parse import parse_feed
 from watcher.pipeline import Pipeline, PollSummary
+from watcher.reader.fetch import Fetcher, Validators
+from watcher.reader.parse import parse_feed
 from watcher.store import SqliteStore
 
 ITEMS = [Item("Kursk residents evacuated", "https://news.example/a", "a-1")]

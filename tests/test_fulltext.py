@@ -15,10 +15,10 @@ from aiohttp import web
 from conftest import DATA
 from feedserver import FeedServer, Item
 
-from watcher.fetch import Fetcher
-from watcher.fulltext import extract_text, fetch_fulltext
-from watcher.match import Matcher
+from watcher.matching.match import Matcher
 from watcher.model import Entry, Phrase, TopicRule
+from watcher.reader.fetch import Fetcher
+from watcher.reader.fulltext import extract_text, fetch_fulltext
 
 ARTICLES = DATA / "articles"
 LOCAL = (ipaddress.ip_network("127.0.0.0/8"),)  # the test servers: allowed explicitly
@@ -219,7 +219,7 @@ async def test_other_feeds_are_polled_while_articles_are_slow(feed_server: FeedS
 async def test_extraction_over_the_pool_deadline_falls_back(
         feed_server: FeedServer, fetcher: Fetcher, caplog: pytest.LogCaptureFixture) -> None:
     """Extraction in the parse pool runs under its deadline; past it, the feed text stands."""
-    from watcher.parsepool import ParsePool
+    from watcher.reader.parsepool import ParsePool
 
     caplog.set_level(logging.WARNING, logger="watcher.fulltext")
     url = feed_server.set_feed("world/tunisia-museum", page("wapo-1.html"), HTML)

@@ -25,8 +25,8 @@ from feedserver import FeedServer, Item
 from servers import WebhookReceiver
 
 from watcher.daemon import run_once
-from watcher.fetch import Fetcher, FetchResult
-from watcher.parse import FeedParseError, ParsedFeed, parse_feed
+from watcher.reader.fetch import Fetcher, FetchResult
+from watcher.reader.parse import FeedParseError, ParsedFeed, parse_feed
 from watcher.store import SqliteStore
 
 FEEDS = Path(__file__).parent / "data" / "feeds"

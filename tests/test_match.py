@@ -12,10 +12,10 @@ from anyascii import anyascii
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watcher.match import Matcher, word_score
+from watcher.matching.match import Matcher, word_score
+from watcher.matching.query import QueryError
+from watcher.matching.text import match_form
 from watcher.model import Entry, Phrase, TopicRule
-from watcher.query import QueryError
-from watcher.text import match_form
 
 EVAL = Path(__file__).parent / "data" / "match_eval"
 

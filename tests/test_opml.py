@@ -12,7 +12,7 @@ import pytest
 from conftest import DATA
 
 from watcher.config import FeedSettings, load_config
-from watcher.opml import (
+from watcher.reader.opml import (
     OpmlError,
     OpmlFeed,
     export_opml,

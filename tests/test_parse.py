@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from watcher.html import plain_text
-from watcher.parse import (
+from watcher.reader.parse import (
     MAX_SUMMARY_CHARS,
     MAX_TITLE_CHARS,
     FeedParseError,

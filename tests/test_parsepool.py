@@ -21,10 +21,10 @@ from conftest import ConfigWriter
 from feedserver import FeedServer, Item
 from procs import wait_until
 
-from watcher.fetch import Fetcher
-from watcher.parse import parse_feed
-from watcher.parsepool import ParseLimitError, ParsePool, ParsePoolClosed
 from watcher.pipeline import Pipeline
+from watcher.reader.fetch import Fetcher
+from watcher.reader.parse import parse_feed
+from watcher.reader.parsepool import ParseLimitError, ParsePool, ParsePoolClosed
 from watcher.store import SqliteStore
 
 FEEDS = Path(__file__).parent / "data" / "feeds"
@@ -135,8 +135,8 @@ async def test_a_bomb_feed_gets_the_error_and_the_others_their_entries(
 CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from watcher.parse import parse_feed
-    from watcher.parsepool import ParsePool
+    from watcher.reader.parse import parse_feed
+    from watcher.reader.parsepool import ParsePool
 
     pool = ParsePool(workers=2, deadline=600)
     assert pool.submit(parse_feed, Path(sys.argv[1]).read_bytes(), "f").result().entries

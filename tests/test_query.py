@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watcher.query import And, Not, Or, QueryError, QueryNode, Term, parse_query, terms
+from watcher.matching.query import And, Not, Or, QueryError, QueryNode, Term, parse_query, terms
 
 
 def t(text: str, start: int) -> Term:

@@ -18,9 +18,9 @@ from conftest import DATA, ConfigWriter
 from feedserver import FeedServer, Item, rss
 
 from watcher.daemon import run_once
-from watcher.fetch import AddressGuard, Fetcher
-from watcher.fulltext import fetch_fulltext
 from watcher.model import Entry
+from watcher.reader.fetch import AddressGuard, Fetcher
+from watcher.reader.fulltext import fetch_fulltext
 
 ARTICLE = (DATA / "articles" / "wapo-1.html").read_bytes()  # a real article page
 HTML = "text/html; charset=utf-8"

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from watcher.html import html_to_text
-from watcher.text import (
+from watcher.matching.text import (
     fold_variants,
     match_form,
     match_words,

@@ -202,7 +202,7 @@ async def _channel_problems(channels: list[tuple[Path, int, ChannelSettings]],
 
 def _feeds(args: argparse.Namespace, path: Path) -> int:
     """`watcher feeds import|export`."""
-    from watcher import opml
+    from watcher.reader import opml
 
     try:
         config = load_config(path, check_secrets=False)

@@ -189,7 +189,7 @@ class TopicSettings(_Strict):
     @classmethod
     def _query(cls, query: str | None) -> str | None:
         if query is not None:
-            from watcher.query import parse_query
+            from watcher.matching.query import parse_query
 
             parse_query(query)
         return query
@@ -537,7 +537,7 @@ def _refs(topic: dict[str, Any], key: str) -> list[tuple[int, str]]:
 
 def _phrase_problems(topic: TopicSettings) -> list[str]:
     """What the matcher refuses in a topic's phrases (a wildcard too short, no words...)."""
-    from watcher.match import Matcher
+    from watcher.matching.match import Matcher
 
     try:
         Matcher([topic.rule()])

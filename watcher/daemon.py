@@ -21,13 +21,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from watcher import metrics, schedule, sdnotify
 from watcher.config import Config, ConfigError, FeedSettings, load_config
-from watcher.decide import Rules
-from watcher.fetch import Fetcher
+from watcher.matching.decide import Rules
 from watcher.model import FeedState, digest_conflicts
 from watcher.notify.base import Sender, make_sender, notify_session
 from watcher.notify.outbox import Outbox
-from watcher.parsepool import ParsePool
 from watcher.pipeline import Pipeline, PollSummary, utcnow
+from watcher.reader.fetch import Fetcher
+from watcher.reader.parsepool import ParsePool
 from watcher.store import Store, StoreDamaged, StoreError, StoreFull, StoreLost, open_config_store
 
 log = logging.getLogger("watcher.daemon")

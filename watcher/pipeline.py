@@ -12,11 +12,11 @@ from urllib.parse import urlsplit
 
 from watcher import metrics, schedule
 from watcher.config import Config, FeedSettings
-from watcher.decide import Rules, StoryDecider
-from watcher.fetch import Fetcher, FetchResult, Validators, body_hash
 from watcher.http import feed_host
+from watcher.matching.decide import Rules, StoryDecider
 from watcher.model import Entry, FeedState, PollRecord
-from watcher.parse import FeedParseError, ParsedFeed, parse_feed
+from watcher.reader.fetch import Fetcher, FetchResult, Validators, body_hash
+from watcher.reader.parse import FeedParseError, ParsedFeed, parse_feed
 from watcher.store.base import FeedStore, mask_error
 
 log = logging.getLogger("watcher.poll")
@@ -140,7 +140,7 @@ class Pipeline:
         if not (feed.fulltext and entries) or not any(
                 "content" in self.rules.topics[t].fields for t in self.rules.topics_for(feed)):
             return entries
-        from watcher.fulltext import fetch_fulltext  # trafilatura is slow to import
+        from watcher.reader.fulltext import fetch_fulltext  # trafilatura is slow to import
 
         return await fetch_fulltext(self.fetcher, entries, self.parse_executor)
 

@@ -10,10 +10,10 @@ from typing import Any, TextIO
 
 from watcher import schedule
 from watcher.config import Config, FeedSettings
-from watcher.decide import Rules, StoryDecider
-from watcher.fetch import Fetcher
+from watcher.matching.decide import Rules, StoryDecider
 from watcher.model import AlertRecord, Entry, FeedState, Hit, Match, digest_conflicts
-from watcher.parse import FeedParseError, parse_feed
+from watcher.reader.fetch import Fetcher
+from watcher.reader.parse import FeedParseError, parse_feed
 from watcher.redact import mask_text, mask_url
 from watcher.store import open_config_store
 from watcher.store.base import ReportStore

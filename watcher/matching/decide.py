@@ -15,8 +15,8 @@ from datetime import datetime
 
 from watcher import schedule
 from watcher.config import Config, FeedSettings, TopicSettings
-from watcher.dedupe import StoryIndex
-from watcher.match import Matcher
+from watcher.matching.dedupe import StoryIndex
+from watcher.matching.match import Matcher
 from watcher.model import Entry, Match, NewAlert, NewStory, PollRecord, StoryMember
 
 log = logging.getLogger("watcher.poll")

@@ -6,7 +6,7 @@ judged the same story within the window are attached to it instead of alerting.
 
 The pairwise decision (`same_story_score`) compares the *prepared* forms of two entries:
 
-- text goes through `watcher.text.match_form` (NFKC, Latin, case-folded, no punctuation,
+- text goes through `watcher.matching.text.match_form` (NFKC, Latin, case-folded, no punctuation,
   transliteration variants folded: "Khinshteyn"/"Hinshtein"), then dedupe-specific steps:
   an outlet suffix such as " - BBC News" or " | Reuters" is cut from the title, English and
   (transliterated) Russian stop words and wire credits are dropped, numbers are set aside,
@@ -45,7 +45,7 @@ from operator import itemgetter
 
 from rapidfuzz import fuzz
 
-from watcher.text import STOPWORDS, match_form
+from watcher.matching.text import STOPWORDS, match_form
 
 SAME_STORY_THRESHOLD: float = 40.0
 
@@ -73,7 +73,7 @@ _STOP_WORDS = (
     " pro pri dlya bez pod nad cherez posle takzhe kotoryy kotoraya kotorye eshche byl byla"
     " byli budet soobshchil soobshchila zayavil zayavila"
 )
-# In match form, whatever spelling folds `watcher.text` applies ("eshche" -> "esche").
+# In match form, whatever spelling folds `watcher.matching.text` applies ("eshche" -> "esche").
 _STOP = frozenset(match_form(_STOP_WORDS).split()) | STOPWORDS
 _SEPARATOR = re.compile(r"\s+(?:-|\||–|—|::)\s+")
 _NUMBER = re.compile(r"\d+(?:[.,\u00a0\u202f ]\d{3})*")

@@ -43,9 +43,9 @@ from dataclasses import replace
 
 import trafilatura
 
-from watcher.fetch import Fetcher
 from watcher.model import Entry
-from watcher.parse import FeedParseError
+from watcher.reader.fetch import Fetcher
+from watcher.reader.parse import FeedParseError
 
 log = logging.getLogger("watcher.fulltext")
 CONCURRENCY = 4  # pages fetched at once per call

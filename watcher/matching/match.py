@@ -34,8 +34,7 @@ from operator import attrgetter, itemgetter
 
 from rapidfuzz.distance import Indel, Prefix
 
-from watcher.model import FIELDS, Entry, Field, Hit, Match, Phrase, TopicRule
-from watcher.query import (
+from watcher.matching.query import (
     And,
     Gate,
     Not,
@@ -47,7 +46,7 @@ from watcher.query import (
     query_gate,
     terms,
 )
-from watcher.text import (
+from watcher.matching.text import (
     STOPWORDS,
     mask_markup,
     match_bytes,
@@ -56,6 +55,7 @@ from watcher.text import (
     tokenize,
     word_spans,
 )
+from watcher.model import FIELDS, Entry, Field, Hit, Match, Phrase, TopicRule
 
 GAP_PENALTY = 2.0
 WILDCARD = "*"  # "evacu*": any word that starts with "evacu"

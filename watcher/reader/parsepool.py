@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from watcher.parse import FeedParseError, ParseMemoryError
+from watcher.reader.parse import FeedParseError, ParseMemoryError
 
 log = logging.getLogger("watcher.parse")
 DEADLINE = 20.0  # seconds one document may take
@@ -268,7 +268,7 @@ class ParsePool(Executor):
     per worker; see the module docstring."""
 
     def __init__(self, workers: int = WORKERS, *, deadline: float = DEADLINE,
-                 memory_mb: int = MEMORY_MB, preload: tuple[str, ...] = ("watcher.parse",)
+                 memory_mb: int = MEMORY_MB, preload: tuple[str, ...] = ("watcher.reader.parse",)
                  ) -> None:
         if workers < 1:
             raise ValueError("a parse pool needs at least one worker")

@@ -34,7 +34,7 @@ import aiohttp
 
 from watcher.http import USER_AGENT, parse_retry_after
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("watcher.fetch")
 
 MAX_REDIRECTS = 5
 _PERMANENT = {301, 308}
