@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from watcher.model import Phrase, TopicRule
 
@@ -64,8 +65,10 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 def _interval(value: object) -> timedelta | Literal["auto"] | None:
-    if value is None or value == "auto":
-        return value  # type: ignore[return-value]
+    if value is None:
+        return None
+    if value == "auto":
+        return "auto"
     return parse_duration(value)
 
 
@@ -345,7 +348,7 @@ _LISTS = {  # what a list-valued key holds, for "expected a list of ..." message
 }
 
 
-def _describe(err: dict[str, Any], model: type[BaseModel] | None = None) -> str:
+def _describe(err: ErrorDetails, model: type[BaseModel] | None = None) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     key = err["loc"][-1] if err["loc"] else None
     if err["type"] == "extra_forbidden":

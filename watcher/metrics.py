@@ -19,15 +19,14 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     Info,
     disable_created_metrics,
-    generate_latest,
 )
+from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -133,11 +132,6 @@ def count_reload(ok: bool) -> None:
     RELOADS.labels(result="ok" if ok else "failed").inc()
 
 
-def render() -> bytes:
-    """The registry in Prometheus text format."""
-    return generate_latest(REGISTRY)
-
-
 def parse_address(address: str) -> tuple[str, int]:
     """Split "host:port" (or "[v6]:port") into host and port; ValueError if malformed."""
     expected = 'expected "host:port", e.g. "127.0.0.1:9464" or "[::1]:9464"'
@@ -181,7 +175,7 @@ class MetricsServer:
     def _app(self) -> web.Application:
         """Routes (GET also answers HEAD)."""
         app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/metrics", make_aiohttp_handler(REGISTRY))
         app.router.add_get("/healthz", self._healthz)
         return app
 
@@ -203,10 +197,6 @@ class MetricsServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        """Prometheus scrape endpoint."""
-        return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         """200 with the health JSON when ok, else 503."""

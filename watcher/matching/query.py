@@ -15,7 +15,7 @@ words together. Each term is matched like a topic phrase, with the topic's thres
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 
 _OPERATORS = ("AND", "OR", "NOT")
@@ -85,7 +85,8 @@ def _lex(query: str) -> Iterator[_Lexeme]:
             yield _Lexeme(kind, word, found.start("word"))
 
 
-def _lex_phrase(query: str, quote: int) -> Iterator[_Lexeme]:
+def _lex_phrase(query: str, quote: int) -> Generator[_Lexeme, None, int]:
+    """The quoted phrase starting at `quote`; returns the position after its closing quote."""
     close = query.find('"', quote + 1)
     if close < 0:
         raise QueryError("unterminated quote", query, quote)

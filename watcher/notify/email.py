@@ -76,31 +76,26 @@ class EmailSender:
     def target(self) -> str:
         return f"{self.channel.host}:{self.channel.port}"
 
-    def _smtp_options(self) -> dict[str, object]:
-        ch = self.channel
-        opts: dict[str, object] = {
-            "hostname": ch.host, "port": ch.port, "timeout": ch.timeout.total_seconds(),
-            "use_tls": ch.security == "tls", "start_tls": ch.security == "starttls",
-        }
-        if self.tls_context is not None and ch.security != "none":
-            opts["tls_context"] = self.tls_context
-        if ch.username:
-            opts["username"] = ch.username
-            opts["password"] = self.password
-        return opts
-
     async def send(self, messages: Sequence[AlertMessage], delivery_id: str,
                    progress: Progress | None = None) -> None:
         if not messages:
             return
         msg = build_message(self.channel, messages, delivery_id)
         try:
-            errors, _ = await aiosmtplib.send(msg, **self._smtp_options())  # type: ignore[arg-type]
+            errors, _ = await self._send(msg)
         except Exception as exc:
             raise classify_smtp_error(self.channel.name, self.target, exc) from exc
         for rcpt, response in errors.items():
             log.warning("channel %r: %s refused recipient %s: %s %s", self.channel.name,
                         self.target, rcpt, response.code, response.message)
+
+    async def _send(self, msg: EmailMessage) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
+        ch = self.channel
+        return await aiosmtplib.send(
+            msg, hostname=ch.host, port=ch.port, timeout=ch.timeout.total_seconds(),
+            use_tls=ch.security == "tls", start_tls=ch.security == "starttls",
+            tls_context=self.tls_context if ch.security != "none" else None,
+            username=ch.username or None, password=self.password if ch.username else None)
 
     async def aclose(self) -> None:
         return None

@@ -26,8 +26,9 @@ import logging
 import socket
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -120,7 +121,7 @@ class AddressGuard:
             return None
         return f"{ip} is a {kind} address, {_NOT_PUBLIC}"
 
-    def socket(self, addr_info: tuple) -> socket.socket:  # type: ignore[type-arg]
+    def socket(self, addr_info: tuple[Any, ...]) -> socket.socket:
         """aiohttp's socket_factory: the socket for this resolved address, or AddressRefused."""
         family, type_, proto, _, sockaddr = addr_info
         why = self.refusal(str(sockaddr[0]))
@@ -249,19 +250,19 @@ class Fetcher:
             headers["If-Modified-Since"] = validators.last_modified
         async with session.get(url, headers=headers, max_redirects=MAX_REDIRECTS) as resp:
             moved = _permanent_target(url, resp)
-            base = {"url": url, "status": resp.status, "moved_to": moved}
+            base = FetchResult(url, resp.status, moved_to=moved)
             if resp.status == 304:  # validators stay, unless the server sent new ones
-                return FetchResult(**base, validators=Validators(
+                return replace(base, validators=Validators(
                     resp.headers.get("ETag") or validators.etag,
                     resp.headers.get("Last-Modified") or validators.last_modified))
             if not 200 <= resp.status < 300:
-                return FetchResult(**base, retry_after=parse_retry_after(
+                return replace(base, retry_after=parse_retry_after(
                     resp.headers.get("Retry-After")), error=_http_error(resp))
             body = await self._read_capped(resp)
             if body is None:
-                return FetchResult(**base, error=f"response larger than {_size(self.max_bytes)}"
+                return replace(base, error=f"response larger than {_size(self.max_bytes)}"
                                    " (the [watcher] max_bytes limit); stopped reading")
-            return FetchResult(**base, body=body, content_type=resp.headers.get("Content-Type"),
+            return replace(base, body=body, content_type=resp.headers.get("Content-Type"),
                                validators=Validators(resp.headers.get("ETag"),
                                                      resp.headers.get("Last-Modified")))
 

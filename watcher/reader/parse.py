@@ -166,6 +166,10 @@ def _stamp(raw: Any, earliest: float, latest: float) -> float | None:
     return None
 
 
+def _or_oldest(stamp: float | None) -> float:
+    return -math.inf if stamp is None else stamp
+
+
 def _keep_newest(raws: list[Any], limit: int, now: datetime) -> tuple[list[Any], str]:
     """The newest `limit` entries, in document order, and how they were chosen.
 
@@ -179,7 +183,7 @@ def _keep_newest(raws: list[Any], limit: int, now: datetime) -> tuple[list[Any],
     falling = all(a >= b for a, b in itertools.pairwise(dated))
     if not (rising or falling):
         ranked = sorted(range(len(raws)), reverse=True,  # stable: ties keep document order
-                        key=lambda i: -math.inf if stamps[i] is None else stamps[i])
+                        key=lambda i: _or_oldest(stamps[i]))
         return [raws[i] for i in sorted(ranked[:limit])], "the newest by date"
     if rising and dated and dated[0] < dated[-1]:
         return raws[-limit:], "the last ones: the feed lists the oldest first"

@@ -98,10 +98,11 @@ def _die_with_parent(owner: int) -> None:
     from multiprocessing import forkserver
 
     with contextlib.suppress(AttributeError, OSError, TypeError):
-        fd = forkserver._forkserver._forkserver_alive_fd  # type: ignore[attr-defined]
+        server = forkserver._forkserver  # CPython's private singleton: no public handle
+        fd = getattr(server, "_forkserver_alive_fd", None)
         if fd is not None and os.getppid() != owner:
             os.close(fd)
-            forkserver._forkserver._forkserver_alive_fd = None  # type: ignore[attr-defined]
+            setattr(server, "_forkserver_alive_fd", None)  # noqa: B010
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)

@@ -8,7 +8,7 @@ import json
 import logging
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from watcher.model import (
     ALERT_STATES,
@@ -208,11 +208,25 @@ class Store(FeedStore, OutboxStore, ClusterStore, ReportStore, Protocol):
 
 # --- serialisation of what an alert carries (shared by backends) ---
 
-def ts(value: datetime | None) -> float | None:
+@overload
+def to_epoch(value: datetime) -> float: ...
+@overload
+def to_epoch(value: None) -> None: ...
+@overload
+def to_epoch(value: datetime | None) -> float | None: ...
+def to_epoch(value: datetime | None) -> float | None:
+    """A time as SQLite stores it: seconds since the epoch (None stays None)."""
     return value.timestamp() if value is not None else None
 
 
-def dt(value: float | None) -> datetime | None:
+@overload
+def from_epoch(value: float) -> datetime: ...
+@overload
+def from_epoch(value: None) -> None: ...
+@overload
+def from_epoch(value: float | None) -> datetime | None: ...
+def from_epoch(value: float | None) -> datetime | None:
+    """A stored epoch time as an aware UTC datetime (None stays None)."""
     return datetime.fromtimestamp(value, tz=UTC) if value is not None else None
 
 
@@ -238,7 +252,9 @@ def alert_state(status: str, attempts: int) -> AlertState:
     """The outbox status as `watcher alerts` shows it: owed alerts tried before are retrying."""
     if status == "owed" and attempts > 0:
         return "retrying"
-    return status  # type: ignore[return-value]
+    if status not in ALERT_STATES:
+        raise ValueError(f"unknown alert status {status!r} in the store")
+    return status
 
 
 # `alert_history(status=...)` as SQL (both backends): "owed" lists every alert still owed

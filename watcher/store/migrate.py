@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from watcher.store.base import StoreError, dt
+from watcher.store.base import StoreError, from_epoch
 
 log = logging.getLogger("watcher.store")
 BATCH = 5000
@@ -111,7 +111,7 @@ def _rows(db: sqlite3.Connection, table: _Table) -> Iterator[list[tuple[Any, ...
 
 def _convert(table: _Table, column: str, value: Any) -> Any:
     if column in table.times:
-        return dt(value)
+        return from_epoch(value)
     if column in table.flags:
         return bool(value)
     if column in table.lists:

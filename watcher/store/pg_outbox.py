@@ -96,7 +96,7 @@ class PgOutbox:
         sql += STATUS_FILTER.get(status or "", "")
         sql += " ORDER BY created_at DESC, id DESC LIMIT %(limit)s"
         async with self._conn() as conn:
-            cur = await conn.execute(sql, {"topic": topic, "since": since,  # type: ignore[arg-type]
+            cur = await conn.execute(sql, {"topic": topic, "since": since,
                                            "limit": limit})
             rows = await cur.fetchall()
         return [record_from_row(r, r["payload"], r["created_at"], r["delivered_at"])
@@ -106,7 +106,7 @@ class PgOutbox:
                              ids: list[str]) -> None:
         """Change owed alerts only: one another node already delivered stays delivered."""
         async with self._conn(durable=True) as conn:
-            await conn.execute(f"UPDATE alerts SET {assignments} "  # type: ignore[arg-type]
+            await conn.execute(f"UPDATE alerts SET {assignments} "
                                f"WHERE id = ANY(%s) AND status = 'owed'", (*params, ids))
 
     async def requeue_failed(self, channel: str | None, now: datetime) -> int:
@@ -117,7 +117,7 @@ class PgOutbox:
             sql += " AND channel = %s"
             params.append(channel)
         async with self._conn(durable=True) as conn:
-            cur = await conn.execute(sql, params)  # type: ignore[arg-type]
+            cur = await conn.execute(sql, params)
             return cur.rowcount
 
     async def next_due_at(self) -> datetime | None:

@@ -40,13 +40,13 @@ from watcher.store.base import (
     check_alert_status,
     classify_seen,
     drop_seen_elsewhere,
-    dt,
+    from_epoch,
     log_dropped,
     match_links,
     message_from_row,
     record_from_row,
     title_hash,
-    ts,
+    to_epoch,
 )
 from watcher.store.sqlite_nodes import LEASE_VOID, SqliteNodes
 from watcher.store.sqlite_schema import MIGRATIONS, migrate
@@ -77,7 +77,7 @@ _SAVE_FEED = (
 def _feed_row(state: FeedState, node: str | None) -> dict[str, Any]:
     values = {col: getattr(state, col) for col in _FEED_COLUMNS}
     for col in _TIME_COLUMNS:
-        values[col] = ts(values[col])
+        values[col] = to_epoch(values[col])
     values.update(host=feed_host(state.fetch_url), node=node,  # a result written at `now`
                   now=values["last_poll_at"] or datetime.now().timestamp())  # ends older leases
     return values
@@ -86,7 +86,7 @@ def _feed_row(state: FeedState, node: str | None) -> dict[str, Any]:
 def _feed_from_row(row: sqlite3.Row) -> FeedState:
     data = {col: row[col] for col in _FEED_COLUMNS}
     for col in _TIME_COLUMNS:
-        data[col] = dt(data[col])
+        data[col] = from_epoch(data[col])
     data["primed"] = bool(data["primed"])
     return FeedState(**data)
 
@@ -200,7 +200,7 @@ class SqliteStore(SqliteNodes):
 
     def _sync_feeds(self, urls: list[str], now: datetime, spread: float) -> None:
         """Make the configured feeds the active ones; new feeds fall due within `spread` s."""
-        start = ts(now) or 0.0
+        start = to_epoch(now) or 0.0
         with self._tx():
             self.db.execute("UPDATE feeds SET active = 0")
             self.db.executemany(
@@ -218,7 +218,7 @@ class SqliteStore(SqliteNodes):
                    per_host: int | None) -> list[FeedState]:
         """Lease up to `limit` due feeds that no live lease holds, at most `per_host` leased
         per host (counting every process's leases), skipping hosts under a Retry-After."""
-        t = ts(now) or 0.0
+        t = to_epoch(now) or 0.0
         with self._tx():
             if t - self._last_beat >= self.node_ttl / 3:  # a claim is a sign of life
                 self._last_beat = t
@@ -278,7 +278,7 @@ class SqliteStore(SqliteNodes):
         await self._run(self._record_poll, record, decide)
 
     def _record_poll(self, record: PollRecord, decide: Decider | None) -> None:
-        now = ts(record.feed.last_poll_at) or 0.0
+        now = to_epoch(record.feed.last_poll_at) or 0.0
         with self._tx():  # BEGIN IMMEDIATE: the write lock is also the story lock
             if record.matches and decide is not None:
                 self._drop_seen_elsewhere(record)
@@ -293,17 +293,18 @@ class SqliteStore(SqliteNodes):
             self.db.executemany(
                 "INSERT OR IGNORE INTO stories (id, topic, title, summary, opened_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                [(s.id, s.topic, s.title, s.summary, ts(s.opened_at)) for s in record.stories])
+                [(s.id, s.topic, s.title, s.summary, to_epoch(s.opened_at))
+                 for s in record.stories])
             self.db.executemany(
                 "INSERT OR IGNORE INTO story_members (story_id, feed_url, entry_key, feed_name, "
                 "title, link, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(m.story_id, m.entry.feed_url, m.entry.key, m.entry.feed_name, m.entry.title,
-                  m.entry.link, ts(m.seen_at)) for m in record.members])
+                  m.entry.link, to_epoch(m.seen_at)) for m in record.members])
             self.db.executemany(
                 "INSERT OR IGNORE INTO alerts (id, topic, channel, story_id, title, payload, "
                 "status, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'owed', ?, ?)",
                 [(a.id, a.topic, a.channel, a.story_id, a.entry.title, alert_payload(a),
-                  ts(a.due_at), now) for a in record.alerts])
+                  to_epoch(a.due_at), now) for a in record.alerts])
 
     def _drop_seen_elsewhere(self, record: PollRecord) -> None:
         """Seen by canonical link, checked again under the write lock (another process may
@@ -322,8 +323,8 @@ class SqliteStore(SqliteNodes):
         self._story_cursor = self.db.execute(
             "SELECT COALESCE(MAX(rowid), 0) FROM stories").fetchone()[0]
         rows = self.db.execute("SELECT id, topic, title, summary, opened_at FROM stories "
-                               "WHERE opened_at >= ? ORDER BY opened_at", (ts(since),))
-        return [NewStory(r[0], r[1], r[2], r[3], dt(r[4])) for r in rows]  # type: ignore[arg-type]
+                               "WHERE opened_at >= ? ORDER BY opened_at", (to_epoch(since),))
+        return [NewStory(r[0], r[1], r[2], r[3], from_epoch(r[4])) for r in rows]
 
     def _fresh_stories(self) -> list[NewStory]:
         """Stories opened (by any process) since this store last looked; advances the cursor."""
@@ -331,7 +332,7 @@ class SqliteStore(SqliteNodes):
                                "WHERE rowid > ? ORDER BY rowid", (self._story_cursor,)).fetchall()
         if rows:
             self._story_cursor = rows[-1][0]
-        return [NewStory(r[1], r[2], r[3], r[4], dt(r[5])) for r in rows]  # type: ignore[arg-type]
+        return [NewStory(r[1], r[2], r[3], r[4], from_epoch(r[5])) for r in rows]
 
     # --- outbox ---
 
@@ -340,7 +341,7 @@ class SqliteStore(SqliteNodes):
 
     def _due_alerts(self, now: datetime, limit: int) -> list[OwedAlert]:
         """Claim due alerts for DELIVERY_LEASE seconds, so no other process sends them too."""
-        t = ts(now) or 0.0
+        t = to_epoch(now) or 0.0
         with self._tx():
             rows = self.db.execute(
                 "SELECT id, topic, channel, story_id, payload, attempts, created_at, sent_to "
@@ -354,7 +355,7 @@ class SqliteStore(SqliteNodes):
         for r in rows:
             outlets = self._outlets(r["story_id"])
             message = message_from_row(r["id"], r["topic"], r["channel"], r["payload"],
-                                       dt(r["created_at"]), outlets)
+                                       from_epoch(r["created_at"]), outlets)
             owed.append(OwedAlert(r["id"], r["channel"], r["attempts"], message,
                                   tuple(json.loads(r["sent_to"]))))
         return owed
@@ -370,12 +371,12 @@ class SqliteStore(SqliteNodes):
         await self._run(self._update_alerts, "status = 'delivered', delivered_at = ?, "
                         "attempts = attempts + 1, last_error = NULL, lease_owner = NULL, "
                         "lease_until = NULL",
-                        (ts(at),), alert_ids)
+                        (to_epoch(at),), alert_ids)
 
     async def mark_retry(self, alert_ids: list[str], error: str, next_at: datetime) -> None:
         await self._run(self._update_alerts, "attempts = attempts + 1, last_error = ?, "
                         "next_attempt_at = ?, lease_owner = NULL, lease_until = NULL",
-                        (error, ts(next_at)), alert_ids)
+                        (error, to_epoch(next_at)), alert_ids)
 
     async def mark_failed(self, alert_ids: list[str], error: str) -> None:
         await self._run(self._update_alerts, "status = 'failed', attempts = attempts + 1, "
@@ -404,7 +405,7 @@ class SqliteStore(SqliteNodes):
     def _requeue_failed(self, channel: str | None, now: datetime) -> int:
         sql = "UPDATE alerts SET status = 'owed', attempts = 0, next_attempt_at = ? " \
               "WHERE status = 'failed'"
-        params: list[Any] = [ts(now)]
+        params: list[Any] = [to_epoch(now)]
         if channel:
             sql += " AND channel = ?"
             params.append(channel)
@@ -414,7 +415,7 @@ class SqliteStore(SqliteNodes):
     async def next_due_at(self) -> datetime | None:
         row = await self._run(lambda: self.db.execute(
             "SELECT MIN(next_attempt_at) FROM alerts WHERE status = 'owed'").fetchone())
-        return dt(row[0])
+        return from_epoch(row[0])
 
     # --- status ---
 
@@ -433,12 +434,12 @@ class SqliteStore(SqliteNodes):
         rows = await self._run(lambda: self.db.execute(
             "SELECT id, topic, channel, title, last_error, created_at FROM alerts "
             "WHERE status = 'failed' ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall())
-        return [FailedAlert(r[0], r[1], r[2], r[3], r[4] or "", dt(r[5])) for r in rows]  # type: ignore[arg-type]
+        return [FailedAlert(r[0], r[1], r[2], r[3], r[4] or "", from_epoch(r[5])) for r in rows]
 
     async def alerts_since(self, since: datetime) -> dict[str, int]:
         rows = await self._run(lambda: self.db.execute(
             "SELECT topic, COUNT(DISTINCT story_id) FROM alerts WHERE created_at >= ? "
-            "GROUP BY topic", (ts(since),)).fetchall())
+            "GROUP BY topic", (to_epoch(since),)).fetchall())
         return {topic: n for topic, n in rows}
 
     async def alert_history(self, *, topic: str | None = None, since: datetime | None = None,
@@ -446,7 +447,7 @@ class SqliteStore(SqliteNodes):
         check_alert_status(status)
         sql = ("SELECT id, topic, channel, story_id, title, payload, status, attempts, "
                "last_error, created_at, delivered_at FROM alerts WHERE 1 = 1")
-        params: dict[str, Any] = {"topic": topic, "since": ts(since), "limit": limit}
+        params: dict[str, Any] = {"topic": topic, "since": to_epoch(since), "limit": limit}
         if topic is not None:
             sql += " AND topic = :topic"
         if since is not None:
@@ -454,16 +455,16 @@ class SqliteStore(SqliteNodes):
         sql += STATUS_FILTER.get(status or "", "")
         sql += " ORDER BY created_at DESC, id DESC LIMIT :limit"
         rows = await self._run(lambda: self.db.execute(sql, params).fetchall())
-        return [record_from_row(r, r["payload"], dt(r["created_at"]), dt(r["delivered_at"]))  # type: ignore[arg-type]
-                for r in rows]
+        return [record_from_row(r, r["payload"], from_epoch(r["created_at"]),
+                                from_epoch(r["delivered_at"])) for r in rows]
 
     async def recent_stories(self, since: datetime, limit: int = 20) -> list[StorySummary]:
         rows = await self._run(lambda: self.db.execute(
             "SELECT s.topic, s.title, s.opened_at, (SELECT GROUP_CONCAT(feed_name, '\x1f') "
             "FROM (SELECT feed_name FROM story_members WHERE story_id = s.id ORDER BY seen_at)) "
             "FROM stories s WHERE s.opened_at >= ? ORDER BY s.opened_at DESC LIMIT ?",
-            (ts(since), limit)).fetchall())
-        return [StorySummary(r[0], r[1], dt(r[2]), _distinct((r[3] or "").split("\x1f")))  # type: ignore[arg-type]
+            (to_epoch(since), limit)).fetchall())
+        return [StorySummary(r[0], r[1], from_epoch(r[2]), _distinct((r[3] or "").split("\x1f")))
                 for r in rows]
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from watcher.model import NodeInfo, PruneCounts, node_identity
-from watcher.store.base import dt, ts
+from watcher.store.base import from_epoch, to_epoch
 
 T = TypeVar("T")
 LEASE_VOID = ("(COALESCE({t}.lease_until, 0) < :now OR EXISTS "
@@ -57,7 +57,7 @@ class SqliteNodes:
         await self._run(self._beat, node, config_digest, now, leased)
 
     def _beat(self, node: str, digest: str | None, now: datetime, inflight: int | None) -> None:
-        t = ts(now)
+        t = to_epoch(now)
         hostname, pid = node_identity(node)
         self.db.execute(
             "INSERT INTO nodes (node, config_digest, started_at, heartbeat_at, expires_at, "
@@ -69,14 +69,14 @@ class SqliteNodes:
              inflight))
 
     async def nodes(self) -> list[NodeInfo]:
-        return await self._run(self._nodes, ts(datetime.now(UTC)))
+        return await self._run(self._nodes, to_epoch(datetime.now(UTC)))
 
     def _nodes(self, now: float) -> list[NodeInfo]:
         rows = self.db.execute(
             "SELECT n.*, (SELECT COUNT(*) FROM feeds f WHERE f.lease_owner = n.node "
             "AND f.lease_until >= ?) AS leased FROM nodes n ORDER BY n.node", (now,)).fetchall()
-        return [NodeInfo(r["node"], dt(r["heartbeat_at"]), dt(r["expires_at"]),  # type: ignore[arg-type]
-                         r["config_digest"], r["leased"], dt(r["started_at"]),  # type: ignore[arg-type]
+        return [NodeInfo(r["node"], from_epoch(r["heartbeat_at"]), from_epoch(r["expires_at"]),
+                         r["config_digest"], r["leased"], from_epoch(r["started_at"]),
                          r["inflight"], r["hostname"], r["pid"]) for r in rows]
 
     async def leave(self, node: str) -> None:
@@ -102,20 +102,20 @@ class SqliteNodes:
                 "INSERT INTO hosts (host, blocked_until, reason) VALUES (?, ?, ?) "
                 "ON CONFLICT (host) DO UPDATE SET blocked_until = "
                 "MAX(blocked_until, excluded.blocked_until), reason = excluded.reason",
-                (host, ts(until), reason)))
+                (host, to_epoch(until), reason)))
 
     async def blocked_hosts(self, now: datetime) -> dict[str, datetime]:
         rows = await self._run(lambda: self.db.execute(
             "SELECT host, blocked_until FROM hosts WHERE blocked_until > ? ORDER BY host",
-            (ts(now),)).fetchall())
-        return {r[0]: dt(r[1]) for r in rows}  # type: ignore[misc]
+            (to_epoch(now),)).fetchall())
+        return {r[0]: from_epoch(r[1]) for r in rows}
 
     async def prune(self, now: datetime, *, stories_older_than: timedelta = timedelta(days=30),
                     keep_seen_per_feed: int = 2000,
                     nodes_older_than: timedelta = timedelta(days=1)) -> PruneCounts:
         """Delete what can never matter again (see docs/scaling-out.md, "Housekeeping")."""
-        params = {"now": ts(now), "horizon": ts(now - stories_older_than),
-                  "keep": keep_seen_per_feed, "node_horizon": ts(now - nodes_older_than)}
+        params = {"now": to_epoch(now), "horizon": to_epoch(now - stories_older_than),
+                  "keep": keep_seen_per_feed, "node_horizon": to_epoch(now - nodes_older_than)}
         return await self._run(self._prune, params)
 
     def _prune(self, params: dict[str, Any]) -> PruneCounts:
