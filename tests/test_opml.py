@@ -17,7 +17,6 @@ from watcher.reader.opml import (
     OpmlFeed,
     export_opml,
     merge_into_feeds_file,
-    parse_opml,
     read_opml,
     url_key,
 )
@@ -58,21 +57,21 @@ def test_freshrss_namespaced_outlines_and_scrapers() -> None:
 
 
 def test_newsboat_opml1_is_flat_with_titles_that_may_be_empty() -> None:
-    feeds = parse_opml(sample("newsboat-opml1.opml"))
+    feeds = read_opml(sample("newsboat-opml1.opml")).feeds
     assert [(f.title, f.tags) for f in feeds] == [
         ("The Moscow Times - Independent News from Russia", ()),
         ("The Kyiv Independent", ()), ("", ())]
 
 
 def test_newsboat_opml2_category_tags_title_override_and_hidden_marker() -> None:
-    feeds = parse_opml(sample("newsboat-opml2.opml"))
+    feeds = read_opml(sample("newsboat-opml2.opml")).feeds
     assert [f.tags for f in feeds] == [("russia", "news"), ("ukraine", "news", "tag/with slash"),
                                        ("business",)]
     assert feeds[2].title == "BBC Business"  # the "~BBC Business" tag is a title
 
 
 def test_feedly_lists_a_feed_per_category_we_keep_it_once_with_both_tags() -> None:
-    feeds = parse_opml(sample("feedly.opml"))
+    feeds = read_opml(sample("feedly.opml")).feeds
     assert len(feeds) == 3
     bbc = by_url(feeds)["http://feeds.bbci.co.uk/news/world/rss.xml"]
     assert bbc.tags == ("World", "Russia/Ukraine")
@@ -101,7 +100,7 @@ def test_messy_export_is_read_as_far_as_it_makes_sense() -> None:
 ])
 def test_what_is_not_opml_is_an_error(data: bytes) -> None:
     with pytest.raises(OpmlError):
-        parse_opml(data)
+        read_opml(data)
 
 
 def test_broken_markup_is_recovered_when_lxml_is_there() -> None:
@@ -110,7 +109,7 @@ def test_broken_markup_is_recovered_when_lxml_is_there() -> None:
             b'<outline text="A" xmlUrl="https://a.example/rss"></outline>'
             b'<outline text="B" xmlUrl="https://b.example/rss">'  # never closed
             b"</body></opml>")
-    assert [f.url for f in parse_opml(data)] == ["https://a.example/rss",
+    assert [f.url for f in read_opml(data).feeds] == ["https://a.example/rss",
                                                 "https://b.example/rss"]
 
 
@@ -119,7 +118,7 @@ def test_entities_are_not_expanded_from_outside() -> None:
             b'<opml version="2.0"><body><outline text="&x;" xmlUrl="https://a.example/r"/>'
             b"</body></opml>")
     try:
-        feeds = parse_opml(data)
+        feeds = read_opml(data).feeds
     except OpmlError:
         return
     assert "root:" not in feeds[0].title
@@ -157,7 +156,7 @@ def test_import_writes_a_feeds_file_the_config_includes(tmp_path: Path) -> None:
     config_path = main_config(tmp_path, '[[feeds]]\nurl = "https://www.themoscowtimes.com/rss/news"')
     config = load_config(config_path)
     target = tmp_path / "feeds.d" / "imported.toml"
-    added, skipped = merge_into_feeds_file(target, parse_opml(sample("miniflux.opml")),
+    added, skipped = merge_into_feeds_file(target, read_opml(sample("miniflux.opml")).feeds,
                                            [f.url for f in config.feeds])
     assert [f.url for f in added] == ["https://hnrss.org/frontpage",
                                       "https://meduza.io/rss/en/all",
@@ -172,13 +171,13 @@ def test_import_writes_a_feeds_file_the_config_includes(tmp_path: Path) -> None:
 
 def test_importing_again_adds_nothing_and_keeps_the_file(tmp_path: Path) -> None:
     target = tmp_path / "feeds.d" / "imported.toml"
-    feeds = parse_opml(sample("feedly.opml"))
+    feeds = read_opml(sample("feedly.opml")).feeds
     merge_into_feeds_file(target, feeds, [])
     before = target.read_text(encoding="utf-8")
     added, skipped = merge_into_feeds_file(target, feeds, [])
     assert added == [] and len(skipped) == 3
     assert target.read_text(encoding="utf-8") == before
-    added, _ = merge_into_feeds_file(target, parse_opml(sample("newsboat-opml2.opml")), [])
+    added, _ = merge_into_feeds_file(target, read_opml(sample("newsboat-opml2.opml")).feeds, [])
     assert [f.url for f in added] == ["https://kyivindependent.com/news-archive/rss/",
                                       "http://feeds.bbci.co.uk/news/business/rss.xml?edition=int"]
     assert target.read_text(encoding="utf-8").startswith(before)  # appended, comments kept
@@ -232,7 +231,7 @@ def test_export_is_opml_2_with_tags_as_categories() -> None:
 
 
 def test_export_then_import_gives_the_same_feeds() -> None:
-    back = by_url(parse_opml(export_opml(FEEDS)))
+    back = by_url(read_opml(export_opml(FEEDS)).feeds)
     assert back[FEEDS[0].url] == OpmlFeed(FEEDS[0].url, "The Moscow Times", ("russia", "news"),
                                           True)
     assert back[FEEDS[1].url].tags == ("ukraine", "news", "a_b")

@@ -21,7 +21,7 @@ from watcher.model import (
     NewStory,
     PollRecord,
     StoryMember,
-    digest_conflicts,
+    fingerprint_conflicts,
 )
 from watcher.store import Store, StoreError, open_store
 
@@ -73,7 +73,7 @@ async def test_feed_state_round_trip(stores: StoreFactory) -> None:
     got = await store.feed_states([state.url, "https://new.test/feed"])
     assert got[state.url] == state
     assert got["https://new.test/feed"] == FeedState(url="https://new.test/feed")
-    assert [f.url for f in await store.all_feeds()] == [state.url]
+    assert list(await store.feed_states([state.url])) == [state.url]
 
 
 async def test_claims_lease_due_feeds_once_across_two_nodes(stores: StoreFactory) -> None:
@@ -178,14 +178,14 @@ async def test_heartbeats_list_nodes_and_config_disagreement(stores: StoreFactor
     a, b = await stores(), await stores()
     await a.sync_feeds(["http://a.test/1", "http://a.test/2"], T0, 0)
     now = datetime.now(UTC)
-    await a.heartbeat("a", "digest-1", now, 2)
+    await a.heartbeat("a", "digest-1", now, inflight=2)
     await b.heartbeat("b", "digest-2", now)
     await a.claim_due("a", now, 300, 1)
     nodes = {n.node: n for n in await b.nodes()}
     assert nodes["a"].leased == 1 and nodes["b"].leased == 0
-    assert nodes["a"].config_digest == "digest-1" and nodes["a"].inflight == 2
+    assert nodes["a"].config_fingerprint == "digest-1" and nodes["a"].inflight == 2
     assert nodes["a"].heartbeat_at == now and nodes["a"].alive(now)
-    assert [n.node for n in digest_conflicts(list(nodes.values()), "digest-1", now)] == ["b"]
+    assert [n.node for n in fingerprint_conflicts(list(nodes.values()), "digest-1", now)] == ["b"]
     await a.release("a", ["http://a.test/1", "http://a.test/2"])
     assert [n.leased for n in await b.nodes()] == [0, 0]
     await a.claim_due("a", now, 300, 1)

@@ -284,7 +284,7 @@ class Config:
     feeds: tuple[FeedSettings, ...]
     topics: tuple[TopicSettings, ...]
     channels: tuple[ChannelSettings, ...]
-    digest: str  # sha256 of the files' bytes, to compare nodes and reloads
+    fingerprint: str  # sha256 of the files' bytes, to compare nodes and reloads
     includes: tuple[str, ...] = ()  # the include patterns, relative to the config's folder
     warnings: tuple[str, ...] = ()  # suspicious but allowed (an include matching no file)
     # where each channel is defined: name -> (file, index in that file's [[channels]])
@@ -597,7 +597,7 @@ def load_config(path: Path | str | None = None, *, check_secrets: bool = True) -
         feeds=tuple(f for _, _, f in collected.feeds),
         topics=tuple(t for _, _, t in collected.topics),
         channels=_data_paths(collected.channels, data_dir(path.parent.resolve())),
-        digest=digest.hexdigest(),
+        fingerprint=digest.hexdigest(),
         includes=tuple(p for p in data.get("include", []) if isinstance(p, str)),
         warnings=tuple(warnings),
         channel_origins={ch.name: (file, i) for file, i, ch in collected.channels},

@@ -22,7 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from watcher import metrics, schedule, sdnotify
 from watcher.config import Config, ConfigError, FeedSettings, load_config
 from watcher.matching.decide import Rules
-from watcher.model import FeedState, digest_conflicts
+from watcher.model import FeedState, fingerprint_conflicts
 from watcher.notify.base import Sender, make_sender, notify_session
 from watcher.notify.outbox import Outbox
 from watcher.pipeline import Pipeline, PollSummary, utcnow
@@ -399,8 +399,8 @@ class Daemon:
         if self._lost:
             return
         try:
-            await store.heartbeat(self.node, config.digest, now, len(self.inflight))
-            conflicts = digest_conflicts(await store.nodes(), config.digest, now)
+            await store.heartbeat(self.node, config.fingerprint, now, inflight=len(self.inflight))
+            conflicts = fingerprint_conflicts(await store.nodes(), config.fingerprint, now)
         except StoreError as exc:
             self._store_failed("heartbeat", exc, now)
             return
@@ -410,8 +410,8 @@ class Daemon:
             self._conflict_warned_at = now
             log.error("NODES RUN DIFFERENT CONFIGS: every node must load the same topics, "
                       "feeds and channels", extra={
-                          "ours": config.digest[:12],
-                          "others": ", ".join(f"{n.node}={n.config_digest[:12]}"
+                          "ours": config.fingerprint[:12],
+                          "others": ", ".join(f"{n.node}={n.config_fingerprint[:12]}"
                                               for n in conflicts)})
 
     async def _refresh_gauges(self) -> None:
@@ -466,7 +466,7 @@ class Daemon:
             ok = False
             try:
                 new = load_config(self.config_path)
-                if new.digest != old.digest:
+                if new.fingerprint != old.fingerprint:
                     await self.runtime.apply(new)
                 ok = True
             except ConfigError as exc:
@@ -488,8 +488,8 @@ class Daemon:
             self._reload_stalled, self._rejected = False, None
             metrics.set_feeds(len(new.feeds))
             before, after = {f.url for f in old.feeds}, {f.url for f in new.feeds}
-            log.log(logging.INFO if new.digest != old.digest else logging.DEBUG,
-                    "config reloaded" if new.digest != old.digest else "config unchanged",
+            log.log(logging.INFO if new.fingerprint != old.fingerprint else logging.DEBUG,
+                    "config reloaded" if new.fingerprint != old.fingerprint else "config unchanged",
                     extra={"trigger": why, "feeds": len(new.feeds), "topics": len(new.topics),
                             "added": len(after - before), "removed": len(before - after)})
             return True
@@ -561,7 +561,8 @@ class Daemon:
         if self._rejected is not None and self._rejected == self._files_stamp():
             return False  # the edit already rejected: wait for the next one
         try:
-            return load_config(self.config_path).digest != self.runtime.config.digest
+            return (load_config(self.config_path).fingerprint
+                    != self.runtime.config.fingerprint)
         except ConfigError:
             return True  # reload() reports the problems
 

@@ -255,7 +255,7 @@ class NodeInfo:
     node: str  # "host:pid"
     heartbeat_at: datetime
     expires_at: datetime  # after this the node counts as dead and its leases are void
-    config_digest: str
+    config_fingerprint: str  # of the config the node loaded (Config.fingerprint)
     leased: int  # feeds it holds a live lease on now
     started_at: datetime
     inflight: int | None = None  # polls in flight, as the node last reported
@@ -302,9 +302,11 @@ class PruneCounts:
     hosts: int = 0
 
 
-def digest_conflicts(nodes: list[NodeInfo], digest: str, now: datetime) -> list[NodeInfo]:
-    """Live nodes whose loaded config differs from `digest` (all nodes must run one config)."""
-    return [n for n in nodes if n.alive(now) and n.config_digest and n.config_digest != digest]
+def fingerprint_conflicts(nodes: list[NodeInfo], fingerprint: str,
+                          now: datetime) -> list[NodeInfo]:
+    """Live nodes whose loaded config differs from `fingerprint` (all nodes must run one)."""
+    return [n for n in nodes
+            if n.alive(now) and n.config_fingerprint and n.config_fingerprint != fingerprint]
 
 
 Decider = Callable[[PollRecord, list[NewStory]], None]

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 from watcher import schedule
 from watcher.config import Config, FeedSettings
 from watcher.matching.decide import Rules, StoryDecider
-from watcher.model import AlertRecord, Entry, FeedState, Hit, Match, digest_conflicts
+from watcher.model import AlertRecord, Entry, FeedState, Hit, Match, fingerprint_conflicts
 from watcher.reader.fetch import Fetcher
 from watcher.reader.parse import FeedParseError, parse_feed
 from watcher.redact import mask_text, mask_url
@@ -212,7 +212,7 @@ async def status_data(store: ReportStore, config: Config, now: datetime) -> dict
     counts = await store.channel_counts()
     names = [c.name for c in config.channels] + sorted(
         set(counts) - {c.name for c in config.channels})
-    odd = {n.node for n in digest_conflicts(nodes, config.digest, now)}
+    odd = {n.node for n in fingerprint_conflicts(nodes, config.fingerprint, now)}
     return {
         "daemon": {"running": bool(running), "nodes": [
             {"node": n.node, "host": n.hostname, "pid": n.pid} for n in running]},
@@ -229,7 +229,7 @@ async def status_data(store: ReportStore, config: Config, now: datetime) -> dict
                      for name in names],
         "nodes": [{"node": n.node, "heartbeat_at": n.heartbeat_at, "alive": n.alive(now),
                    "leased": n.leased, "inflight": n.inflight,
-                   "config_digest": n.config_digest, "config_differs": n.node in odd}
+                   "config_digest": n.config_fingerprint, "config_differs": n.node in odd}
                   for n in nodes],
         "blocked_hosts": [{"host": host, "until": until}
                           for host, until in (await store.blocked_hosts(now)).items()],

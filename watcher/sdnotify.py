@@ -66,11 +66,6 @@ def ready(status: str = "") -> bool:
     return notify(*_with_status("READY=1", status))
 
 
-def status(text: str) -> bool:
-    """Set the free-form status line shown by `systemctl status`."""
-    return notify(f"STATUS={text}")
-
-
 def stopping(status: str = "") -> bool:
     """Tell the manager shutdown has begun."""
     return notify(*_with_status("STOPPING=1", status))

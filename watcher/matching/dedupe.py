@@ -38,7 +38,6 @@ from __future__ import annotations
 import heapq
 import re
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from operator import itemgetter
@@ -210,20 +209,6 @@ class StoryIndex:
         self._postings: dict[str, dict[str, set[str]]] = {}  # topic -> key -> story ids
         self._sizes: dict[str, int] = {}  # topic -> open stories
         self._heap: list[tuple[datetime, str, str]] = []  # (opened_at, topic, story_id)
-
-    @classmethod
-    def from_rows(
-        cls,
-        rows: Iterable[tuple[str, str, str, str, datetime]],
-        window: timedelta,
-        *,
-        threshold: float | None = None,
-    ) -> StoryIndex:
-        """An index from stored rows (story_id, topic, title, summary, opened_at)."""
-        index = cls(window, threshold=threshold)
-        for story_id, topic, title, summary, opened_at in rows:
-            index.add(story_id, topic, title, summary, opened_at)
-        return index
 
     def __len__(self) -> int:
         return len(self._stories)

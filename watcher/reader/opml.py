@@ -76,11 +76,6 @@ class OpmlRead:
 # ---------------------------------------------------------------- reading
 
 
-def parse_opml(data: bytes) -> list[OpmlFeed]:
-    """The feeds of an OPML document, each once, in document order."""
-    return read_opml(data).feeds
-
-
 def read_opml(data: bytes) -> OpmlRead:
     """The feeds, and the outlines skipped with the reason (for the import report)."""
     root = _xml_root(data)

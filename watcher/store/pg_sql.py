@@ -81,7 +81,7 @@ RETURNING alerts.id, alerts.topic, alerts.channel, alerts.story_id, alerts.paylo
 HEARTBEAT = """
 INSERT INTO nodes (node, config_digest, started_at, heartbeat_at, expires_at, inflight,
                    hostname, pid)
-VALUES (%(node)s, %(digest)s, %(now)s, %(now)s, %(expires)s, %(inflight)s, %(hostname)s,
+VALUES (%(node)s, %(fingerprint)s, %(now)s, %(now)s, %(expires)s, %(inflight)s, %(hostname)s,
         %(pid)s)
 ON CONFLICT (node) DO UPDATE SET config_digest = excluded.config_digest,
     heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at,

@@ -174,11 +174,6 @@ class PostgresStore(PgOutbox):
             found = {r["url"]: _feed(r) for r in await cur.fetchall()}
         return {url: found.get(url) or FeedState(url=url) for url in urls}
 
-    async def all_feeds(self) -> list[FeedState]:
-        async with self._conn() as conn:
-            cur = await conn.execute("SELECT * FROM feeds ORDER BY url")
-            return [_feed(r) for r in await cur.fetchall()]
-
     async def save_feed(self, state: FeedState) -> None:
         """Write the feed's state and release our lease on it (not a newer owner's).
 
@@ -314,14 +309,14 @@ class PostgresStore(PgOutbox):
 
     # --- nodes ---
 
-    async def heartbeat(self, node: str, config_digest: str, now: datetime,
-                        leased: int | None = None) -> None:
-        """Record that `node` is alive, with the digest of its config and its polls in flight."""
+    async def heartbeat(self, node: str, config_fingerprint: str, now: datetime,
+                        inflight: int | None = None) -> None:
+        """Record that `node` is alive, with its config's fingerprint and its polls in flight."""
         self.node = node
         async with self._conn() as conn:
             hostname, pid = node_identity(node)
             await conn.execute(HEARTBEAT, {
-                "node": node, "digest": config_digest, "now": now, "inflight": leased,
+                "node": node, "fingerprint": config_fingerprint, "now": now, "inflight": inflight,
                 "expires": now + timedelta(seconds=self.node_ttl), "hostname": hostname,
                 "pid": pid})
 

@@ -184,10 +184,6 @@ class SqliteStore(SqliteNodes):
                 found[row["url"]] = _feed_from_row(row)
         return {url: found.get(url) or FeedState(url=url) for url in urls}
 
-    async def all_feeds(self) -> list[FeedState]:
-        return await self._run(lambda: [_feed_from_row(r) for r in self.db.execute(
-            "SELECT * FROM feeds ORDER BY url")])
-
     async def save_feed(self, state: FeedState) -> None:
         await self._run(self._save_feed, state)
 

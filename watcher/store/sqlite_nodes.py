@@ -50,13 +50,14 @@ class SqliteNodes:
     def _tx(self) -> Any:
         raise NotImplementedError
 
-    async def heartbeat(self, node: str, config_digest: str, now: datetime,
-                        leased: int | None = None) -> None:
-        """Record that `node` is alive, with the digest of its config and its polls in flight."""
+    async def heartbeat(self, node: str, config_fingerprint: str, now: datetime,
+                        inflight: int | None = None) -> None:
+        """Record that `node` is alive, with its config's fingerprint and its polls in flight."""
         self.node = node
-        await self._run(self._beat, node, config_digest, now, leased)
+        await self._run(self._beat, node, config_fingerprint, now, inflight)
 
-    def _beat(self, node: str, digest: str | None, now: datetime, inflight: int | None) -> None:
+    def _beat(self, node: str, fingerprint: str | None, now: datetime,
+              inflight: int | None) -> None:
         t = to_epoch(now)
         hostname, pid = node_identity(node)
         self.db.execute(
@@ -65,8 +66,8 @@ class SqliteNodes:
             "ON CONFLICT (node) DO UPDATE SET "
             "config_digest = COALESCE(?, config_digest), heartbeat_at = excluded.heartbeat_at, "
             "expires_at = excluded.expires_at, inflight = COALESCE(?, inflight)",
-            (node, digest, t, t, (t or 0) + self.node_ttl, inflight, hostname, pid, digest,
-             inflight))
+            (node, fingerprint, t, t, (t or 0) + self.node_ttl, inflight, hostname, pid,
+             fingerprint, inflight))
 
     async def nodes(self) -> list[NodeInfo]:
         return await self._run(self._nodes, to_epoch(datetime.now(UTC)))
