@@ -10,39 +10,34 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from watcher.http import feed_host
 from watcher.model import FeedState
-from watcher.store.pg_sql import FEED_COLUMNS
+from watcher.store.sql import FEED_COLUMNS, RELEASE_LEASE, PostgresDialect
 
 _TYPES = {"primed": "boolean", "last_status": "integer", "error_count": "integer",
           "entries_total": "integer", "interval_s": "double precision",
           "last_poll_at": "timestamptz", "last_success_at": "timestamptz",
           "next_poll_at": "timestamptz"}
 _COLUMNS = (*FEED_COLUMNS, "host")
-_RELEASE = ("CASE WHEN %(node)s::text IS NULL OR feeds.lease_owner = %(node)s "
-            "OR feeds.lease_until < COALESCE(excluded.last_poll_at, clock_timestamp()) "
-            "THEN NULL ELSE feeds.{col} END")
-
-SAVE_FEEDS = (
-    f"INSERT INTO feeds ({', '.join(_COLUMNS)}) "
-    "SELECT * FROM unnest("
-    + ", ".join(f"%({c})s::{_TYPES.get(c, 'text')}[]" for c in _COLUMNS)
+SAVE_FEEDS = PostgresDialect().render(
+    f"INSERT INTO feeds ({', '.join(_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{c} AS {_TYPES.get(c, 'text')}[])" for c in _COLUMNS)
     + ") ON CONFLICT (url) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])
-    + ", lease_owner = " + _RELEASE.format(col="lease_owner")
-    + ", lease_until = " + _RELEASE.format(col="lease_until")
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:]) + RELEASE_LEASE
 )
 
 
-def batch_params(states: list[FeedState], node: str | None) -> dict[str, Any]:
+def batch_params(states: list[FeedState], node: str | None, now: datetime) -> dict[str, Any]:
     """One array per column (sorted by URL: writers lock rows in one order, no deadlocks)."""
     latest = {s.url: s for s in states}  # a feed saved twice in one batch: the last wins
     ordered = [latest[url] for url in sorted(latest)]
     params: dict[str, Any] = {c: [getattr(s, c) for s in ordered] for c in FEED_COLUMNS}
     params["host"] = [feed_host(s.fetch_url) for s in ordered]
     params["node"] = node
+    params["now"] = now  # a row without a poll time ends the leases older than this
     return params
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,34 +28,36 @@ from watcher.model import (
     Entry,
     FeedState,
     NewStory,
-    NodeInfo,
+    Outlet,
+    OwedAlert,
     PollRecord,
-    PruneCounts,
     SeenCheck,
-    node_identity,
 )
 from watcher.store import pg_schema
 from watcher.store.base import (
     DEFAULT_NODE_TTL,
+    DELIVERY_LEASE,
     StoreError,
     StoreFull,
-    alert_payload,
     classify_seen,
     drop_seen_elsewhere,
     log_dropped,
     match_links,
-    title_hash,
 )
 from watcher.store.pg_batch import SAVE_FEEDS, FeedWriter, batch_params
-from watcher.store.pg_outbox import PgOutbox
-from watcher.store.pg_sql import (
-    CLAIM_DUE,
-    FEED_COLUMNS,
+from watcher.store.pg_sql import CLAIM_ALERTS, CLAIM_DUE, SYNC_FEEDS
+from watcher.store.sql import (
     HEARTBEAT,
-    NODES,
-    PRUNE,
+    OUTLETS_PER_STORY,
     SAVE_FEED,
-    SYNC_FEEDS,
+    Params,
+    PostgresDialect,
+    Row,
+    SqlStore,
+    feed_from_row,
+    feed_params,
+    heartbeat_params,
+    poll_writes,
 )
 
 log = logging.getLogger("watcher.store")
@@ -67,18 +70,18 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _feed(row: dict[str, Any]) -> FeedState:
-    return FeedState(**{c: row[c] for c in FEED_COLUMNS})
+DIALECT = PostgresDialect()
+render = DIALECT.render
 
 
-def _feed_params(state: FeedState, node: str | None, now: datetime) -> dict[str, Any]:
-    params = {c: getattr(state, c) for c in FEED_COLUMNS}
-    params.update(host=feed_host(state.fetch_url), node=node, now=state.last_poll_at or now)
-    return params
+def _feed(row: Row) -> FeedState:
+    return feed_from_row(row, DIALECT)
 
 
-class PostgresStore(PgOutbox):
+class PostgresStore(SqlStore):
     """The shared store for several nodes (see docs/scaling-out.md)."""
+
+    dialect = DIALECT
 
     def __init__(self, url: str, *, password_env: str = "", node_ttl: float | None = None,
                  pool_size: int = 10) -> None:
@@ -166,6 +169,29 @@ class PostgresStore(PgOutbox):
         if self._pool is not None and (self._checking is None or self._checking.done()):
             self._checking = asyncio.ensure_future(self._pool.check())
 
+    # --- the primitives of SqlStore ---
+
+    async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
+        async with self._conn() as conn:
+            cur = await conn.execute(render(sql), params or {})
+            return await cur.fetchall()
+
+    async def execute(self, sql: str, params: Params | None = None, *,
+                      durable: bool = False) -> int:
+        async with self._conn(durable=durable) as conn:
+            cur = await conn.execute(render(sql), params or {})
+            return max(cur.rowcount, 0)
+
+    async def execute_many(self, sql: str, rows: Sequence[Params]) -> None:
+        if rows:
+            async with self._conn(durable=True) as conn:
+                await conn.cursor().executemany(render(sql), rows)
+
+    async def transaction(self, statements: Sequence[tuple[str, Params]]) -> list[int]:
+        async with self._conn(durable=True) as conn:
+            return [max((await conn.execute(render(sql), params)).rowcount, 0)
+                    for sql, params in statements]
+
     # --- feeds ---
 
     async def feed_states(self, urls: list[str]) -> dict[str, FeedState]:
@@ -182,7 +208,7 @@ class PostgresStore(PgOutbox):
 
     async def _save_feeds(self, states: list[FeedState]) -> None:
         async with self._conn() as conn:
-            await conn.execute(SAVE_FEEDS, batch_params(states, self.node))
+            await conn.execute(SAVE_FEEDS, batch_params(states, self.node, _utcnow()))
 
     async def sync_feeds(self, urls: list[str], now: datetime, spread: float) -> None:
         """Make the configured feeds the active ones; new feeds fall due within `spread` s."""
@@ -256,33 +282,11 @@ class PostgresStore(PgOutbox):
     async def _write_poll(self, conn: psycopg.AsyncConnection[Any], record: PollRecord,
                           now: datetime) -> None:
         async with conn.pipeline():
-            await conn.execute(SAVE_FEED, _feed_params(record.feed, self.node, _utcnow()))
+            await conn.execute(render(SAVE_FEED),
+                               feed_params(record.feed, self.node, _utcnow(), DIALECT))
             cur = conn.cursor()
-            if record.seen:
-                await cur.executemany(
-                    "INSERT INTO seen (feed_url, entry_key, canonical_link, title_hash, "
-                    "first_seen) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (feed_url, entry_key) "
-                    "DO UPDATE SET title_hash = excluded.title_hash",
-                    [(record.feed.url, e.key, e.canonical_link, title_hash(e), now)
-                     for e in record.seen])
-            if record.stories:
-                await cur.executemany(
-                    "INSERT INTO stories (id, topic, title, summary, opened_at) "
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    [(s.id, s.topic, s.title, s.summary, s.opened_at) for s in record.stories])
-            if record.members:
-                await cur.executemany(
-                    "INSERT INTO story_members (story_id, feed_url, entry_key, feed_name, title, "
-                    "link, seen_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    [(m.story_id, m.entry.feed_url, m.entry.key, m.entry.feed_name,
-                      m.entry.title, m.entry.link, m.seen_at) for m in record.members])
-            if record.alerts:
-                await cur.executemany(
-                    "INSERT INTO alerts (id, topic, channel, story_id, title, payload, status, "
-                    "next_attempt_at, created_at) VALUES (%s, %s, %s, %s, %s, %s, 'owed', %s, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    [(a.id, a.topic, a.channel, a.story_id, a.entry.title, alert_payload(a),
-                      a.due_at, now) for a in record.alerts])
+            for sql, rows in poll_writes(record, now, DIALECT):
+                await cur.executemany(render(sql), rows)
 
     async def open_stories(self, since: datetime) -> list[NewStory]:
         async with self._conn() as conn:
@@ -307,85 +311,48 @@ class PostgresStore(PgOutbox):
         return [NewStory(r["id"], r["topic"], r["title"], r["summary"], r["opened_at"])
                 for r in rows]
 
-    # --- nodes ---
-
-    async def heartbeat(self, node: str, config_fingerprint: str, now: datetime,
-                        inflight: int | None = None) -> None:
-        """Record that `node` is alive, with its config's fingerprint and its polls in flight."""
-        self.node = node
-        async with self._conn() as conn:
-            hostname, pid = node_identity(node)
-            await conn.execute(HEARTBEAT, {
-                "node": node, "fingerprint": config_fingerprint, "now": now, "inflight": inflight,
-                "expires": now + timedelta(seconds=self.node_ttl), "hostname": hostname,
-                "pid": pid})
-
     async def _touch(self, conn: psycopg.AsyncConnection[Any], node: str, now: datetime) -> None:
         """Refresh the node's liveness at most every third of its TTL (cheap sign of life)."""
         if now.timestamp() - self._last_beat < self.node_ttl / 3:
             return
         self._last_beat = now.timestamp()
-        hostname, pid = node_identity(node)
-        await conn.execute(
-            "INSERT INTO nodes (node, started_at, heartbeat_at, expires_at, hostname, pid) "
-            "VALUES (%(node)s, %(now)s, %(now)s, %(expires)s, %(hostname)s, %(pid)s) "
-            "ON CONFLICT (node) DO UPDATE "
-            "SET heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at",
-            {"node": node, "now": now, "expires": now + timedelta(seconds=self.node_ttl),
-             "hostname": hostname, "pid": pid})
+        await conn.execute(render(HEARTBEAT), heartbeat_params(node, None, now, self.node_ttl,
+                                                               None, DIALECT))
 
-    async def nodes(self) -> list[NodeInfo]:
+    # --- outbox ---
+
+    async def due_alerts(self, now: datetime, limit: int = 100) -> list[OwedAlert]:
+        """Claim due alerts for DELIVERY_LEASE seconds (or until our heartbeat expires)."""
+        params = {"now": now, "limit": limit, "node": self.node,
+                  "until": now + timedelta(seconds=DELIVERY_LEASE)}
         async with self._conn() as conn:
-            cur = await conn.execute(NODES, {"now": _utcnow()})
+            cur = await conn.execute(CLAIM_ALERTS, params)
             rows = await cur.fetchall()
-        return [NodeInfo(r["node"], r["heartbeat_at"], r["expires_at"], r["config_digest"],
-                         r["leased"], r["started_at"], r["inflight"], r["hostname"],
-                         r["pid"]) for r in rows]
+        rows.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
+        return self.owed(rows, await self.outlets(list({r["story_id"] for r in rows})))
 
-    async def leave(self, node: str) -> None:
-        async with self._conn(durable=True) as conn:
-            await conn.execute("UPDATE feeds SET lease_owner = NULL, lease_until = NULL "
-                               "WHERE lease_owner = %s", (node,))
-            await conn.execute("UPDATE alerts SET lease_owner = NULL, lease_until = NULL "
-                               "WHERE lease_owner = %s", (node,))
-            await conn.execute("DELETE FROM nodes WHERE node = %s", (node,))
-
-    async def release(self, node: str, urls: list[str]) -> None:
+    async def outlets(self, story_ids: list[str]) -> dict[str, list[Outlet]]:
+        """Each story's other outlets, as known now; one query for the whole batch."""
+        if not story_ids:
+            return {}
         async with self._conn() as conn:
-            await conn.execute("UPDATE feeds SET lease_owner = NULL, lease_until = NULL "
-                               "WHERE lease_owner = %s AND url = ANY(%s)", (node, urls))
+            cur = await conn.execute(
+                "SELECT story_id, feed_name, title, link FROM story_members "
+                "WHERE story_id = ANY(%s) ORDER BY story_id, seen_at, feed_url, entry_key",
+                (story_ids,))
+            members: dict[str, list[Outlet]] = defaultdict(list)
+            for r in await cur.fetchall():
+                if len(members[r["story_id"]]) < OUTLETS_PER_STORY:
+                    members[r["story_id"]].append(Outlet(r["feed_name"], r["title"], r["link"]))
+        return {story: found[1:] for story, found in members.items()}
 
-    async def block_host(self, host: str, until: datetime, reason: str = "") -> None:
-        """No node polls `host` before `until` (a 429/503 Retry-After applies cluster-wide)."""
-        if not host:
-            return
-        async with self._conn() as conn:
-            await conn.execute(
-                "INSERT INTO hosts (host, blocked_until, reason) VALUES (%s, %s, %s) "
-                "ON CONFLICT (host) DO UPDATE SET blocked_until = "
-                "GREATEST(hosts.blocked_until, excluded.blocked_until), reason = excluded.reason",
-                (host, until, reason))
-
-    async def blocked_hosts(self, now: datetime) -> dict[str, datetime]:
-        async with self._conn() as conn:
-            cur = await conn.execute("SELECT host, blocked_until FROM hosts "
-                                     "WHERE blocked_until > %s ORDER BY host", (now,))
-            return {r["host"]: r["blocked_until"] for r in await cur.fetchall()}
-
-    # --- housekeeping ---
-
-    async def prune(self, now: datetime, *, stories_older_than: timedelta = timedelta(days=30),
-                    keep_seen_per_feed: int = 2000,
-                    nodes_older_than: timedelta = timedelta(days=1)) -> PruneCounts:
-        """Delete what can never matter again (see docs/scaling-out.md, "Housekeeping")."""
-        params = {"now": now, "horizon": now - stories_older_than, "keep": keep_seen_per_feed,
-                  "node_horizon": now - nodes_older_than}
-        counts: dict[str, int] = dict.fromkeys(PruneCounts.__slots__, 0)
-        async with self._conn(durable=True) as conn:
-            for name, sql in PRUNE:
-                cur = await conn.execute(sql, params)
-                counts[name] += max(cur.rowcount, 0)
-        return PruneCounts(**counts)
+    async def note_sent(self, alert_id: str, targets: list[str]) -> None:
+        """Add `targets` to the alert's done targets (a set, kept sorted), durably."""
+        if targets:
+            await self.execute(
+                "UPDATE alerts SET sent_to = ARRAY(SELECT DISTINCT t FROM "
+                "unnest(sent_to || CAST(:targets AS text[])) AS t ORDER BY t) WHERE id = :id",
+                {"targets": list(targets), "id": alert_id}, durable=True)
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -7,88 +7,47 @@ import json
 import os
 import random
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from watcher.http import feed_host
-from watcher.model import (
-    AlertRecord,
-    ChannelCounts,
-    Decider,
-    Entry,
-    FailedAlert,
-    FeedState,
-    NewStory,
-    Outlet,
-    OwedAlert,
-    PollRecord,
-    SeenCheck,
-    StorySummary,
-)
+from watcher.model import Decider, Entry, FeedState, NewStory, OwedAlert, PollRecord, SeenCheck
 from watcher.store.base import (
     DEFAULT_NODE_TTL,
     DELIVERY_LEASE,
-    STATUS_FILTER,
     StoreDamaged,
     StoreError,
     StoreFull,
     StoreLost,
-    alert_payload,
-    check_alert_status,
     classify_seen,
     drop_seen_elsewhere,
     from_epoch,
     log_dropped,
     match_links,
-    message_from_row,
-    record_from_row,
     title_hash,
     to_epoch,
 )
-from watcher.store.sqlite_nodes import LEASE_VOID, SqliteNodes
+from watcher.store.sql import (
+    HEARTBEAT,
+    LEASE_VOID,
+    SAVE_FEED,
+    Dialect,
+    Params,
+    Row,
+    SqlStore,
+    feed_from_row,
+    feed_params,
+    heartbeat_params,
+    poll_writes,
+)
 from watcher.store.sqlite_schema import MIGRATIONS, migrate
 
 T = TypeVar("T")
 __all__ = ["DELIVERY_LEASE", "MIGRATIONS", "SqliteStore", "title_hash"]  # title_hash: re-export
-
-_FEED_COLUMNS = ("url", "current_url", "title", "etag", "last_modified", "body_hash", "primed",
-                 "last_poll_at", "last_status", "last_error", "error_count", "last_success_at",
-                 "next_poll_at", "disabled_reason", "entries_total", "interval_s")
-_TIME_COLUMNS = {"last_poll_at", "last_success_at", "next_poll_at"}
-
-
-_RELEASE = ("CASE WHEN :node IS NULL OR feeds.lease_owner = :node OR feeds.lease_until < :now "
-            "THEN NULL ELSE feeds.{col} END")
-_SAVE_FEED = (
-    f"INSERT INTO feeds ({','.join(_FEED_COLUMNS)}, host) "
-    f"VALUES ({','.join(':' + c for c in _FEED_COLUMNS)}, :host) "
-    "ON CONFLICT (url) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in (*_FEED_COLUMNS[1:], "host"))
-    + ", lease_owner = " + _RELEASE.format(col="lease_owner")
-    + ", lease_until = " + _RELEASE.format(col="lease_until")
-)
-
-
-
-
-def _feed_row(state: FeedState, node: str | None) -> dict[str, Any]:
-    values = {col: getattr(state, col) for col in _FEED_COLUMNS}
-    for col in _TIME_COLUMNS:
-        values[col] = to_epoch(values[col])
-    values.update(host=feed_host(state.fetch_url), node=node,  # a result written at `now`
-                  now=values["last_poll_at"] or datetime.now().timestamp())  # ends older leases
-    return values
-
-
-def _feed_from_row(row: sqlite3.Row) -> FeedState:
-    data = {col: row[col] for col in _FEED_COLUMNS}
-    for col in _TIME_COLUMNS:
-        data[col] = from_epoch(data[col])
-    data["primed"] = bool(data["primed"])
-    return FeedState(**data)
+DIALECT = Dialect()
 
 
 def _chunks(items: list[T], size: int = 500) -> Iterable[list[T]]:
@@ -96,8 +55,10 @@ def _chunks(items: list[T], size: int = 500) -> Iterable[list[T]]:
         yield items[i:i + size]
 
 
-class SqliteStore(SqliteNodes):
+class SqliteStore(SqlStore):
     """The embedded default store."""
+
+    dialect = DIALECT
 
     def __init__(self, path: str | Path, *, node_ttl: float | None = None,
                  create: bool = True) -> None:
@@ -123,6 +84,30 @@ class SqliteStore(SqliteNodes):
         if self._db is None:
             raise StoreError(f"{self.path}: the store is not open")
         return self._db
+
+    # --- the primitives of SqlStore (each call one hop to the SQLite thread) ---
+
+    async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
+        return await self._run(lambda: self.db.execute(sql, params or {}).fetchall())
+
+    async def execute(self, sql: str, params: Params | None = None, *,
+                      durable: bool = False) -> int:
+        return await self._run(lambda: self.db.execute(sql, params or {}).rowcount)
+
+    async def execute_many(self, sql: str, rows: Sequence[Params]) -> None:
+        if rows:
+            await self._run(self._many, sql, rows)
+
+    def _many(self, sql: str, rows: Sequence[Params]) -> None:
+        with self._tx():
+            self.db.executemany(sql, rows)
+
+    async def transaction(self, statements: Sequence[tuple[str, Params]]) -> list[int]:
+        return await self._run(self._script, statements)
+
+    def _script(self, statements: Sequence[tuple[str, Params]]) -> list[int]:
+        with self._tx():
+            return [self.db.execute(sql, params).rowcount for sql, params in statements]
 
     # --- lifecycle ---
 
@@ -181,7 +166,7 @@ class SqliteStore(SqliteNodes):
         for chunk in _chunks(urls):
             marks = ",".join("?" * len(chunk))
             for row in self.db.execute(f"SELECT * FROM feeds WHERE url IN ({marks})", chunk):
-                found[row["url"]] = _feed_from_row(row)
+                found[row["url"]] = feed_from_row(row, DIALECT)
         return {url: found.get(url) or FeedState(url=url) for url in urls}
 
     async def save_feed(self, state: FeedState) -> None:
@@ -189,7 +174,7 @@ class SqliteStore(SqliteNodes):
 
     def _save_feed(self, state: FeedState) -> None:
         """Write the feed's state and release any lease on it."""
-        self.db.execute(_SAVE_FEED, _feed_row(state, self.node))
+        self.db.execute(SAVE_FEED, feed_params(state, self.node, datetime.now(UTC), DIALECT))
 
     async def sync_feeds(self, urls: list[str], now: datetime, spread: float) -> None:
         await self._run(self._sync_feeds, urls, now, spread)
@@ -218,7 +203,8 @@ class SqliteStore(SqliteNodes):
         with self._tx():
             if t - self._last_beat >= self.node_ttl / 3:  # a claim is a sign of life
                 self._last_beat = t
-                self._beat(node, None, now, None)
+                self.db.execute(HEARTBEAT, heartbeat_params(node, None, now, self.node_ttl,
+                                                            None, DIALECT))
             cursor = self.db.execute(
                 "SELECT * FROM feeds WHERE active = 1 AND disabled_reason IS NULL "
                 "AND COALESCE(next_poll_at, 0) <= :now AND " + LEASE_VOID.format(t="feeds")
@@ -228,7 +214,7 @@ class SqliteStore(SqliteNodes):
             rows = self._within_host_cap(cursor, t, limit, per_host)
             self.db.executemany("UPDATE feeds SET lease_owner = ?, lease_until = ? WHERE url = ?",
                                 [(node, t + lease, r["url"]) for r in rows])
-        return [_feed_from_row(r) for r in rows]
+        return [feed_from_row(r, DIALECT) for r in rows]
 
     def _within_host_cap(self, cursor: sqlite3.Cursor, now: float, limit: int,
                          per_host: int | None) -> list[sqlite3.Row]:
@@ -280,27 +266,9 @@ class SqliteStore(SqliteNodes):
                 self._drop_seen_elsewhere(record)
                 decide(record, self._fresh_stories())
             self._save_feed(record.feed)
-            self.db.executemany(
-                "INSERT INTO seen (feed_url, entry_key, canonical_link, title_hash, first_seen) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (feed_url, entry_key) "
-                "DO UPDATE SET title_hash = excluded.title_hash",
-                [(record.feed.url, e.key, e.canonical_link, title_hash(e), now)
-                 for e in record.seen])
-            self.db.executemany(
-                "INSERT OR IGNORE INTO stories (id, topic, title, summary, opened_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(s.id, s.topic, s.title, s.summary, to_epoch(s.opened_at))
-                 for s in record.stories])
-            self.db.executemany(
-                "INSERT OR IGNORE INTO story_members (story_id, feed_url, entry_key, feed_name, "
-                "title, link, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(m.story_id, m.entry.feed_url, m.entry.key, m.entry.feed_name, m.entry.title,
-                  m.entry.link, to_epoch(m.seen_at)) for m in record.members])
-            self.db.executemany(
-                "INSERT OR IGNORE INTO alerts (id, topic, channel, story_id, title, payload, "
-                "status, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'owed', ?, ?)",
-                [(a.id, a.topic, a.channel, a.story_id, a.entry.title, alert_payload(a),
-                  to_epoch(a.due_at), now) for a in record.alerts])
+            for sql, rows in poll_writes(record, record.feed.last_poll_at or from_epoch(now),
+                                         DIALECT):
+                self.db.executemany(sql, rows)
 
     def _drop_seen_elsewhere(self, record: PollRecord) -> None:
         """Seen by canonical link, checked again under the write lock (another process may
@@ -333,138 +301,30 @@ class SqliteStore(SqliteNodes):
     # --- outbox ---
 
     async def due_alerts(self, now: datetime, limit: int = 100) -> list[OwedAlert]:
-        return await self._run(self._due_alerts, now, limit)
+        rows = await self._run(self._claim_alerts, now, limit)
+        return self.owed(rows, await self.outlets([r["story_id"] for r in rows]))
 
-    def _due_alerts(self, now: datetime, limit: int) -> list[OwedAlert]:
+    def _claim_alerts(self, now: datetime, limit: int) -> list[Row]:
         """Claim due alerts for DELIVERY_LEASE seconds, so no other process sends them too."""
-        t = to_epoch(now) or 0.0
+        t = to_epoch(now)
         with self._tx():
             rows = self.db.execute(
                 "SELECT id, topic, channel, story_id, payload, attempts, created_at, sent_to "
-                "FROM alerts "
-                "WHERE status = 'owed' AND next_attempt_at <= :now AND "
+                "FROM alerts WHERE status = 'owed' AND next_attempt_at <= :now AND "
                 + LEASE_VOID.format(t="alerts") + " ORDER BY next_attempt_at, id LIMIT :limit",
                 {"now": t, "limit": limit}).fetchall()
             self.db.executemany("UPDATE alerts SET lease_owner = ?, lease_until = ? WHERE id = ?",
                                 [(self.node, t + DELIVERY_LEASE, r["id"]) for r in rows])
-        owed = []
-        for r in rows:
-            outlets = self._outlets(r["story_id"])
-            message = message_from_row(r["id"], r["topic"], r["channel"], r["payload"],
-                                       from_epoch(r["created_at"]), outlets)
-            owed.append(OwedAlert(r["id"], r["channel"], r["attempts"], message,
-                                  tuple(json.loads(r["sent_to"]))))
-        return owed
-
-    def _outlets(self, story_id: str) -> list[Outlet]:
-        """The story's other outlets, as known now (later reports show in later deliveries)."""
-        rows = self.db.execute(
-            "SELECT feed_name, title, link FROM story_members "
-            "WHERE story_id = ? ORDER BY seen_at LIMIT 50", (story_id,)).fetchall()
-        return [Outlet(r[0], r[1], r[2]) for r in rows[1:]]
-
-    async def mark_delivered(self, alert_ids: list[str], at: datetime) -> None:
-        await self._run(self._update_alerts, "status = 'delivered', delivered_at = ?, "
-                        "attempts = attempts + 1, last_error = NULL, lease_owner = NULL, "
-                        "lease_until = NULL",
-                        (to_epoch(at),), alert_ids)
-
-    async def mark_retry(self, alert_ids: list[str], error: str, next_at: datetime) -> None:
-        await self._run(self._update_alerts, "attempts = attempts + 1, last_error = ?, "
-                        "next_attempt_at = ?, lease_owner = NULL, lease_until = NULL",
-                        (error, to_epoch(next_at)), alert_ids)
-
-    async def mark_failed(self, alert_ids: list[str], error: str) -> None:
-        await self._run(self._update_alerts, "status = 'failed', attempts = attempts + 1, "
-                        "last_error = ?, lease_owner = NULL, lease_until = NULL",
-                        (error,), alert_ids)
+        return rows
 
     async def note_sent(self, alert_id: str, targets: list[str]) -> None:
         """Add `targets` to the alert's done targets (a set, kept sorted)."""
         if targets:
-            await self._run(lambda: self.db.execute(
+            await self.execute(
                 "UPDATE alerts SET sent_to = (SELECT json_group_array(value) FROM "
                 "(SELECT value FROM json_each(alerts.sent_to) UNION "
-                "SELECT value FROM json_each(?) ORDER BY 1)) WHERE id = ?",
-                (json.dumps(list(targets)), alert_id)))
-
-    def _update_alerts(self, assignments: str, params: tuple[Any, ...], ids: list[str]) -> None:
-        """Change owed alerts only: one another process already delivered stays delivered."""
-        with self._tx():
-            self.db.executemany(f"UPDATE alerts SET {assignments} WHERE id = ? "
-                                f"AND status = 'owed'",
-                                [(*params, alert_id) for alert_id in ids])
-
-    async def requeue_failed(self, channel: str | None, now: datetime) -> int:
-        return await self._run(self._requeue_failed, channel, now)
-
-    def _requeue_failed(self, channel: str | None, now: datetime) -> int:
-        sql = "UPDATE alerts SET status = 'owed', attempts = 0, next_attempt_at = ? " \
-              "WHERE status = 'failed'"
-        params: list[Any] = [to_epoch(now)]
-        if channel:
-            sql += " AND channel = ?"
-            params.append(channel)
-        with self._tx():
-            return self.db.execute(sql, params).rowcount
-
-    async def next_due_at(self) -> datetime | None:
-        row = await self._run(lambda: self.db.execute(
-            "SELECT MIN(next_attempt_at) FROM alerts WHERE status = 'owed'").fetchone())
-        return from_epoch(row[0])
-
-    # --- status ---
-
-    async def channel_counts(self) -> dict[str, ChannelCounts]:
-        return await self._run(self._channel_counts)
-
-    def _channel_counts(self) -> dict[str, ChannelCounts]:
-        counts: dict[str, dict[str, int]] = {}
-        for channel, status, n in self.db.execute(
-                "SELECT channel, status, COUNT(*) FROM alerts GROUP BY channel, status"):
-            counts.setdefault(channel, {})[status] = n
-        return {ch: ChannelCounts(c.get("owed", 0), c.get("failed", 0), c.get("delivered", 0))
-                for ch, c in counts.items()}
-
-    async def failed_alerts(self, limit: int = 20) -> list[FailedAlert]:
-        rows = await self._run(lambda: self.db.execute(
-            "SELECT id, topic, channel, title, last_error, created_at FROM alerts "
-            "WHERE status = 'failed' ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall())
-        return [FailedAlert(r[0], r[1], r[2], r[3], r[4] or "", from_epoch(r[5])) for r in rows]
-
-    async def alerts_since(self, since: datetime) -> dict[str, int]:
-        rows = await self._run(lambda: self.db.execute(
-            "SELECT topic, COUNT(DISTINCT story_id) FROM alerts WHERE created_at >= ? "
-            "GROUP BY topic", (to_epoch(since),)).fetchall())
-        return {topic: n for topic, n in rows}
-
-    async def alert_history(self, *, topic: str | None = None, since: datetime | None = None,
-                            status: str | None = None, limit: int = 500) -> list[AlertRecord]:
-        check_alert_status(status)
-        sql = ("SELECT id, topic, channel, story_id, title, payload, status, attempts, "
-               "last_error, created_at, delivered_at FROM alerts WHERE 1 = 1")
-        params: dict[str, Any] = {"topic": topic, "since": to_epoch(since), "limit": limit}
-        if topic is not None:
-            sql += " AND topic = :topic"
-        if since is not None:
-            sql += " AND created_at >= :since"
-        sql += STATUS_FILTER.get(status or "", "")
-        sql += " ORDER BY created_at DESC, id DESC LIMIT :limit"
-        rows = await self._run(lambda: self.db.execute(sql, params).fetchall())
-        return [record_from_row(r, r["payload"], from_epoch(r["created_at"]),
-                                from_epoch(r["delivered_at"])) for r in rows]
-
-    async def recent_stories(self, since: datetime, limit: int = 20) -> list[StorySummary]:
-        rows = await self._run(lambda: self.db.execute(
-            "SELECT s.topic, s.title, s.opened_at, (SELECT GROUP_CONCAT(feed_name, '\x1f') "
-            "FROM (SELECT feed_name FROM story_members WHERE story_id = s.id ORDER BY seen_at)) "
-            "FROM stories s WHERE s.opened_at >= ? ORDER BY s.opened_at DESC LIMIT ?",
-            (to_epoch(since), limit)).fetchall())
-        return [StorySummary(r[0], r[1], from_epoch(r[2]), _distinct((r[3] or "").split("\x1f")))
-                for r in rows]
-
-
-
+                "SELECT value FROM json_each(:targets) ORDER BY 1)) WHERE id = :id",
+                {"targets": json.dumps(list(targets)), "id": alert_id})
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
@@ -497,10 +357,6 @@ def sqlite_error(path: Path, exc: sqlite3.Error) -> StoreError:
         return StoreError(f"cannot open state file {path} ({reason}): check that the file and "
                           f"its folder are writable by this user")
     return StoreError(f"state file {path}: {reason}")
-
-
-def _distinct(names: list[str]) -> list[str]:
-    return list(dict.fromkeys(n for n in names if n))
 
 
 class _Transaction:

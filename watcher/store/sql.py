@@ -1,0 +1,406 @@
+"""The SQL both backends run, written once, and the store methods built on it.
+
+Statements use named parameters (`:name`); `Dialect.render` turns them into the driver's
+style (sqlite3 takes them as they are, psycopg wants `%(name)s`). Times are bound and read
+through the dialect too (SQLite stores epoch seconds, PostgreSQL timestamptz). A backend
+provides four primitives — `fetch`, `execute`, `execute_many` and `transaction` (several
+statements, all or nothing) — and the statements that need its own features (claiming work
+with SKIP LOCKED, arrays, the story cursor).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+
+from watcher.http import feed_host
+from watcher.model import (
+    AlertRecord,
+    ChannelCounts,
+    FailedAlert,
+    FeedState,
+    NewAlert,
+    NodeInfo,
+    Outlet,
+    OwedAlert,
+    PollRecord,
+    PruneCounts,
+    StorySummary,
+    node_identity,
+)
+from watcher.store.base import (
+    STATUS_FILTER,
+    alert_payload,
+    check_alert_status,
+    from_epoch,
+    message_from_row,
+    record_from_row,
+    title_hash,
+    to_epoch,
+)
+
+Row = Any  # a sqlite3.Row or a psycopg dict row: read by column name
+Params = Mapping[str, Any]
+
+FEED_COLUMNS = ("url", "current_url", "title", "etag", "last_modified", "body_hash", "primed",
+                "last_poll_at", "last_status", "last_error", "error_count", "last_success_at",
+                "next_poll_at", "disabled_reason", "entries_total", "interval_s")
+TIME_COLUMNS = frozenset({"last_poll_at", "last_success_at", "next_poll_at"})
+OUTLETS_PER_STORY = 50
+
+# A lease no longer holds when it has run out, or when its owner's heartbeat has expired.
+LEASE_VOID = ("({t}.lease_until IS NULL OR {t}.lease_until < :now OR EXISTS "
+              "(SELECT 1 FROM nodes d WHERE d.node = {t}.lease_owner AND d.expires_at < :now))")
+# Writing a feed's state ends our lease on it (and any lease that ran out before the poll),
+# never a newer owner's.
+RELEASE = ("CASE WHEN CAST(:node AS TEXT) IS NULL OR feeds.lease_owner = :node "
+           "OR feeds.lease_until < COALESCE(excluded.last_poll_at, :now) "
+           "THEN NULL ELSE feeds.{col} END")
+RELEASE_LEASE = (", lease_owner = " + RELEASE.format(col="lease_owner")
+                 + ", lease_until = " + RELEASE.format(col="lease_until"))
+SAVE_FEED = (
+    f"INSERT INTO feeds ({', '.join(FEED_COLUMNS)}, host) "
+    f"VALUES ({', '.join(':' + c for c in FEED_COLUMNS)}, :host) "
+    "ON CONFLICT (url) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in (*FEED_COLUMNS[1:], "host")) + RELEASE_LEASE
+)
+HEARTBEAT = (
+    "INSERT INTO nodes (node, config_digest, started_at, heartbeat_at, expires_at, inflight, "
+    "hostname, pid) VALUES (:node, COALESCE(:fingerprint, ''), :now, :now, :expires, "
+    ":inflight, :hostname, :pid) ON CONFLICT (node) DO UPDATE SET "
+    "config_digest = COALESCE(:fingerprint, nodes.config_digest), "
+    "heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at, "
+    "inflight = COALESCE(:inflight, nodes.inflight)"
+)
+NODES = ("SELECT n.*, (SELECT count(*) FROM feeds f WHERE f.lease_owner = n.node "
+         "AND f.lease_until >= :now) AS leased FROM nodes n ORDER BY n.node")
+LEAVE = [
+    "UPDATE feeds SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = :node",
+    "UPDATE alerts SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = :node",
+    "DELETE FROM nodes WHERE node = :node",
+]
+RELEASE_FEED = ("UPDATE feeds SET lease_owner = NULL, lease_until = NULL "
+                "WHERE lease_owner = :node AND url = :url")
+BLOCK_HOST = (
+    "INSERT INTO hosts (host, blocked_until, reason) VALUES (:host, :until, :reason) "
+    "ON CONFLICT (host) DO UPDATE SET blocked_until = CASE WHEN hosts.blocked_until > "
+    "excluded.blocked_until THEN hosts.blocked_until ELSE excluded.blocked_until END, "
+    "reason = excluded.reason"
+)
+# (count it as, statement); the story_members statement is for SQLite, which has no
+# ON DELETE CASCADE on that table (in PostgreSQL it finds nothing the cascade would not).
+PRUNE: list[tuple[str | None, str]] = [
+    ("alerts", "DELETE FROM alerts WHERE status <> 'owed' AND created_at < :horizon"),
+    (None, "DELETE FROM story_members WHERE story_id IN (SELECT s.id FROM stories s "
+           "WHERE s.opened_at < :horizon AND NOT EXISTS "
+           "(SELECT 1 FROM alerts a WHERE a.story_id = s.id))"),
+    ("stories", "DELETE FROM stories WHERE opened_at < :horizon AND NOT EXISTS "
+                "(SELECT 1 FROM alerts a WHERE a.story_id = stories.id)"),
+    ("feeds", "DELETE FROM feeds WHERE active = FALSE AND lease_owner IS NULL "
+              "AND (last_poll_at IS NULL OR last_poll_at < :horizon)"),
+    ("seen", "DELETE FROM seen WHERE NOT EXISTS (SELECT 1 FROM feeds f "
+             "WHERE f.url = seen.feed_url)"),
+    ("seen", "DELETE FROM seen WHERE (feed_url, entry_key) IN (SELECT feed_url, entry_key FROM "
+             "(SELECT feed_url, entry_key, row_number() OVER (PARTITION BY feed_url "
+             "ORDER BY first_seen DESC, entry_key) AS rn FROM seen) ranked WHERE rn > :keep)"),
+    ("nodes", "DELETE FROM nodes WHERE expires_at < :node_horizon"),
+    ("hosts", "DELETE FROM hosts WHERE blocked_until < :now"),
+]
+# What one poll writes besides the feed's state (after the decision, in its transaction).
+INSERT_SEEN = (
+    "INSERT INTO seen (feed_url, entry_key, canonical_link, title_hash, first_seen) "
+    "VALUES (:feed_url, :entry_key, :canonical_link, :title_hash, :now) "
+    "ON CONFLICT (feed_url, entry_key) DO UPDATE SET title_hash = excluded.title_hash")
+INSERT_STORY = ("INSERT INTO stories (id, topic, title, summary, opened_at) "
+                "VALUES (:id, :topic, :title, :summary, :opened_at) ON CONFLICT DO NOTHING")
+INSERT_MEMBER = (
+    "INSERT INTO story_members (story_id, feed_url, entry_key, feed_name, title, link, "
+    "seen_at) VALUES (:story_id, :feed_url, :entry_key, :feed_name, :title, :link, :seen_at) "
+    "ON CONFLICT DO NOTHING")
+INSERT_ALERT = (
+    "INSERT INTO alerts (id, topic, channel, story_id, title, payload, status, "
+    "next_attempt_at, created_at) VALUES (:id, :topic, :channel, :story_id, :title, :payload, "
+    "'owed', :due_at, :now) ON CONFLICT DO NOTHING")
+# The outbox: only owed alerts change (one another process delivered stays delivered).
+_MARK = "UPDATE alerts SET {} WHERE id = :id AND status = 'owed'"
+MARK_DELIVERED = _MARK.format("status = 'delivered', delivered_at = :at, "
+                              "attempts = attempts + 1, last_error = NULL, "
+                              "lease_owner = NULL, lease_until = NULL")
+MARK_RETRY = _MARK.format("attempts = attempts + 1, last_error = :error, "
+                          "next_attempt_at = :next_at, lease_owner = NULL, lease_until = NULL")
+MARK_FAILED = _MARK.format("status = 'failed', attempts = attempts + 1, last_error = :error, "
+                           "lease_owner = NULL, lease_until = NULL")
+REQUEUE = ("UPDATE alerts SET status = 'owed', attempts = 0, next_attempt_at = :now "
+           "WHERE status = 'failed'")
+OUTLETS = ("SELECT story_id, feed_name, title, link FROM story_members WHERE story_id = :story "
+           "ORDER BY seen_at, feed_url, entry_key LIMIT :limit")
+HISTORY = ("SELECT id, topic, channel, story_id, title, payload, status, attempts, last_error, "
+           "created_at, delivered_at FROM alerts WHERE 1 = 1")
+RECENT_STORIES = (
+    "SELECT s.id, s.topic, s.title, s.opened_at, m.feed_name FROM "
+    "(SELECT id, topic, title, opened_at FROM stories WHERE opened_at >= :since "
+    "ORDER BY opened_at DESC, id LIMIT :limit) s "
+    "LEFT JOIN story_members m ON m.story_id = s.id "
+    "ORDER BY s.opened_at DESC, s.id, m.seen_at")
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+class Dialect:
+    """How a driver spells parameters and stores times, flags and lists."""
+
+    name = "sqlite"
+
+    def render(self, sql: str) -> str:
+        return sql
+
+    def time(self, value: datetime | None) -> Any:
+        return to_epoch(value)
+
+    def datetime(self, value: Any) -> Any:
+        return from_epoch(value)
+
+    def texts(self, value: Any) -> list[str]:
+        return list(json.loads(value or "[]"))
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+
+    def render(self, sql: str) -> str:
+        return _pyformat(sql)
+
+    def time(self, value: datetime | None) -> Any:
+        return value
+
+    def datetime(self, value: Any) -> Any:
+        return value
+
+    def texts(self, value: Any) -> list[str]:
+        return list(value or [])
+
+
+@cache
+def _pyformat(sql: str) -> str:
+    """`:name` -> `%(name)s` (psycopg), leaving `::type` casts alone."""
+    return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+def feed_params(state: FeedState, node: str | None, now: datetime,
+                dialect: Dialect) -> dict[str, Any]:
+    """SAVE_FEED's parameters: a result written at `now` ends the leases older than it."""
+    values: dict[str, Any] = {c: getattr(state, c) for c in FEED_COLUMNS}
+    for col in TIME_COLUMNS:
+        values[col] = dialect.time(values[col])
+    values.update(host=feed_host(state.fetch_url), node=node,
+                  now=dialect.time(state.last_poll_at or now))
+    return values
+
+
+def feed_from_row(row: Row, dialect: Dialect) -> FeedState:
+    data = {c: row[c] for c in FEED_COLUMNS}
+    for col in TIME_COLUMNS:
+        data[col] = dialect.datetime(data[col])
+    data["primed"] = bool(data["primed"])
+    return FeedState(**data)
+
+
+def poll_writes(record: PollRecord, now: datetime,
+                dialect: Dialect) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The rows one poll inserts (seen entries, stories, members, alerts), per statement."""
+    at = dialect.time(now)
+    writes = [
+        (INSERT_SEEN, [{"feed_url": record.feed.url, "entry_key": e.key,
+                        "canonical_link": e.canonical_link, "title_hash": title_hash(e),
+                        "now": at} for e in record.seen]),
+        (INSERT_STORY, [{"id": s.id, "topic": s.topic, "title": s.title, "summary": s.summary,
+                         "opened_at": dialect.time(s.opened_at)} for s in record.stories]),
+        (INSERT_MEMBER, [{"story_id": m.story_id, "feed_url": m.entry.feed_url,
+                          "entry_key": m.entry.key, "feed_name": m.entry.feed_name,
+                          "title": m.entry.title, "link": m.entry.link,
+                          "seen_at": dialect.time(m.seen_at)} for m in record.members]),
+        (INSERT_ALERT, [_alert_row(a, at, dialect) for a in record.alerts]),
+    ]
+    return [(sql, rows) for sql, rows in writes if rows]
+
+
+def _alert_row(alert: NewAlert, now: Any, dialect: Dialect) -> dict[str, Any]:
+    return {"id": alert.id, "topic": alert.topic, "channel": alert.channel,
+            "story_id": alert.story_id, "title": alert.entry.title,
+            "payload": alert_payload(alert), "due_at": dialect.time(alert.due_at), "now": now}
+
+
+def heartbeat_params(node: str, fingerprint: str | None, now: datetime, ttl: float,
+                     inflight: int | None, dialect: Dialect) -> dict[str, Any]:
+    hostname, pid = node_identity(node)
+    return {"node": node, "fingerprint": fingerprint, "now": dialect.time(now),
+            "expires": dialect.time(now + timedelta(seconds=ttl)), "inflight": inflight,
+            "hostname": hostname, "pid": pid}
+
+
+class SqlStore(ABC):
+    """The store methods whose SQL is the same for every backend, over four primitives."""
+
+    dialect: Dialect
+    node: str | None
+    node_ttl: float
+
+    @abstractmethod
+    async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
+        """Rows of one query (mapping access by column name)."""
+
+    @abstractmethod
+    async def execute(self, sql: str, params: Params | None = None, *,
+                      durable: bool = False) -> int:
+        """Run one statement; the number of rows it changed. `durable`: on disk when this
+        returns (PostgreSQL runs routine writes without waiting for the flush)."""
+
+    @abstractmethod
+    async def execute_many(self, sql: str, rows: Sequence[Params]) -> None:
+        """One statement for each row, all in one durable transaction."""
+
+    @abstractmethod
+    async def transaction(self, statements: Sequence[tuple[str, Params]]) -> list[int]:
+        """Several statements in one durable transaction; rows changed by each."""
+
+    # --- outbox ---
+
+    async def mark_delivered(self, alert_ids: list[str], at: datetime) -> None:
+        at_ = self.dialect.time(at)
+        await self.execute_many(MARK_DELIVERED, [{"id": i, "at": at_} for i in alert_ids])
+
+    async def mark_retry(self, alert_ids: list[str], error: str, next_at: datetime) -> None:
+        when = self.dialect.time(next_at)
+        await self.execute_many(MARK_RETRY, [{"id": i, "error": error, "next_at": when}
+                                             for i in alert_ids])
+
+    async def mark_failed(self, alert_ids: list[str], error: str) -> None:
+        await self.execute_many(MARK_FAILED, [{"id": i, "error": error} for i in alert_ids])
+
+    async def requeue_failed(self, channel: str | None, now: datetime) -> int:
+        sql = REQUEUE + (" AND channel = :channel" if channel else "")
+        return await self.execute(sql, {"now": self.dialect.time(now), "channel": channel},
+                                  durable=True)
+
+    async def next_due_at(self) -> datetime | None:
+        rows = await self.fetch("SELECT min(next_attempt_at) AS t FROM alerts "
+                                "WHERE status = 'owed'")
+        return self.dialect.datetime(rows[0]["t"]) if rows else None
+
+    async def outlets(self, story_ids: list[str]) -> dict[str, list[Outlet]]:
+        """Each story's other outlets, as known now (later reports show in later deliveries)."""
+        found: dict[str, list[Outlet]] = {}
+        for story in dict.fromkeys(story_ids):
+            rows = await self.fetch(OUTLETS, {"story": story, "limit": OUTLETS_PER_STORY})
+            found[story] = [Outlet(r["feed_name"], r["title"], r["link"]) for r in rows[1:]]
+        return found
+
+    def owed(self, rows: list[Row], outlets: dict[str, list[Outlet]]) -> list[OwedAlert]:
+        """OwedAlerts from claimed alert rows (id, topic, channel, story_id, payload,
+        attempts, created_at, sent_to)."""
+        return [OwedAlert(r["id"], r["channel"], r["attempts"], message_from_row(
+            r["id"], r["topic"], r["channel"], r["payload"], self.dialect.datetime(
+                r["created_at"]), outlets.get(r["story_id"], [])),
+            tuple(self.dialect.texts(r["sent_to"]))) for r in rows]
+
+    # --- status ---
+
+    async def channel_counts(self) -> dict[str, ChannelCounts]:
+        counts: dict[str, dict[str, int]] = {}
+        for r in await self.fetch("SELECT channel, status, count(*) AS n FROM alerts "
+                                  "GROUP BY channel, status"):
+            counts.setdefault(r["channel"], {})[r["status"]] = r["n"]
+        return {ch: ChannelCounts(c.get("owed", 0), c.get("failed", 0), c.get("delivered", 0))
+                for ch, c in counts.items()}
+
+    async def failed_alerts(self, limit: int = 20) -> list[FailedAlert]:
+        rows = await self.fetch(
+            "SELECT id, topic, channel, title, last_error, created_at FROM alerts "
+            "WHERE status = 'failed' ORDER BY created_at DESC LIMIT :limit", {"limit": limit})
+        return [FailedAlert(r["id"], r["topic"], r["channel"], r["title"], r["last_error"] or "",
+                            self.dialect.datetime(r["created_at"])) for r in rows]
+
+    async def alerts_since(self, since: datetime) -> dict[str, int]:
+        rows = await self.fetch(
+            "SELECT topic, count(DISTINCT story_id) AS n FROM alerts "
+            "WHERE created_at >= :since GROUP BY topic", {"since": self.dialect.time(since)})
+        return {r["topic"]: r["n"] for r in rows}
+
+    async def alert_history(self, *, topic: str | None = None, since: datetime | None = None,
+                            status: str | None = None, limit: int = 500) -> list[AlertRecord]:
+        check_alert_status(status)
+        sql = HISTORY
+        if topic is not None:
+            sql += " AND topic = :topic"
+        if since is not None:
+            sql += " AND created_at >= :since"
+        sql += STATUS_FILTER.get(status or "", "")
+        sql += " ORDER BY created_at DESC, id DESC LIMIT :limit"
+        rows = await self.fetch(sql, {"topic": topic, "since": self.dialect.time(since),
+                                      "limit": limit})
+        return [record_from_row(r, r["payload"], self.dialect.datetime(r["created_at"]),
+                                self.dialect.datetime(r["delivered_at"])) for r in rows]
+
+    async def recent_stories(self, since: datetime, limit: int = 20) -> list[StorySummary]:
+        stories: dict[str, tuple[Row, list[str]]] = {}
+        for r in await self.fetch(RECENT_STORIES, {"since": self.dialect.time(since),
+                                                   "limit": limit}):
+            _, outlets = stories.setdefault(r["id"], (r, []))
+            if r["feed_name"] and r["feed_name"] not in outlets:
+                outlets.append(r["feed_name"])
+        return [StorySummary(r["topic"], r["title"], self.dialect.datetime(r["opened_at"]),
+                             outlets) for r, outlets in stories.values()]
+
+    # --- nodes, hosts, housekeeping ---
+
+    async def heartbeat(self, node: str, config_fingerprint: str, now: datetime,
+                        inflight: int | None = None) -> None:
+        """Record that `node` is alive, with its config's fingerprint and its polls in flight."""
+        self.node = node
+        await self.execute(HEARTBEAT, heartbeat_params(node, config_fingerprint, now,
+                                                       self.node_ttl, inflight, self.dialect))
+
+    async def nodes(self) -> list[NodeInfo]:
+        d = self.dialect
+        rows = await self.fetch(NODES, {"now": d.time(datetime.now(UTC))})
+        return [NodeInfo(r["node"], d.datetime(r["heartbeat_at"]), d.datetime(r["expires_at"]),
+                         r["config_digest"], r["leased"], d.datetime(r["started_at"]),
+                         r["inflight"], r["hostname"], r["pid"]) for r in rows]
+
+    async def leave(self, node: str) -> None:
+        """A clean stop: release the node's leases at once and forget it."""
+        await self.transaction([(sql, {"node": node}) for sql in LEAVE])
+
+    async def release(self, node: str, urls: list[str]) -> None:
+        """Give up `node`'s leases on these feeds (polls whose result could not be written)."""
+        if urls:
+            await self.execute_many(RELEASE_FEED, [{"node": node, "url": u} for u in urls])
+
+    async def block_host(self, host: str, until: datetime, reason: str = "") -> None:
+        """No process polls `host` before `until` (a 429/503 Retry-After applies to all)."""
+        if host:
+            await self.execute(BLOCK_HOST, {"host": host, "until": self.dialect.time(until),
+                                            "reason": reason})
+
+    async def blocked_hosts(self, now: datetime) -> dict[str, datetime]:
+        rows = await self.fetch("SELECT host, blocked_until FROM hosts WHERE blocked_until > "
+                                ":now ORDER BY host", {"now": self.dialect.time(now)})
+        return {r["host"]: self.dialect.datetime(r["blocked_until"]) for r in rows}
+
+    async def prune(self, now: datetime, *, stories_older_than: timedelta = timedelta(days=30),
+                    keep_seen_per_feed: int = 2000,
+                    nodes_older_than: timedelta = timedelta(days=1)) -> PruneCounts:
+        """Delete what can never matter again (see docs/scaling-out.md, "Housekeeping")."""
+        d = self.dialect
+        params = {"now": d.time(now), "horizon": d.time(now - stories_older_than),
+                  "keep": keep_seen_per_feed, "node_horizon": d.time(now - nodes_older_than)}
+        done = await self.transaction([(sql, params) for _, sql in PRUNE])
+        counts = dict.fromkeys(PruneCounts.__slots__, 0)
+        for (name, _), n in zip(PRUNE, done, strict=True):
+            if name is not None:
+                counts[name] += max(n, 0)
+        return PruneCounts(**counts)
