@@ -17,7 +17,8 @@ from watcher.matching.decide import Rules, StoryDecider
 from watcher.model import Entry, FeedState, PollRecord
 from watcher.reader.fetch import Fetcher, FetchResult, Validators, body_hash
 from watcher.reader.parse import FeedParseError, ParsedFeed, parse_feed
-from watcher.store.base import FeedStore, mask_error
+from watcher.redact import mask_text
+from watcher.store.base import FeedStore
 
 log = logging.getLogger("watcher.poll")
 Clock = Callable[[], datetime]
@@ -166,7 +167,7 @@ class Pipeline:
 
     async def _failed(self, feed: FeedSettings, state: FeedState, result: FetchResult,
                       reason: str, now: datetime) -> PollSummary:
-        reason = mask_error(reason) or reason  # a feed URL's credentials are never stored
+        reason = mask_text(reason)  # a feed URL's credentials are never stored
         state, delay = schedule.after_failure(
             feed, state, self.config.watcher, now=now, status=result.status, reason=reason,
             retry_after=result.retry_after, moved_to=result.moved_to)
