@@ -26,6 +26,7 @@ from watcher.notify import make_sender
 from watcher.notify.apprise import AppriseSender, target_key
 from watcher.notify.outbox import BATCH, IDLE_WAKE, Outbox
 from watcher.store import SqliteStore
+from watcher.store.base import DELIVERY_LEASE
 from watcher.store.sqlite import sqlite_error
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -327,8 +328,9 @@ async def test_due_but_claimed_elsewhere_is_looked_at_the_idle_pace(
         outbox = Outbox(store, {"hook": make_sender(hook(receiver.url), Path("."), session)},
                         clock=clock)
         assert await outbox.deliver_due() == 0
-        assert await store.next_due_at() is not None  # still owed and due...
-        assert await outbox._sleep_for() == IDLE_WAKE  # ...but not polled every 50 ms
+        # still owed, but claimable only when the other node's lease ends
+        assert await store.next_due_at(NOW) == NOW + timedelta(seconds=DELIVERY_LEASE)
+        assert await outbox._sleep_for() == IDLE_WAKE  # not polled every 50 ms
     finally:
         await other_node.close()
     assert receiver.requests == []

@@ -24,6 +24,7 @@ from watcher.model import (
     fingerprint_conflicts,
 )
 from watcher.store import Store, StoreError, open_store
+from watcher.store.base import DELIVERY_LEASE
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 StoreFactory = Callable[[], Awaitable[Store]]
@@ -302,10 +303,12 @@ async def _owe(store: Store, *keys: str) -> None:
 async def test_outbox_claims_with_a_lease_and_marks(stores: StoreFactory) -> None:
     a, b = await stores(), await stores()
     await _owe(a, "1", "2", "3")
-    assert await a.next_due_at() == T0
+    assert await a.next_due_at(T0) == T0
     claimed = await a.due_alerts(T0, 2)
     assert [x.id for x in claimed] == ["alert-1", "alert-2"]
     assert [x.id for x in await b.due_alerts(T0, 10)] == ["alert-3"]
+    # every owed alert is being sent under a lease: none can be claimed before it ends
+    assert await b.next_due_at(T0) == T0 + timedelta(seconds=DELIVERY_LEASE)
     assert await b.due_alerts(T0 + timedelta(seconds=60), 10) == []
     await a.mark_delivered(["alert-1"], T0)
     await a.mark_retry(["alert-2"], "HTTP 503", T0 + timedelta(minutes=1))

@@ -112,7 +112,7 @@ class Outbox:
             self.paused, self.pause = None, 0.0
 
     async def _sleep_for(self) -> float:
-        nxt = await self.store.next_due_at()
+        nxt = await self.store.next_due_at(self.clock())
         if nxt is None:
             return IDLE_WAKE
         wait = (nxt - self.clock()).total_seconds()

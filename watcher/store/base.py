@@ -150,7 +150,10 @@ class OutboxStore(Protocol):
     async def note_sent(self, alert_id: str, targets: list[str]) -> None:
         """Add `targets` to the alert's done targets (durably): a retry skips them."""
         ...
-    async def next_due_at(self) -> datetime | None: ...
+    async def next_due_at(self, now: datetime) -> datetime | None:
+        """When the next owed alert may be claimed: its next attempt, or the end of a live
+        delivery lease on it (another node is sending it); None when nothing is owed."""
+        ...
 
 
 class ClusterStore(Protocol):

@@ -135,6 +135,10 @@ MARK_RETRY = _MARK.format("attempts = attempts + 1, last_error = :error, "
                           "next_attempt_at = :next_at, lease_owner = NULL, lease_until = NULL")
 MARK_FAILED = _MARK.format("status = 'failed', attempts = attempts + 1, last_error = :error, "
                            "lease_owner = NULL, lease_until = NULL")
+# When the next owed alert can be claimed: a live delivery lease defers it to the lease's end.
+NEXT_DUE = ("SELECT min(CASE WHEN NOT " + LEASE_VOID.format(t="alerts")
+            + " AND alerts.lease_until > alerts.next_attempt_at THEN alerts.lease_until "
+            "ELSE alerts.next_attempt_at END) AS t FROM alerts WHERE status = 'owed'")
 REQUEUE = ("UPDATE alerts SET status = 'owed', attempts = 0, next_attempt_at = :now "
            "WHERE status = 'failed'")
 OUTLETS = ("SELECT story_id, feed_name, title, link FROM story_members WHERE story_id = :story "
@@ -286,9 +290,8 @@ class SqlStore(ABC):
         return await self.execute(sql, {"now": self.dialect.time(now), "channel": channel},
                                   durable=True)
 
-    async def next_due_at(self) -> datetime | None:
-        rows = await self.fetch("SELECT min(next_attempt_at) AS t FROM alerts "
-                                "WHERE status = 'owed'")
+    async def next_due_at(self, now: datetime) -> datetime | None:
+        rows = await self.fetch(NEXT_DUE, {"now": self.dialect.time(now)})
         return self.dialect.datetime(rows[0]["t"]) if rows else None
 
     async def outlets(self, story_ids: list[str]) -> dict[str, list[Outlet]]:
