@@ -25,13 +25,11 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from watcher.http import feed_host
 from watcher.model import (
     Decider,
-    Entry,
     FeedState,
     NewStory,
     Outlet,
     OwedAlert,
     PollRecord,
-    SeenCheck,
 )
 from watcher.store import pg_schema
 from watcher.store.base import (
@@ -39,7 +37,6 @@ from watcher.store.base import (
     DELIVERY_LEASE,
     StoreError,
     StoreFull,
-    classify_seen,
     drop_seen_elsewhere,
     log_dropped,
     match_links,
@@ -54,10 +51,12 @@ from watcher.store.sql import (
     PostgresDialect,
     Row,
     SqlStore,
+    chunks,
     feed_from_row,
     feed_params,
     heartbeat_params,
     poll_writes,
+    seen_by_link,
 )
 
 log = logging.getLogger("watcher.store")
@@ -93,7 +92,6 @@ class PostgresStore(SqlStore):
         self.pool_size = pool_size
         self.node: str | None = None  # set by heartbeat/claim_due: owner of our leases
         self._pool: AsyncConnectionPool | None = None
-        self._story_cursor = 0
         self._last_beat = 0.0
         self.server_version = 0
         self._checking: asyncio.Future[None] | None = None
@@ -194,12 +192,6 @@ class PostgresStore(SqlStore):
 
     # --- feeds ---
 
-    async def feed_states(self, urls: list[str]) -> dict[str, FeedState]:
-        async with self._conn() as conn:
-            cur = await conn.execute("SELECT * FROM feeds WHERE url = ANY(%s)", (urls,))
-            found = {r["url"]: _feed(r) for r in await cur.fetchall()}
-        return {url: found.get(url) or FeedState(url=url) for url in urls}
-
     async def save_feed(self, state: FeedState) -> None:
         """Write the feed's state and release our lease on it (not a newer owner's).
 
@@ -237,22 +229,6 @@ class PostgresStore(SqlStore):
         rows.sort(key=lambda r: r["next_poll_at"] or now)
         return [_feed(r) for r in rows]
 
-    # --- seen entries ---
-
-    async def check_seen(self, feed_url: str, entries: list[Entry]) -> SeenCheck:
-        keys = [e.key for e in entries]
-        links = [e.canonical_link for e in entries if e.canonical_link]
-        async with self._conn() as conn:
-            cur = await conn.execute(
-                "SELECT entry_key, title_hash, NULL AS link FROM seen "
-                "WHERE feed_url = %s AND entry_key = ANY(%s) UNION ALL "
-                "SELECT NULL, NULL, canonical_link FROM seen WHERE canonical_link = ANY(%s)",
-                (feed_url, keys, links))
-            rows = await cur.fetchall()
-        known = {r["entry_key"]: r["title_hash"] for r in rows if r["entry_key"] is not None}
-        seen_links = {r["link"] for r in rows if r["link"] is not None}
-        return classify_seen(entries, known, seen_links)
-
     # --- one poll, one transaction ---
 
     async def record_poll(self, record: PollRecord, decide: Decider | None = None) -> None:
@@ -271,12 +247,12 @@ class PostgresStore(SqlStore):
                                    record: PollRecord) -> None:
         """Seen by canonical link, checked again under the story lock: every poll that
         alerts holds it, and this statement sees what the polls before it committed."""
-        links = match_links(record)
-        if not links:
-            return
-        cur = await conn.execute("SELECT canonical_link, feed_url, entry_key FROM seen "
-                                 "WHERE canonical_link = ANY(%s)", (links,))
-        rows = [(r["canonical_link"], r["feed_url"], r["entry_key"]) for r in await cur.fetchall()]
+        rows: list[tuple[str, str, str]] = []
+        for chunk in chunks(match_links(record)):
+            sql, params = seen_by_link(chunk)
+            cur = await conn.execute(render(sql), params)
+            rows += [(r["canonical_link"], r["feed_url"], r["entry_key"])
+                     for r in await cur.fetchall()]
         log_dropped(drop_seen_elsewhere(record, rows))
 
     async def _write_poll(self, conn: psycopg.AsyncConnection[Any], record: PollRecord,
@@ -288,28 +264,13 @@ class PostgresStore(SqlStore):
             for sql, rows in poll_writes(record, now, DIALECT):
                 await cur.executemany(render(sql), rows)
 
-    async def open_stories(self, since: datetime) -> list[NewStory]:
-        async with self._conn() as conn:
-            cur = await conn.execute("SELECT COALESCE(max(seq), 0) AS top FROM stories")
-            self._story_cursor = (await cur.fetchone() or {"top": 0})["top"]
-            cur = await conn.execute("SELECT id, topic, title, summary, opened_at FROM stories "
-                                     "WHERE opened_at >= %s ORDER BY opened_at", (since,))
-            rows = await cur.fetchall()
-        return [NewStory(r["id"], r["topic"], r["title"], r["summary"], r["opened_at"])
-                for r in rows]
-
     async def _fresh_stories(self, conn: psycopg.AsyncConnection[Any]) -> list[NewStory]:
-        """Stories committed (by any node) since this store last looked; advances the cursor.
-
-        Every story is inserted under the story lock, so sequence order is commit order and
-        a cursor on `seq` misses nothing."""
-        cur = await conn.execute("SELECT seq, id, topic, title, summary, opened_at FROM stories "
-                                 "WHERE seq > %s ORDER BY seq", (self._story_cursor,))
-        rows = await cur.fetchall()
-        if rows:
-            self._story_cursor = rows[-1]["seq"]
-        return [NewStory(r["id"], r["topic"], r["title"], r["summary"], r["opened_at"])
-                for r in rows]
+        """Stories committed (by any node) since this store last looked. Every story is
+        inserted under the story lock, so sequence order is commit order and a cursor on
+        `seq` misses nothing."""
+        sql, params = self.fresh_stories_query()
+        cur = await conn.execute(render(sql), params)
+        return self.took_fresh(await cur.fetchall())
 
     async def _touch(self, conn: psycopg.AsyncConnection[Any], node: str, now: datetime) -> None:
         """Refresh the node's liveness at most every third of its TTL (cheap sign of life)."""

@@ -13,23 +13,26 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from functools import cache
-from typing import Any
+from functools import lru_cache
+from typing import Any, TypeVar
 
 from watcher.http import feed_host
 from watcher.model import (
     AlertRecord,
     ChannelCounts,
+    Entry,
     FailedAlert,
     FeedState,
     NewAlert,
+    NewStory,
     NodeInfo,
     Outlet,
     OwedAlert,
     PollRecord,
     PruneCounts,
+    SeenCheck,
     StorySummary,
     node_identity,
 )
@@ -37,6 +40,7 @@ from watcher.store.base import (
     STATUS_FILTER,
     alert_payload,
     check_alert_status,
+    classify_seen,
     from_epoch,
     message_from_row,
     record_from_row,
@@ -44,6 +48,7 @@ from watcher.store.base import (
     to_epoch,
 )
 
+T = TypeVar("T")
 Row = Any  # a sqlite3.Row or a psycopg dict row: read by column name
 Params = Mapping[str, Any]
 
@@ -151,6 +156,13 @@ RECENT_STORIES = (
     "ORDER BY opened_at DESC, id LIMIT :limit) s "
     "LEFT JOIN story_members m ON m.story_id = s.id "
     "ORDER BY s.opened_at DESC, s.id, m.seen_at")
+# Stories in the order they were committed: SQLite's rowid, PostgreSQL's seq (both only grow,
+# and every story is inserted under the backend's story lock).
+OPEN_STORIES = ("SELECT id, topic, title, summary, opened_at FROM stories "
+                "WHERE opened_at >= :since ORDER BY opened_at")
+FRESH_STORIES = ("SELECT {seq} AS seq, id, topic, title, summary, opened_at FROM stories "
+                 "WHERE {seq} > :cursor ORDER BY {seq}")
+CHUNK = 500  # values in one IN (...) list
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
@@ -158,6 +170,7 @@ class Dialect:
     """How a driver spells parameters and stores times, flags and lists."""
 
     name = "sqlite"
+    story_seq = "rowid"
 
     def render(self, sql: str) -> str:
         return sql
@@ -174,6 +187,7 @@ class Dialect:
 
 class PostgresDialect(Dialect):
     name = "postgresql"
+    story_seq = "seq"
 
     def render(self, sql: str) -> str:
         return _pyformat(sql)
@@ -188,10 +202,34 @@ class PostgresDialect(Dialect):
         return list(value or [])
 
 
-@cache
+@lru_cache(maxsize=4096)
 def _pyformat(sql: str) -> str:
     """`:name` -> `%(name)s` (psycopg), leaving `::type` casts alone."""
     return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """`(:p0, :p1, ...)` and its parameters: an IN list both drivers take."""
+    names = [f"{prefix}{i}" for i in range(len(values))]
+    return "(" + ", ".join(":" + n for n in names) + ")", dict(zip(names, values, strict=True))
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def stories_from_rows(rows: list[Row], dialect: Dialect) -> list[NewStory]:
+    return [NewStory(r["id"], r["topic"], r["title"], r["summary"],
+                     dialect.datetime(r["opened_at"])) for r in rows]
+
+
+def seen_by_link(links: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """Seen entries holding these canonical links (for a poll's check inside its
+    transaction: another feed or process may have recorded the article since)."""
+    marks, params = in_list("l", links)
+    return ("SELECT canonical_link, feed_url, entry_key FROM seen WHERE canonical_link "
+            f"IN {marks}", params)
 
 
 def feed_params(state: FeedState, node: str | None, now: datetime,
@@ -252,6 +290,7 @@ class SqlStore(ABC):
     dialect: Dialect
     node: str | None
     node_ttl: float
+    story_cursor: int = 0  # the newest story (rowid or seq) this store has seen
 
     @abstractmethod
     async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
@@ -270,6 +309,54 @@ class SqlStore(ABC):
     @abstractmethod
     async def transaction(self, statements: Sequence[tuple[str, Params]]) -> list[int]:
         """Several statements in one durable transaction; rows changed by each."""
+
+    # --- feeds, seen entries, stories ---
+
+    async def feed_states(self, urls: list[str]) -> dict[str, FeedState]:
+        found: dict[str, FeedState] = {}
+        for chunk in chunks(urls):
+            marks, params = in_list("u", chunk)
+            for row in await self.fetch(f"SELECT * FROM feeds WHERE url IN {marks}", params):
+                found[row["url"]] = feed_from_row(row, self.dialect)
+        return {url: found.get(url) or FeedState(url=url) for url in urls}
+
+    async def check_seen(self, feed_url: str, entries: list[Entry]) -> SeenCheck:
+        """New entries (never seen by key in this feed, nor by canonical link anywhere) and
+        updated ones (a known key with another title)."""
+        known: dict[str, str] = {}
+        links: set[str] = set()
+        for chunk in chunks(entries):
+            marks, params = in_list("k", [e.key for e in chunk])
+            for row in await self.fetch(f"SELECT entry_key, title_hash FROM seen WHERE "
+                                        f"feed_url = :feed AND entry_key IN {marks}",
+                                        {**params, "feed": feed_url}):
+                known[row["entry_key"]] = row["title_hash"]
+            wanted = [e.canonical_link for e in chunk if e.canonical_link]
+            if wanted:
+                sql, params = seen_by_link(wanted)
+                links.update(row["canonical_link"] for row in await self.fetch(sql, params))
+        return classify_seen(entries, known, links)
+
+    async def open_stories(self, since: datetime) -> list[NewStory]:
+        """The stories of the window (to rebuild the index at start); the cursor for
+        stories other processes open later starts after the newest one now."""
+        top = await self.fetch(f"SELECT COALESCE(max({self.dialect.story_seq}), 0) AS top "
+                               f"FROM stories")
+        self.story_cursor = top[0]["top"]
+        rows = await self.fetch(OPEN_STORIES, {"since": self.dialect.time(since)})
+        return stories_from_rows(rows, self.dialect)
+
+    def fresh_stories_query(self) -> tuple[str, dict[str, Any]]:
+        """Stories committed since this store last looked (run inside the poll's
+        transaction, under the story lock); pass the rows to `took_fresh`."""
+        return (FRESH_STORIES.format(seq=self.dialect.story_seq),
+                {"cursor": self.story_cursor})
+
+    def took_fresh(self, rows: list[Row]) -> list[NewStory]:
+        """The fresh stories' records; advances the cursor."""
+        if rows:
+            self.story_cursor = rows[-1]["seq"]
+        return stories_from_rows(rows, self.dialect)
 
     # --- outbox ---
 

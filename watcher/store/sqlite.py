@@ -7,14 +7,14 @@ import json
 import os
 import random
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from watcher.http import feed_host
-from watcher.model import Decider, Entry, FeedState, NewStory, OwedAlert, PollRecord, SeenCheck
+from watcher.model import Decider, FeedState, NewStory, OwedAlert, PollRecord
 from watcher.store.base import (
     DEFAULT_NODE_TTL,
     DELIVERY_LEASE,
@@ -22,7 +22,6 @@ from watcher.store.base import (
     StoreError,
     StoreFull,
     StoreLost,
-    classify_seen,
     drop_seen_elsewhere,
     from_epoch,
     log_dropped,
@@ -38,21 +37,18 @@ from watcher.store.sql import (
     Params,
     Row,
     SqlStore,
+    chunks,
     feed_from_row,
     feed_params,
     heartbeat_params,
     poll_writes,
+    seen_by_link,
 )
 from watcher.store.sqlite_schema import MIGRATIONS, migrate
 
 T = TypeVar("T")
 __all__ = ["DELIVERY_LEASE", "MIGRATIONS", "SqliteStore", "title_hash"]  # title_hash: re-export
 DIALECT = Dialect()
-
-
-def _chunks(items: list[T], size: int = 500) -> Iterable[list[T]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 class SqliteStore(SqlStore):
@@ -70,7 +66,6 @@ class SqliteStore(SqlStore):
         self._last_beat = 0.0
         self._db: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        self._story_cursor = 0  # highest stories.rowid the pipeline's index has seen
         self._identity: tuple[int, int] | None = None  # (device, inode) of the opened file
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -158,17 +153,6 @@ class SqliteStore(SqlStore):
 
     # --- feeds ---
 
-    async def feed_states(self, urls: list[str]) -> dict[str, FeedState]:
-        return await self._run(self._feed_states, urls)
-
-    def _feed_states(self, urls: list[str]) -> dict[str, FeedState]:
-        found: dict[str, FeedState] = {}
-        for chunk in _chunks(urls):
-            marks = ",".join("?" * len(chunk))
-            for row in self.db.execute(f"SELECT * FROM feeds WHERE url IN ({marks})", chunk):
-                found[row["url"]] = feed_from_row(row, DIALECT)
-        return {url: found.get(url) or FeedState(url=url) for url in urls}
-
     async def save_feed(self, state: FeedState) -> None:
         await self._run(self._save_feed, state)
 
@@ -234,26 +218,6 @@ class SqliteStore(SqlStore):
                 break
         return picked
 
-    # --- seen entries ---
-
-    async def check_seen(self, feed_url: str, entries: list[Entry]) -> SeenCheck:
-        return await self._run(self._check_seen, feed_url, entries)
-
-    def _check_seen(self, feed_url: str, entries: list[Entry]) -> SeenCheck:
-        known: dict[str, str] = {}
-        links: set[str] = set()
-        for chunk in _chunks(entries):
-            marks = ",".join("?" * len(chunk))
-            known.update(self.db.execute(
-                f"SELECT entry_key, title_hash FROM seen WHERE feed_url = ? "
-                f"AND entry_key IN ({marks})", [feed_url, *(e.key for e in chunk)]).fetchall())
-            wanted = [e.canonical_link for e in chunk if e.canonical_link]
-            if wanted:
-                links.update(r[0] for r in self.db.execute(
-                    f"SELECT canonical_link FROM seen WHERE canonical_link IN "
-                    f"({','.join('?' * len(wanted))})", wanted))
-        return classify_seen(entries, known, links)
-
     # --- one poll, one transaction ---
 
     async def record_poll(self, record: PollRecord, decide: Decider | None = None) -> None:
@@ -274,29 +238,15 @@ class SqliteStore(SqlStore):
         """Seen by canonical link, checked again under the write lock (another process may
         have recorded the same article from another feed since check_seen)."""
         rows: list[tuple[str, str, str]] = []
-        for chunk in _chunks(match_links(record)):
-            rows += self.db.execute(
-                f"SELECT canonical_link, feed_url, entry_key FROM seen WHERE canonical_link "
-                f"IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+        for chunk in chunks(match_links(record)):
+            sql, params = seen_by_link(chunk)
+            rows += [tuple(r) for r in self.db.execute(sql, params)]
         log_dropped(drop_seen_elsewhere(record, rows))
 
-    async def open_stories(self, since: datetime) -> list[NewStory]:
-        return await self._run(self._open_stories, since)
-
-    def _open_stories(self, since: datetime) -> list[NewStory]:
-        self._story_cursor = self.db.execute(
-            "SELECT COALESCE(MAX(rowid), 0) FROM stories").fetchone()[0]
-        rows = self.db.execute("SELECT id, topic, title, summary, opened_at FROM stories "
-                               "WHERE opened_at >= ? ORDER BY opened_at", (to_epoch(since),))
-        return [NewStory(r[0], r[1], r[2], r[3], from_epoch(r[4])) for r in rows]
-
     def _fresh_stories(self) -> list[NewStory]:
-        """Stories opened (by any process) since this store last looked; advances the cursor."""
-        rows = self.db.execute("SELECT rowid, id, topic, title, summary, opened_at FROM stories "
-                               "WHERE rowid > ? ORDER BY rowid", (self._story_cursor,)).fetchall()
-        if rows:
-            self._story_cursor = rows[-1][0]
-        return [NewStory(r[1], r[2], r[3], r[4], from_epoch(r[5])) for r in rows]
+        """Stories opened (by any process) since this store last looked."""
+        sql, params = self.fresh_stories_query()
+        return self.took_fresh(self.db.execute(sql, params).fetchall())
 
     # --- outbox ---
 
