@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,6 @@ from watcher.model import (
     Decider,
     FeedState,
     NewStory,
-    Outlet,
     OwedAlert,
     PollRecord,
 )
@@ -45,7 +43,6 @@ from watcher.store.pg_batch import SAVE_FEEDS, FeedWriter, batch_params
 from watcher.store.pg_sql import CLAIM_ALERTS, CLAIM_DUE, SYNC_FEEDS
 from watcher.store.sql import (
     HEARTBEAT,
-    OUTLETS_PER_STORY,
     SAVE_FEED,
     Params,
     PostgresDialect,
@@ -291,21 +288,6 @@ class PostgresStore(SqlStore):
             rows = await cur.fetchall()
         rows.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
         return self.owed(rows, await self.outlets(list({r["story_id"] for r in rows})))
-
-    async def outlets(self, story_ids: list[str]) -> dict[str, list[Outlet]]:
-        """Each story's other outlets, as known now; one query for the whole batch."""
-        if not story_ids:
-            return {}
-        async with self._conn() as conn:
-            cur = await conn.execute(
-                "SELECT story_id, feed_name, title, link FROM story_members "
-                "WHERE story_id = ANY(%s) ORDER BY story_id, seen_at, feed_url, entry_key",
-                (story_ids,))
-            members: dict[str, list[Outlet]] = defaultdict(list)
-            for r in await cur.fetchall():
-                if len(members[r["story_id"]]) < OUTLETS_PER_STORY:
-                    members[r["story_id"]].append(Outlet(r["feed_name"], r["title"], r["link"]))
-        return {story: found[1:] for story, found in members.items()}
 
     async def note_sent(self, alert_id: str, targets: list[str]) -> None:
         """Add `targets` to the alert's done targets (a set, kept sorted), durably."""

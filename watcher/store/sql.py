@@ -146,8 +146,8 @@ NEXT_DUE = ("SELECT min(CASE WHEN NOT " + LEASE_VOID.format(t="alerts")
             "ELSE alerts.next_attempt_at END) AS t FROM alerts WHERE status = 'owed'")
 REQUEUE = ("UPDATE alerts SET status = 'owed', attempts = 0, next_attempt_at = :now "
            "WHERE status = 'failed'")
-OUTLETS = ("SELECT story_id, feed_name, title, link FROM story_members WHERE story_id = :story "
-           "ORDER BY seen_at, feed_url, entry_key LIMIT :limit")
+OUTLETS = ("SELECT story_id, feed_name, title, link FROM story_members WHERE story_id IN {} "
+           "ORDER BY story_id, seen_at, feed_url, entry_key")
 HISTORY = ("SELECT id, topic, channel, story_id, title, payload, status, attempts, last_error, "
            "created_at, delivered_at FROM alerts WHERE 1 = 1")
 RECENT_STORIES = (
@@ -326,15 +326,19 @@ class SqlStore(ABC):
         known: dict[str, str] = {}
         links: set[str] = set()
         for chunk in chunks(entries):
-            marks, params = in_list("k", [e.key for e in chunk])
-            for row in await self.fetch(f"SELECT entry_key, title_hash FROM seen WHERE "
-                                        f"feed_url = :feed AND entry_key IN {marks}",
-                                        {**params, "feed": feed_url}):
-                known[row["entry_key"]] = row["title_hash"]
-            wanted = [e.canonical_link for e in chunk if e.canonical_link]
-            if wanted:
-                sql, params = seen_by_link(wanted)
-                links.update(row["canonical_link"] for row in await self.fetch(sql, params))
+            keys, params = in_list("k", [e.key for e in chunk])
+            sql = ("SELECT entry_key, title_hash, NULL AS link FROM seen "
+                   f"WHERE feed_url = :feed AND entry_key IN {keys}")
+            if wanted := [e.canonical_link for e in chunk if e.canonical_link]:
+                marks, more = in_list("l", wanted)
+                sql += (" UNION ALL SELECT NULL, NULL, canonical_link FROM seen "
+                        f"WHERE canonical_link IN {marks}")
+                params.update(more)
+            for row in await self.fetch(sql, {**params, "feed": feed_url}):
+                if row["entry_key"] is not None:
+                    known[row["entry_key"]] = row["title_hash"]
+                else:
+                    links.add(row["link"])
         return classify_seen(entries, known, links)
 
     async def open_stories(self, since: datetime) -> list[NewStory]:
@@ -382,12 +386,16 @@ class SqlStore(ABC):
         return self.dialect.datetime(rows[0]["t"]) if rows else None
 
     async def outlets(self, story_ids: list[str]) -> dict[str, list[Outlet]]:
-        """Each story's other outlets, as known now (later reports show in later deliveries)."""
-        found: dict[str, list[Outlet]] = {}
-        for story in dict.fromkeys(story_ids):
-            rows = await self.fetch(OUTLETS, {"story": story, "limit": OUTLETS_PER_STORY})
-            found[story] = [Outlet(r["feed_name"], r["title"], r["link"]) for r in rows[1:]]
-        return found
+        """Each story's other outlets, as known now (later reports show in later
+        deliveries): the first OUTLETS_PER_STORY members after the first reporter."""
+        members: dict[str, list[Outlet]] = {}
+        for chunk in chunks(list(dict.fromkeys(story_ids))):
+            marks, params = in_list("s", chunk)
+            for r in await self.fetch(OUTLETS.format(marks), params):
+                found = members.setdefault(r["story_id"], [])
+                if len(found) < OUTLETS_PER_STORY:
+                    found.append(Outlet(r["feed_name"], r["title"], r["link"]))
+        return {story: found[1:] for story, found in members.items()}
 
     def owed(self, rows: list[Row], outlets: dict[str, list[Outlet]]) -> list[OwedAlert]:
         """OwedAlerts from claimed alert rows (id, topic, channel, story_id, payload,
