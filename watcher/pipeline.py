@@ -8,7 +8,6 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
 
 from watcher import metrics, schedule
 from watcher.config import Config, FeedSettings
@@ -16,7 +15,7 @@ from watcher.http import feed_host
 from watcher.matching.decide import Rules, StoryDecider
 from watcher.model import Entry, FeedState, PollRecord
 from watcher.reader.fetch import Fetcher, FetchResult, Validators, body_hash
-from watcher.reader.parse import FeedParseError, ParsedFeed, parse_feed
+from watcher.reader.parse import FeedParseError, ParsedFeed, link_identities, parse_feed
 from watcher.redact import mask_text
 from watcher.store.base import FeedStore
 
@@ -183,24 +182,6 @@ class Pipeline:
             "errors": state.error_count,
             "retry_in": _human(delay) if not disabled else "never (disabled)"})
         return PollSummary(feed.url, result.status, error=reason, disabled=disabled)
-
-
-def link_identities(entries: list[Entry]) -> list[Entry]:
-    """Entries whose canonical link cannot identify them lose it (it is then neither
-    looked up nor stored): a site's front page, and a link the document gives to several
-    items with different titles. Otherwise every later item would be dropped as seen."""
-    titles: dict[str, set[str]] = {}
-    for entry in entries:
-        if entry.canonical_link:
-            titles.setdefault(entry.canonical_link, set()).add(entry.title)
-    shared = {link for link, names in titles.items() if len(names) > 1}
-    return [replace(e, canonical_link=None) if e.canonical_link and (
-        e.canonical_link in shared or _front_page(e.canonical_link)) else e for e in entries]
-
-
-def _front_page(link: str) -> bool:
-    parts = urlsplit(link)
-    return parts.path in ("", "/") and not parts.query
 
 
 def _human(delay: timedelta) -> str:

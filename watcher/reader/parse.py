@@ -88,6 +88,24 @@ def _is_tracking(key: str) -> bool:
     return low in _TRACKING_KEYS or low.startswith(_TRACKING_PREFIXES)
 
 
+def link_identities(entries: list[Entry]) -> list[Entry]:
+    """Entries whose canonical link cannot identify them lose it (it is then neither
+    looked up nor stored): a site's front page, and a link the document gives to several
+    items with different titles. Otherwise every later item would be dropped as seen."""
+    titles: dict[str, set[str]] = {}
+    for entry in entries:
+        if entry.canonical_link:
+            titles.setdefault(entry.canonical_link, set()).add(entry.title)
+    shared = {link for link, names in titles.items() if len(names) > 1}
+    return [replace(e, canonical_link=None) if e.canonical_link and (
+        e.canonical_link in shared or _front_page(e.canonical_link)) else e for e in entries]
+
+
+def _front_page(link: str) -> bool:
+    parts = urlsplit(link)
+    return parts.path in ("", "/") and not parts.query
+
+
 # --- entries ---
 
 def _date(entry: Any, now: datetime) -> datetime | None:
