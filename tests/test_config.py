@@ -308,3 +308,43 @@ def test_an_invalid_topic_still_gets_its_phrases_checked(tmp_path: Path) -> None
     assert len(found) == 2, found
     assert found[0].startswith(f"{main}: topics[0].threshold: ")
     assert found[1] == f"{main}: topics[0]: 'ev*': a wildcard needs at least 4 letters before it"
+
+
+def test_story_keys_parse_to_typed_values(tmp_path: Path) -> None:
+    body = VALID.replace('feeds = ["russia"]', 'feeds = ["russia"]\ngroup_wait = "10m"\n'
+                         'story_updates = 3\nsurge = {outlets = 5, within = "1h"}')
+    [topic] = load_config(write(tmp_path, body)).topics
+    assert (topic.group_wait, topic.story_updates) == (timedelta(minutes=10), 3)
+    assert topic.surge is not None
+    assert (topic.surge.outlets, topic.surge.within) == (5, timedelta(hours=1))
+    empty = VALID.replace('feeds = ["russia"]', 'feeds = ["russia"]\nsurge = {}')
+    assert load_config(write(tmp_path, empty)).topics[0].surge is None
+
+
+def test_concept_keys_reach_the_matcher_rule(tmp_path: Path) -> None:
+    body = VALID.replace('any = ["Kursk evacuation", {phrase = "ICRC", threshold = 100}]',
+                         'any = [{phrase = "Kursk", exact = true}]\n'
+                         'about = "Residents of the Kursk region leave or return home"\n'
+                         'like = ["Sudzha residents evacuated"]\nabout_threshold = 70')
+    rule = load_config(write(tmp_path, body)).topics[0].rule()
+    assert rule.any[0].exact and rule.concept and rule.about_threshold == 70
+    assert rule.like == ("Sudzha residents evacuated",)
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ('any = ["Kursk evacuation", {phrase = "ICRC", threshold = 100}]', 'any = ["*", "Kursk"]',
+     'topics[0]: any = ["*"] (catch-all) must be the only phrase of `any`'),
+    ('none = {"Battle of Kursk" = 90}', 'unlike = ["Battle of Kursk anniversary"]',
+     "topics[0]: `unlike` needs `about` or `like`"),
+    ('interval = "5m"', 'interval = "5m"\nweb = "0.0.0.0:8080"',
+     "watcher: web = '0.0.0.0:8080' is not a loopback address: set web_token_env"),
+])
+def test_new_keys_refuse_what_cannot_work(tmp_path: Path, old: str, new: str,
+                                         expected: str) -> None:
+    found = problems(tmp_path, VALID.replace(old, new))
+    assert any(expected in p for p in found), found
+
+
+def test_a_loopback_desk_needs_no_token(tmp_path: Path) -> None:
+    body = VALID.replace('interval = "5m"', 'interval = "5m"\nweb = "127.0.0.1:8080"')
+    assert load_config(write(tmp_path, body)).watcher.web == "127.0.0.1:8080"

