@@ -31,7 +31,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import attrgetter, itemgetter
+from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 from rapidfuzz.distance import Indel, Prefix
 
 from watcher.matching.query import (
@@ -57,11 +59,44 @@ from watcher.matching.text import (
 )
 from watcher.model import FIELDS, Entry, Field, Hit, Match, Phrase, TopicRule
 
+if TYPE_CHECKING:
+    from watcher.embed import Embedder
+
 GAP_PENALTY = 2.0
 WILDCARD = "*"  # "evacu*": any word that starts with "evacu"
 _KEY_LENGTH = 4
 _Result = tuple[float, int, int]  # score, first and last word of the best window
 _NO_MATCH: _Result = (0.0, -1, -1)
+CATCH_ALL = "*"  # any = ["*"]: every entry of the topic's feeds
+
+
+class ConceptUnavailable(Exception):
+    """Concept topics (`about`/`like`) were configured but no embedding model is loaded.
+
+    `topics` names them. `Matcher.keywords_only(rules)` builds the fallback matcher: those
+    topics run on their keywords alone (a topic whose `any` was only the concept matches
+    nothing until the model loads).
+    """
+
+    def __init__(self, topics: Sequence[str]) -> None:
+        self.topics = tuple(topics)
+        names = ", ".join(repr(name) for name in self.topics)
+        super().__init__(
+            f"topic {names}: `about`/`like` need the embedding model, which is not loaded;"
+            " matching on keywords alone (a topic with no `any` keywords matches nothing)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NearMiss:
+    """An entry a topic did not match, and why: just under a threshold, or dropped by `none`."""
+
+    topic: str
+    entry: Entry
+    reason: Literal["below threshold", "dropped by none"]
+    score: float  # the best score it reached (0..100); for "dropped by none", the topic's
+    threshold: float  # what it needed
+    hits: tuple[Hit, ...]  # what came closest, or the `none` phrase that dropped it
 
 
 def _stem_drop(length: int) -> int:
@@ -106,6 +141,7 @@ def _phrase_words(raw: str) -> list[str]:
 class _Words:
     """One alternative of a phrase, compiled."""
 
+    text: str  # the alternative as written, whitespace collapsed (what explanations show)
     tokens: tuple[str, ...]
     weights: tuple[float, ...]
     total: float
@@ -122,7 +158,8 @@ class _Words:
         tokens = tuple(word for word in words if word not in STOPWORDS) or tuple(words)
         weights = tuple(float(len(token.rstrip(WILDCARD))) for token in tokens)
         window = 1 if len(tokens) == 1 else len(tokens) + max(1, len(tokens) // 2)
-        return _Words(tokens, weights, sum(weights), window, frozenset(map(_key, tokens)))
+        keys = frozenset(map(_key, tokens))
+        return _Words(" ".join(text.split()), tokens, weights, sum(weights), window, keys)
 
     def gate(self, threshold: float) -> Gate:
         """Which word keys must occur in an entry for this alternative to reach `threshold`."""
@@ -161,6 +198,94 @@ class _Phrase:
         return any_of(alternative.gate(self.threshold) for alternative in self.alternatives)
 
 
+# --- concepts -------------------------------------------------------------------------------
+# A concept topic (`about`, `like`, `unlike`) compares the entry's embedding with its examples'.
+# Cosines of e5 embeddings are squeezed into a narrow band, so they are centred first (each
+# vector less its language's mean vector, as the story engine does) and then mapped to 0..100
+# by a logistic curve fitted on labelled data (benchmarks/match_quality.py --fit): the score is
+# about the chance, in percent, that the entry is what the examples are about, so a topic's
+# `threshold` of 85 means the same for a concept as for a phrase: a confident hit.
+CONCEPT_SLOPE = 40.0  # logistic slope per unit of centred cosine
+CONCEPT_MIDPOINT = 0.55  # centred cosine that scores 50
+UNLIKE_WEIGHT = 1.0  # how much an `unlike` example closer than every `like` one pushes away
+
+
+def _centre(vectors: np.ndarray, centre: np.ndarray | None) -> np.ndarray:
+    """Rows less `centre`, normalised again (unchanged when no centre is known)."""
+    if centre is None or vectors.shape[-1] != centre.shape[0]:
+        return vectors
+    moved = vectors - centre
+    norms = np.linalg.norm(moved, axis=-1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (moved / norms).astype(np.float32, copy=False)
+
+
+@lru_cache(maxsize=1)
+def _centres() -> dict[str, np.ndarray]:
+    from watcher.story.centres import prior
+
+    return prior()
+
+
+def _language_centre(text: str) -> np.ndarray | None:
+    from watcher import lang
+
+    centres = _centres()
+    return centres.get(lang.guess(text)) if centres else None
+
+
+def calibrated(similarity: float) -> float:
+    """A centred cosine as a 0..100 concept score (logistic; see CONCEPT_SLOPE)."""
+    return round(100.0 / (1.0 + float(np.exp(-CONCEPT_SLOPE * (similarity - CONCEPT_MIDPOINT)))), 1)
+
+
+@dataclass(frozen=True, slots=True)
+class ConceptScore:
+    """How close an entry is to a concept: calibrated score, raw centred cosine, nearest example."""
+
+    score: float  # 0..100
+    similarity: float  # centred cosine with the nearest positive example
+    nearest: str  # explanation label of the nearest example: 'about "..."' or 'like "..."'
+    pushed_by: str  # the `unlike` example that pushed it away, or ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Concept:
+    labels: tuple[str, ...]  # 'about "..."' then 'like "..."' for each row of `positive`
+    positive: np.ndarray  # (n, dim), centred
+    unlike: tuple[str, ...]
+    negative: np.ndarray  # (m, dim), centred
+    threshold: float
+
+    @classmethod
+    def compile(cls, rule: TopicRule, embedder: Embedder) -> _Concept:
+        texts = ([rule.about] if rule.about.strip() else []) + [t for t in rule.like if t.strip()]
+        labels = ([f"about {rule.about.strip()!r}"] if rule.about.strip() else []) + [
+            f"like {text.strip()!r}" for text in rule.like if text.strip()
+        ]
+        if not texts:
+            raise ValueError(f"topic {rule.name!r}: `about` and `like` are empty")
+        unlike = tuple(t for t in rule.unlike if t.strip())
+        vectors = embedder.embed([*texts, *unlike])
+        vectors = np.vstack([_centre(row[None, :], _language_centre(text))
+                             for row, text in zip(vectors, [*texts, *unlike], strict=True)])
+        threshold = rule.threshold if rule.about_threshold is None else rule.about_threshold
+        return cls(tuple(labels), vectors[: len(texts)], unlike, vectors[len(texts):], threshold)
+
+    def score(self, vector: np.ndarray) -> ConceptScore:
+        sims = self.positive @ vector
+        best = int(np.argmax(sims))
+        similarity = float(sims[best])
+        pushed_by = ""
+        if len(self.negative):
+            against = self.negative @ vector
+            worst = int(np.argmax(against))
+            if float(against[worst]) > similarity:
+                pushed_by = self.unlike[worst]
+                similarity -= UNLIKE_WEIGHT * (float(against[worst]) - similarity)
+        return ConceptScore(calibrated(similarity), float(sims[best]), self.labels[best], pushed_by)
+
+
 @dataclass(frozen=True, slots=True)
 class _Topic:
     rule: TopicRule
@@ -170,9 +295,12 @@ class _Topic:
     query: QueryNode | None
     terms: dict[int, _Phrase]  # id(Term) -> phrase
     gate: Gate
+    catch_all: bool
+    concept: _Concept | None
+    needs_concept: bool  # rule.concept: with no embedder the concept never hits
 
     @classmethod
-    def compile(cls, rule: TopicRule) -> _Topic:
+    def compile(cls, rule: TopicRule, embedder: Embedder | None) -> _Topic:
         def phrases(items: Sequence[Phrase]) -> tuple[_Phrase, ...]:
             return tuple(_Phrase.compile(item, rule.threshold) for item in items)
 
@@ -181,13 +309,19 @@ class _Topic:
             id(term): _Phrase.compile(Phrase(term.text), rule.threshold)
             for term, _ in (terms(query) if query is not None else ())
         }
-        all_, any_ = phrases(rule.all), phrases(rule.any)
+        catch_all = rule.catch_all
+        all_, any_ = phrases(rule.all), () if catch_all else phrases(rule.any)
+        concept = _Concept.compile(rule, embedder) if rule.concept and embedder else None
         conditions = [phrase.gate() for phrase in all_]
-        if any_:
+        if any_ and concept is None:  # a concept hit needs none of the any-words
             conditions.append(any_of(phrase.gate() for phrase in any_))
         if query is not None:
             conditions.append(query_gate(query, lambda term: term_phrases[id(term)].gate()))
-        return cls(rule, all_, any_, phrases(rule.none), query, term_phrases, all_of(conditions))
+        gate = all_of(conditions)
+        if rule.concept and not any_ and concept is None:
+            gate = frozenset()  # the concept is required and cannot be evaluated: never
+        return cls(rule, all_, any_, phrases(rule.none), query, term_phrases, gate,
+                   catch_all, concept, rule.concept)
 
 
 def _assign(alt: _Words, found: list[tuple[int, int, float]], words: list[str]) -> _Result:
@@ -252,11 +386,16 @@ def best_window(alt: _Words, field: _FieldWords) -> _Result:
     return best
 
 
+_Best = tuple[float, int, int, "_Words | None"]  # a _Result and the alternative that reached it
+_NO_BEST: _Best = (0.0, -1, -1, None)
+
+
 class _EntryView:
     """An entry's fields in match form, computed once and shared by all topics."""
 
-    def __init__(self, entry: Entry) -> None:
+    def __init__(self, entry: Entry, vector: np.ndarray | None = None) -> None:
         self.entry = entry
+        self.vector = vector  # the entry's embedding, centred (set by the Matcher when needed)
         self._words: dict[Field, _FieldWords] = {}
         self._scores: dict[tuple[int, Field], _Result] = {}
         self._spans: dict[Field, list[tuple[int, int]] | None] = {}
@@ -267,9 +406,10 @@ class _EntryView:
             self._words[field] = _FieldWords.of(text.split())
         return self._words[field]
 
-    def best(self, phrase: _Phrase, field: Field) -> _Result:
+    def best(self, phrase: _Phrase, field: Field) -> _Best:
+        """The phrase's best window in the field, whatever its score, and its alternative."""
         words = self.words(field)
-        best = _NO_MATCH
+        best = _NO_BEST
         for alt in phrase.alternatives:
             if words.index.keys().isdisjoint(alt.keys):  # none of its words can be there
                 continue
@@ -277,13 +417,13 @@ class _EntryView:
             if key not in self._scores:
                 self._scores[key] = best_window(alt, words)
             if self._scores[key][0] > best[0]:
-                best = self._scores[key]
+                best = (*self._scores[key], alt)
         return best
 
-    def score(self, phrase: _Phrase, field: Field) -> _Result:
-        """The phrase's best window in the field, or _NO_MATCH when below its threshold."""
+    def score(self, phrase: _Phrase, field: Field) -> _Best:
+        """The phrase's best window in the field, or _NO_BEST when below its threshold."""
         found = self.best(phrase, field)
-        return found if found[0] >= phrase.threshold and found[1] >= 0 else _NO_MATCH
+        return found if found[0] >= phrase.threshold and found[1] >= 0 else _NO_BEST
 
     def matches(self, phrase: _Phrase, fields: Sequence[Field]) -> bool:
         return any(self.score(phrase, field)[1] >= 0 for field in fields)
@@ -295,11 +435,14 @@ class _EntryView:
             self._spans[field] = spans if len(spans) == len(self.words(field).words) else None
         return self._spans[field]
 
-    def hits(self, phrase: _Phrase, fields: Sequence[Field]) -> list[Hit]:
+    def hits(self, phrase: _Phrase, fields: Sequence[Field], *, any_score: bool = False
+             ) -> list[Hit]:
+        """One Hit per field the phrase matches (any score with `any_score`): the alternative
+        that matched, the words it matched and its score."""
         found: list[Hit] = []
         for field in fields:
-            score, low, high = self.score(phrase, field)
-            if low < 0:
+            score, low, high, alt = (self.best if any_score else self.score)(phrase, field)
+            if low < 0 or alt is None:
                 continue
             original = self.entry.field_text(field)
             spans = self.spans(field)
@@ -307,10 +450,11 @@ class _EntryView:
                 tokens = tokenize(original)
                 words = [token.word for token in tokens]
                 spans = [(token.start, token.end) for token in tokens]
-                rescored = (best_window(alt, _FieldWords.of(words)) for alt in phrase.alternatives)
-                score, low, high = max(rescored, key=itemgetter(0))
+                score, low, high = best_window(alt, _FieldWords.of(words))
+                if low < 0:
+                    continue
             start, end = spans[low][0], spans[high][1]
-            found.append(Hit(phrase.text, field, original[start:end], start, end, round(score, 1)))
+            found.append(Hit(alt.text, field, original[start:end], start, end, round(score, 1)))
         return found
 
 
@@ -324,11 +468,47 @@ def _evaluate(node: QueryNode, topic: _Topic, view: _EntryView) -> bool:
     return any(_evaluate(child, topic, view) for child in node.children)
 
 
-class Matcher:
-    """Matches entries against a fixed set of topics, compiled once."""
+def _whole_field(entry: Entry) -> tuple[Field, str]:
+    """The field a concept or catch-all hit points at: the title, else the summary."""
+    return ("title", entry.title) if entry.title.strip() else ("summary", entry.summary)
 
-    def __init__(self, topics: Sequence[TopicRule]) -> None:
-        self._topics = [_Topic.compile(rule) for rule in topics]
+
+def catch_all_hit(entry: Entry) -> Hit:
+    field, _ = _whole_field(entry)
+    return Hit(CATCH_ALL, field, "catch-all", 0, 0, 100.0)
+
+
+def concept_hit(entry: Entry, found: ConceptScore) -> Hit:
+    """A concept hit: the nearest example as the phrase, the whole title as the text."""
+    field, text = _whole_field(entry)
+    return Hit(found.nearest, field, text, 0, len(text), found.score)
+
+
+def entry_vector_text(entry: Entry) -> str:
+    """What is embedded for an entry (the story engine embeds the same text)."""
+    from watcher.embed import entry_text
+
+    return entry_text(entry.title, entry.summary)
+
+
+class Matcher:
+    """Matches entries against a fixed set of topics, compiled once.
+
+    Concept topics (`about`/`like`) need `embedder`: their texts are embedded here, once.
+    Entries are compared through their embedding: `match(..., vector=...)` takes the one the
+    pipeline made (`needs_vectors` says when it must); without it the Matcher embeds the
+    entry itself. With concept topics and no embedder, the constructor raises
+    ConceptUnavailable; `Matcher.keywords_only(rules)` is the fallback.
+    """
+
+    def __init__(self, topics: Sequence[TopicRule], embedder: Embedder | None = None, *,
+                 concepts: bool = True) -> None:
+        self._embedder = embedder if concepts else None
+        self._topics = [_Topic.compile(rule, self._embedder) for rule in topics]
+        missing = [t.rule.name for t in self._topics if t.needs_concept and t.concept is None]
+        if missing and concepts:
+            raise ConceptUnavailable(missing)
+        self._concept_names = frozenset(t.rule.name for t in self._topics if t.concept)
         self._ungated = [i for i, topic in enumerate(self._topics) if topic.gate is None]
         # The prefilter works on ASCII bytes: each gate term is indexed under one of its keys.
         self._by_key: dict[bytes, list[tuple[int, frozenset[bytes]]]] = {}
@@ -341,8 +521,23 @@ class Matcher:
         fields = [f for f in FIELDS if any(f in t.rule.fields for t in self._topics)] or ["title"]
         self._field_texts = attrgetter(*fields)
 
-    def match(self, entry: Entry, topics: Collection[str] | None = None) -> list[Match]:
-        """One Match per topic the entry matches (all topics, or only those named)."""
+    @classmethod
+    def keywords_only(cls, topics: Sequence[TopicRule]) -> Matcher:
+        """The topics on their keywords alone (no embedding model): a concept never hits."""
+        return cls(topics, None, concepts=False)
+
+    def needs_vectors(self, topics: Collection[str] | None = None) -> bool:
+        """Whether matching entries for these topics (None: all) uses their embedding."""
+        if topics is None:
+            return bool(self._concept_names)
+        return not self._concept_names.isdisjoint(topics)
+
+    def match(self, entry: Entry, topics: Collection[str] | None = None,
+              vector: np.ndarray | None = None) -> list[Match]:
+        """One Match per topic the entry matches (all topics, or only those named).
+
+        `vector`: the entry's embedding (`embed([entry_vector_text(entry)])[0]`), if made.
+        """
         candidates = self._candidates(entry)
         if not candidates:
             return []
@@ -351,10 +546,26 @@ class Matcher:
         for i in candidates:
             topic = self._topics[i]
             if topics is None or topic.rule.name in topics:
-                found = self._match_topic(topic, view)
+                found = self._match_topic(topic, view, vector)
                 if found is not None:
                     matches.append(found)
         return matches
+
+    def near(self, entry: Entry, topics: Collection[str] | None = None,
+             vector: np.ndarray | None = None, margin: float = 15.0) -> list[NearMiss]:
+        """Topics the entry just missed: every failing condition within `margin` points of
+        its threshold, or all conditions met but a `none` phrase dropped it."""
+        view = _EntryView(entry)
+        missed: list[NearMiss] = []
+        for topic in self._topics:
+            if topics is not None and topic.rule.name not in topics:
+                continue
+            if self._match_topic(topic, view, vector) is not None:
+                continue
+            found = self._near_topic(topic, view, vector, margin)
+            if found is not None:
+                missed.append(found)
+        return missed
 
     def _candidates(self, entry: Entry) -> list[int]:
         """Indexes of the topics whose gate the entry passes, in configuration order.
@@ -379,23 +590,89 @@ class Matcher:
                     chosen.add(i)
         return sorted(chosen)
 
-    def _match_topic(self, topic: _Topic, view: _EntryView) -> Match | None:
+    def _vector(self, view: _EntryView, vector: np.ndarray | None) -> np.ndarray | None:
+        """The entry's embedding centred on its language's mean (computed once per entry)."""
+        if view.vector is None:
+            if vector is None:
+                if self._embedder is None:
+                    return None
+                vector = self._embedder.embed([entry_vector_text(view.entry)])[0]
+            raw = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+            text = f"{view.entry.title} {view.entry.summary}"
+            view.vector = _centre(raw, _language_centre(text))[0]
+        return view.vector
+
+    def _concept(self, topic: _Topic, view: _EntryView, vector: np.ndarray | None
+                 ) -> ConceptScore | None:
+        if topic.concept is None:
+            return None
+        centred = self._vector(view, vector)
+        return None if centred is None else topic.concept.score(centred)
+
+    def _match_topic(self, topic: _Topic, view: _EntryView, vector: np.ndarray | None
+                     ) -> Match | None:
         fields = topic.rule.fields
         if not all(view.matches(phrase, fields) for phrase in topic.all):
             return None
         if topic.query is not None and not _evaluate(topic.query, topic, view):
             return None
-        if topic.any and not any(view.matches(phrase, fields) for phrase in topic.any):
-            return None
+        matched_any = [phrase for phrase in topic.any if view.matches(phrase, fields)]
+        concept: ConceptScore | None = None
+        if not topic.catch_all and not matched_any and (topic.any or topic.needs_concept):
+            concept = self._concept(topic, view, vector)
+            if concept is None or topic.concept is None or concept.score < topic.concept.threshold:
+                return None
         if any(view.matches(phrase, fields) for phrase in topic.none):
             return None
-        matched_any = [phrase for phrase in topic.any if view.matches(phrase, fields)]
         positive = [*topic.all, *matched_any, *self._query_hits(topic, view)]
-        hits = sorted(
-            (hit for phrase in dict.fromkeys(positive) for hit in view.hits(phrase, fields)),
-            key=lambda hit: (FIELDS.index(hit.field), hit.start, hit.end),
-        )
-        return Match(topic.rule.name, view.entry, _topic_score(topic.rule, hits), tuple(hits))
+        hits = [hit for phrase in dict.fromkeys(positive) for hit in view.hits(phrase, fields)]
+        if topic.catch_all:
+            hits.append(catch_all_hit(view.entry))
+        if concept is not None:
+            hits.append(concept_hit(view.entry, concept))
+        unique = dict.fromkeys(hits)
+        ordered = sorted(unique, key=lambda hit: (FIELDS.index(hit.field), hit.start, hit.end))
+        return Match(topic.rule.name, view.entry, _topic_score(topic, ordered), tuple(ordered))
+
+    def _near_topic(self, topic: _Topic, view: _EntryView, vector: np.ndarray | None,
+                    margin: float) -> NearMiss | None:
+        fields, name, entry = topic.rule.fields, topic.rule.name, view.entry
+        failing: list[tuple[float, float, list[Hit]]] = []  # score, threshold, closest hits
+        for phrase in topic.all:
+            if not view.matches(phrase, fields):
+                failing.append(self._closest(phrase, view, fields))
+        if topic.query is not None and not _evaluate(topic.query, topic, view):
+            return None  # a boolean query has no "almost"
+        if not topic.catch_all and (topic.any or topic.needs_concept) and not any(
+                view.matches(phrase, fields) for phrase in topic.any):
+            options = [self._closest(phrase, view, fields) for phrase in topic.any]
+            concept = self._concept(topic, view, vector)
+            if concept is not None and topic.concept is not None:
+                if concept.score >= topic.concept.threshold:
+                    options = []  # the concept is met
+                else:
+                    options.append((concept.score, topic.concept.threshold,
+                                    [concept_hit(entry, concept)]))
+            if options:
+                failing.append(max(options, key=lambda item: item[0] - item[1]))
+        if failing:
+            if all(score >= threshold - margin and score > 0 for score, threshold, _ in failing):
+                score, threshold, _ = min(failing, key=lambda item: item[0] - item[1])
+                hits = tuple(hit for _, _, found in failing for hit in found)
+                return NearMiss(name, entry, "below threshold", score, threshold, hits)
+            return None
+        dropping = [hit for phrase in topic.none for hit in view.hits(phrase, fields)]
+        if dropping:
+            return NearMiss(name, entry, "dropped by none", 0.0, topic.rule.threshold,
+                            tuple(dropping))
+        return None  # pragma: no cover - a topic that matches nothing and misses nothing
+
+    @staticmethod
+    def _closest(phrase: _Phrase, view: _EntryView, fields: Sequence[Field]
+                 ) -> tuple[float, float, list[Hit]]:
+        hits = view.hits(phrase, fields, any_score=True)
+        best = max((hit.score for hit in hits), default=0.0)
+        return best, phrase.threshold, [hit for hit in hits if hit.score == best][:1]
 
     @staticmethod
     def _query_hits(topic: _Topic, view: _EntryView) -> list[_Phrase]:
@@ -408,7 +685,8 @@ class Matcher:
         ]
 
 
-def _topic_score(rule: TopicRule, hits: Sequence[Hit]) -> float:
+def _topic_score(topic: _Topic, hits: Sequence[Hit]) -> float:
+    rule = topic.rule
     top = max(rule.title_weight, 1.0)
     weighted = (hit.score * (rule.title_weight if hit.field == "title" else 1.0) for hit in hits)
     return round(min(100.0, max(weighted, default=0.0) / top), 1)
