@@ -1,0 +1,206 @@
+"""The rule playground (pure, blocking CPU work: run it off the event loop).
+
+A pasted topic is validated by config.py's own checks and evaluated with the daemon's
+Matcher (`match` for what it would catch, `near` for what it just missed) against the
+entries the store kept (`[watcher] keep_entries`). Nothing is written: the user copies the
+TOML into their config.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from watcher.config import (
+    Config,
+    ConfigError,
+    FeedSettings,
+    TopicSettings,
+    _collect,
+    _Collected,
+    _cross_check,
+    _read_toml,
+)
+from watcher.desk.model import RecentEntry
+from watcher.matching.match import ConceptUnavailable, Matcher, NearMiss
+from watcher.model import Entry, Hit
+
+SOURCE = Path("playground")  # how problems name the pasted text
+MAX_CHARS = 64 * 1024
+MAX_ENTRIES = 20_000  # entries one try looks at (the newest)
+NEAR_MARGIN = 15.0  # points under a threshold that still count as a near miss
+SHOWN = 100  # matches and near misses listed
+SNIPPET = 240
+Segments = list[tuple[str, bool]]  # text pieces, marked or not
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """A match or near miss as the page lists it."""
+
+    title: Segments
+    summary: Segments
+    link: str | None
+    feed: str
+    language: str | None
+    seen_at: datetime
+    score: float
+    hits: tuple[Hit, ...]
+    reason: str = ""  # near misses: "below threshold" / "dropped by none"
+    threshold: float = 0.0
+
+
+@dataclass
+class Result:
+    toml: str  # the topic as it validated, to copy into the config
+    entries: int = 0  # entries tried (of the topic's feeds)
+    matches: list[Shown] = field(default_factory=list)
+    near: list[Shown] = field(default_factory=list)
+    notice: str = ""
+
+
+def parse_topic(text: str, config: Config) -> tuple[TopicSettings | None, dict[str, Any],
+                                                     list[str]]:
+    """The topic in `text` ([[topics]] table, or its keys alone), checked as config.py
+    checks a topic (names of channels and feeds against `config`); problems name the key."""
+    if len(text) > MAX_CHARS:
+        return None, {}, [f"{SOURCE}: the topic is over {MAX_CHARS // 1024} KB"]
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return None, {}, [f"{SOURCE}: not valid TOML: {exc}"]
+    if "topics" in data:
+        tables = data.pop("topics")
+        if data or not isinstance(tables, list) or len(tables) != 1:
+            return None, {}, [f"{SOURCE}: expected one [[topics]] table and nothing else"]
+        raw = tables[0]
+    else:
+        raw = data
+    if not isinstance(raw, dict):
+        return None, {}, [f"{SOURCE}: expected a [[topics]] table"]
+    raw = {"name": "playground", **raw}
+    problems: list[str] = []
+    collected = _Collected()
+    _collect(SOURCE, {"topics": [raw]}, collected, problems, {"topics"})
+    collected.raw["channels"] = [(config.path, i, {"name": c.name})
+                                 for i, c in enumerate(config.channels)]
+    collected.raw["feeds"] = [(config.path, i, {"name": f.name, "tags": list(f.tags)})
+                              for i, f in enumerate(config.feeds)]
+    _cross_check(collected, problems)
+    if problems or not collected.topics:
+        return None, raw, problems
+    return collected.topics[0][2], raw, []
+
+
+def topic_toml(raw: dict[str, Any]) -> str:
+    return tomli_w.dumps({"topics": [raw]})
+
+
+def configured_toml(config: Config, name: str) -> str | None:
+    """A configured topic's table as TOML (read from the config's files), or None."""
+    for path in config.files:
+        try:
+            data, _ = _read_toml(path)
+        except ConfigError:
+            continue
+        for raw in data.get("topics", []):
+            if isinstance(raw, dict) and raw.get("name") == name:
+                return topic_toml(raw)
+    return None
+
+
+def default_days(config: Config) -> int:
+    return max(1, math.ceil(config.watcher.keep_entries.total_seconds() / 86400))
+
+
+def watches(topic: TopicSettings, feed: FeedSettings) -> bool:
+    """Whether the topic looks at this feed (as Rules.topics_for: by name or tag)."""
+    return not topic.feeds or bool(({feed.name, *feed.tags} - {""}) & set(topic.feeds))
+
+
+def build_matcher(topic: TopicSettings, embedder: Any = None) -> tuple[Matcher, str]:
+    """The daemon's Matcher for this one topic; keywords only (and why) without a model."""
+    try:
+        return Matcher([topic.rule()], embedder), ""
+    except ConceptUnavailable as exc:
+        return Matcher.keywords_only([topic.rule()]), str(exc)
+
+
+def evaluate(topic: TopicSettings, raw: dict[str, Any], config: Config,
+             entries: Sequence[RecentEntry], embedder: Any = None) -> Result:
+    """What the topic matches among `entries` (newest first), and what it just missed."""
+    matcher, notice = build_matcher(topic, embedder)
+    feeds = {f.url: f for f in config.feeds}
+    result = Result(toml=topic_toml(raw), notice=notice)
+    near: list[Shown] = []
+    for recent in entries[:MAX_ENTRIES]:
+        entry = recent.entry
+        if not watches(topic, feeds.get(entry.feed_url) or FeedSettings(url=entry.feed_url)):
+            continue
+        result.entries += 1
+        found = matcher.match(entry)
+        if found:
+            m = found[0]
+            result.matches.append(_shown(recent, m.score, m.hits))
+        else:
+            near.extend(_near(recent, miss) for miss in matcher.near(entry, margin=NEAR_MARGIN))
+    result.matches = result.matches[:SHOWN]
+    near.sort(key=lambda n: (n.reason != "below threshold", n.threshold - n.score))
+    result.near = near[:SHOWN]
+    if len(entries) > MAX_ENTRIES:
+        result.notice = " ".join(filter(None, [notice, f"Only the newest {MAX_ENTRIES} entries "
+                                                       "were tried."]))
+    return result
+
+
+def _near(recent: RecentEntry, miss: NearMiss) -> Shown:
+    return _shown(recent, miss.score, miss.hits, miss.reason, miss.threshold)
+
+
+def _shown(recent: RecentEntry, score: float, hits: tuple[Hit, ...], reason: str = "",
+           threshold: float = 0.0) -> Shown:
+    e = recent.entry
+    return Shown(title=segments(e.title, hits, "title"), summary=snippet(e, hits),
+                 link=e.link, feed=e.feed_name, language=recent.language,
+                 seen_at=recent.seen_at, score=score, hits=hits, reason=reason,
+                 threshold=threshold)
+
+
+def segments(text: str, hits: Sequence[Hit], field_name: str, offset: int = 0) -> Segments:
+    """`text` cut into pieces, the words each hit of this field matched marked."""
+    spans = sorted({(h.start - offset, h.end - offset) for h in hits
+                    if h.field == field_name and h.end > h.start})
+    out: Segments = []
+    pos = 0
+    for start, end in spans:
+        if start < pos or start < 0 or end > len(text):
+            continue
+        if start > pos:
+            out.append((text[pos:start], False))
+        out.append((text[start:end], True))
+        pos = end
+    if pos < len(text):
+        out.append((text[pos:], False))
+    return out
+
+
+def snippet(entry: Entry, hits: Sequence[Hit]) -> Segments:
+    """Up to SNIPPET characters of the summary around its first hit, hits marked."""
+    marks = [h for h in hits if h.field == "summary" and h.end > h.start]
+    start = max(0, min(h.start for h in marks) - 60) if marks else 0
+    text = entry.summary[start:start + SNIPPET]
+    if not text:
+        return []
+    pieces = segments(text, marks, "summary", offset=start)
+    if start > 0:
+        pieces.insert(0, ("…", False))
+    if start + SNIPPET < len(entry.summary):
+        pieces.append(("…", False))
+    return pieces
