@@ -27,9 +27,9 @@ loses nothing: a word only scores when it shares the phrase word's first four le
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Literal
 
@@ -137,6 +137,64 @@ def _phrase_words(raw: str) -> list[str]:
     return words
 
 
+# --- word forms -----------------------------------------------------------------------------
+# Besides the spelling rules of word_score, a text word matches a phrase word when their stems
+# agree (Snowball for en, de, ru and 25 more; simplemma's lemmas for uk; see watcher.lang): the
+# text word is stemmed in the entry's language, the phrase word in each language its script
+# may be written in, both compared in match form ("Rotes Kreuz" ~ "Roten Kreuzes", "вернуть"
+# ~ "вернувшихся"). Only words sharing the phrase word's first four letters are looked at, so
+# the prefilter's gate stays exact, and `exact = true` on a phrase turns all of it off.
+STEM_SCORE = 95.0  # a word whose stem equals the phrase word's (an inflection or derivation)
+_STEM_LANGS = {"latin": ("en", "de", "fr", "es", "it", "pt", "nl"), "cyrillic": ("ru", "uk")}
+
+
+def _script(word: str) -> str:
+    return "cyrillic" if any("\u0400" <= char <= "\u04ff" for char in word) else "latin"
+
+
+@lru_cache(maxsize=4)
+def _morph(language: str) -> Callable[[str], str] | None:
+    """pymorphy3's lemmatiser for ru or uk (participles to their verb), if installed."""
+    try:
+        import pymorphy3
+    except ImportError:  # pragma: no cover - a dependency; Snowball/simplemma alone then
+        return None
+    analyser = pymorphy3.MorphAnalyzer(lang=language)
+    return lambda word: str(analyser.parse(word)[0].normal_form)
+
+
+@lru_cache(maxsize=1 << 16)
+def stem_form(word: str, language: str) -> str:
+    """A word's stem in `language`, in match form ("" when it has none worth comparing).
+
+    Russian and Ukrainian words are lemmatised first (pymorphy3: "вернувшихся" -> "вернуться",
+    "повернутих" -> "повернутий") and the lemma stemmed by Snowball's Russian rules, which
+    also serve Ukrainian lemmas ("вернуться", "вернуть" -> "вернут"; "повернути",
+    "повернутий" -> "повернут"); other languages use watcher.lang's stemmer.
+    """
+    from watcher import lang
+
+    word = word.casefold().replace("'", "").replace("’", "")
+    morph = _morph(language) if language in ("ru", "uk") else None
+    stem = lang.stem(morph(word), "ru") if morph is not None else lang.stem(word, language)
+    stem = "".join(match_text(stem).split())
+    return stem if len(stem) >= 3 else ""
+
+
+def _phrase_stems(raw: str, count: int) -> list[frozenset[str]]:
+    """For each of the `count` match-form words of `raw`, its stems in the languages its
+    script is written in (empty sets when the words do not align)."""
+    from watcher import lang
+
+    originals = lang.words(raw.rstrip(WILDCARD))
+    if len(originals) != count:
+        return [frozenset()] * count
+    return [
+        frozenset(filter(None, (stem_form(word, code) for code in _STEM_LANGS[_script(word)])))
+        for word in originals
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class _Words:
     """One alternative of a phrase, compiled."""
@@ -147,19 +205,28 @@ class _Words:
     total: float
     window: int
     keys: frozenset[str]  # index keys of the tokens
+    exact: bool  # only equal words (in match form) count: no inflections, stems or typos
+    stems: tuple[frozenset[str], ...]  # per token: its stems (empty when exact or a wildcard)
 
     @staticmethod
     @lru_cache(maxsize=4096)
-    def compile(text: str) -> _Words | None:
+    def compile(text: str, exact: bool = False) -> _Words | None:
         """The alternative's words; identical texts share one object (and its scores)."""
-        words = [word for raw in text.split() for word in _phrase_words(raw)]
-        if not words:
+        pairs: list[tuple[str, frozenset[str]]] = []
+        for raw in text.split():
+            words = _phrase_words(raw)
+            stems = [frozenset()] * len(words) if exact else _phrase_stems(raw, len(words))
+            pairs += [(w, frozenset() if w.endswith(WILDCARD) else s)
+                      for w, s in zip(words, stems, strict=True)]
+        if not pairs:
             return None
-        tokens = tuple(word for word in words if word not in STOPWORDS) or tuple(words)
+        kept = [pair for pair in pairs if pair[0] not in STOPWORDS] or pairs
+        tokens = tuple(word for word, _ in kept)
         weights = tuple(float(len(token.rstrip(WILDCARD))) for token in tokens)
         window = 1 if len(tokens) == 1 else len(tokens) + max(1, len(tokens) // 2)
         keys = frozenset(map(_key, tokens))
-        return _Words(" ".join(text.split()), tokens, weights, sum(weights), window, keys)
+        return _Words(" ".join(text.split()), tokens, weights, sum(weights), window, keys, exact,
+                      tuple(stems for _, stems in kept))
 
     def gate(self, threshold: float) -> Gate:
         """Which word keys must occur in an entry for this alternative to reach `threshold`."""
@@ -187,7 +254,9 @@ class _Phrase:
     @classmethod
     def compile(cls, phrase: Phrase, default_threshold: float) -> _Phrase:
         alternatives = tuple(
-            compiled for part in phrase.text.split("|") if (compiled := _Words.compile(part))
+            compiled
+            for part in phrase.text.split("|")
+            if (compiled := _Words.compile(part, phrase.exact))
         )
         if not alternatives:
             raise ValueError(f"phrase {phrase.text!r} has no words to match")
@@ -348,9 +417,10 @@ class _FieldWords:
     words: list[str]
     index: dict[str, list[int]]  # key -> positions (a word shorter than a key is its own key)
     ranks: list[int]  # ranks[i]: how many words before word i are not stop words
+    stem: Callable[[int], str] | None = None  # the stem form of the word at a position
 
     @classmethod
-    def of(cls, words: list[str]) -> _FieldWords:
+    def of(cls, words: list[str], stem: Callable[[int], str] | None = None) -> _FieldWords:
         index: dict[str, list[int]] = {}
         ranks: list[int] = []
         rank = 0
@@ -358,7 +428,21 @@ class _FieldWords:
             index.setdefault(word[:_KEY_LENGTH], []).append(position)
             ranks.append(rank)
             rank += word not in STOPWORDS
-        return cls(words, index, ranks)
+        return cls(words, index, ranks, stem)
+
+
+def _token_score(alt: _Words, token_index: int, field: _FieldWords, position: int) -> float:
+    """How well the field's word at `position` matches the alternative's token."""
+    token, word = alt.tokens[token_index], field.words[position]
+    if alt.exact:
+        if token[-1] == WILDCARD:
+            return 100.0 if word.startswith(token[:-1]) else 0.0
+        return 100.0 if token == word else 0.0
+    score = word_score(token, word)
+    stems = alt.stems[token_index]
+    if score < STEM_SCORE and stems and field.stem is not None and field.stem(position) in stems:
+        return STEM_SCORE
+    return score
 
 
 def best_window(alt: _Words, field: _FieldWords) -> _Result:
@@ -367,7 +451,7 @@ def best_window(alt: _Words, field: _FieldWords) -> _Result:
         (position, token_index, score)
         for token_index, token in enumerate(alt.tokens)
         for position in field.index.get(_key(token), ())
-        if (score := word_score(token, field.words[position])) > 0.0
+        if (score := _token_score(alt, token_index, field, position)) > 0.0
     ]
     if not found:
         return _NO_MATCH
@@ -399,12 +483,35 @@ class _EntryView:
         self._words: dict[Field, _FieldWords] = {}
         self._scores: dict[tuple[int, Field], _Result] = {}
         self._spans: dict[Field, list[tuple[int, int]] | None] = {}
+        self._stems: dict[tuple[Field, int], str] = {}
+        self._language: str | None = None
 
     def words(self, field: Field) -> _FieldWords:
         if field not in self._words:
             text = match_text(self.entry.field_text(field))
-            self._words[field] = _FieldWords.of(text.split())
+            self._words[field] = _FieldWords.of(text.split(), partial(self._stem, field))
         return self._words[field]
+
+    def language(self) -> str:
+        """The entry's language, guessed from its title and summary (once)."""
+        if self._language is None:
+            from watcher import lang
+
+            self._language = lang.guess(f"{self.entry.title} {self.entry.summary}")
+        return self._language
+
+    def _stem(self, field: Field, position: int) -> str:
+        """The stem form of the field's word at `position` ("" when words do not align)."""
+        key = (field, position)
+        if key not in self._stems:
+            spans = self.spans(field)
+            if spans is None:
+                self._stems[key] = ""
+            else:
+                start, end = spans[position]
+                word = mask_markup(self.entry.field_text(field))[start:end]
+                self._stems[key] = stem_form(word, self.language())
+        return self._stems[key]
 
     def best(self, phrase: _Phrase, field: Field) -> _Best:
         """The phrase's best window in the field, whatever its score, and its alternative."""
