@@ -22,12 +22,15 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import subprocess
 import sys
+import types
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,6 +50,7 @@ UCI_SPLIT = {
     "dUtPmDoOKHwco0M4wh2hZy-Sx5CrM": "d85PwV5UxEUaHMM0to00pLgkAXkbM",  # Mt. Gox files in the US
     "dZ9Dt3M_96s6vvMSB5n0INMObqVuM": "dF8Q4zU4z14K2OMVh3PR3dzl6x5BM",  # "Cosmos" premiere
 }
+OLD = False  # --old: stream through watcher/matching/dedupe.py instead
 KURSK_TOPIC = ["Kursk evacuation", "evacuate Kursk residents"]  # DESIGN.md's example topic
 
 
@@ -106,6 +110,8 @@ def stream(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """(story per item, the item that opened each story) after streaming in time order."""
     ordered = sorted(items, key=lambda item: (item.at, item.key))
+    if OLD:
+        return old_stream(ordered)
     vectors = None if lexical else embed_cached([entry_text(i.title, i.summary) for i in ordered])
     index = StoryIndex(WINDOW, members=members)
     index.configure("t", ignore)
@@ -194,6 +200,36 @@ def run_uci(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+OLD_DEDUPE = "a734ab8:watcher/matching/dedupe.py"  # the last commit with the old index
+
+
+def old_index() -> Any:
+    """The old same-story index (rapidfuzz, English-centred), loaded from git history."""
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", OLD_DEDUPE], capture_output=True, text=True, check=True
+    ).stdout
+    module = types.ModuleType("old_dedupe")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, OLD_DEDUPE, "exec"), module.__dict__)
+    return module.StoryIndex(WINDOW)
+
+
+def old_stream(ordered: Sequence[Item]) -> tuple[dict[str, str], dict[str, str]]:
+    """The same streaming through the old watcher/matching/dedupe.py index, for comparison."""
+    index = old_index()
+    story_of: dict[str, str] = {}
+    opener: dict[str, str] = {}
+    for item in ordered:
+        index.expire(item.at)
+        found = index.find("t", item.title, item.summary, item.at)
+        if found is None:
+            found = item.key
+            index.add(found, "t", item.title, item.summary, item.at)
+        story_of[item.key] = found
+        opener.setdefault(found, item.key)
+    return story_of, opener
+
+
 def run_kursk(args: argparse.Namespace) -> list[str]:
     items = kursk()
     ignore = topic_terms(KURSK_TOPIC)
@@ -251,19 +287,25 @@ def run_topic_words(args: argparse.Namespace) -> list[str]:
     return ["## Pairs sharing only topic words", "", f"{merged} of {total} merged (must be 0)", ""]
 
 
+def model_name(args: argparse.Namespace) -> str:
+    if OLD:
+        return "old dedupe.py"
+    return "lexical only" if args.lexical else "embedding + lexical"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=index_module.MEMBERS)
     parser.add_argument("--lexical", action="store_true", help="no embeddings")
     parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument("--old", action="store_true", help="the old dedupe.py on the same streams")
     args = parser.parse_args(argv)
+    global OLD
+    OLD = args.old
     if args.threshold is not None:
         constants.THRESHOLD = constants.LEXICAL_THRESHOLD = args.threshold
-    print(
-        f"model: {'lexical only' if args.lexical else 'embedding + lexical'},"
-        f" members {args.members}, threshold {constants.THRESHOLD}\n"
-    )
-    out = run_kursk(args) + run_topic_words(args) + run_uci(args)
+    print(f"model: {model_name(args)}, members {args.members}, threshold {constants.THRESHOLD}\n")
+    out = run_kursk(args) + ([] if OLD else run_topic_words(args)) + run_uci(args)
     print("\n".join(out))
     return 0
 
