@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from watcher.model import AlertState, Entry, Hit
 
@@ -38,7 +38,7 @@ class AlertView:
     created_at: datetime
     delivered_at: datetime | None
     due_at: datetime | None = None  # the next attempt (group_wait, digest period, retry)
-    kind: str = "alert"  # "alert", or a follow-up kind once the story engine writes them
+    kind: str = "story"  # "story" (the first alert), "update" or "surge" (follow-ups)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,7 @@ class RecentEntry:
     entry: Entry
     seen_at: datetime
     language: str | None = None
+    vector: Any = None  # the entry's embedding when the daemon made one (concept topics)
 
 
 Cursor = tuple[datetime, str]  # (opened_at, id) of the last story on a page: the next starts after

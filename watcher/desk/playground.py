@@ -145,12 +145,13 @@ def evaluate(topic: TopicSettings, raw: dict[str, Any], config: Config,
         if not watches(topic, feeds.get(entry.feed_url) or FeedSettings(url=entry.feed_url)):
             continue
         result.entries += 1
-        found = matcher.match(entry)
+        found = matcher.match(entry, vector=recent.vector)
         if found:
             m = found[0]
             result.matches.append(_shown(recent, m.score, m.hits))
         else:
-            near.extend(_near(recent, miss) for miss in matcher.near(entry, margin=NEAR_MARGIN))
+            near.extend(_near(recent, miss) for miss in matcher.near(entry, vector=recent.vector,
+                                                                   margin=NEAR_MARGIN))
     result.matches = result.matches[:SHOWN]
     near.sort(key=lambda n: (n.reason != "below threshold", n.threshold - n.score))
     result.near = near[:SHOWN]

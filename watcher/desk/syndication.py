@@ -94,8 +94,8 @@ def json_feed(topic: str, stories: Sequence[StoryView], *, self_url: str, home_u
     items: list[dict[str, Any]] = []
     for story in stories:
         item: dict[str, Any] = {
-            "id": story_id(story), "title": story.title,
-            "content_html": outlets_html(story),
+            "id": story_id(story), "title": xml_text(story.title),
+            "content_html": xml_text(outlets_html(story)),
             "date_published": rfc3339(story.opened_at),
             "date_modified": rfc3339(story.last_seen),
             "authors": [{"name": story.first.feed if story.first else "watcher"}],
@@ -106,7 +106,7 @@ def json_feed(topic: str, stories: Sequence[StoryView], *, self_url: str, home_u
         if link := safe_link(story.link):
             item["url"] = link
         if story.summary:
-            item["summary"] = story.summary
+            item["summary"] = xml_text(story.summary)
         items.append(item)
     body = {"version": JSON_FEED_VERSION, "title": f"watcher: {topic}",
             "home_page_url": home_url, "feed_url": self_url,
