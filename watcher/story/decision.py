@@ -42,6 +42,7 @@ LEXICAL: tuple[str, ...] = FEATURES[:7]
 TIME_FREE_HOURS = 36.0
 TIME_PENALTY = 0.5  # log-odds per day beyond TIME_FREE_HOURS
 NUMBER_CLASH_PENALTY = 3.0  # log-odds when the titles' numbers disagree
+WIDE_CLASH = True  # also when one title's figures are absent from the other entry's
 
 
 def _weighted_cosine(
@@ -124,11 +125,27 @@ def logit(features: dict[str, float]) -> float:
     return bias + sum(coef[name] * features[name] for name in coef)
 
 
+def figures_disagree(a: Evidence, b: Evidence) -> bool:
+    """A title's figures are absent from the other entry, which gives figures of its own.
+
+    Wider than the fitted `num_clash` (both titles carry numbers): "275 evacuated" against
+    an entry whose title has no number but whose lead says 209 is a different day's update.
+    """
+
+    def one_way(x: Evidence, y: Evidence) -> bool:
+        return bool(x.title_numbers and y.numbers and not x.title_numbers & y.numbers)
+
+    return (one_way(a, b) or one_way(b, a)) and not (
+        a.title_numbers & b.numbers or b.title_numbers & a.numbers
+    )
+
+
 def prior(features: dict[str, float], a: Evidence, b: Evidence) -> float:
     """Log-odds added for time apart and for numbers that disagree (not fitted)."""
     hours = abs((a.at - b.at).total_seconds()) / 3600
     time = -TIME_PENALTY * max(0.0, hours - TIME_FREE_HOURS) / 24
-    return time - NUMBER_CLASH_PENALTY * features["num_clash"]
+    clash = features["num_clash"] or (WIDE_CLASH and figures_disagree(a, b))
+    return time - NUMBER_CLASH_PENALTY * float(clash)
 
 
 def _probability(features: dict[str, float], a: Evidence, b: Evidence) -> float:
