@@ -28,6 +28,11 @@ def pg_url() -> str:
     return pgserver.shared_server().create_database()
 
 
+# every new entry's text is kept (the desk reads it), newest first, then by feed and key
+RECENT = [("http://a.test/f", k, t) for k, t in (("1", "One"), ("2", "Two"), ("3", "One"))] + \
+    [("http://b.test/f", f"b{i}", f"Title b{i}") for i in range(5)]
+
+
 async def _sqlite_state(path: Path) -> None:
     store = open_store(str(path))
     await store.open()
@@ -51,7 +56,8 @@ async def test_copies_feeds_seen_stories_and_the_outbox(tmp_path: Path, pg_url: 
     path = tmp_path / "state.db"
     await _sqlite_state(path)
     counts = await migrate_state(path, pg_url)
-    assert counts == {"feeds": 2, "seen": 8, "stories": 2, "story_members": 3, "alerts": 2}
+    assert counts == {"feeds": 2, "seen": 8, "stories": 2, "story_members": 3,
+                      "story_log": 3, "entries": 8, "alerts": 2}
 
     store = open_store(pg_url)
     await store.open()
@@ -67,8 +73,11 @@ async def test_copies_feeds_seen_stories_and_the_outbox(tmp_path: Path, pg_url: 
         [owed] = await store.due_alerts(T0, 10)
         assert owed.id == "alert-2" and owed.message.entry.title == "Two"
         assert owed.sent_to == ("tgram://done",)  # Apprise targets done stay done
-        assert {s.id for s in await store.open_stories(T0 - timedelta(days=1))} == \
-            {"story-1", "story-2"}
+        # the story engine's placements are copied in order: the index rebuilds from them
+        assert [ev.story_id for ev in await store.story_events(T0 - timedelta(days=1))] == \
+            ["story-1", "story-2", "story-1"]
+        recent = await store.recent_entries(T0 - timedelta(days=1), 10)
+        assert [(e.entry.feed_url, e.entry.key, e.entry.title) for e in recent] == RECENT
         # the copied stories are seen by the story lock's cursor like any other
         await store.record_poll(_poll("http://a.test/f", entry("9", "One")), _decider("topic", []))
         assert (await store.channel_counts())["hook"].owed == 2  # toy decider: new key, new story

@@ -20,6 +20,7 @@ from watcher.model import (
     NewAlert,
     NewStory,
     PollRecord,
+    StoryEvent,
     StoryMember,
     fingerprint_conflicts,
 )
@@ -210,23 +211,27 @@ async def test_check_seen_by_guid_and_canonical_link(stores: StoreFactory) -> No
     assert [e.key for e in other.new] == ["9"]
 
 
-def _decider(topic: str, seen_by: list[list[str]]) -> Callable[[PollRecord, list[NewStory]],
+def _decider(topic: str, seen_by: list[list[str]]) -> Callable[[PollRecord, list[StoryEvent]],
                                                               None]:
-    """Opens one story per match unless a known story has the same title (a toy pipeline)."""
+    """Opens one story per match unless a known story has the same title (a toy pipeline:
+    its placements carry the title where the story engine's carry evidence)."""
     known: dict[str, str] = {}
 
-    def decide(record: PollRecord, fresh: list[NewStory]) -> None:
-        seen_by.append([s.id for s in fresh])
-        known.update({s.title: s.id for s in fresh})
+    def decide(record: PollRecord, fresh: list[StoryEvent]) -> None:
+        seen_by.append([ev.story_id for ev in fresh])
+        known.update({ev.evidence: ev.story_id for ev in fresh})
         for match, _ in record.matches:
             e = match.entry
             if e.title in known:
                 record.members.append(StoryMember(known[e.title], e, T0))
+                record.events.append(StoryEvent(known[e.title], topic, e.id, e.feed_url,
+                                                e.title, T0))
                 continue
             story = NewStory(f"story-{e.key}", topic, e.title, e.summary, T0)
             known[e.title] = story.id
             record.stories.append(story)
             record.members.append(StoryMember(story.id, e, T0))
+            record.events.append(StoryEvent(story.id, topic, e.id, e.feed_url, e.title, T0))
             record.alerts.append(NewAlert(f"alert-{e.key}", topic, "hook", story.id, e, 90.0,
                                           (Hit("p", "title", "t", 0, 1, 90.0),), T0))
     return decide
@@ -240,8 +245,8 @@ def _poll(feed_url: str, *entries: Entry) -> PollRecord:
 
 async def test_record_poll_decides_with_stories_from_other_nodes(stores: StoreFactory) -> None:
     a, b = await stores(), await stores()
-    await a.open_stories(T0 - timedelta(days=1))
-    await b.open_stories(T0 - timedelta(days=1))
+    await a.story_events(T0 - timedelta(days=1))
+    await b.story_events(T0 - timedelta(days=1))
     fresh_a: list[list[str]] = []
     fresh_b: list[list[str]] = []
     await a.record_poll(_poll("http://a.test/f", entry("1", "Kursk evacuation")),
@@ -255,12 +260,15 @@ async def test_record_poll_decides_with_stories_from_other_nodes(stores: StoreFa
     assert counts["hook"].owed == 1
     [owed] = await a.due_alerts(T0, 10)
     assert owed.id == "alert-1" and [o.feed for o in owed.message.also_reported_by] == ["Feed A"]
-    assert [s.id for s in await b.open_stories(T0 - timedelta(hours=1))] == ["story-1"]
+    # a restart rebuilds the index from every placement, in commit order
+    assert [(ev.story_id, ev.feed_url) for ev in await b.story_events(T0 - timedelta(hours=1))] \
+        == [("story-1", "http://a.test/f"), ("story-1", "http://b.test/f")]
+    assert await b.story_events(T0 + timedelta(hours=1)) == []
 
 
 async def test_recent_stories_list_every_outlet_once(stores: StoreFactory) -> None:
     store = await stores()
-    await store.open_stories(T0 - timedelta(days=1))
+    await store.story_events(T0 - timedelta(days=1))
     wire = entry("1", "Kursk evacuation")
     again = replace(entry("2", "Kursk evacuation", feed="http://b.test/f"), feed_name="Feed B")
     await store.record_poll(_poll("http://a.test/f", wire), _decider("topic", []))
@@ -276,7 +284,7 @@ async def test_recent_stories_list_every_outlet_once(stores: StoreFactory) -> No
 async def test_two_nodes_seeing_one_story_at_once_alert_once(stores: StoreFactory) -> None:
     nodes = [await stores() for _ in range(4)]
     for n in nodes:
-        await n.open_stories(T0 - timedelta(days=1))
+        await n.story_events(T0 - timedelta(days=1))
     polls = [n.record_poll(_poll(f"http://n{i}.test/f",
                                  entry(f"k{i}", "Same story", feed=f"http://n{i}.test/f")),
                            _decider("topic", []))
@@ -576,7 +584,7 @@ async def test_one_article_in_two_feeds_polled_at_once_alerts_once(stores: Store
     for node, poll in zip(nodes, polls, strict=True):  # each poll saw the article as new
         check = await node.check_seen(poll.feed.url, poll.seen)
         assert [e.key for e in check.new] == [poll.seen[0].key]
-        await node.open_stories(T0 - timedelta(days=1))
+        await node.story_events(T0 - timedelta(days=1))
     await asyncio.gather(*(node.record_poll(poll, _decider("topic", []))
                            for node, poll in zip(nodes, polls, strict=True)))
     assert (await nodes[0].channel_counts())["hook"].owed == 1

@@ -25,7 +25,7 @@ from watcher.matching.decide import Rules
 from watcher.model import FeedState, fingerprint_conflicts
 from watcher.notify.base import Sender, make_sender, notify_session
 from watcher.notify.outbox import Outbox
-from watcher.pipeline import Pipeline, PollSummary, utcnow
+from watcher.pipeline import Embedding, Pipeline, PollSummary, build_rules, utcnow
 from watcher.reader.fetch import Fetcher
 from watcher.reader.parsepool import ParsePool
 from watcher.store import Store, StoreDamaged, StoreError, StoreFull, StoreLost, open_config_store
@@ -61,7 +61,8 @@ def digest_channels(config: Config) -> set[str]:
 class Runtime:
     """The stages wired together over one store; shared by `run` and `once`."""
 
-    def __init__(self, config: Config, store: Store, *, workers: Executor | None = None) -> None:
+    def __init__(self, config: Config, store: Store, *, workers: Executor | None = None,
+                 rules: Rules | None = None, embedding: Embedding | None = None) -> None:
         self.config = config
         self.store = store
         w = config.watcher
@@ -71,15 +72,20 @@ class Runtime:
         self.workers = workers
         self.notify_session = notify_session()  # the notify stage's own, not the fetcher's
         self.outbox = Outbox(store, {}, on_result=metrics.count_alert)
+        self.embedding = embedding or Embedding(w.embedding)
         self.pipeline = Pipeline(config, store, self.fetcher, workers,
-                                 on_alerts=self.outbox.wake)
+                                 on_alerts=self.outbox.wake, embedding=self.embedding,
+                                 rules=rules)
 
     @classmethod
     async def open(cls, config: Config) -> Runtime:
         """Open the store and wire the stages; on any failure what was opened is closed."""
         store = await open_config_store(config)
+        embedding = Embedding(config.watcher.embedding)
         try:
-            runtime = cls(config, store, workers=parse_executor(len(config.feeds)))
+            rules = await build_rules(config, embedding)
+            runtime = cls(config, store, workers=parse_executor(len(config.feeds)),
+                          rules=rules, embedding=embedding)
         except BaseException:
             await store.close()
             raise
@@ -126,7 +132,9 @@ class Runtime:
         ConfigError; the store: StoreError) is done before anything is switched."""
         senders = build_senders(config, self.notify_session)
         try:
-            rules = Rules(config)
+            if config.watcher.embedding != self.embedding.spec:
+                log.warning("[watcher] embedding changes take effect after a restart")
+            rules = await build_rules(config, self.embedding)
             await self.sync_feeds(config)
         except BaseException:
             await _close_senders(senders.values())
@@ -145,6 +153,7 @@ class Runtime:
         finally:
             if self.workers is not None:
                 self.workers.shutdown(wait=False, cancel_futures=True)
+            self.embedding.close()
             try:
                 await self.store.close()
             except StoreError as exc:
@@ -427,7 +436,9 @@ class Daemon:
         """Forget what can never matter again (old stories, delivered alerts, old seen rows)."""
         assert self.runtime is not None
         try:
-            counts = await self.runtime.store.prune(utcnow(), keep_seen_per_feed=PRUNE_KEEP_SEEN)
+            counts = await self.runtime.store.prune(
+                utcnow(), keep_seen_per_feed=PRUNE_KEEP_SEEN,
+                keep_entries=self.runtime.config.watcher.keep_entries)
         except StoreError as exc:
             log.warning("prune failed", extra={"reason": str(exc)})
             return

@@ -8,7 +8,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 Field = Literal["title", "summary", "content"]
 FIELDS: tuple[Field, ...] = ("title", "summary", "content")
@@ -28,6 +28,12 @@ class Entry:
     feed_url: str
     feed_name: str
     content: str = ""  # full article text, when the feed is configured for it
+    language: str = ""  # ISO 639-1: the feed's declared language, else the story engine's guess
+
+    @property
+    def id(self) -> str:
+        """Identity across feeds: the feed's URL and the entry's key."""
+        return f"{self.feed_url}\x1f{self.key}"
 
     def field_text(self, name: Field) -> str:
         return getattr(self, name)
@@ -101,6 +107,12 @@ class Outlet:
     feed: str
     title: str
     link: str | None
+    language: str = ""
+    seen_at: datetime | None = None
+
+
+AlertKind = Literal["story", "update", "surge"]
+ALERT_KINDS: tuple[AlertKind, ...] = ("story", "update", "surge")
 
 
 @dataclass(slots=True)
@@ -115,6 +127,8 @@ class AlertMessage:
     hits: tuple[Hit, ...]
     also_reported_by: list[Outlet] = field(default_factory=list)
     created_at: datetime | None = None
+    kind: AlertKind = "story"  # "update": more outlets joined; "surge": many outlets at once
+    note: str = ""  # what an update or surge alert says: "Surge: 5 outlets in 1h"
 
     @property
     def matched(self) -> list[str]:
@@ -182,7 +196,31 @@ class NewAlert:
     entry: Entry
     score: float
     hits: tuple[Hit, ...]
-    due_at: datetime  # now, or the end of the channel's digest period
+    due_at: datetime  # now, after the topic's group_wait, or the end of a digest period
+    kind: AlertKind = "story"
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoryEvent:
+    """One entry placed in a story (the first one opened it): the story engine's index is
+    rebuilt from these, in the order they were committed, by every node and at a start."""
+
+    story_id: str
+    topic: str
+    entry_id: str  # Entry.id
+    feed_url: str
+    evidence: str  # the engine's Evidence as JSON (with the entry's vector, if any)
+    seen_at: datetime  # wall clock when it was placed
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """A recent entry as the store keeps it (`recent_entries`, for the desk)."""
+
+    entry: Entry
+    seen_at: datetime
+    vector: Any = None  # numpy float32 array, when the entry was embedded
 
 
 @dataclass(slots=True)
@@ -192,10 +230,12 @@ class PollRecord:
     feed: FeedState
     seen: list[Entry] = field(default_factory=list)
     matches: list[tuple[Match, bool]] = field(default_factory=list)  # (match, is an update)
+    evidence: dict[str, str] = field(default_factory=dict)  # Entry.id -> Evidence JSON
     # filled in by the decider, inside the transaction:
     stories: list[NewStory] = field(default_factory=list)
     members: list[StoryMember] = field(default_factory=list)
     alerts: list[NewAlert] = field(default_factory=list)
+    events: list[StoryEvent] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -311,6 +351,7 @@ class PruneCounts:
     seen: int = 0
     stories: int = 0
     alerts: int = 0
+    entries: int = 0
     nodes: int = 0
     feeds: int = 0
     hosts: int = 0
@@ -323,4 +364,4 @@ def fingerprint_conflicts(nodes: list[NodeInfo], fingerprint: str,
             if n.alive(now) and n.config_fingerprint and n.config_fingerprint != fingerprint]
 
 
-Decider = Callable[[PollRecord, list[NewStory]], None]
+Decider = Callable[[PollRecord, list[StoryEvent]], None]

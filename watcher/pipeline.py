@@ -1,19 +1,30 @@
-"""One feed poll through every stage: fetch -> parse -> store -> match -> dedupe -> outbox."""
+"""One feed poll through every stage: fetch -> parse -> store -> match -> story -> outbox.
+
+New entries (not a first poll's backlog, which is only recorded) get the story engine's
+evidence in the parse workers, one batch per poll; matched entries (every new entry, when
+a topic of the feed matches by meaning) are embedded in one batch off the event loop
+(`Embedding`); the evidence, with the vector, is stored with the entry and the story.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+
 from watcher import metrics, schedule
 from watcher.config import Config, FeedSettings
+from watcher.embed import Embedder, EmbedderUnavailable, entry_text, load_embedder
 from watcher.http import feed_host
-from watcher.matching.decide import Rules, StoryDecider
-from watcher.model import Entry, FeedState, PollRecord
+from watcher.matching.decide import Placement, Rules, StoryDecider, story_time
+from watcher.matching.dedupe import evidence_batch, evidence_input, loads, with_vector
+from watcher.model import Entry, FeedState, Match, PollRecord
 from watcher.reader.fetch import Fetcher, FetchResult, Validators, body_hash
 from watcher.reader.parse import FeedParseError, ParsedFeed, link_identities, parse_feed
 from watcher.redact import mask_text
@@ -23,8 +34,69 @@ log = logging.getLogger("watcher.poll")
 Clock = Callable[[], datetime]
 
 
+STREAM_REBUILD = 20_000  # newest stored entries whose words seed the statistics at a start
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class Embedding:
+    """The process's embedding model: loaded once, lazily (the first time something is
+    embedded), in its own thread, which also runs every batch — one copy of the ~120 MB
+    model, not one per parse worker; the engine's C code runs without the GIL there. If it
+    cannot load, that is logged once and everything runs on lexical evidence alone."""
+
+    def __init__(self, spec: str, loader: Callable[[str], Embedder] = load_embedder) -> None:
+        self.spec = spec.strip()
+        self.loader = loader
+        self.error: str | None = None
+        self._model: Embedder | None = None
+        self._lock = threading.Lock()
+        self._thread: ThreadPoolExecutor | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Configured, and not known to fail."""
+        return self.spec.lower() not in ("", "none") and self.error is None
+
+    def load(self) -> Embedder | None:
+        """The model (loading it now if needed), or None when it cannot load. Blocking."""
+        with self._lock:
+            if self._model is None and self.enabled:
+                try:
+                    self._model = self.loader(self.spec)
+                except EmbedderUnavailable as exc:
+                    self.error = str(exc)
+                    log.warning("embedding model unavailable; stories are decided on lexical "
+                                "evidence alone", extra={"model": self.spec, "reason": str(exc)})
+            return self._model
+
+    def embed_sync(self, texts: list[str]) -> np.ndarray | None:
+        model = self.load()
+        return model.embed(texts) if model is not None else None
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="embed")
+        return self._thread
+
+    async def embed(self, entries: list[Entry]) -> dict[str, np.ndarray]:
+        """Entry.id -> vector, in one batch off the event loop ({} when disabled)."""
+        if not entries or not self.enabled:
+            return {}
+        texts = [entry_text(e.title, e.summary) for e in entries]
+        loop = asyncio.get_running_loop()
+        vectors = await loop.run_in_executor(self.executor, self.embed_sync, texts)
+        if vectors is None:
+            return {}
+        return {e.id: vectors[i] for i, e in enumerate(entries)}
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=False, cancel_futures=True)
+            self._thread = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,18 +110,63 @@ class PollSummary:
     disabled: bool = False  # the feed is (now) disabled: it is not polled again
 
 
+async def build_rules(config: Config, embedding: Embedding) -> Rules:
+    """The config's rules; topics by meaning get the model (loaded now, in its thread),
+    the others never make the model load."""
+    if not any(t.about or t.like for t in config.topics) or not embedding.enabled:
+        return Rules(config)
+    loop = asyncio.get_running_loop()
+    model = await loop.run_in_executor(embedding.executor, embedding.load)
+    return await loop.run_in_executor(embedding.executor, Rules, config, model)
+
+
+async def place_entries(decider: StoryDecider, embedding: Embedding, entries: list[Entry],
+                        now: datetime) -> list[tuple[Match, Placement]]:
+    """`watcher test`'s verdicts, as a poll of these entries would place them: the same
+    evidence, embeddings, matching and `StoryDecider.place`, without a store."""
+    rules = decider.rules
+    record = PollRecord(feed=FeedState(url=""))
+    raws = evidence_batch([evidence_input(e, story_time(e, now)) for e in entries])
+    placed: list[tuple[Match, Placement]] = []
+    by_feed: dict[str, list[Entry]] = {}
+    for entry, raw in zip(entries, raws, strict=True):
+        ev = loads(raw)
+        decider.observe(ev)
+        entry = entry if entry.language else replace(entry, language=ev.lang)
+        record.evidence[entry.id] = raw
+        by_feed.setdefault(entry.feed_url, []).append(entry)
+    matches: list[Match] = []
+    for url, group in by_feed.items():
+        feed = rules.feed(url)
+        before = rules.needs_vectors(rules.topics_for(feed))
+        vectors = await embedding.embed(group) if before else {}
+        found = [m for e in group for m in rules.match(e, feed, vectors.get(e.id))]
+        if not before:
+            vectors = await embedding.embed(list({m.entry.id: m.entry for m in found}.values()))
+        for entry_id, vector in vectors.items():
+            record.evidence[entry_id] = with_vector(record.evidence[entry_id], vector)
+        matches += found
+    order = {e.id: i for i, e in enumerate(entries)}
+    for match in sorted(matches, key=lambda m: order.get(m.entry.id, 0)):
+        ev = loads(record.evidence[match.entry.id])
+        placed.append((match, decider.place(match, ev, now)))
+    return placed
+
+
 class Pipeline:
     """Polls feeds and turns new matching entries into owed alerts."""
 
     def __init__(self, config: Config, store: FeedStore, fetcher: Fetcher,
                  parse_executor: Executor | None = None, clock: Clock = utcnow,
-                 on_alerts: Callable[[], None] | None = None) -> None:
+                 on_alerts: Callable[[], None] | None = None,
+                 embedding: Embedding | None = None, rules: Rules | None = None) -> None:
         self.store = store
         self.fetcher = fetcher
         self.parse_executor = parse_executor
         self.clock = clock
         self.on_alerts = on_alerts or (lambda: None)
-        self.decider = StoryDecider(Rules(config))
+        self.embedding = embedding or Embedding("none")
+        self.decider = StoryDecider(rules or Rules(config))
 
     @property
     def config(self) -> Config:
@@ -60,10 +177,16 @@ class Pipeline:
         return self.decider.rules
 
     async def start(self) -> None:
-        """Load the open stories of the window from the store."""
-        since = self.clock() - self.config.watcher.story_window
-        for story in await self.store.open_stories(since):  # also syncs the store's story cursor
-            self.decider.add(story)
+        """Rebuild the story index from the store: word statistics from the newest stored
+        entries' evidence, then every placement of the stories touched within the window
+        (whatever their entries' dates); nothing is computed again."""
+        now = self.clock()
+        for raw in reversed(await self.store.recent_evidence(now - timedelta(days=14),
+                                                             STREAM_REBUILD)):
+            self.decider.observe(loads(raw))
+        # also sets the store's cursor for placements other processes commit later
+        for event in await self.store.story_events(now - self.config.watcher.story_window):
+            self.decider.replay(event)
 
     def expire_stories(self, now: datetime) -> int:
         """Drop stories opened before the window; returns how many."""
@@ -73,7 +196,7 @@ class Pipeline:
         """Switch to a new config: new topics and rules apply to the next entries."""
         if config.watcher.story_window != self.config.watcher.story_window:
             log.warning("story_window changes take effect after a restart")
-        self.decider.rules = rules or Rules(config)
+        self.decider.configure(rules or Rules(config, self.rules.embedder))
 
     async def poll(self, feed: FeedSettings, state: FeedState) -> PollSummary:
         """Poll one feed; never raises for a feed's own problems (they are recorded on it)."""
@@ -117,8 +240,9 @@ class Pipeline:
                 "feed": feed.url, "entries": len(check.new)})
         else:
             new = await self._with_fulltext(feed, check.new)
+            new = await self._evidence(record, new, now)
             record.seen = [*new, *check.updated]
-            self._match_into(record, feed, new, check.updated)
+            await self._match_into(record, feed, new, check.updated, now)
         state = self._succeeded(feed, state, result, now, new_entries=len(check.new))
         state.title = parsed.title or state.title
         state.primed = True
@@ -144,18 +268,50 @@ class Pipeline:
 
         return await fetch_fulltext(self.fetcher, entries, self.parse_executor)
 
-    def _match_into(self, record: PollRecord, feed: FeedSettings, new: list[Entry],
-                    updated: list[Entry]) -> None:
+    async def _evidence(self, record: PollRecord, entries: list[Entry],
+                        now: datetime) -> list[Entry]:
+        """The entries with their language; their evidence in `record.evidence` (computed
+        in the parse workers, one batch) and counted in the word statistics."""
+        if not entries:
+            return entries
+        loop = asyncio.get_running_loop()
+        raws = await loop.run_in_executor(
+            self.parse_executor, evidence_batch,
+            [evidence_input(e, story_time(e, now)) for e in entries])
+        out: list[Entry] = []
+        for entry, raw in zip(entries, raws, strict=True):
+            ev = loads(raw)
+            self.decider.observe(ev)
+            entry = entry if entry.language else replace(entry, language=ev.lang)
+            record.evidence[entry.id] = raw
+            out.append(entry)
+        return out
+
+    async def _match_into(self, record: PollRecord, feed: FeedSettings, new: list[Entry],
+                          updated: list[Entry], now: datetime) -> None:
         topics = self.rules.topics_for(feed)
         if not topics:
             return
-        alerting = {n for n in topics if self.rules.topics[n].updates == "alert"}
+        alerting = frozenset(n for n in topics if self.rules.topics[n].updates == "alert")
+        before = self.rules.needs_vectors(topics)
+        vectors = await self.embedding.embed(new) if before else {}
         for entry in new:
-            for match in self.rules.match(entry, feed):
+            for match in self.rules.match(entry, feed, vectors.get(entry.id)):
                 metrics.count_match(match.topic)
                 record.matches.append((match, False))
-        for entry in updated if alerting else ():
-            record.matches.extend((m, True) for m in self.rules.matcher.match(entry, alerting))
+        changed = [(m, True) for entry in (updated if alerting else ())
+                   for m in self.rules.matcher.match(entry, alerting)]
+        if changed:
+            raws = evidence_batch([evidence_input(m.entry, story_time(m.entry, now))
+                                   for m, _ in changed])
+            record.evidence.update({m.entry.id: raw for (m, _), raw in zip(changed, raws,
+                                                                            strict=True)})
+            record.matches.extend(changed)
+        if not before:  # only what the story engine compares is embedded
+            matched = {m.entry.id: m.entry for m, _ in record.matches}
+            vectors = await self.embedding.embed(list(matched.values()))
+        for entry_id, vector in vectors.items():
+            record.evidence[entry_id] = with_vector(record.evidence[entry_id], vector)
 
     def _succeeded(self, feed: FeedSettings, state: FeedState, result: FetchResult,
                    now: datetime, new_entries: int) -> FeedState:

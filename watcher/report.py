@@ -12,6 +12,7 @@ from watcher import schedule
 from watcher.config import Config, FeedSettings
 from watcher.matching.decide import Rules, StoryDecider
 from watcher.model import AlertRecord, Entry, FeedState, Hit, Match, fingerprint_conflicts
+from watcher.pipeline import Embedding, build_rules, place_entries
 from watcher.reader.fetch import Fetcher
 from watcher.reader.parse import FeedParseError, parse_feed
 from watcher.redact import mask_text, mask_url
@@ -65,23 +66,26 @@ async def test_sources(config: Config, sources: list[str], *, as_json: bool = Fa
     topics not restricted to some feeds."""
     out, err = out or sys.stdout, err or sys.stderr
     entries, failed = await _load_entries(sources, config, err)
-    rules = Rules(config)
-    decider = StoryDecider(rules)
-    _note_restricted(rules, entries, err)
+    embedding = Embedding(config.watcher.embedding)
+    try:
+        decider = StoryDecider(await build_rules(config, embedding))
+        rules = decider.rules
+        _note_restricted(rules, entries, err)
+        placements = await place_entries(decider, embedding, entries, datetime.now(UTC))
+    finally:
+        embedding.close()
     first_titles: dict[str, str] = {}
     count = 0
-    for entry in entries:
-        for match in rules.match(entry, rules.feed(entry.feed_url)):
-            placed = decider.place(match, datetime.now(UTC))
-            if placed.opened is not None:
-                first_titles[placed.story_id] = entry.title
-            count += 1
-            if as_json:
-                out.write(json.dumps(_match_json(match, placed.story_id, placed.duplicate),
-                                     ensure_ascii=False))
-                out.write("\n")
-            else:
-                _print_match(match, placed.duplicate, first_titles[placed.story_id], out)
+    for match, placed in placements:
+        if placed.opened is not None:
+            first_titles[placed.story_id] = match.entry.title
+        count += 1
+        if as_json:
+            out.write(json.dumps(_match_json(match, placed.story_id, placed.duplicate),
+                                 ensure_ascii=False))
+            out.write("\n")
+        else:
+            _print_match(match, placed.duplicate, first_titles[placed.story_id], out)
     if not as_json:
         print(f"{count} match(es) in {len(entries)} entries from {len(sources)} source(s)",
               file=out)

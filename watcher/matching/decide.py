@@ -1,23 +1,44 @@
 """The story decision (pure, no I/O): which topics watch a feed, and whether a match opens
-a story (and owes its alerts) or joins an open one.
+a story (and owes its alerts) or joins an open one — and then owes an update or a surge.
 
-The pipeline calls `StoryDecider.decide` inside the poll's transaction; `watcher test` calls
-`StoryDecider.place` for the same verdict without a store, so what it shows is what the
-daemon would do.
+The same-story verdict is the story engine's (`watcher.story.StoryIndex`, through
+`same_story`). The pipeline calls `StoryDecider.decide` inside the poll's transaction,
+under the store's story lock, with every placement other processes committed since it last
+looked (`StoryEvent`s, replayed into the index first), so two nodes seeing one story cannot
+both alert on it. `watcher test` calls `StoryDecider.place` for the same verdict without a
+store, so what it shows is what the daemon would do.
+
+Alerts per story and channel:
+- "story": when the story opens, due after the topic's `group_wait` (outlets that join
+  meanwhile are listed in its `also_reported_by`: the outbox reads them when it sends);
+- "update": once, when `story_updates` more outlets joined after the first alert was due;
+- "surge": once, when `surge.outlets` distinct outlets carried it within `surge.within`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from watcher import schedule
 from watcher.config import Config, FeedSettings, TopicSettings
-from watcher.matching.dedupe import StoryIndex
+from watcher.embed import Embedder
+from watcher.matching.dedupe import loads
 from watcher.matching.match import Matcher
-from watcher.model import Entry, Match, NewAlert, NewStory, PollRecord, StoryMember
+from watcher.model import (
+    AlertKind,
+    Entry,
+    Match,
+    NewAlert,
+    NewStory,
+    PollRecord,
+    StoryEvent,
+    StoryMember,
+)
+from watcher.story import Evidence, StoryIndex, topic_terms
 
 log = logging.getLogger("watcher.poll")
 
@@ -33,13 +54,53 @@ def short_hash(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
+def human(delta: timedelta) -> str:
+    """A duration as config writes it: 90s, 10m, 1h, 2d."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def build_matcher(config: Config, embedder: Embedder | None) -> Matcher:
+    """The topics' matcher; a topic by meaning that needs the embedder it cannot have is
+    built without its concept part (logged once per topic)."""
+    rules = [t.rule() for t in config.topics]
+    if "embedder" not in inspect.signature(Matcher).parameters:  # before topics by meaning
+        return Matcher(rules)
+    from watcher.matching import match as match_module
+
+    unavailable = getattr(match_module, "ConceptUnavailable", None)
+    while True:
+        try:
+            return Matcher(rules, embedder=embedder)  # type: ignore[call-arg]
+        except Exception as exc:
+            if unavailable is None or not isinstance(exc, unavailable):
+                raise
+            topic = str(getattr(exc, "topic", "") or "")
+            log.warning("topic matched by its phrases only: its concept needs the embedding "
+                        "model", extra={"topic": topic, "reason": str(exc)})
+            stripped = [r for r in rules if r.name == topic and r.concept]
+            if not stripped:
+                raise
+            rules = [_without_concept(r) if r.name == topic else r for r in rules]
+
+
+def _without_concept(rule: object) -> object:
+    from dataclasses import replace
+
+    return replace(rule, about="", like=(), unlike=())  # type: ignore[type-var]
+
+
 class Rules:
     """The topic side of a config, compiled once per (re)load."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, embedder: Embedder | None = None) -> None:
         self.config = config
+        self.embedder = embedder
         self.topics: dict[str, TopicSettings] = {t.name: t for t in config.topics}
-        self.matcher = Matcher([t.rule() for t in config.topics])
+        self.matcher = build_matcher(config, embedder)
         self._by_feed: dict[str, frozenset[str]] = {}
 
     def topics_for(self, feed: FeedSettings) -> frozenset[str]:
@@ -54,10 +115,20 @@ class Rules:
         """The configured feed with this URL, or an unnamed, untagged one."""
         return next((f for f in self.config.feeds if f.url == url), None) or FeedSettings(url=url)
 
-    def match(self, entry: Entry, feed: FeedSettings) -> list[Match]:
+    def needs_vectors(self, topics: frozenset[str]) -> bool:
+        """Whether matching these topics reads entries' vectors (topics by meaning)."""
+        needs = getattr(self.matcher, "needs_vectors", None)
+        return bool(topics) and self.embedder is not None and needs is not None and needs(
+            topics)
+
+    def match(self, entry: Entry, feed: FeedSettings, vector: object = None) -> list[Match]:
         """The matches of an entry against the topics that watch its feed."""
         topics = self.topics_for(feed)
-        return self.matcher.match(entry, topics) if topics else []
+        if not topics:
+            return []
+        if vector is not None:
+            return self.matcher.match(entry, topics, vector=vector)  # type: ignore[call-arg]
+        return self.matcher.match(entry, topics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,78 +137,168 @@ class Placement:
 
     story_id: str
     opened: NewStory | None
+    probability: float = 0.0
 
     @property
     def duplicate(self) -> bool:
         return self.opened is None
 
 
+@dataclass(slots=True)
+class Book:
+    """What the decider counts of a story besides the engine: its entries and outlets."""
+
+    topic: str
+    first_seen: datetime  # wall clock of its first placement
+    entries: set[str] = field(default_factory=set)
+    outlets: dict[str, datetime] = field(default_factory=dict)  # feed URL -> first seen
+    updated: bool = False
+    surged: bool = False
+
+    def join(self, entry_id: str, feed_url: str, seen_at: datetime) -> None:
+        self.entries.add(entry_id)
+        self.outlets.setdefault(feed_url, seen_at)
+
+    def joined_after(self, due: datetime) -> int:
+        """Outlets that first carried the story after its alert was due."""
+        return sum(1 for at in self.outlets.values() if at > due)
+
+    def recent(self, now: datetime, within: timedelta) -> int:
+        return sum(1 for at in self.outlets.values() if now - within <= at <= now)
+
+
 class StoryDecider:
-    """Open stories per topic and the decision for each match (same story or a new one)."""
+    """Open stories per topic (the story engine's index) and the decision for each match."""
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
         self.window = rules.config.watcher.story_window
-        self.stories = StoryIndex(self.window)
+        self.index = StoryIndex(self.window)
+        self.books: dict[str, Book] = {}
+        self.configure(rules)
 
     @property
     def config(self) -> Config:
         return self.rules.config
 
-    def add(self, story: NewStory) -> None:
-        """Remember a stored (or just opened) story, once."""
-        if not self.stories.has(story.topic, story.id):
-            self.stories.add(story.id, story.topic, story.title, story.summary, story.opened_at)
+    def configure(self, rules: Rules) -> None:
+        """Use new rules; each topic's own words are no evidence of one story."""
+        self.rules = rules
+        for topic in rules.config.topics:
+            phrases = [p.phrase for p in (*topic.any, *topic.all) if p.phrase != "*"]
+            self.index.configure(topic.name, topic_terms(phrases))
+
+    def observe(self, ev: Evidence) -> None:
+        """Count a new entry (matched or not) in the word statistics."""
+        self.index.observe(ev)
 
     def expire(self, now: datetime) -> int:
-        """Drop stories opened before the window; returns how many."""
-        return self.stories.expire(now)
+        """Forget stories not touched within the window; returns how many."""
+        dropped = self.index.expire(now)
+        for story_id in [s for s, b in self.books.items()
+                         if self.index.story(b.topic, s) is None]:
+            del self.books[story_id]
+        return dropped
+
+    def replay(self, event: StoryEvent) -> None:
+        """Apply a committed placement (ours or another process's), once."""
+        book = self.books.get(event.story_id)
+        if book is not None and event.entry_id in book.entries:
+            return
+        ev = loads(event.evidence)
+        if book is None or self.index.story(event.topic, event.story_id) is None:
+            self.index.open(event.topic, event.story_id, event.entry_id, ev, event.seen_at)
+            book = self.books[event.story_id] = Book(event.topic, event.seen_at)
+        else:
+            self.index.attach(event.topic, event.story_id, event.entry_id, ev, event.seen_at)
+        book.join(event.entry_id, event.feed_url, event.seen_at)
+        self._owed(event.story_id, book, event.seen_at)  # already owed by whoever placed it
 
     def forget(self, record: PollRecord) -> None:
-        """Undo what a poll whose transaction failed added to the index."""
+        """Undo what a poll whose transaction failed added (its entries are polled again)."""
         for story in record.stories:
-            self.stories.remove(story.topic, story.id)
+            self.index.remove(story.topic, story.id)
+            self.books.pop(story.id, None)
+        for event in record.events:
+            book = self.books.get(event.story_id)
+            if book is not None:
+                book.entries.discard(event.entry_id)
 
-    def place(self, match: Match, now: datetime, *, update: bool = False) -> Placement:
+    def place(self, match: Match, ev: Evidence, now: datetime, *,
+              update: bool = False) -> Placement:
         """The open story this match joins, or a new story it opens (added to the index)."""
         entry = match.entry
-        at = story_time(entry, now)
-        story_id = self.stories.find(match.topic, entry.title, entry.summary, at)
-        if story_id is not None and not update:
-            return Placement(story_id, None)
+        verdict = self.index.find(match.topic, ev)
+        if verdict.story_id is not None and not update:
+            self.index.attach(match.topic, verdict.story_id, entry.id, ev, now)
+            self._book(verdict.story_id, match.topic, now).join(entry.id, entry.feed_url, now)
+            return Placement(verdict.story_id, None, verdict.probability)
         story_id = short_hash("story", match.topic, entry.feed_url, entry.key, entry.title)
-        story = NewStory(story_id, match.topic, entry.title, entry.summary, at)
-        self.add(story)
-        return Placement(story_id, story)
+        self.index.open(match.topic, story_id, entry.id, ev, now)
+        book = self.books[story_id] = Book(match.topic, now)
+        book.join(entry.id, entry.feed_url, now)
+        return Placement(story_id, NewStory(story_id, match.topic, entry.title, entry.summary,
+                                            ev.at), verdict.probability)
 
-    def decide(self, record: PollRecord, fresh: list[NewStory], now: datetime) -> None:
-        """Dedupe a poll's matches into stories, members and alerts.
+    def _book(self, story_id: str, topic: str, now: datetime) -> Book:
+        return self.books.setdefault(story_id, Book(topic, now))
 
-        The store calls this inside the poll's transaction, under its story lock, with the
-        stories other processes opened since we last looked, so two nodes seeing one story
-        cannot both alert on it.
-        """
-        for story in fresh:
-            self.add(story)
+    def decide(self, record: PollRecord, fresh: list[StoryEvent], now: datetime) -> None:
+        """Place a poll's matches into stories; fill in members, placements and alerts."""
+        for event in fresh:
+            self.replay(event)
         for match, update in record.matches:
             self._record(record, match, now, update)
 
     def _record(self, record: PollRecord, match: Match, now: datetime, update: bool) -> None:
         entry = match.entry
-        placed = self.place(match, now, update=update)
+        raw = record.evidence[entry.id]
+        placed = self.place(match, loads(raw), now, update=update)
         record.members.append(StoryMember(placed.story_id, entry, now))
+        record.events.append(StoryEvent(placed.story_id, match.topic, entry.id,
+                                        entry.feed_url, raw, now))
+        topic = self.rules.topics[match.topic]
         if placed.opened is None:
             log.info("same story as an earlier alert", extra={
                 "feed": entry.feed_url, "topic": match.topic, "story": placed.story_id,
-                "title": entry.title})
+                "title": entry.title, "p": round(placed.probability, 2)})
+            for kind, note in self._owed(placed.story_id, self.books[placed.story_id], now):
+                self._alerts(record, match, placed.story_id, now, kind, note)
             return
         record.stories.append(placed.opened)
-        for channel in self.rules.topics[match.topic].channels:
-            due = schedule.digest_due(self.config.channel(channel).digest, now,
-                                      self.config.watcher.timezone)
-            record.alerts.append(NewAlert(
-                id=short_hash("alert", placed.story_id, channel), topic=match.topic,
-                channel=channel, story_id=placed.story_id, entry=entry, score=match.score,
-                hits=match.hits, due_at=due))
+        self._alerts(record, match, placed.story_id, now + topic.group_wait, "story", "")
         log.info("alert owed", extra={"feed": entry.feed_url, "topic": match.topic,
-                                      "score": round(match.score, 1), "title": entry.title})
+                                      "score": round(match.score, 1), "title": entry.title,
+                                      "due_in": human(topic.group_wait)})
+
+    def _owed(self, story_id: str, book: Book, now: datetime) -> list[tuple[AlertKind, str]]:
+        """The follow-up alerts this story owes now (each once: the book remembers)."""
+        topic = self.rules.topics.get(book.topic)
+        if topic is None:
+            return []
+        owed: list[tuple[AlertKind, str]] = []
+        n = topic.story_updates
+        if n and not book.updated and book.joined_after(book.first_seen + topic.group_wait) >= n:
+            book.updated = True
+            owed.append(("update", f"Update: {n} more outlet{'s' if n > 1 else ''}"))
+        surge = topic.surge
+        if surge and not book.surged and book.recent(now, surge.within) >= surge.outlets:
+            book.surged = True
+            owed.append(("surge", f"Surge: {book.recent(now, surge.within)} outlets in "
+                                  f"{human(surge.within)}"))
+        return owed
+
+    def _alerts(self, record: PollRecord, match: Match, story_id: str, due: datetime,
+                kind: AlertKind, note: str) -> None:
+        for channel in self.rules.topics[match.topic].channels:
+            digest = schedule.digest_due(self.config.channel(channel).digest, due,
+                                         self.config.watcher.timezone)
+            alert_id = short_hash("alert", story_id, channel) if kind == "story" else \
+                short_hash("alert", kind, story_id, channel)
+            record.alerts.append(NewAlert(
+                id=alert_id, topic=match.topic, channel=channel, story_id=story_id,
+                entry=match.entry, score=match.score, hits=match.hits, due_at=max(due, digest),
+                kind=kind, note=note))
+        if kind != "story":
+            log.info("follow-up alert owed", extra={"topic": match.topic, "story": story_id,
+                                                    "kind": kind, "note": note})

@@ -135,8 +135,15 @@ def _absolute(link: str, feed_url: str) -> str | None:
     return urljoin(feed_url, link)
 
 
-def to_entry(raw: Any, feed_url: str, feed_name: str, now: datetime) -> Entry:
-    """One feedparser entry as an Entry."""
+def language_code(value: object) -> str:
+    """A declared language ("en-US", "ru_RU", "de") as its ISO 639-1 code; "" if none."""
+    code = str(value or "").strip().lower().replace("_", "-").split("-")[0]
+    return code if len(code) == 2 and code.isalpha() else ""
+
+
+def to_entry(raw: Any, feed_url: str, feed_name: str, now: datetime,
+             language: str = "") -> Entry:
+    """One feedparser entry as an Entry (`language`: the feed's declared one)."""
     title = plain_text(raw.get("title") or "", MAX_TITLE_CHARS)
     link = _absolute((raw.get("link") or "").strip(), feed_url)
     guid = (raw.get("id") or "").strip() or None
@@ -145,7 +152,8 @@ def to_entry(raw: Any, feed_url: str, feed_name: str, now: datetime) -> Entry:
     canon = canonical_link(link)
     return Entry(key=_entry_key(guid, canon, title, summary), guid=guid, title=title, link=link,
                  canonical_link=canon, summary=summary, published=_date(raw, now),
-                 feed_url=feed_url, feed_name=feed_name)
+                 feed_url=feed_url, feed_name=feed_name,
+                 language=language_code(raw.get("language")) or language)
 
 
 # --- the document ---
@@ -237,7 +245,8 @@ def parse_feed(body: bytes, feed_url: str, feed_name: str = "",
     raws, chosen = parsed.entries, ""
     if len(raws) > max_entries:
         raws, chosen = _keep_newest(raws, max_entries, now)
-    entries = _distinct(to_entry(raw, feed_url, feed_name or title or feed_url, now)
+    language = language_code(parsed.feed.get("language"))
+    entries = _distinct(to_entry(raw, feed_url, feed_name or title or feed_url, now, language)
                         for raw in raws)
     warning = _warning(problem, content_type)
     if chosen:

@@ -23,13 +23,14 @@ from watcher.model import (
     Hit,
     Match,
     NewAlert,
-    NewStory,
     NodeInfo,
     Outlet,
     OwedAlert,
     PollRecord,
     PruneCounts,
     SeenCheck,
+    StoredEntry,
+    StoryEvent,
     StorySummary,
 )
 from watcher.redact import mask_text
@@ -53,6 +54,7 @@ class StoreLost(StoreError):
     """The state file was deleted or replaced under the running process: stop at once."""
 
 
+OUTLETS_PER_ALERT = 50  # other outlets an alert lists at most
 DELIVERY_LEASE = 120.0  # seconds a claimed alert is ours before another node may send it
 DEFAULT_NODE_TTL = 15.0  # seconds without a heartbeat after which a node's leases are void
 
@@ -136,7 +138,10 @@ class FeedStore(Protocol):
     async def record_poll(self, record: PollRecord, decide: Decider | None = None) -> None:
         """Write one poll in one transaction; `decide` fills in its stories and alerts there."""
         ...
-    async def open_stories(self, since: datetime) -> list[NewStory]: ...
+    async def story_events(self, since: datetime) -> list[StoryEvent]:
+        """Placements of the stories touched since `since`, in commit order."""
+        ...
+    async def recent_evidence(self, since: datetime, limit: int) -> list[str]: ...
     async def block_host(self, host: str, until: datetime, reason: str = "") -> None: ...
 
 
@@ -176,7 +181,8 @@ class ClusterStore(Protocol):
         ...
     async def prune(self, now: datetime, *, stories_older_than: timedelta = ...,
                     keep_seen_per_feed: int = ...,
-                    nodes_older_than: timedelta = ...) -> PruneCounts: ...
+                    nodes_older_than: timedelta = ...,
+                    keep_entries: timedelta = ...) -> PruneCounts: ...
 
 
 class ReportStore(Protocol):
@@ -195,6 +201,9 @@ class ReportStore(Protocol):
         "retrying": both are still owed)."""
         ...
     async def requeue_failed(self, channel: str | None, now: datetime) -> int: ...
+    async def recent_entries(self, since: datetime, limit: int) -> list[StoredEntry]:
+        """New entries seen since `since`, newest first (kept for `keep_entries`)."""
+        ...
 
 
 class Store(FeedStore, OutboxStore, ClusterStore, ReportStore, Protocol):
@@ -246,7 +255,7 @@ def entry_from_dict(data: dict[str, Any]) -> Entry:
 def alert_payload(alert: NewAlert) -> str:
     return json.dumps({
         "entry": entry_to_dict(alert.entry), "score": alert.score,
-        "hits": [asdict(h) for h in alert.hits],
+        "hits": [asdict(h) for h in alert.hits], "kind": alert.kind, "note": alert.note,
     }, ensure_ascii=False)
 
 
@@ -291,8 +300,12 @@ def record_from_row(row: Any, payload: str, created_at: datetime,
 def message_from_row(alert_id: str, topic: str, channel: str, payload: str,
                      created_at: datetime | None, outlets: list[Outlet]) -> AlertMessage:
     data = json.loads(payload)
+    entry = entry_from_dict(data["entry"])
+    own = (entry.feed_name, entry.title, entry.link)
+    outlets = [o for o in outlets if (o.feed, o.title, o.link) != own][:OUTLETS_PER_ALERT]
     return AlertMessage(
-        alert_id=alert_id, topic=topic, channel=channel, entry=entry_from_dict(data["entry"]),
+        alert_id=alert_id, topic=topic, channel=channel, entry=entry,
         score=data["score"], hits=tuple(Hit(**h) for h in data["hits"]),
-        also_reported_by=outlets, created_at=created_at,
+        also_reported_by=outlets, created_at=created_at, kind=data.get("kind", "story"),
+        note=data.get("note", ""),
     )

@@ -46,11 +46,17 @@ TABLES = (
     _Table("stories", ("id", "topic", "title", "summary", "opened_at"), "id",
            "opened_at, rowid", frozenset({"opened_at"})),
     _Table("story_members", ("story_id", "feed_url", "entry_key", "feed_name", "title", "link",
-                             "seen_at"), "story_id, feed_url, entry_key", "seen_at",
+                             "seen_at", "language"), "story_id, feed_url, entry_key", "seen_at",
            frozenset({"seen_at"})),
+    # the story engine's placements, in commit order (new sequence numbers)
+    _Table("story_log", ("story_id", "topic", "entry_id", "feed_url", "evidence", "seen_at"),
+           "story_id, entry_id", "seq", frozenset({"seen_at"})),
+    _Table("entries", ("feed_url", "entry_key", "feed_name", "title", "summary", "link",
+                       "language", "published", "seen_at", "evidence"), "feed_url, entry_key",
+           "seen_at", frozenset({"published", "seen_at"})),
     _Table("alerts", ("id", "topic", "channel", "story_id", "title", "payload", "status",
                       "attempts", "next_attempt_at", "last_error", "created_at",
-                      "delivered_at", "sent_to"), "id", "created_at, id",
+                      "delivered_at", "sent_to", "kind"), "id", "created_at, id",
            frozenset({"next_attempt_at", "created_at", "delivered_at"}),
            lists=frozenset({"sent_to"})),
 )
@@ -123,13 +129,14 @@ async def _copy(db: sqlite3.Connection, conn: Any, table: _Table) -> int:
     """COPY the rows into a temporary table, then insert what the destination lacks."""
     columns = ", ".join(table.columns)
     await conn.execute(f"CREATE TEMPORARY TABLE incoming (LIKE {table.name})")
-    if table.name == "stories":
+    if table.name in ("stories", "story_log"):
         await conn.execute("ALTER TABLE incoming ALTER COLUMN seq DROP NOT NULL")
     async with conn.cursor().copy(f"COPY incoming ({columns}) FROM STDIN") as copy:
         for batch in _rows(db, table):
             for row in batch:
                 await copy.write_row(row)
-    order = " ORDER BY opened_at, id" if table.name == "stories" else ""
+    order = {"stories": " ORDER BY opened_at, id", "story_log": " ORDER BY seen_at"}.get(
+        table.name, "")
     cur = await conn.execute(f"INSERT INTO {table.name} ({columns}) SELECT {columns} "
                              f"FROM incoming{order} ON CONFLICT ({table.key}) DO NOTHING")
     copied = max(cur.rowcount, 0)

@@ -75,6 +75,26 @@ MIGRATIONS: list[str] = [
     ALTER TABLE nodes ADD COLUMN hostname text;
     ALTER TABLE nodes ADD COLUMN pid integer;
     """,
+    # 3: the story engine (see the SQLite schema's step 5)
+    """
+    CREATE TABLE story_log (
+        seq bigserial PRIMARY KEY, story_id text NOT NULL, topic text NOT NULL,
+        entry_id text NOT NULL, feed_url text NOT NULL, evidence text NOT NULL,
+        seen_at timestamptz NOT NULL, UNIQUE (story_id, entry_id)
+    );
+    CREATE INDEX story_log_by_time ON story_log (seen_at);
+    CREATE TABLE entries (
+        feed_url text NOT NULL, entry_key text NOT NULL, feed_name text NOT NULL,
+        title text NOT NULL, summary text NOT NULL, link text, language text NOT NULL,
+        published timestamptz, seen_at timestamptz NOT NULL, evidence text,
+        PRIMARY KEY (feed_url, entry_key)
+    );
+    CREATE INDEX entries_by_time ON entries (seen_at);
+    ALTER TABLE story_members ADD COLUMN language text NOT NULL DEFAULT '';
+    ALTER TABLE alerts ADD COLUMN kind text NOT NULL DEFAULT 'story';
+    ALTER TABLE alerts DROP CONSTRAINT alerts_topic_story_id_channel_key;
+    ALTER TABLE alerts ADD CONSTRAINT alerts_story_kind UNIQUE (topic, story_id, channel, kind);
+    """,
 ]
 
 

@@ -25,9 +25,9 @@ from watcher.http import feed_host
 from watcher.model import (
     Decider,
     FeedState,
-    NewStory,
     OwedAlert,
     PollRecord,
+    StoryEvent,
 )
 from watcher.store import pg_schema
 from watcher.store.base import (
@@ -231,7 +231,7 @@ class PostgresStore(SqlStore):
     async def record_poll(self, record: PollRecord, decide: Decider | None = None) -> None:
         now = record.feed.last_poll_at or _utcnow()
         async with self._conn(durable=True) as conn:
-            if (record.matches and decide is not None) or record.stories:
+            if (record.matches and decide is not None) or record.stories or record.events:
                 # The story lock: one node at a time decides, seeing every story committed
                 # before it (so two nodes that both see a story cannot both alert on it).
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (pg_schema.STORY_LOCK,))
@@ -261,11 +261,11 @@ class PostgresStore(SqlStore):
             for sql, rows in poll_writes(record, now, DIALECT):
                 await cur.executemany(render(sql), rows)
 
-    async def _fresh_stories(self, conn: psycopg.AsyncConnection[Any]) -> list[NewStory]:
-        """Stories committed (by any node) since this store last looked. Every story is
-        inserted under the story lock, so sequence order is commit order and a cursor on
-        `seq` misses nothing."""
-        sql, params = self.fresh_stories_query()
+    async def _fresh_stories(self, conn: psycopg.AsyncConnection[Any]) -> list[StoryEvent]:
+        """Story placements committed (by any node) since this store last looked. Every
+        placement is inserted under the story lock, so sequence order is commit order and a
+        cursor on `seq` misses nothing."""
+        sql, params = self.fresh_events_query()
         cur = await conn.execute(render(sql), params)
         return self.took_fresh(await cur.fetchall())
 

@@ -26,13 +26,14 @@ from watcher.model import (
     FailedAlert,
     FeedState,
     NewAlert,
-    NewStory,
     NodeInfo,
     Outlet,
     OwedAlert,
     PollRecord,
     PruneCounts,
     SeenCheck,
+    StoredEntry,
+    StoryEvent,
     StorySummary,
     node_identity,
 )
@@ -114,6 +115,9 @@ PRUNE: list[tuple[str | None, str]] = [
              "(SELECT feed_url, entry_key, row_number() OVER (PARTITION BY feed_url "
              "ORDER BY first_seen DESC, entry_key) AS rn FROM seen) ranked WHERE rn > :keep)"),
     ("nodes", "DELETE FROM nodes WHERE expires_at < :node_horizon"),
+    ("entries", "DELETE FROM entries WHERE seen_at < :entries_horizon"),
+    (None, "DELETE FROM story_log WHERE story_id IN (SELECT story_id FROM story_log "
+           "GROUP BY story_id HAVING max(seen_at) < :horizon)"),
     ("hosts", "DELETE FROM hosts WHERE blocked_until < :now"),
 ]
 # What one poll writes besides the feed's state (after the decision, in its transaction).
@@ -125,12 +129,35 @@ INSERT_STORY = ("INSERT INTO stories (id, topic, title, summary, opened_at) "
                 "VALUES (:id, :topic, :title, :summary, :opened_at) ON CONFLICT DO NOTHING")
 INSERT_MEMBER = (
     "INSERT INTO story_members (story_id, feed_url, entry_key, feed_name, title, link, "
-    "seen_at) VALUES (:story_id, :feed_url, :entry_key, :feed_name, :title, :link, :seen_at) "
-    "ON CONFLICT DO NOTHING")
+    "seen_at, language) VALUES (:story_id, :feed_url, :entry_key, :feed_name, :title, :link, "
+    ":seen_at, :language) ON CONFLICT DO NOTHING")
 INSERT_ALERT = (
     "INSERT INTO alerts (id, topic, channel, story_id, title, payload, status, "
-    "next_attempt_at, created_at) VALUES (:id, :topic, :channel, :story_id, :title, :payload, "
-    "'owed', :due_at, :now) ON CONFLICT DO NOTHING")
+    "next_attempt_at, created_at, kind) VALUES (:id, :topic, :channel, :story_id, :title, "
+    ":payload, 'owed', :due_at, :now, :kind) ON CONFLICT DO NOTHING")
+INSERT_EVENT = (
+    "INSERT INTO story_log (story_id, topic, entry_id, feed_url, evidence, seen_at) "
+    "VALUES (:story_id, :topic, :entry_id, :feed_url, :evidence, :seen_at) "
+    "ON CONFLICT DO NOTHING")
+# A new entry's text (and evidence, with its vector) for `keep_entries`: the desk reads it,
+# the story engine's word statistics are rebuilt from it at a start.
+INSERT_ENTRY = (
+    "INSERT INTO entries (feed_url, entry_key, feed_name, title, summary, link, language, "
+    "published, seen_at, evidence) VALUES (:feed_url, :entry_key, :feed_name, :title, "
+    ":summary, :link, :language, :published, :now, :evidence) "
+    "ON CONFLICT (feed_url, entry_key) DO UPDATE SET title = excluded.title, "
+    "summary = excluded.summary, link = excluded.link, "
+    "evidence = COALESCE(excluded.evidence, entries.evidence)")
+EVENT_COLUMNS = "seq, story_id, topic, entry_id, feed_url, evidence, seen_at"
+# Every placement of the stories touched since :since (a story about entries dated long ago
+# stays as long as outlets keep joining it), in commit order.
+OPEN_EVENTS = (f"SELECT {EVENT_COLUMNS} FROM story_log WHERE story_id IN "
+               "(SELECT story_id FROM story_log GROUP BY story_id HAVING max(seen_at) >= :since) "
+               "ORDER BY seq")
+FRESH_EVENTS = f"SELECT {EVENT_COLUMNS} FROM story_log WHERE seq > :cursor ORDER BY seq"
+RECENT_ENTRIES = ("SELECT feed_url, entry_key, feed_name, title, summary, link, language, "
+                  "published, seen_at, evidence FROM entries WHERE seen_at >= :since "
+                  "ORDER BY seen_at DESC, feed_url, entry_key LIMIT :limit")
 # The outbox: only owed alerts change (one another process delivered stays delivered).
 _MARK = "UPDATE alerts SET {} WHERE id = :id AND status = 'owed'"
 MARK_DELIVERED = _MARK.format("status = 'delivered', delivered_at = :at, "
@@ -146,7 +173,8 @@ NEXT_DUE = ("SELECT min(CASE WHEN NOT " + LEASE_VOID.format(t="alerts")
             "ELSE alerts.next_attempt_at END) AS t FROM alerts WHERE status = 'owed'")
 REQUEUE = ("UPDATE alerts SET status = 'owed', attempts = 0, next_attempt_at = :now "
            "WHERE status = 'failed'")
-OUTLETS = ("SELECT story_id, feed_name, title, link FROM story_members WHERE story_id IN {} "
+OUTLETS = ("SELECT story_id, feed_name, title, link, language, seen_at FROM story_members "
+           "WHERE story_id IN {} "
            "ORDER BY story_id, seen_at, feed_url, entry_key")
 HISTORY = ("SELECT id, topic, channel, story_id, title, payload, status, attempts, last_error, "
            "created_at, delivered_at FROM alerts WHERE 1 = 1")
@@ -156,12 +184,6 @@ RECENT_STORIES = (
     "ORDER BY opened_at DESC, id LIMIT :limit) s "
     "LEFT JOIN story_members m ON m.story_id = s.id "
     "ORDER BY s.opened_at DESC, s.id, m.seen_at")
-# Stories in the order they were committed: SQLite's rowid, PostgreSQL's seq (both only grow,
-# and every story is inserted under the backend's story lock).
-OPEN_STORIES = ("SELECT id, topic, title, summary, opened_at FROM stories "
-                "WHERE opened_at >= :since ORDER BY opened_at")
-FRESH_STORIES = ("SELECT {seq} AS seq, id, topic, title, summary, opened_at FROM stories "
-                 "WHERE {seq} > :cursor ORDER BY {seq}")
 CHUNK = 500  # values in one IN (...) list
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
@@ -170,7 +192,6 @@ class Dialect:
     """How a driver spells parameters and stores times, flags and lists."""
 
     name = "sqlite"
-    story_seq = "rowid"
 
     def render(self, sql: str) -> str:
         return sql
@@ -187,7 +208,6 @@ class Dialect:
 
 class PostgresDialect(Dialect):
     name = "postgresql"
-    story_seq = "seq"
 
     def render(self, sql: str) -> str:
         return _pyformat(sql)
@@ -219,9 +239,23 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[i:i + size]
 
 
-def stories_from_rows(rows: list[Row], dialect: Dialect) -> list[NewStory]:
-    return [NewStory(r["id"], r["topic"], r["title"], r["summary"],
-                     dialect.datetime(r["opened_at"])) for r in rows]
+def events_from_rows(rows: list[Row], dialect: Dialect) -> list[StoryEvent]:
+    return [StoryEvent(r["story_id"], r["topic"], r["entry_id"], r["feed_url"], r["evidence"],
+                       dialect.datetime(r["seen_at"])) for r in rows]
+
+
+def stored_entry(row: Row, dialect: Dialect) -> StoredEntry:
+    """A row of `entries` as a StoredEntry (its vector decoded from the evidence)."""
+    vector = None
+    if row["evidence"]:
+        from watcher.story.evidence import Evidence
+
+        vector = Evidence.from_dict(json.loads(row["evidence"])).vector
+    entry = Entry(key=row["entry_key"], guid=None, title=row["title"], link=row["link"],
+                  canonical_link=None, summary=row["summary"],
+                  published=dialect.datetime(row["published"]), feed_url=row["feed_url"],
+                  feed_name=row["feed_name"], language=row["language"])
+    return StoredEntry(entry, dialect.datetime(row["seen_at"]), vector)
 
 
 def seen_by_link(links: Sequence[str]) -> tuple[str, dict[str, Any]]:
@@ -259,12 +293,18 @@ def poll_writes(record: PollRecord, now: datetime,
         (INSERT_SEEN, [{"feed_url": record.feed.url, "entry_key": e.key,
                         "canonical_link": e.canonical_link, "title_hash": title_hash(e),
                         "now": at} for e in record.seen]),
+        (INSERT_ENTRY, [_entry_row(e, record.evidence.get(e.id), at, dialect)
+                        for e in record.seen]),
         (INSERT_STORY, [{"id": s.id, "topic": s.topic, "title": s.title, "summary": s.summary,
                          "opened_at": dialect.time(s.opened_at)} for s in record.stories]),
         (INSERT_MEMBER, [{"story_id": m.story_id, "feed_url": m.entry.feed_url,
                           "entry_key": m.entry.key, "feed_name": m.entry.feed_name,
                           "title": m.entry.title, "link": m.entry.link,
-                          "seen_at": dialect.time(m.seen_at)} for m in record.members]),
+                          "seen_at": dialect.time(m.seen_at), "language": m.entry.language}
+                         for m in record.members]),
+        (INSERT_EVENT, [{"story_id": ev.story_id, "topic": ev.topic, "entry_id": ev.entry_id,
+                         "feed_url": ev.feed_url, "evidence": ev.evidence,
+                         "seen_at": dialect.time(ev.seen_at)} for ev in record.events]),
         (INSERT_ALERT, [_alert_row(a, at, dialect) for a in record.alerts]),
     ]
     return [(sql, rows) for sql, rows in writes if rows]
@@ -273,7 +313,16 @@ def poll_writes(record: PollRecord, now: datetime,
 def _alert_row(alert: NewAlert, now: Any, dialect: Dialect) -> dict[str, Any]:
     return {"id": alert.id, "topic": alert.topic, "channel": alert.channel,
             "story_id": alert.story_id, "title": alert.entry.title,
-            "payload": alert_payload(alert), "due_at": dialect.time(alert.due_at), "now": now}
+            "payload": alert_payload(alert), "due_at": dialect.time(alert.due_at), "now": now,
+            "kind": alert.kind}
+
+
+def _entry_row(entry: Entry, evidence: str | None, now: Any,
+               dialect: Dialect) -> dict[str, Any]:
+    return {"feed_url": entry.feed_url, "entry_key": entry.key, "feed_name": entry.feed_name,
+            "title": entry.title, "summary": entry.summary, "link": entry.link,
+            "language": entry.language, "published": dialect.time(entry.published),
+            "now": now, "evidence": evidence}
 
 
 def heartbeat_params(node: str, fingerprint: str | None, now: datetime, ttl: float,
@@ -341,26 +390,39 @@ class SqlStore(ABC):
                     links.add(row["link"])
         return classify_seen(entries, known, links)
 
-    async def open_stories(self, since: datetime) -> list[NewStory]:
-        """The stories of the window (to rebuild the index at start); the cursor for
-        stories other processes open later starts after the newest one now."""
-        top = await self.fetch(f"SELECT COALESCE(max({self.dialect.story_seq}), 0) AS top "
-                               f"FROM stories")
-        self.story_cursor = top[0]["top"]
-        rows = await self.fetch(OPEN_STORIES, {"since": self.dialect.time(since)})
-        return stories_from_rows(rows, self.dialect)
+    async def story_events(self, since: datetime) -> list[StoryEvent]:
+        """Every placement of the stories touched since `since`, in commit order (to
+        rebuild the story index at a start); later ones come through `fresh_events_query`."""
+        rows = await self.fetch(OPEN_EVENTS, {"since": self.dialect.time(since)})
+        top = await self.fetch("SELECT COALESCE(max(seq), 0) AS top FROM story_log")
+        self.story_cursor = max(top[0]["top"], rows[-1]["seq"] if rows else 0)
+        return events_from_rows(rows, self.dialect)
 
-    def fresh_stories_query(self) -> tuple[str, dict[str, Any]]:
-        """Stories committed since this store last looked (run inside the poll's
-        transaction, under the story lock); pass the rows to `took_fresh`."""
-        return (FRESH_STORIES.format(seq=self.dialect.story_seq),
-                {"cursor": self.story_cursor})
+    def fresh_events_query(self) -> tuple[str, dict[str, Any]]:
+        """Placements committed (by any process) since this store last looked; run inside
+        the poll's transaction under the story lock; pass the rows to `took_fresh`."""
+        return FRESH_EVENTS, {"cursor": self.story_cursor}
 
-    def took_fresh(self, rows: list[Row]) -> list[NewStory]:
-        """The fresh stories' records; advances the cursor."""
+    def took_fresh(self, rows: list[Row]) -> list[StoryEvent]:
+        """The fresh placements; advances the cursor."""
         if rows:
             self.story_cursor = rows[-1]["seq"]
-        return stories_from_rows(rows, self.dialect)
+        return events_from_rows(rows, self.dialect)
+
+    async def recent_entries(self, since: datetime, limit: int = 1000) -> list[StoredEntry]:
+        """New entries seen since `since` (newest first), with their vectors when embedded;
+        kept for `[watcher] keep_entries`."""
+        rows = await self.fetch(RECENT_ENTRIES, {"since": self.dialect.time(since),
+                                                 "limit": limit})
+        return [stored_entry(r, self.dialect) for r in rows]
+
+    async def recent_evidence(self, since: datetime, limit: int) -> list[str]:
+        """The stored evidence (JSON) of the newest entries since `since`: the story
+        engine's word statistics are rebuilt from it at a start."""
+        rows = await self.fetch("SELECT evidence FROM entries WHERE seen_at >= :since AND "
+                                "evidence IS NOT NULL ORDER BY seen_at DESC LIMIT :limit",
+                                {"since": self.dialect.time(since), "limit": limit})
+        return [r["evidence"] for r in rows]
 
     # --- outbox ---
 
@@ -386,16 +448,19 @@ class SqlStore(ABC):
         return self.dialect.datetime(rows[0]["t"]) if rows else None
 
     async def outlets(self, story_ids: list[str]) -> dict[str, list[Outlet]]:
-        """Each story's other outlets, as known now (later reports show in later
-        deliveries): the first OUTLETS_PER_STORY members after the first reporter."""
+        """Each story's outlets, as known now (an alert held for `group_wait` lists those
+        that joined meanwhile): the first OUTLETS_PER_STORY + 1 members; each alert leaves
+        out its own entry (`message_from_row`)."""
         members: dict[str, list[Outlet]] = {}
         for chunk in chunks(list(dict.fromkeys(story_ids))):
             marks, params = in_list("s", chunk)
             for r in await self.fetch(OUTLETS.format(marks), params):
                 found = members.setdefault(r["story_id"], [])
-                if len(found) < OUTLETS_PER_STORY:
-                    found.append(Outlet(r["feed_name"], r["title"], r["link"]))
-        return {story: found[1:] for story, found in members.items()}
+                if len(found) <= OUTLETS_PER_STORY:
+                    found.append(Outlet(r["feed_name"], r["title"], r["link"],
+                                        r["language"] or "",
+                                        self.dialect.datetime(r["seen_at"])))
+        return members
 
     def owed(self, rows: list[Row], outlets: dict[str, list[Outlet]]) -> list[OwedAlert]:
         """OwedAlerts from claimed alert rows (id, topic, channel, story_id, payload,
@@ -491,11 +556,13 @@ class SqlStore(ABC):
 
     async def prune(self, now: datetime, *, stories_older_than: timedelta = timedelta(days=30),
                     keep_seen_per_feed: int = 2000,
-                    nodes_older_than: timedelta = timedelta(days=1)) -> PruneCounts:
+                    nodes_older_than: timedelta = timedelta(days=1),
+                    keep_entries: timedelta = timedelta(days=14)) -> PruneCounts:
         """Delete what can never matter again (see docs/scaling-out.md, "Housekeeping")."""
         d = self.dialect
         params = {"now": d.time(now), "horizon": d.time(now - stories_older_than),
-                  "keep": keep_seen_per_feed, "node_horizon": d.time(now - nodes_older_than)}
+                  "keep": keep_seen_per_feed, "node_horizon": d.time(now - nodes_older_than),
+                  "entries_horizon": d.time(now - keep_entries)}
         done = await self.transaction([(sql, params) for _, sql in PRUNE])
         counts = dict.fromkeys(PruneCounts.__slots__, 0)
         for (name, _), n in zip(PRUNE, done, strict=True):

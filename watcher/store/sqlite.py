@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from watcher.http import feed_host
-from watcher.model import Decider, FeedState, NewStory, OwedAlert, PollRecord
+from watcher.model import Decider, FeedState, OwedAlert, PollRecord, StoryEvent
 from watcher.store.base import (
     DEFAULT_NODE_TTL,
     DELIVERY_LEASE,
@@ -243,9 +243,9 @@ class SqliteStore(SqlStore):
             rows += [tuple(r) for r in self.db.execute(sql, params)]
         log_dropped(drop_seen_elsewhere(record, rows))
 
-    def _fresh_stories(self) -> list[NewStory]:
-        """Stories opened (by any process) since this store last looked."""
-        sql, params = self.fresh_stories_query()
+    def _fresh_stories(self) -> list[StoryEvent]:
+        """Story placements (by any process) since this store last looked."""
+        sql, params = self.fresh_events_query()
         return self.took_fresh(self.db.execute(sql, params).fetchall())
 
     # --- outbox ---

@@ -79,6 +79,44 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE nodes ADD COLUMN hostname TEXT;
     ALTER TABLE nodes ADD COLUMN pid INTEGER;
     """,
+    # 5: the story engine: every placement of an entry in a story with the engine's evidence
+    # (the index is rebuilt from it, by other processes too: `seq` is commit order); recent
+    # entries' text and vectors; an outlet's language; alert kinds (story, update, surge),
+    # each owed once per (topic, story, channel)
+    """
+    CREATE TABLE story_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, story_id TEXT NOT NULL, topic TEXT NOT NULL,
+        entry_id TEXT NOT NULL, feed_url TEXT NOT NULL, evidence TEXT NOT NULL,
+        seen_at REAL NOT NULL, UNIQUE (story_id, entry_id)
+    );
+    CREATE INDEX story_log_by_time ON story_log (seen_at);
+    CREATE TABLE entries (
+        feed_url TEXT NOT NULL, entry_key TEXT NOT NULL, feed_name TEXT NOT NULL,
+        title TEXT NOT NULL, summary TEXT NOT NULL, link TEXT, language TEXT NOT NULL,
+        published REAL, seen_at REAL NOT NULL, evidence TEXT,
+        PRIMARY KEY (feed_url, entry_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX entries_by_time ON entries (seen_at);
+    ALTER TABLE story_members ADD COLUMN language TEXT NOT NULL DEFAULT '';
+    CREATE TABLE alerts_v5 (
+        id TEXT PRIMARY KEY, topic TEXT NOT NULL, channel TEXT NOT NULL,
+        story_id TEXT NOT NULL, title TEXT NOT NULL, payload TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('owed', 'delivered', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, last_error TEXT,
+        created_at REAL NOT NULL, delivered_at REAL, lease_until REAL, lease_owner TEXT,
+        sent_to TEXT NOT NULL DEFAULT '[]', kind TEXT NOT NULL DEFAULT 'story',
+        UNIQUE (topic, story_id, channel, kind)
+    );
+    INSERT INTO alerts_v5 (id, topic, channel, story_id, title, payload, status, attempts,
+        next_attempt_at, last_error, created_at, delivered_at, lease_until, lease_owner,
+        sent_to) SELECT id, topic, channel, story_id, title, payload, status, attempts,
+        next_attempt_at, last_error, created_at, delivered_at, lease_until, lease_owner,
+        sent_to FROM alerts;
+    DROP TABLE alerts;
+    ALTER TABLE alerts_v5 RENAME TO alerts;
+    CREATE INDEX alerts_due ON alerts (status, next_attempt_at);
+    CREATE INDEX alerts_by_time ON alerts (created_at);
+    """,
 ]
 
 
