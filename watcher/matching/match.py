@@ -80,6 +80,7 @@ class ConceptUnavailable(Exception):
 
     def __init__(self, topics: Sequence[str]) -> None:
         self.topics = tuple(topics)
+        self.topic = self.topics[0] if self.topics else ""  # the first, for one-line logs
         names = ", ".join(repr(name) for name in self.topics)
         super().__init__(
             f"topic {names}: `about`/`like` need the embedding model, which is not loaded;"
@@ -268,83 +269,69 @@ class _Phrase:
 
 
 # --- concepts -------------------------------------------------------------------------------
-# A concept topic (`about`, `like`, `unlike`) compares the entry's embedding with its examples'.
-# Cosines of e5 embeddings are squeezed into a narrow band, so they are centred first (each
-# vector less its language's mean vector, as the story engine does) and then mapped to 0..100
-# by a logistic curve fitted on labelled data (benchmarks/match_quality.py --fit): the score is
-# about the chance, in percent, that the entry is what the examples are about, so a topic's
-# `threshold` of 85 means the same for a concept as for a phrase: a confident hit.
-CONCEPT_SLOPE = 40.0  # logistic slope per unit of centred cosine
-CONCEPT_MIDPOINT = 0.55  # centred cosine that scores 50
-UNLIKE_WEIGHT = 1.0  # how much an `unlike` example closer than every `like` one pushes away
-
-
-def _centre(vectors: np.ndarray, centre: np.ndarray | None) -> np.ndarray:
-    """Rows less `centre`, normalised again (unchanged when no centre is known)."""
-    if centre is None or vectors.shape[-1] != centre.shape[0]:
-        return vectors
-    moved = vectors - centre
-    norms = np.linalg.norm(moved, axis=-1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return (moved / norms).astype(np.float32, copy=False)
-
-
-@lru_cache(maxsize=1)
-def _centres() -> dict[str, np.ndarray]:
-    from watcher.story.centres import prior
-
-    return prior()
-
-
-def _language_centre(text: str) -> np.ndarray | None:
-    from watcher import lang
-
-    centres = _centres()
-    return centres.get(lang.guess(text)) if centres else None
+# A concept topic (`about`, `like`, `unlike`) compares the entry's embedding (the vector the
+# pipeline makes for the story engine: title and lead, e5 "query: " prefix, L2-normalised)
+# with its texts' embeddings, made once when the topic is compiled. Its similarity is the
+# mean of the cosine with `about` and the mean cosine with the `like` examples (one example
+# alone cannot pull the topic off course); an `unlike` example closer than that pushes the
+# similarity down by the difference. The similarity is mapped to 0..100 by a logistic curve
+# fitted on the dev half of the cross-language evaluation set (benchmarks/match_quality.py
+# --fit), among entries the topics' keywords let through: the score is the chance, in
+# percent, that such an entry is on the topic, so the default threshold of 85 asks for a
+# confident hit, as it does of a phrase. Measured (uncentred vs language-centred cosines,
+# max vs mean over examples) on that dev half: the uncentred mean separated best.
+CONCEPT_SLOPE = 81.4  # logistic slope per unit of cosine
+CONCEPT_MIDPOINT = 0.821  # the cosine that scores 50
+UNLIKE_WEIGHT = 1.0  # how much an `unlike` example closer than the concept pushes away
 
 
 def calibrated(similarity: float) -> float:
-    """A centred cosine as a 0..100 concept score (logistic; see CONCEPT_SLOPE)."""
+    """A concept similarity (cosine) as a 0..100 score (logistic; see CONCEPT_SLOPE)."""
     return round(100.0 / (1.0 + float(np.exp(-CONCEPT_SLOPE * (similarity - CONCEPT_MIDPOINT)))), 1)
 
 
 @dataclass(frozen=True, slots=True)
 class ConceptScore:
-    """How close an entry is to a concept: calibrated score, raw centred cosine, nearest example."""
+    """How close an entry is to a concept: calibrated score, similarity, nearest example."""
 
     score: float  # 0..100
-    similarity: float  # centred cosine with the nearest positive example
-    nearest: str  # explanation label of the nearest example: 'about "..."' or 'like "..."'
+    similarity: float  # the cosine the score is made from (after any `unlike` push)
+    nearest: str  # explanation label of the nearest text: 'about "..."' or 'like "..."'
     pushed_by: str  # the `unlike` example that pushed it away, or ""
 
 
 @dataclass(frozen=True, slots=True)
 class _Concept:
-    labels: tuple[str, ...]  # 'about "..."' then 'like "..."' for each row of `positive`
-    positive: np.ndarray  # (n, dim), centred
+    about: np.ndarray | None  # (dim,) the `about` sentence
+    like: np.ndarray  # (n, dim) the `like` examples
+    labels: tuple[str, ...]  # 'about "..."' (if any), then 'like "..."' per example
     unlike: tuple[str, ...]
-    negative: np.ndarray  # (m, dim), centred
+    negative: np.ndarray  # (m, dim)
     threshold: float
 
     @classmethod
     def compile(cls, rule: TopicRule, embedder: Embedder) -> _Concept:
-        texts = ([rule.about] if rule.about.strip() else []) + [t for t in rule.like if t.strip()]
-        labels = ([f"about {rule.about.strip()!r}"] if rule.about.strip() else []) + [
-            f"like {text.strip()!r}" for text in rule.like if text.strip()
-        ]
-        if not texts:
+        about = rule.about.strip()
+        like = tuple(text.strip() for text in rule.like if text.strip())
+        unlike = tuple(text.strip() for text in rule.unlike if text.strip())
+        if not about and not like:
             raise ValueError(f"topic {rule.name!r}: `about` and `like` are empty")
-        unlike = tuple(t for t in rule.unlike if t.strip())
-        vectors = embedder.embed([*texts, *unlike])
-        vectors = np.vstack([_centre(row[None, :], _language_centre(text))
-                             for row, text in zip(vectors, [*texts, *unlike], strict=True)])
+        texts = ([about] if about else []) + list(like) + list(unlike)
+        vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
+        first = 1 if about else 0
+        labels = ([f"about {about!r}"] if about else []) + [f"like {text!r}" for text in like]
         threshold = rule.threshold if rule.about_threshold is None else rule.about_threshold
-        return cls(tuple(labels), vectors[: len(texts)], unlike, vectors[len(texts):], threshold)
+        return cls(vectors[0] if about else None, vectors[first:first + len(like)],
+                   tuple(labels), unlike, vectors[first + len(like):], threshold)
 
     def score(self, vector: np.ndarray) -> ConceptScore:
-        sims = self.positive @ vector
-        best = int(np.argmax(sims))
-        similarity = float(sims[best])
+        sims = [float(self.about @ vector)] if self.about is not None else []
+        sims += [float(value) for value in self.like @ vector]
+        like = sims[1:] if self.about is not None else sims
+        parts = ([sims[0]] if self.about is not None else []) + ([sum(like) / len(like)]
+                                                                 if like else [])
+        similarity = sum(parts) / len(parts)
+        nearest = self.labels[int(np.argmax(sims))]
         pushed_by = ""
         if len(self.negative):
             against = self.negative @ vector
@@ -352,7 +339,7 @@ class _Concept:
             if float(against[worst]) > similarity:
                 pushed_by = self.unlike[worst]
                 similarity -= UNLIKE_WEIGHT * (float(against[worst]) - similarity)
-        return ConceptScore(calibrated(similarity), float(sims[best]), self.labels[best], pushed_by)
+        return ConceptScore(calibrated(similarity), similarity, nearest, pushed_by)
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,7 +466,7 @@ class _EntryView:
 
     def __init__(self, entry: Entry, vector: np.ndarray | None = None) -> None:
         self.entry = entry
-        self.vector = vector  # the entry's embedding, centred (set by the Matcher when needed)
+        self.vector = vector  # the entry's embedding (set by the Matcher when needed)
         self._words: dict[Field, _FieldWords] = {}
         self._scores: dict[tuple[int, Field], _Result] = {}
         self._spans: dict[Field, list[tuple[int, int]] | None] = {}
@@ -580,15 +567,34 @@ def _whole_field(entry: Entry) -> tuple[Field, str]:
     return ("title", entry.title) if entry.title.strip() else ("summary", entry.summary)
 
 
+CATCH_ALL_TEXT = "catch-all"
+_CONCEPT_LABELS = ("about '", 'about "', "like '", 'like "')
+
+
 def catch_all_hit(entry: Entry) -> Hit:
     field, _ = _whole_field(entry)
-    return Hit(CATCH_ALL, field, "catch-all", 0, 0, 100.0)
+    return Hit(CATCH_ALL, field, CATCH_ALL_TEXT, 0, 0, 100.0)
 
 
 def concept_hit(entry: Entry, found: ConceptScore) -> Hit:
     """A concept hit: the nearest example as the phrase, the whole title as the text."""
     field, text = _whole_field(entry)
     return Hit(found.nearest, field, text, 0, len(text), found.score)
+
+
+def hit_kind(hit: Hit) -> Literal["phrase", "concept", "catch-all"]:
+    """What made a hit: a phrase (its alternative), the concept, or the catch-all."""
+    if hit.phrase == CATCH_ALL and hit.text == CATCH_ALL_TEXT and hit.start == hit.end == 0:
+        return "catch-all"
+    if hit.phrase.startswith(_CONCEPT_LABELS) and hit.start == 0 and hit.end == len(hit.text):
+        return "concept"
+    return "phrase"
+
+
+def similarity_of(score: float) -> float:
+    """The cosine a calibrated concept score stands for (the inverse of `calibrated`)."""
+    score = min(max(score, 0.01), 99.99)
+    return CONCEPT_MIDPOINT + float(np.log(score / (100.0 - score))) / CONCEPT_SLOPE
 
 
 def entry_vector_text(entry: Entry) -> str:
@@ -674,6 +680,14 @@ class Matcher:
                 missed.append(found)
         return missed
 
+    def concept_score(self, entry: Entry, topic: str, vector: np.ndarray | None = None
+                      ) -> ConceptScore | None:
+        """How close the entry is to the topic's concept (None: no concept, or no model)."""
+        for compiled in self._topics:
+            if compiled.rule.name == topic:
+                return self._concept(compiled, _EntryView(entry), vector)
+        raise KeyError(f"no topic {topic!r}")
+
     def _candidates(self, entry: Entry) -> list[int]:
         """Indexes of the topics whose gate the entry passes, in configuration order.
 
@@ -698,15 +712,13 @@ class Matcher:
         return sorted(chosen)
 
     def _vector(self, view: _EntryView, vector: np.ndarray | None) -> np.ndarray | None:
-        """The entry's embedding centred on its language's mean (computed once per entry)."""
+        """The entry's embedding: the pipeline's, else made here (once per entry)."""
         if view.vector is None:
             if vector is None:
                 if self._embedder is None:
                     return None
                 vector = self._embedder.embed([entry_vector_text(view.entry)])[0]
-            raw = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-            text = f"{view.entry.title} {view.entry.summary}"
-            view.vector = _centre(raw, _language_centre(text))[0]
+            view.vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         return view.vector
 
     def _concept(self, topic: _Topic, view: _EntryView, vector: np.ndarray | None
