@@ -13,21 +13,24 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from yarl import URL
 
 from watcher import __version__
-from watcher.config import Config, ConfigError, resolve_secret
+from watcher.config import Config, ConfigError, TopicSettings, resolve_secret
 from watcher.desk import api, playground, syndication
-from watcher.desk.model import Cursor, DeskSource, StoryView
+from watcher.desk.model import Cursor, DeskSource, RecentEntry, StoryView
 from watcher.desk.security import HEADERS, Guard, is_loopback, local_path, safe_link
 from watcher.metrics import parse_address
-from watcher.model import ALERT_STATES
-from watcher.report import status_data
+from watcher.model import ALERT_STATES, NodeInfo
+from watcher.report import _feed_data as feed_data  # `watcher status`'s view of a feed
 from watcher.store.base import Store, StoreError
+
+if TYPE_CHECKING:
+    from watcher.pipeline import Embedding
 
 log = logging.getLogger("watcher.desk")
 
@@ -98,7 +101,7 @@ class Desk:
     """The desk of one daemon: an aiohttp site on `[watcher] web` reading `store`."""
 
     def __init__(self, config: Config, store: Store, source: DeskSource | None = None, *,
-                 address: str | None = None, embedder: Any = None,
+                 address: str | None = None, embedding: Embedding | None = None,
                  on_retry: Callable[[], None] | None = None) -> None:
         address = address or config.watcher.web
         if not address:
@@ -117,7 +120,7 @@ class Desk:
             source = DeskQueries(store)
         self.config, self.store, self.source = config, store, source
         self.guard = Guard(token, self.host)
-        self.embedder = embedder
+        self.embedding = embedding  # the daemon's model, for topics by meaning
         self.on_retry = on_retry or (lambda: None)
         self.templates = environment()
         self._runner: web.AppRunner | None = None
@@ -306,17 +309,25 @@ class Desk:
         raise web.HTTPSeeOther(str(target.update_query(msg="requeued" if done
                                                        else "not-failed")))
 
+    async def _feeds(self) -> tuple[list[dict[str, Any]], list[NodeInfo]]:
+        """Every configured feed as `watcher status` shows it, and the live daemons (two
+        statements; not status_data, whose per-channel counts scan every alert)."""
+        now = datetime.now(UTC)
+        running = [n for n in await self.store.nodes() if n.alive(now)]
+        states = await self.store.feed_states([f.url for f in self.config.feeds])
+        return [feed_data(f, states[f.url], self.config, now, bool(running))
+                for f in self.config.feeds], running
+
     async def feeds_page(self, request: web.Request) -> web.Response:
-        data = await status_data(self.store, self.config, datetime.now(UTC))
+        feeds, running = await self._feeds()
         sort = request.query.get("sort", "")
         if sort not in dict(FEED_COLUMNS):
             sort = ""
         order = "desc" if request.query.get("order") == "desc" else "asc"
-        feeds = sort_feeds(data["feeds"], sort, order == "desc")
+        feeds = sort_feeds(feeds, sort, order == "desc")
         return self.render(request, "feeds.html", section="feeds", title="Feeds", feeds=feeds,
-                           daemon=data["daemon"], channels=data["channels"],
-                           failing=sum(1 for f in feeds if f["problem"]), sort=sort,
-                           order=order, columns=FEED_COLUMNS)
+                           nodes=running, failing=sum(1 for f in feeds if f["problem"]),
+                           sort=sort, order=order, columns=FEED_COLUMNS)
 
     async def playground_page(self, request: web.Request) -> web.Response:
         picked = request.query.get("topic") or (self.topic_names[0] if self.topic_names
@@ -337,14 +348,26 @@ class Desk:
             now = datetime.now(UTC)
             entries = await self.source.recent_entries(now - timedelta(days=days),
                                                        playground.MAX_ENTRIES + 1)
-            result = await asyncio.to_thread(playground.evaluate, topic, raw, self.config,
-                                             entries, self.embedder)
+            result = await self._evaluate(topic, raw, entries)
             if not entries:
                 result.notice = " ".join(filter(None, [
                     result.notice, "The store holds no entries of these days yet "
                                    "(they are kept from the daemon's polls for keep_entries)."]))
         return self._playground(request, picked=str(raw.get("name", "")), toml=text,
                                 days=days, problems=problems, result=result)
+
+    async def _evaluate(self, topic: TopicSettings, raw: dict[str, Any],
+                        entries: list[RecentEntry]) -> playground.Result:
+        """The try, off the event loop: in the model's own thread when the topic needs the
+        daemon's embedding model (which is not shared with other threads), else in a worker."""
+        loop = asyncio.get_running_loop()
+        model, executor = None, None
+        if (topic.about or topic.like) and self.embedding is not None \
+                and self.embedding.enabled:
+            executor = self.embedding.executor
+            model = await loop.run_in_executor(executor, self.embedding.load)
+        return await loop.run_in_executor(executor, playground.evaluate, topic, raw,
+                                          self.config, entries, model)
 
     def _playground(self, request: web.Request, **context: Any) -> web.Response:
         context.setdefault("problems", [])
@@ -424,8 +447,8 @@ class Desk:
         return web.json_response(api.alerts_json(records))
 
     async def api_feeds(self, request: web.Request) -> web.Response:
-        data = await status_data(self.store, self.config, datetime.now(UTC))
-        return web.json_response({"feeds": [api.feed_json(f) for f in data["feeds"]]})
+        feeds, _ = await self._feeds()
+        return web.json_response({"feeds": [api.feed_json(f) for f in feeds]})
 
 
 EXAMPLE_TOPIC = """\
@@ -467,9 +490,10 @@ def _cursor(text: str | None) -> Cursor | None:
         raise api.BadQuery(f"before: not a page cursor: {text!r}") from None
 
 
-async def start(config: Config, store: Store, *, embedder: Any = None,
+async def start(config: Config, store: Store, *, embedding: Embedding | None = None,
                 on_retry: Callable[[], None] | None = None) -> Desk:
-    """Serve the desk on `[watcher] web` (DeskError says why it cannot)."""
-    desk = Desk(config, store, embedder=embedder, on_retry=on_retry)
+    """Serve the desk on `[watcher] web` (DeskError says why it cannot). `embedding`: the
+    daemon's model (topics by meaning in the playground); `on_retry`: wakes the outbox."""
+    desk = Desk(config, store, embedding=embedding, on_retry=on_retry)
     await desk.start()
     return desk

@@ -135,29 +135,41 @@ def build_matcher(topic: TopicSettings, embedder: Any = None) -> tuple[Matcher, 
 
 def evaluate(topic: TopicSettings, raw: dict[str, Any], config: Config,
              entries: Sequence[RecentEntry], embedder: Any = None) -> Result:
-    """What the topic matches among `entries` (newest first), and what it just missed."""
+    """What the topic matches among `entries` (newest first), and what it just missed.
+
+    A topic by meaning compares the entries' stored embeddings; an entry stored without
+    one (seen while no model was loaded) is matched on the topic's keywords alone rather
+    than embedded here, so a try stays quick."""
     matcher, notice = build_matcher(topic, embedder)
+    conceptual = bool(topic.about or topic.like) and not notice
+    keywords = Matcher.keywords_only([topic.rule()]) if conceptual else matcher
     feeds = {f.url: f for f in config.feeds}
-    result = Result(toml=topic_toml(raw), notice=notice)
+    result = Result(toml=topic_toml(raw))
     near: list[Shown] = []
+    unembedded = 0
     for recent in entries[:MAX_ENTRIES]:
         entry = recent.entry
         if not watches(topic, feeds.get(entry.feed_url) or FeedSettings(url=entry.feed_url)):
             continue
         result.entries += 1
-        found = matcher.match(entry, vector=recent.vector)
+        use = matcher if recent.vector is not None else keywords
+        unembedded += use is not matcher
+        found = use.match(entry, vector=recent.vector)
         if found:
-            m = found[0]
-            result.matches.append(_shown(recent, m.score, m.hits))
+            result.matches.append(_shown(recent, found[0].score, found[0].hits))
         else:
-            near.extend(_near(recent, miss) for miss in matcher.near(entry, vector=recent.vector,
-                                                                   margin=NEAR_MARGIN))
+            near.extend(_near(recent, miss)
+                        for miss in use.near(entry, vector=recent.vector, margin=NEAR_MARGIN))
     result.matches = result.matches[:SHOWN]
     near.sort(key=lambda n: (n.reason != "below threshold", n.threshold - n.score))
     result.near = near[:SHOWN]
+    notes = [notice]
+    if unembedded:
+        notes.append(f"{unembedded} entries were stored without an embedding: matched on "
+                     "the topic's keywords alone.")
     if len(entries) > MAX_ENTRIES:
-        result.notice = " ".join(filter(None, [notice, f"Only the newest {MAX_ENTRIES} entries "
-                                                       "were tried."]))
+        notes.append(f"Only the newest {MAX_ENTRIES} entries were tried.")
+    result.notice = " ".join(filter(None, notes))
     return result
 
 

@@ -26,8 +26,8 @@ MEMBERS = ("SELECT story_id, feed_url, feed_name, title, link, language, seen_at
            "FROM story_members WHERE story_id IN {} ORDER BY story_id, seen_at, feed_url, "
            "entry_key")
 ALERTS = ("SELECT id, story_id, channel, status, attempts, last_error, created_at, "
-          "delivered_at, next_attempt_at, kind{payload} FROM alerts WHERE story_id IN {ids} "
-          "ORDER BY created_at, channel, kind")
+          "delivered_at, next_attempt_at, kind{payload} FROM alerts WHERE topic IN {topics} "
+          "AND story_id IN {ids} ORDER BY created_at, channel, kind")
 RETRY_ONE = REQUEUE + " AND id = :id"
 
 
@@ -70,7 +70,7 @@ class DeskQueries:
         if not rows:
             return None
         members = await self._members([story_id])
-        alert_rows = await self._alert_rows([story_id], payload=True)
+        alert_rows = await self._alert_rows([story_id], [rows[0]["topic"]], payload=True)
         score, hits = _explanation(alert_rows)
         return self._story(rows[0], members, alert_rows, score, hits)
 
@@ -91,7 +91,7 @@ class DeskQueries:
         ids = [r["id"] for r in rows]
         members = await self._members(ids)
         alerts: dict[str, list[Row]] = {}
-        for a in await self._alert_rows(ids):
+        for a in await self._alert_rows(ids, sorted({r["topic"] for r in rows})):
             alerts.setdefault(a["story_id"], []).append(a)
         return [self._story(r, members, alerts.get(r["id"], [])) for r in rows]
 
@@ -107,12 +107,16 @@ class DeskQueries:
                                               r["language"] or None))
         return found
 
-    async def _alert_rows(self, ids: list[str], *, payload: bool = False) -> list[Row]:
+    async def _alert_rows(self, ids: list[str], topics: list[str], *,
+                          payload: bool = False) -> list[Row]:
+        """The stories' alerts (by the alerts' (topic, story_id, ...) unique index)."""
         rows: list[Row] = []
+        topic_marks, topic_params = in_list("t", topics)
         for chunk in chunks(ids):
             marks, params = in_list("s", chunk)
-            sql = ALERTS.format(payload=", payload" if payload else "", ids=marks)
-            rows.extend(await self.store.fetch(sql, params))
+            sql = ALERTS.format(payload=", payload" if payload else "", ids=marks,
+                                topics=topic_marks)
+            rows.extend(await self.store.fetch(sql, {**params, **topic_params}))
         return rows
 
     def _alert(self, r: Row) -> AlertView:
