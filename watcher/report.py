@@ -185,7 +185,9 @@ def _print_match(match: Match, duplicate: bool, first_title: str, out: TextIO) -
     print(f"[{match.topic}] {match.score:5.1f}  {highlight(e.title, title_hits, tty)}", file=out)
     published = f"{e.published:%Y-%m-%d %H:%M} UTC" if e.published else "no date"
     print(f"    {e.feed_name} | {published} | {e.link or '(no link)'}", file=out)
-    for line in dict.fromkeys(_explain(hit) for hit in match.hits):
+    order = {"phrase": 0, "concept": 1, "catch-all": 2}
+    ranked = sorted(match.hits, key=lambda hit: order[hit_kind(hit)])
+    for line in dict.fromkeys(_explain(hit) for hit in ranked):
         print(f"    {line}", file=out)
     _print_summary(e, [h for h in phrase_hits if h.field == "summary"], tty, out)
     if duplicate:

@@ -604,18 +604,31 @@ def entry_vector_text(entry: Entry) -> str:
     return entry_text(entry.title, entry.summary)
 
 
+class _Unset:
+    """The type of `_UNSET`: no embedder argument given."""
+
+
+_UNSET = _Unset()
+
+
 class Matcher:
     """Matches entries against a fixed set of topics, compiled once.
 
     Concept topics (`about`/`like`) need `embedder`: their texts are embedded here, once.
     Entries are compared through their embedding: `match(..., vector=...)` takes the one the
     pipeline made (`needs_vectors` says when it must); without it the Matcher embeds the
-    entry itself. With concept topics and no embedder, the constructor raises
-    ConceptUnavailable; `Matcher.keywords_only(rules)` is the fallback.
+    entry itself. With concept topics and `embedder=None`, the constructor raises
+    ConceptUnavailable; `Matcher.keywords_only(rules)` is the fallback. `Matcher(rules)` with
+    no embedder argument is that fallback too: it checks and compiles the phrases (what
+    config validation needs) and never raises for a concept.
     """
 
-    def __init__(self, topics: Sequence[TopicRule], embedder: Embedder | None = None, *,
-                 concepts: bool = True) -> None:
+    def __init__(self, topics: Sequence[TopicRule],
+                 embedder: Embedder | _Unset | None = _UNSET, *, concepts: bool = True) -> None:
+        # No embedder argument at all (config validation): check and compile the keywords,
+        # leave concepts out. An explicit None: the model was wanted and is missing.
+        if isinstance(embedder, _Unset):
+            embedder, concepts = None, False
         self._embedder = embedder if concepts else None
         self._topics = [_Topic.compile(rule, self._embedder) for rule in topics]
         missing = [t.rule.name for t in self._topics if t.needs_concept and t.concept is None]
