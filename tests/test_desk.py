@@ -17,7 +17,7 @@ import feedparser
 import pytest
 from conftest import ConfigWriter
 
-from watcher.config import Config
+from watcher.config import Config, load_config
 from watcher.desk import Desk, DeskError
 from watcher.desk.security import COOKIE
 from watcher.model import (
@@ -459,3 +459,22 @@ async def test_the_playground_starts_from_a_configured_topic(world: World) -> No
     _, page, _ = await world.get("/playground?topic=kursk")
     area = page[page.index("<textarea"):page.index("</textarea>")]
     assert "name = &#34;kursk&#34;" in area and "Battle of Kursk" in area
+
+
+async def test_a_topic_by_meaning_without_the_model_says_it_matched_on_keywords(
+        world: World) -> None:
+    token = await world.csrf("/playground")
+    toml = ('[[topics]]\nname = "meaning"\nany = ["Kursk evacuation"]\n'
+            'about = "people leaving the Kursk region because of the fighting"\n')
+    status, page, _ = await world.post("/playground", {"csrf": token, "toml": toml})
+    assert status == 200
+    assert "need the embedding model" in page and "1 match among" in page
+
+
+async def test_a_reloaded_config_shows_its_new_topics(world: World) -> None:
+    assert (await world.get("/topics/added.atom"))[0] == 404
+    text = world.config.path.read_text() + '\n[[topics]]\nname = "added"\nany = ["x y"]\n'
+    world.config.path.write_text(text)
+    world.desk.reload(load_config(world.config.path))
+    assert (await world.get("/topics/added.atom"))[0] == 200
+    assert 'href="/?topic=added"' in (await world.get("/"))[1]
