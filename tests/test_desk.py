@@ -403,6 +403,11 @@ async def test_with_a_token_every_request_needs_it(make_world: Maker,
     cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and token not in cookie
     assert (await w.get("/feeds"))[0] == 200  # the session keeps the cookie
+    # the public login page's form token does not let a POST re-queue an alert
+    forms = await w.csrf("/alerts")
+    assert forms != csrf.group(1)
+    assert (await w.post("/alerts/x/retry", {"csrf": csrf.group(1)}))[0] == 403
+    assert (await w.post("/alerts/x/retry", {"csrf": forms}))[0] == 303
 
 
 async def test_a_short_token_is_refused(write_config: ConfigWriter, tmp_path: Path,

@@ -231,16 +231,17 @@ class Desk:
         context.setdefault("section", "")
         context.setdefault("flash", MESSAGES.get(request.query.get("msg", ""), ""))
         body = self.templates.get_template(name).render(
-            now=datetime.now(UTC), csrf=self.guard.csrf_token(), logged_in=not self.guard.open,
+            now=datetime.now(UTC), logged_in=not self.guard.open,
+            csrf=self.guard.csrf_token("login" if name == "login.html" else "forms"),
             version=__version__, **context)
         return web.Response(text=body, status=code, content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store"})
 
-    async def _form(self, request: web.Request) -> Any:
+    async def _form(self, request: web.Request, purpose: str = "forms") -> Any:
         """The POSTed form, after the CSRF checks (403 when they fail)."""
         form = await request.post()
         token = form.get("csrf")
-        if not isinstance(token, str) or not self.guard.csrf_ok(request, token):
+        if not isinstance(token, str) or not self.guard.csrf_ok(request, token, purpose):
             log.warning("desk: refused a POST without a valid form token (cross-site?)",
                         extra={"path": request.path, "origin": request.headers.get("Origin")})
             raise web.HTTPForbidden(text="refused: this form did not come from the desk's own "
@@ -385,7 +386,7 @@ class Desk:
         return self.render(request, "login.html", title="Log in", next=target)
 
     async def login(self, request: web.Request) -> web.StreamResponse:
-        form = await self._form(request)
+        form = await self._form(request, "login")
         target = local_path(form.get("next") if isinstance(form.get("next"), str) else None)
         response = web.HTTPSeeOther(target)
         token = form.get("token")

@@ -116,20 +116,21 @@ class Guard:
     def logout(response: web.StreamResponse) -> None:
         response.del_cookie(COOKIE, path="/")
 
-    def csrf_token(self) -> str:
-        """The token every form carries (bound to the session when there is one)."""
-        return hmac.new(self._csrf_key, self.session.encode(), hashlib.sha256).hexdigest()
+    def csrf_token(self, purpose: str = "forms") -> str:
+        """The token a form carries: "login" for the public login form, "forms" for the
+        forms of the desk's own pages (bound to the session, so the public login page
+        never shows it)."""
+        return hmac.new(self._csrf_key, f"{purpose}:{self.session}".encode(),
+                        hashlib.sha256).hexdigest()
 
-    def csrf_ok(self, request: web.Request, form_token: str) -> bool:
+    def csrf_ok(self, request: web.Request, form_token: str, purpose: str = "forms") -> bool:
         """A POST from our own pages: right form token, and no sign of another site."""
         if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
             return False
         origin = request.headers.get("Origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+        if origin == "null" or (origin and urlsplit(origin).netloc != request.host):
             return False
-        if origin == "null":
-            return False
-        return hmac.compare_digest(form_token.encode(), self.csrf_token().encode())
+        return hmac.compare_digest(form_token.encode(), self.csrf_token(purpose).encode())
 
 
 def _basic_password(value: str) -> str:
