@@ -13,6 +13,7 @@ import pytest
 from test_desk import FEED_A, FEED_B, entry, record_story
 
 from watcher.desk.queries import DeskQueries
+from watcher.model import FeedState, NewAlert, PollRecord
 from watcher.store import Store, open_store
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
@@ -138,3 +139,20 @@ async def test_recent_entries_are_the_stored_texts_newest_first(store: Store) ->
     assert {r.entry.title for r in got} == {"Second", "Seen, not matched"}
     assert {r.entry.title: r.language for r in got}["Second"] == "uk"
     assert all(r.seen_at == T0 for r in got)
+
+
+async def test_follow_up_alerts_show_their_kind_and_note(store: Store) -> None:
+    first = entry("a1", "Kursk evacuation ordered")
+    await record_story(store, "s1", "kursk", [first], at=T0, channels=("hook",))
+    surge = NewAlert(id="s1-hook-surge", topic="kursk", channel="hook", story_id="s1",
+                     entry=first, score=92.5, hits=(), due_at=T0 + timedelta(hours=1),
+                     kind="surge", note="Surge: 5 outlets in 1h")
+    await store.record_poll(PollRecord(feed=FeedState(url=FEED_A, last_poll_at=T0),
+                                       alerts=[surge]))
+    story = await DeskQueries(store).story("s1")
+    assert story is not None
+    assert [(a.kind, a.note) for a in story.alerts] == [("story", ""),
+                                                       ("surge", "Surge: 5 outlets in 1h")]
+    assert story.score == 92.5  # the explanation is the first (story) alert's
+    listed = (await DeskQueries(store).stories())[0]
+    assert [a.kind for a in listed.alerts] == ["story", "surge"]

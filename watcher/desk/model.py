@@ -39,6 +39,7 @@ class AlertView:
     delivered_at: datetime | None
     due_at: datetime | None = None  # the next attempt (group_wait, digest period, retry)
     kind: str = "story"  # "story" (the first alert), "update" or "surge" (follow-ups)
+    note: str = ""  # what a follow-up says ("Surge: 5 outlets in 1h"; story page only)
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,7 +125,8 @@ class DeskQueries:
             attempts=r["attempts"], last_error=mask_error(r["last_error"]),
             created_at=self.d.datetime(r["created_at"]),
             delivered_at=self.d.datetime(r["delivered_at"]),
-            due_at=self.d.datetime(r["next_attempt_at"]), kind=r["kind"])
+            due_at=self.d.datetime(r["next_attempt_at"]), kind=r["kind"],
+            note=json.loads(r["payload"]).get("note", "") if "payload" in r.keys() else "")
 
     def _story(self, r: Row, members: dict[str, list[OutletView]], alert_rows: list[Row],
                score: float | None = None, hits: tuple[Hit, ...] = ()) -> StoryView:
