@@ -12,6 +12,7 @@ import pytest
 from watcher.cli import main
 from watcher.config import load_config
 from watcher.matching.decide import Rules, StoryDecider, story_time
+from watcher.matching.dedupe import evidence_batch, evidence_input, loads
 from watcher.model import Entry, FeedState, PollRecord
 
 NOW = datetime(2025, 2, 24, 12, 0, tzinfo=UTC)
@@ -72,6 +73,15 @@ def test_topics_for_follow_names_and_tags(tmp_path: Path) -> None:
     assert rules.topics_for(rules.feed("https://unknown.example/rss")) == {"anywhere"}
 
 
+def poll(rules: Rules, *entries: Entry) -> PollRecord:
+    """A poll's record as the pipeline hands it to the decider: matches and evidence."""
+    record = PollRecord(feed=FeedState(url=entries[0].feed_url))
+    raws = evidence_batch([evidence_input(e, story_time(e, NOW)) for e in entries])
+    record.evidence = {e.id: raw for e, raw in zip(entries, raws, strict=True)}
+    record.matches = [(m, False) for e in entries for m in rules.match(e, rules.feed(e.feed_url))]
+    return record
+
+
 def test_one_story_owes_one_alert_per_channel_and_republications_join_it(
         tmp_path: Path) -> None:
     config = load_config(write_config(
@@ -79,25 +89,38 @@ def test_one_story_owes_one_alert_per_channel_and_republications_join_it(
         '"Alpha", "Beta"'))
     rules = Rules(config)
     decider = StoryDecider(rules)
-    first = entry("Kursk evacuation: residents leave the border villages")
-    again = entry("Kursk evacuation: residents leave border villages", "https://b.example/rss")
-    record = PollRecord(feed=FeedState(url=first.feed_url))
-    record.matches = [(m, False) for m in rules.match(first, rules.feed(first.feed_url))]
+    first = entry("Kursk evacuation: residents leave the border villages of Sudzha district")
+    again = entry("Kursk evacuation: residents leave border villages of Sudzha district",
+                  "https://b.example/rss")
+    record = poll(rules, first)
     decider.decide(record, [], NOW)
-    assert sorted((a.topic, a.channel) for a in record.alerts) == [
-        ("anywhere", "out"), ("kursk", "log"), ("kursk", "out")]
+    assert sorted((a.topic, a.channel, a.kind) for a in record.alerts) == [
+        ("anywhere", "out", "story"), ("kursk", "log", "story"), ("kursk", "out", "story")]
     digest = next(a for a in record.alerts if a.channel == "log")
     assert digest.due_at == datetime(2025, 2, 24, 12, 15, tzinfo=UTC)  # the period's end
     assert {s.topic for s in record.stories} == {"kursk", "anywhere"}
+    # every placement is logged with its evidence, for other nodes and restarts
+    assert sorted((e.topic, e.entry_id) for e in record.events) == [
+        ("anywhere", first.id), ("kursk", first.id)]
 
-    later = PollRecord(feed=FeedState(url=again.feed_url))
-    later.matches = [(m, False) for m in rules.match(again, rules.feed(again.feed_url))]
+    later = poll(rules, again)
     decider.decide(later, [], NOW)
     assert later.alerts == [] and later.stories == []  # the same story: no second alert
     assert {m.story_id for m in later.members} == {s.id for s in record.stories}
 
+    # another process replays the placements and decides the same
+    other = StoryDecider(rules)
+    for event in [*record.events, *later.events]:
+        other.replay(event)
+    third = poll(rules, entry("Kursk evacuation: residents leave the border villages of "
+                              "Sudzha district", "https://c.example/rss"))  # "anywhere" only
+    other.decide(third, [], NOW)
+    anywhere = next(s.id for s in record.stories if s.topic == "anywhere")
+    assert third.alerts == [] and [m.story_id for m in third.members] == [anywhere]
+
     decider.forget(record)  # the first poll's transaction failed: its stories are gone
-    assert decider.place(later.matches[0][0], NOW).opened is not None
+    match = later.matches[0][0]
+    assert decider.place(match, loads(later.evidence[again.id]), NOW).opened is not None
 
 
 @pytest.mark.parametrize(("published", "expected"), [

@@ -184,7 +184,8 @@ async def test_three_stories_make_one_webhook_and_one_email_at_the_period_end(
     positions = [text.index(t) for t in TOPIC_TITLES]
     assert positions == sorted(positions)  # newest first
     assert all(text.count(t) == 1 for t in TOPIC_TITLES)  # each story once
-    assert f"Also reported by:\n     - Outlet B: {KURSK_B.title} <{KURSK_B.link}>" in text
+    # each outlet with the language the engine gave its entry
+    assert f"Also reported by:\n     - Outlet B (en): {KURSK_B.title} <{KURSK_B.link}>" in text
     headings = [html.index(f'<h2 style="margin:0 0 4px"><a href="{s.link}">')
                 for s in (VALENCIA, ATHENS, KURSK)]  # titles are marked up, links are not
     assert headings == sorted(headings) and html.count("<h2") == 3

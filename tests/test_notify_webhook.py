@@ -53,7 +53,7 @@ async def test_payload_and_headers_match_design(receiver: WebhookReceiver,
     assert req.headers["X-Watcher-Delivery"] == "alert-1"
     assert "X-Watcher-Signature" not in req.headers
     assert req.json == {
-        "version": 1, "alert_id": "alert-1", "topic": "kursk",
+        "version": 1, "alert_id": "alert-1", "topic": "kursk", "kind": "story",
         "entry": {"title": "Kursk evacuation ordered for border villages",
                   "link": "https://news.example/1", "published": "2025-02-24T10:00:00Z",
                   "summary": "Authorities began the Kursk evacuation of residents on Monday.",
@@ -172,8 +172,8 @@ async def test_digest_of_three_is_one_request(receiver: WebhookReceiver,
     assert req.json["version"] == 1 and req.json["digest"] is True
     assert req.json["topic"] == "kursk" and req.json["count"] == 3
     assert [a["alert_id"] for a in req.json["alerts"]] == ["alert-3", "alert-2", "alert-1"]
-    assert set(req.json["alerts"][0]) == {"alert_id", "topic", "entry", "score", "matched",
-                                          "also_reported_by", "explanation"}
+    assert set(req.json["alerts"][0]) == {"alert_id", "topic", "kind", "entry", "score",
+                                          "matched", "also_reported_by", "explanation"}
 
 
 async def test_slack_and_discord_formats(receiver: WebhookReceiver,

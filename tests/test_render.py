@@ -144,7 +144,7 @@ def test_digest_text_lists_each_story_once_newest_first() -> None:
 def test_json_payload_single_matches_design() -> None:
     alert = make_alert(outlets=[Outlet("B", "Other", "https://b.example/1")])
     assert render.json_payload([alert], "alert-1") == {
-        "version": 1, "alert_id": "alert-1", "topic": "kursk",
+        "version": 1, "alert_id": "alert-1", "topic": "kursk", "kind": "story",
         "entry": {"title": alert.entry.title, "link": "https://news.example/1",
                   "published": "2025-02-24T10:00:00Z", "summary": alert.entry.summary,
                   "feed": {"name": "Example News", "url": "https://feed.example/rss"}},

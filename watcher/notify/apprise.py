@@ -41,7 +41,15 @@ import apprise
 from watcher.config import AppriseChannel, ConfigError, resolve_secret
 from watcher.model import AlertMessage
 from watcher.notify.base import PermanentDeliveryError, Progress, TemporaryDeliveryError
-from watcher.notify.render import chat_link, email_subject, no_mentions, one_line, outlets, stories
+from watcher.notify.render import (
+    chat_link,
+    email_subject,
+    headline,
+    no_mentions,
+    one_line,
+    outlets,
+    stories,
+)
 from watcher.redact import mask_fragments as redact
 from watcher.redact import secret_fragments
 
@@ -77,7 +85,8 @@ def split_urls(text: str) -> list[str]:
 
 def _story_lines(m: AlertMessage) -> list[str]:
     e = m.entry
-    lines = [one_line(e.title) or "(untitled)"]
+    lines = [headline(m)] if headline(m) else []
+    lines.append(one_line(e.title) or "(untitled)")
     if link := chat_link(e.link):
         lines.append(link)
     matched = ", ".join(f'"{p}"' for p in m.matched)

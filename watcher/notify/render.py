@@ -133,6 +133,16 @@ def outlets(message: AlertMessage) -> list[Outlet]:
     return list(seen.values())
 
 
+def headline(m: AlertMessage) -> str:
+    """What an update or surge alert says first ("Surge: 5 outlets in 1h"); "" for a story."""
+    return one_line(m.note) if m.kind != "story" and m.note else ""
+
+
+def outlet_label(o: Outlet) -> str:
+    """An outlet's name with its language: "Meduza (ru)"."""
+    return f"{o.feed} ({o.language})" if o.language else o.feed
+
+
 def topics_of(items: Sequence[AlertMessage]) -> list[str]:
     """The distinct topics, sorted."""
     return sorted({m.topic for m in items})
@@ -206,7 +216,9 @@ def email_subject(messages: Sequence[AlertMessage]) -> str:
     items = stories(messages)
     if len(items) == 1:
         m = items[0]
-        return one_line(f"[watcher] {m.topic}: {m.entry.title or '(untitled)'}", SUBJECT_CHARS)
+        note = f"{headline(m)}: " if headline(m) else ""
+        return one_line(f"[watcher] {m.topic}: {note}{m.entry.title or '(untitled)'}",
+                        SUBJECT_CHARS)
     return one_line(f"[watcher] {', '.join(topics_of(items))}: {len(items)} new stories",
                     SUBJECT_CHARS)
 
@@ -217,6 +229,8 @@ def _story_text(m: AlertMessage) -> list[str]:
              f"Feed: {e.feed_name or e.feed_url} | Published: {readable_time(e.published)}",
              f"Topic: {m.topic} | Score: {fmt_score(m.score)} | Matched: "
              + ", ".join(f'"{p}"' for p in m.matched)]
+    if note := headline(m):
+        lines.insert(1, note)
     if m.hits:
         lines.append("Why it matched:")
         for hit in m.hits:
@@ -227,7 +241,8 @@ def _story_text(m: AlertMessage) -> list[str]:
         lines += ["", _summary(m)[0]]
     if others := outlets(m):
         lines += ["", "Also reported by:"]
-        lines += [f"  - {o.feed}: {one_line(o.title)}" + (f" <{o.link}>" if o.link else "")
+        lines += [f"  - {outlet_label(o)}: {one_line(o.title)}"
+                  + (f" <{o.link}>" if o.link else "")
                   for o in others]
     return lines
 
@@ -253,7 +268,9 @@ def _story_html(m: AlertMessage) -> str:
     title = e.title or "(untitled)"
     title_html = mark(title, field_spans(m, "title", title))
     esc = html.escape
-    parts = [f'<h2 style="margin:0 0 4px">{_link(e.link, title_html)}</h2>',
+    note = headline(m)
+    parts = ([f"<p><b>{esc(note)}</b></p>"] if note else []) + [
+             f'<h2 style="margin:0 0 4px">{_link(e.link, title_html)}</h2>',
              f'<p style="margin:0;color:#555">{esc(e.link or "(no link)")}</p>',
              f"<p>Feed: <b>{esc(e.feed_name or e.feed_url)}</b> | Published: "
              f"{esc(readable_time(e.published))}<br>Topic: <b>{esc(m.topic)}</b> | Score: "
@@ -271,7 +288,7 @@ def _story_html(m: AlertMessage) -> str:
         shown, spans = _summary(m)
         parts.append(f'<blockquote style="color:#333">{mark(shown, spans)}</blockquote>')
     if others := outlets(m):
-        rows = [f"<li>{esc(o.feed)}: {_link(o.link, esc(one_line(o.title)))}</li>"
+        rows = [f"<li>{esc(outlet_label(o))}: {_link(o.link, esc(one_line(o.title)))}</li>"
                 for o in others]
         parts.append("<p>Also reported by:</p><ul>" + "".join(rows) + "</ul>")
     return "\n".join(parts)
@@ -308,11 +325,20 @@ def alert_object(m: AlertMessage) -> dict[str, Any]:
                   "summary": e.summary, "feed": {"name": e.feed_name, "url": e.feed_url}},
         "score": round(m.score, 2),
         "matched": m.matched,
-        "also_reported_by": [{"feed": o.feed, "title": o.title, "link": o.link}
-                             for o in outlets(m)],
+        "kind": m.kind,
+        "also_reported_by": [_outlet_object(o) for o in outlets(m)],
         "explanation": [{"phrase": h.phrase, "field": h.field, "text": h.text,
                          "score": round(h.score, 2)} for h in m.hits],
     }
+
+
+def _outlet_object(o: Outlet) -> dict[str, Any]:
+    found: dict[str, Any] = {"feed": o.feed, "title": o.title, "link": o.link}
+    if o.language:
+        found["language"] = o.language
+    if o.seen_at is not None:
+        found["seen_at"] = iso_z(o.seen_at)
+    return found
 
 
 def json_payload(messages: Sequence[AlertMessage], delivery_id: str) -> dict[str, Any]:
@@ -339,7 +365,8 @@ def _slack_link(url: str | None, label: str) -> str:
 
 def _slack_story(m: AlertMessage, summary_chars: int) -> str:
     e = m.entry
-    lines = [f"*{_slack_link(e.link, one_line(e.title, 200) or '(untitled)')}*",
+    lines = [f"*{_slack_escape(headline(m))}*"] if headline(m) else []
+    lines += [f"*{_slack_link(e.link, one_line(e.title, 200) or '(untitled)')}*",
              _slack_escape(f"{m.topic} | score {fmt_score(m.score)} | matched: "
                            f"{', '.join(m.matched)}"),
              _slack_escape(f"{e.feed_name or e.feed_url} | {readable_time(e.published)}")]
@@ -375,7 +402,8 @@ def _discord_escape(text: str) -> str:
 
 def _discord_story(m: AlertMessage, summary_chars: int) -> str:
     e = m.entry
-    lines = [f"**{_discord_escape(one_line(e.title, 200) or '(untitled)')}**"]
+    lines = [f"**{_discord_escape(headline(m))}**"] if headline(m) else []
+    lines.append(f"**{_discord_escape(one_line(e.title, 200) or '(untitled)')}**")
     if href := chat_link(e.link):
         lines.append(f"<{href}>")
     lines.append(_discord_escape(
