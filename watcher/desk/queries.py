@@ -72,7 +72,7 @@ class DeskQueries:
         members = await self._members([story_id])
         alert_rows = await self._alert_rows([story_id], [rows[0]["topic"]], payload=True)
         score, hits = _explanation(alert_rows)
-        return self._story(rows[0], members, alert_rows, score, hits)
+        return self._story(rows[0], members, alert_rows, score, hits, payload=True)
 
     async def retry_alert(self, alert_id: str, now: datetime) -> bool:
         changed = await self.store.execute(RETRY_ONE, {"id": alert_id,
@@ -119,18 +119,19 @@ class DeskQueries:
             rows.extend(await self.store.fetch(sql, {**params, **topic_params}))
         return rows
 
-    def _alert(self, r: Row) -> AlertView:
+    def _alert(self, r: Row, payload: bool) -> AlertView:
         return AlertView(
             id=r["id"], channel=r["channel"], state=alert_state(r["status"], r["attempts"]),
             attempts=r["attempts"], last_error=mask_error(r["last_error"]),
             created_at=self.d.datetime(r["created_at"]),
             delivered_at=self.d.datetime(r["delivered_at"]),
             due_at=self.d.datetime(r["next_attempt_at"]), kind=r["kind"],
-            note=json.loads(r["payload"]).get("note", "") if "payload" in r.keys() else "")
+            note=json.loads(r["payload"]).get("note", "") if payload else "")
 
     def _story(self, r: Row, members: dict[str, list[OutletView]], alert_rows: list[Row],
-               score: float | None = None, hits: tuple[Hit, ...] = ()) -> StoryView:
-        alerts = tuple(self._alert(a) for a in alert_rows)
+               score: float | None = None, hits: tuple[Hit, ...] = (), *,
+               payload: bool = False) -> StoryView:
+        alerts = tuple(self._alert(a, payload) for a in alert_rows)
         return StoryView(id=r["id"], topic=r["topic"], title=r["title"], summary=r["summary"],
                          opened_at=self.d.datetime(r["opened_at"]),
                          outlets=tuple(members.get(r["id"], ())), alerts=alerts,
