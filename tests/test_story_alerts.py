@@ -190,7 +190,10 @@ async def test_a_catch_all_topic_over_two_feeds_alerts_once_per_story(
     clock.now = T0 + timedelta(minutes=2)
     await poll(node, "Outlet B")  # ... so the other outlet is listed in the one alert
     assert webhook.requests == []
-    clock.now = T0 + timedelta(minutes=6)
+    clock.now = T0 + timedelta(minutes=6)  # the first story's alert is due
+    await node.outbox.deliver_due()
+    assert [r.json["entry"]["title"] for r in webhook.requests] == [report("1")["title"]]
+    clock.now = T0 + timedelta(minutes=8)  # and the one B opened at minute 2
     await node.outbox.deliver_due()
     by_title = {r.json["entry"]["title"]: r.json for r in webhook.requests}
     assert sorted(by_title) == sorted([report("1")["title"], report("28")["title"]])
