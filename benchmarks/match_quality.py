@@ -43,6 +43,26 @@ from watcher.matching.match import Matcher, entry_vector_text  # noqa: E402
 from watcher.model import Entry, Phrase, TopicRule  # noqa: E402
 
 EVAL_DIR = REPO / "tests" / "data" / "match_eval"
+# The issue's target shape: a place (or organisation) name, one sentence and two example
+# headlines, no list of word forms; the examples are dev items of items_xlang.jsonl and the
+# threshold was chosen on the dev half (`--topics target`).
+TARGET_TOPICS = """
+[[topics]]
+name = "kursk-evacuation"
+all = ["Kursk"]
+about = "Residents of Russia's Kursk region are evacuated from their homes or return home."
+like = ["Russia orders mandatory evacuation in Kursk after Ukraine incursion",
+        "Москалькова сообщила о возвращении еще 8 жителей Курской области из Украины"]
+about_threshold = 30
+
+[[topics]]
+name = "red-cross-repatriation"
+all = ["Red Cross | ICRC | Красный Крест | МККК | Червоний Хрест | МКЧХ | Rotes Kreuz | IKRK"]
+about = "The Red Cross helps civilians return home across a front line or border."
+like = ["Пропавших жителей Курской области эвакуируют с Украины в Россию",
+        "Die in der Nacht aus der Ukraine evakuierten Bewohner des Gebiets Kursk fuhren nach Hause"]
+about_threshold = 30
+"""
 MODES = ("keywords", "concept", "combined")
 
 
@@ -61,9 +81,12 @@ _MATCH_KEYS = ("name", "any", "all", "none", "query", "threshold", "fields", "ti
 
 def load_topics(path: Path = EVAL_DIR / "topics.toml") -> list[TopicRule]:
     """The [[topics]] of a watcher TOML file as TopicRules (matcher keys only), validated as
-    config.py validates them."""
-    with path.open("rb") as handle:
-        tables = tomllib.load(handle)["topics"]
+    config.py validates them; the path "target" means TARGET_TOPICS."""
+    if str(path) == "target":
+        tables = tomllib.loads(TARGET_TOPICS)["topics"]
+    else:
+        with path.open("rb") as handle:
+            tables = tomllib.load(handle)["topics"]
     return [
         TopicSettings.model_validate({k: v for k, v in table.items() if k in _MATCH_KEYS}).rule()
         for table in tables
@@ -221,7 +244,8 @@ def main() -> None:
     parser.add_argument("--split", choices=("dev", "test"),
                         help="only the items of this split (items_xlang.jsonl has one)")
     parser.add_argument("--topics", type=Path, default=EVAL_DIR / "topics.toml",
-                        help="[[topics]] in watcher's config syntax")
+                        help="[[topics]] in watcher's config syntax, or 'target' (the issue's"
+                             " place + sentence + two examples)")
     parser.add_argument("--show", action="store_true", help="list false positives/negatives")
     parser.add_argument("--fit", action="store_true",
                         help="fit the concept score's calibration on these items")

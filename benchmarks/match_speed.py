@@ -16,6 +16,12 @@ all-phrase with a stricter threshold, or a boolean query with an exclusion.
 One process, one thread; each figure is the best of --rounds passes over the entries, in
 CPU time of this process (wall-clock time on a busy shared machine mostly measures the
 neighbours).
+
+--concepts adds topics by meaning: the same 100 topics with the two founding topics of
+config/watcher.toml (about/like/unlike). Their entries are embedded once by the pipeline
+(shared with the story engine); the figures are the matcher given those vectors, the
+embedding model alone (batches of 32, wall-clock, OMP threads as watcher.embed sets them),
+and the two together per entry.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from match_quality import EVAL_DIR, entry_of, load_items, load_topics
+from match_quality import EVAL_DIR, REPO, entry_of, load_items, load_topics
 
-from watcher.matching.match import Matcher
+from watcher.embed import Embedder, load_embedder
+from watcher.matching.match import Matcher, entry_vector_text
 from watcher.model import Entry, Phrase, TopicRule
 
 
@@ -83,9 +90,33 @@ def measure(
     return best, matches
 
 
+def measure_concepts(entries: Sequence[Entry], rounds: int, sample: int) -> None:
+    """Entries/s with the founding topics by meaning among 100: matcher, model, both."""
+    model: Embedder = load_embedder()
+    topics = load_topics(REPO / "config" / "watcher.toml") + make_topics(100)[2:]
+    chosen = list(entries[:sample])
+    start = time.perf_counter()
+    texts = [entry_vector_text(entry) for entry in chosen]
+    vectors = [row for i in range(0, len(texts), 32) for row in model.embed(texts[i:i + 32])]
+    embed_rate = len(chosen) / (time.perf_counter() - start)
+    matcher = Matcher(topics, model)
+    matches = sum(len(matcher.match(e, None, v)) for e, v in zip(chosen, vectors, strict=True))
+    best = 0.0
+    for _ in range(rounds):
+        start = time.process_time()
+        for entry, vector in zip(chosen, vectors, strict=True):
+            matcher.match(entry, None, vector)
+        best = max(best, len(chosen) / (time.process_time() - start))
+    both = 1.0 / (1.0 / best + 1.0 / embed_rate)
+    print(f"{len(chosen)} entries, 100 topics of which 2 by meaning: matcher {best:,.0f}/s"
+          f" ({matches} matches), embedding model {embed_rate:,.1f}/s, both {both:,.1f}/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--concepts", type=int, default=0, metavar="N",
+                        help="also measure topics by meaning on the first N entries")
     args = parser.parse_args()
     entries = load_entries()
     long = [entry for entry in entries if len(entry.summary.split()) >= 35]
@@ -98,6 +129,8 @@ def main() -> None:
         for count in (10, 100):
             rate, matches = measure(make_topics(count), chosen, args.rounds)
             print(f"{label:<38}{count:>7}{rate:>12,.0f}{matches:>14}")
+    if args.concepts:
+        measure_concepts(entries, args.rounds, args.concepts)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,15 @@ Cyrillic or Latin spelling of a word make no difference ("Kursk" finds "Курс
   the text do not count): the length-weighted mean of its words' best scores, less 2 points
   per unmatched word between matched ones. It matches a field when its best window scores
   at least its threshold (the phrase's own, else the topic's). "a | b" means a or b.
+- Word forms: a text word whose stem (or lemma) equals the phrase word's scores 95 even
+  when the spelling rules above miss it ("Rotes Kreuz" ~ "Roten Kreuzes", "вернуть" ~
+  "вернувшихся"); see "word forms" below. A phrase with `exact = true` matches equal words
+  only (still in any case and script).
+- Explanations name the alternative of a phrase that matched, not the whole phrase.
+- Concepts: a topic with `about`/`like` counts an entry close enough in meaning as one more
+  `any` hit (with `any` empty, the concept is required); see "concepts" below.
+- `any = ["*"]`: the catch-all matches every entry (score 100, explained "catch-all");
+  `all`, `query` and `none` still filter.
 - Topic score: the best hit, a title hit counting title_weight times, divided by
   max(1, title_weight) to stay in 0..100 (with 1.5, a 90 in the title outranks a 100 in the
   summary, 66.7).
@@ -139,12 +148,14 @@ def _phrase_words(raw: str) -> list[str]:
 
 
 # --- word forms -----------------------------------------------------------------------------
-# Besides the spelling rules of word_score, a text word matches a phrase word when their stems
-# agree (Snowball for en, de, ru and 25 more; simplemma's lemmas for uk; see watcher.lang): the
-# text word is stemmed in the entry's language, the phrase word in each language its script
-# may be written in, both compared in match form ("Rotes Kreuz" ~ "Roten Kreuzes", "вернуть"
-# ~ "вернувшихся"). Only words sharing the phrase word's first four letters are looked at, so
-# the prefilter's gate stays exact, and `exact = true` on a phrase turns all of it off.
+# Besides the spelling rules of word_score, a text word matches a phrase word when a stem of
+# one equals a stem of the other, both taken in every language their script is written in
+# (Latin: Snowball's en, de, fr, es, it, pt, nl; Cyrillic: pymorphy3's ru and uk lemmas, then
+# Snowball's Russian rules) and compared in match form ("Rotes Kreuz" ~ "Roten Kreuzes",
+# "вернуть" ~ "вернувшихся"). No language guess is needed, and a stem costs a dictionary
+# lookup once per distinct word. Only words sharing the phrase word's first four letters and
+# not already matched by the spelling rules are stemmed, so the prefilter's gate stays exact;
+# `exact = true` on a phrase turns all of it off.
 STEM_SCORE = 95.0  # a word whose stem equals the phrase word's (an inflection or derivation)
 _STEM_LANGS = {"latin": ("en", "de", "fr", "es", "it", "pt", "nl"), "cyrillic": ("ru", "uk")}
 
@@ -182,18 +193,25 @@ def stem_form(word: str, language: str) -> str:
     return stem if len(stem) >= 3 else ""
 
 
+@lru_cache(maxsize=1 << 16)
+def word_stems(word: str) -> frozenset[str]:
+    """A word's stems (match form) in each language its script is written in.
+
+    No language guess: a Latin word is stemmed by the Latin-script stemmers, a Cyrillic word
+    by the Russian and Ukrainian lemmatisers; phrase and text words alike, so they meet when
+    any reading agrees."""
+    return frozenset(filter(None, (stem_form(word, code) for code in _STEM_LANGS[_script(word)])))
+
+
 def _phrase_stems(raw: str, count: int) -> list[frozenset[str]]:
-    """For each of the `count` match-form words of `raw`, its stems in the languages its
-    script is written in (empty sets when the words do not align)."""
+    """For each of the `count` match-form words of `raw`, its stems (empty sets when the
+    words do not align)."""
     from watcher import lang
 
     originals = lang.words(raw.rstrip(WILDCARD))
     if len(originals) != count:
         return [frozenset()] * count
-    return [
-        frozenset(filter(None, (stem_form(word, code) for code in _STEM_LANGS[_script(word)])))
-        for word in originals
-    ]
+    return [word_stems(word) for word in originals]
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,8 +296,11 @@ class _Phrase:
 # fitted on the dev half of the cross-language evaluation set (benchmarks/match_quality.py
 # --fit), among entries the topics' keywords let through: the score is the chance, in
 # percent, that such an entry is on the topic, so the default threshold of 85 asks for a
-# confident hit, as it does of a phrase. Measured (uncentred vs language-centred cosines,
-# max vs mean over examples) on that dev half: the uncentred mean separated best.
+# confident hit, as it does of a phrase; `about_threshold` trades precision for recall (the
+# founding topics use 35 and 50). Fitted with the topics of benchmarks/match_quality.py's
+# TARGET_TOPICS on the dev half of items_xlang.jsonl plus items.jsonl (218 pairs). Measured
+# there (uncentred vs language-centred cosines, max vs mean over the examples): the
+# uncentred mean separated best.
 CONCEPT_SLOPE = 81.4  # logistic slope per unit of cosine
 CONCEPT_MIDPOINT = 0.821  # the cosine that scores 50
 UNLIKE_WEIGHT = 1.0  # how much an `unlike` example closer than the concept pushes away
@@ -404,10 +425,11 @@ class _FieldWords:
     words: list[str]
     index: dict[str, list[int]]  # key -> positions (a word shorter than a key is its own key)
     ranks: list[int]  # ranks[i]: how many words before word i are not stop words
-    stem: Callable[[int], str] | None = None  # the stem form of the word at a position
+    stem: Callable[[int], frozenset[str]] | None = None  # the stems of the word at a position
 
     @classmethod
-    def of(cls, words: list[str], stem: Callable[[int], str] | None = None) -> _FieldWords:
+    def of(cls, words: list[str], stem: Callable[[int], frozenset[str]] | None = None
+           ) -> _FieldWords:
         index: dict[str, list[int]] = {}
         ranks: list[int] = []
         rank = 0
@@ -418,28 +440,28 @@ class _FieldWords:
         return cls(words, index, ranks, stem)
 
 
-def _token_score(alt: _Words, token_index: int, field: _FieldWords, position: int) -> float:
-    """How well the field's word at `position` matches the alternative's token."""
-    token, word = alt.tokens[token_index], field.words[position]
-    if alt.exact:
-        if token[-1] == WILDCARD:
-            return 100.0 if word.startswith(token[:-1]) else 0.0
-        return 100.0 if token == word else 0.0
-    score = word_score(token, word)
-    stems = alt.stems[token_index]
-    if score < STEM_SCORE and stems and field.stem is not None and field.stem(position) in stems:
-        return STEM_SCORE
-    return score
+def _exact_score(token: str, word: str) -> float:
+    """An `exact` phrase's word: equal words only (a wildcard still matches its prefix)."""
+    if token[-1] == WILDCARD:
+        return 100.0 if word.startswith(token[:-1]) else 0.0
+    return 100.0 if token == word else 0.0
 
 
 def best_window(alt: _Words, field: _FieldWords) -> _Result:
     """(score, first word, last word) of the alternative's best window in the field."""
-    found = [
-        (position, token_index, score)
-        for token_index, token in enumerate(alt.tokens)
-        for position in field.index.get(_key(token), ())
-        if (score := _token_score(alt, token_index, field, position)) > 0.0
-    ]
+    found: list[tuple[int, int, float]] = []
+    words, stem = field.words, field.stem
+    score_of = _exact_score if alt.exact else word_score
+    for token_index, token in enumerate(alt.tokens):
+        stems = alt.stems[token_index]
+        for position in field.index.get(_key(token), ()):
+            score = score_of(token, words[position])
+            # word forms: only for words the spelling rules do not already count
+            if score < 90.0 and stems and stem is not None and not stems.isdisjoint(
+                    stem(position)):
+                score = STEM_SCORE
+            if score > 0.0:
+                found.append((position, token_index, score))
     if not found:
         return _NO_MATCH
     if len(alt.tokens) == 1:
@@ -469,9 +491,9 @@ class _EntryView:
         self.vector = vector  # the entry's embedding (set by the Matcher when needed)
         self._words: dict[Field, _FieldWords] = {}
         self._scores: dict[tuple[int, Field], _Result] = {}
+        self._best: dict[tuple[int, Field], _Best] = {}
         self._spans: dict[Field, list[tuple[int, int]] | None] = {}
-        self._stems: dict[tuple[Field, int], str] = {}
-        self._language: str | None = None
+        self._stems: dict[tuple[Field, int], frozenset[str]] = {}
 
     def words(self, field: Field) -> _FieldWords:
         if field not in self._words:
@@ -479,39 +501,42 @@ class _EntryView:
             self._words[field] = _FieldWords.of(text.split(), partial(self._stem, field))
         return self._words[field]
 
-    def language(self) -> str:
-        """The entry's language, guessed from its title and summary (once)."""
-        if self._language is None:
-            from watcher import lang
-
-            self._language = lang.guess(f"{self.entry.title} {self.entry.summary}")
-        return self._language
-
-    def _stem(self, field: Field, position: int) -> str:
-        """The stem form of the field's word at `position` ("" when words do not align)."""
+    def _stem(self, field: Field, position: int) -> frozenset[str]:
+        """The stems of the field's word at `position` (none when words do not align)."""
         key = (field, position)
-        if key not in self._stems:
+        found = self._stems.get(key)
+        if found is None:
             spans = self.spans(field)
             if spans is None:
-                self._stems[key] = ""
+                found = frozenset()
             else:
                 start, end = spans[position]
-                word = mask_markup(self.entry.field_text(field))[start:end]
-                self._stems[key] = stem_form(word, self.language())
-        return self._stems[key]
+                found = word_stems(self._masked(field)[start:end].casefold())
+            self._stems[key] = found
+        return found
+
+    def _masked(self, field: Field) -> str:
+        text = self.entry.field_text(field)
+        return mask_markup(text) if "<" in text or "&" in text else text
 
     def best(self, phrase: _Phrase, field: Field) -> _Best:
         """The phrase's best window in the field, whatever its score, and its alternative."""
+        found = self._best.get((id(phrase), field))
+        if found is not None:
+            return found
         words = self.words(field)
         best = _NO_BEST
+        present = words.index.keys()
         for alt in phrase.alternatives:
-            if words.index.keys().isdisjoint(alt.keys):  # none of its words can be there
+            if present.isdisjoint(alt.keys):  # none of its words can be there
                 continue
-            key = (id(alt), field)
-            if key not in self._scores:
-                self._scores[key] = best_window(alt, words)
-            if self._scores[key][0] > best[0]:
-                best = (*self._scores[key], alt)
+            key = (id(alt), field)  # identical alternatives of other phrases share a score
+            result = self._scores.get(key)
+            if result is None:
+                result = self._scores[key] = best_window(alt, words)
+            if result[0] > best[0]:
+                best = (result[0], result[1], result[2], alt)
+        self._best[id(phrase), field] = best
         return best
 
     def score(self, phrase: _Phrase, field: Field) -> _Best:
@@ -520,7 +545,11 @@ class _EntryView:
         return found if found[0] >= phrase.threshold and found[1] >= 0 else _NO_BEST
 
     def matches(self, phrase: _Phrase, fields: Sequence[Field]) -> bool:
-        return any(self.score(phrase, field)[1] >= 0 for field in fields)
+        for field in fields:
+            found = self.best(phrase, field)
+            if found[1] >= 0 and found[0] >= phrase.threshold:
+                return True
+        return False
 
     def spans(self, field: Field) -> list[tuple[int, int]] | None:
         """Character spans of the field's words in the original text, if they align."""
