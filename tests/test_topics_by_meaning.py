@@ -96,6 +96,20 @@ def test_word_forms_do_not_reach_other_words(phrase: str, text: str) -> None:
     assert Matcher([TopicRule("t", any=(Phrase(phrase),))]).match(entry(text)) == []
 
 
+@pytest.mark.parametrize(("phrase", "text", "label"), [
+    ("Kursk", "Восемь курян вернулись домой из Сум", "курян* (for Kursk)"),
+    ("Kursk", "Ситуація у Суджі: що трапилося на Курщині", "Курщин* (for Kursk)"),
+    ("Kursk residents", "Kurshchyna residents evacuated", "Курщин* (for Kursk) residents"),
+    ("Sumy", "Сумчани евакуюються", "сумчан* (for Sumy)"),
+    ("Харків", "Харків'яни ховаються в метро", "харків'ян* (for Харків)"),
+])
+def test_a_place_reaches_its_people_and_its_region(phrase: str, text: str, label: str) -> None:
+    [match] = Matcher([TopicRule("t", any=(Phrase(phrase),))]).match(entry(text))
+    assert label in match.matched
+    exact = Matcher([TopicRule("t", any=(Phrase(phrase, exact=True),))])
+    assert exact.match(entry(text)) == []
+
+
 def test_exact_phrases_match_only_the_words_written() -> None:
     forms = Matcher([TopicRule("t", any=(Phrase("Kursk"),))])
     exact = Matcher([TopicRule("t", any=(Phrase("Kursk", exact=True),))])

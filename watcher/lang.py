@@ -251,3 +251,27 @@ def terms(text: str, lang: str) -> list[str]:
         elif len(word) > 1 or not word.isascii():
             out.append(fn(word.replace("'", "")))
     return out
+
+
+# Words derived from a place's name that no stem of the name reaches: what its people are
+# called and the region named after it ("Kursk" -> "куряне", "Курщина"). Topic phrases that
+# name the place also look for these (watcher.matching.match); a trailing "*" is a prefix.
+# Keys are the place's names as users write them, in any script.
+PLACE_WORDS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("Kursk", "Курск", "Курськ"): ("курян*", "курчан*", "Курщин*", "Kurshchyn*"),
+    ("Sumy", "Сумы", "Суми"): ("сумчан*", "Сумщин*", "Sumshchyn*"),
+    ("Belgorod", "Белгород", "Бєлгород", "Bilhorod"): ("белгородц*", "бєлгородц*",
+                                                       "Белгородчин*", "Белгородщин*"),
+    ("Bryansk", "Брянск", "Брянськ"): ("брянц*", "брянчан*", "Брянщин*"),
+    ("Kharkiv", "Kharkov", "Харьков", "Харків"): ("харьковчан*", "харків'ян*", "Харківщин*",
+                                                  "Харьковщин*", "Kharkivshchyn*"),
+    ("Kherson", "Херсон"): ("херсонц*", "херсонц*", "Херсонщин*", "Khersonshchyn*"),
+    ("Zaporizhzhia", "Zaporozhye", "Запорожье", "Запоріжжя"): ("запорожц*", "запоріжц*",
+                                                               "Запорізьк*", "Запорожск*"),
+    ("Donetsk", "Донецк", "Донецьк"): ("дончан*", "Донеччин*", "Донетчин*", "Donechchyn*"),
+    ("Luhansk", "Lugansk", "Луганск", "Луганськ"): ("луганчан*", "Луганщин*", "Luhanshchyn*"),
+    ("Kyiv", "Kiev", "Киев", "Київ"): ("киевлян*", "киян*", "Київщин*", "Киевщин*",
+                                       "Kyivshchyn*"),
+    ("Odesa", "Odessa", "Одесса", "Одеса"): ("одессит*", "одесит*", "Одещин*", "Одесчин*"),
+    ("Moscow", "Москва"): ("москвич*", "Подмосков*"),
+}

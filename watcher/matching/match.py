@@ -214,6 +214,29 @@ def _phrase_stems(raw: str, count: int) -> list[frozenset[str]]:
     return [word_stems(word) for word in originals]
 
 
+@lru_cache(maxsize=1)
+def _places() -> dict[str, tuple[str, ...]]:
+    """watcher.lang.PLACE_WORDS by the match form of each name of the place."""
+    from watcher import lang
+
+    return {match_text(name).strip(): words for names, words in lang.PLACE_WORDS.items()
+            for name in names}
+
+
+def _place_words(part: str) -> list[tuple[str, str]]:
+    """Alternatives of a phrase part with a place's name replaced by each word derived from
+    it ("Kursk residents" -> "курян* residents"), labelled "курян* (for Kursk) residents"."""
+    pieces = part.split()
+    derived: list[tuple[str, str]] = []
+    for i, piece in enumerate(pieces):
+        words = _places().get(match_text(piece).strip()) if not piece.endswith(WILDCARD) else None
+        for word in words or ():
+            text = " ".join([*pieces[:i], word, *pieces[i + 1:]])
+            label = " ".join([*pieces[:i], f"{word} (for {piece})", *pieces[i + 1:]])
+            derived.append((text, label))
+    return derived
+
+
 @dataclass(frozen=True, slots=True)
 class _Words:
     """One alternative of a phrase, compiled."""
@@ -229,8 +252,9 @@ class _Words:
 
     @staticmethod
     @lru_cache(maxsize=4096)
-    def compile(text: str, exact: bool = False) -> _Words | None:
-        """The alternative's words; identical texts share one object (and its scores)."""
+    def compile(text: str, exact: bool = False, label: str = "") -> _Words | None:
+        """The alternative's words; identical texts share one object (and its scores).
+        `label`: what explanations show instead of the text."""
         pairs: list[tuple[str, frozenset[str]]] = []
         for raw in text.split():
             words = _phrase_words(raw)
@@ -244,8 +268,8 @@ class _Words:
         weights = tuple(float(len(token.rstrip(WILDCARD))) for token in tokens)
         window = 1 if len(tokens) == 1 else len(tokens) + max(1, len(tokens) // 2)
         keys = frozenset(map(_key, tokens))
-        return _Words(" ".join(text.split()), tokens, weights, sum(weights), window, keys, exact,
-                      tuple(stems for _, stems in kept))
+        return _Words(label or " ".join(text.split()), tokens, weights, sum(weights), window,
+                      keys, exact, tuple(stems for _, stems in kept))
 
     def gate(self, threshold: float) -> Gate:
         """Which word keys must occur in an entry for this alternative to reach `threshold`."""
@@ -272,11 +296,12 @@ class _Phrase:
 
     @classmethod
     def compile(cls, phrase: Phrase, default_threshold: float) -> _Phrase:
-        alternatives = tuple(
-            compiled
-            for part in phrase.text.split("|")
-            if (compiled := _Words.compile(part, phrase.exact))
-        )
+        parts = [(part, "") for part in phrase.text.split("|")]
+        if not phrase.exact:
+            parts += [derived for part in phrase.text.split("|") for derived in _place_words(part)]
+        compiled = (_Words.compile(part, phrase.exact, label) for part, label in parts)
+        unique = {words.tokens: words for words in reversed([c for c in compiled if c])}
+        alternatives = tuple(reversed(unique.values()))  # the first of equal alternatives
         if not alternatives:
             raise ValueError(f"phrase {phrase.text!r} has no words to match")
         threshold = default_threshold if phrase.threshold is None else phrase.threshold
