@@ -318,3 +318,29 @@ def test_watcher_test_json_gives_each_explanation_its_kind(
     [miss] = [r for r in rows if r.get("near_miss")]
     assert (miss["reason"], miss["explanation"][0]["phrase"]) == ("dropped by none",
                                                                   "Белоруссию")
+
+
+# --- the founding example -------------------------------------------------------------------
+
+
+def test_every_report_of_the_founding_story_matches_the_shipped_topics(model: Embedder) -> None:
+    """config/watcher.toml's topics on the 15 real reports of 24 Feb 2025 (items_xlang.jsonl,
+    en/ru/de, first report and rewrites): each is a kursk-evacuation hit, and each that names
+    the Red Cross a red-cross-repatriation hit, although most say "evacuate" and no return
+    word (the concept carries them)."""
+    from watcher.config import load_config
+
+    config = load_config(Path(__file__).parent.parent / "config" / "watcher.toml",
+                         check_secrets=False)
+    matcher = Matcher([t.rule() for t in config.topics], model)
+    data = Path(__file__).parent / "data" / "match_eval" / "items_xlang.jsonl"
+    items = [json.loads(line) for line in data.read_text("utf-8").splitlines()]
+    founding = [i for i in items if i.get("story") == "2025-02-24-moskalkova-belarus-icrc"]
+    assert len(founding) == 15
+    names_red_cross = Matcher([TopicRule("rc", any=(Phrase(
+        "Red Cross | ICRC | Красный Крест | МККК | Rotes Kreuz | IKRK"),))])
+    for item in founding:
+        found = {m.topic for m in matcher.match(entry(item["title"], item["summary"]))}
+        assert "kursk-evacuation" in found, item["id"]
+        if names_red_cross.match(entry(item["title"], item["summary"])):
+            assert "red-cross-repatriation" in found, item["id"]
