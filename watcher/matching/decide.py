@@ -18,16 +18,17 @@ Alerts per story and channel:
 from __future__ import annotations
 
 import hashlib
-import inspect
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+import numpy as np
 
 from watcher import schedule
 from watcher.config import Config, FeedSettings, TopicSettings
 from watcher.embed import Embedder
 from watcher.matching.dedupe import loads
-from watcher.matching.match import Matcher
+from watcher.matching.match import ConceptUnavailable, Matcher
 from watcher.model import (
     AlertKind,
     Entry,
@@ -64,33 +65,17 @@ def human(delta: timedelta) -> str:
 
 
 def build_matcher(config: Config, embedder: Embedder | None) -> Matcher:
-    """The topics' matcher; a topic by meaning that needs the embedder it cannot have is
-    built without its concept part (logged once per topic)."""
+    """The topics' matcher. Topics by meaning need the model: without it (not configured,
+    or it failed to load) they run on their keywords alone, logged once per (re)load."""
     rules = [t.rule() for t in config.topics]
-    if "embedder" not in inspect.signature(Matcher).parameters:  # before topics by meaning
+    if not any(r.concept for r in rules):
         return Matcher(rules)
-    from watcher.matching import match as match_module
-
-    unavailable = getattr(match_module, "ConceptUnavailable", None)
-    while True:
-        try:
-            return Matcher(rules, embedder=embedder)  # type: ignore[call-arg]
-        except Exception as exc:
-            if unavailable is None or not isinstance(exc, unavailable):
-                raise
-            topic = str(getattr(exc, "topic", "") or "")
-            log.warning("topic matched by its phrases only: its concept needs the embedding "
-                        "model", extra={"topic": topic, "reason": str(exc)})
-            stripped = [r for r in rules if r.name == topic and r.concept]
-            if not stripped:
-                raise
-            rules = [_without_concept(r) if r.name == topic else r for r in rules]
-
-
-def _without_concept(rule: object) -> object:
-    from dataclasses import replace
-
-    return replace(rule, about="", like=(), unlike=())  # type: ignore[type-var]
+    try:
+        return Matcher(rules, embedder)
+    except ConceptUnavailable as exc:
+        log.warning("topics by meaning matched on their keywords alone",
+                    extra={"topic": ", ".join(exc.topics), "reason": str(exc)})
+        return Matcher.keywords_only(rules)
 
 
 class Rules:
@@ -117,18 +102,15 @@ class Rules:
 
     def needs_vectors(self, topics: frozenset[str]) -> bool:
         """Whether matching these topics reads entries' vectors (topics by meaning)."""
-        needs = getattr(self.matcher, "needs_vectors", None)
-        return bool(topics) and self.embedder is not None and needs is not None and needs(
-            topics)
+        return bool(topics) and self.embedder is not None and self.matcher.needs_vectors(topics)
 
-    def match(self, entry: Entry, feed: FeedSettings, vector: object = None) -> list[Match]:
+    def match(self, entry: Entry, feed: FeedSettings,
+              vector: np.ndarray | None = None) -> list[Match]:
         """The matches of an entry against the topics that watch its feed."""
         topics = self.topics_for(feed)
         if not topics:
             return []
-        if vector is not None:
-            return self.matcher.match(entry, topics, vector=vector)  # type: ignore[call-arg]
-        return self.matcher.match(entry, topics)
+        return self.matcher.match(entry, topics, vector=vector)
 
 
 @dataclass(frozen=True, slots=True)
