@@ -329,6 +329,8 @@ async def test_api_feeds_and_the_feeds_page_put_failing_feeds_first(world: World
 
 async def test_retry_requeues_a_failed_alert_only_from_the_desks_own_form(world: World
                                                                           ) -> None:
+    woken: list[bool] = []
+    world.desk.on_retry = lambda: woken.append(True)
     def state() -> Any:
         return world.store.alert_history(topic="kursk")
 
@@ -345,6 +347,7 @@ async def test_retry_requeues_a_failed_alert_only_from_the_desks_own_form(world:
                                     {"csrf": token, "next": "/alerts?status=failed"})
     assert status == 303 and r.headers["Location"] == "/alerts?status=failed&msg=requeued"
     assert {a.channel: a.state for a in await state()}["hook"] == "owed"
+    assert woken == [True]  # the daemon's outbox is woken: no wait for its next look
     status, _, r = await world.post("/alerts/s-two-hook/retry",
                                     {"csrf": token, "next": "//evil.test/"})
     assert r.headers["Location"] == "/?msg=not-failed"
@@ -483,3 +486,25 @@ async def test_a_reloaded_config_shows_its_new_topics(world: World) -> None:
     world.desk.reload(load_config(world.config.path))
     assert (await world.get("/topics/added.atom"))[0] == 200
     assert 'href="/?topic=added"' in (await world.get("/"))[1]
+
+
+async def test_start_serves_on_the_configured_address_until_closed(
+        write_config: ConfigWriter, tmp_path: Path) -> None:
+    from watcher import desk
+
+    config = write_config(CONFIG.replace("[watcher]", '[watcher]\nweb = "127.0.0.1:0"'))
+    store = SqliteStore(tmp_path / "state.db")
+    await store.open()
+    served = await desk.start(config, store)
+    url = served.url
+    try:
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+        async with aiohttp.ClientSession() as http, http.get(url + "/feeds") as r:
+            assert r.status == 200 and "Outlet A" in await r.text()
+    finally:
+        await served.close()
+        await served.close()  # twice is fine
+        await store.close()
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with aiohttp.ClientSession() as http, http.get(url + "/"):
+            pass
