@@ -360,6 +360,35 @@ async def test_prune_keeps_what_matters(stores: StoreFactory) -> None:
     assert (await store.channel_counts())["hook"].owed == 1
 
 
+async def test_new_entries_text_is_kept_for_keep_entries_with_its_vector(
+        stores: StoreFactory) -> None:
+    import numpy as np
+
+    from watcher.matching.dedupe import evidence_batch, with_vector
+
+    store = await stores()
+    kept = [entry(str(i), f"Entry {i}") for i in range(3)]
+    [raw] = evidence_batch([(kept[0].title, kept[0].summary, T0.isoformat(), "en")])
+    vector = np.linspace(-1, 1, 384, dtype=np.float32)
+    record = PollRecord(FeedState(url="http://a.test/f", last_poll_at=T0), seen=kept)
+    record.evidence[kept[0].id] = with_vector(raw, vector)  # the matched one was embedded
+    await store.record_poll(record)
+    later = PollRecord(FeedState(url="http://a.test/f", last_poll_at=T0 + timedelta(days=3)),
+                       seen=[entry("9", "Entry 9")])  # a first poll's backlog: text only
+    await store.record_poll(later)
+    recent = await store.recent_entries(T0 - timedelta(hours=1), 10)
+    assert [(e.entry.title, e.seen_at) for e in recent] == [
+        ("Entry 9", T0 + timedelta(days=3)), ("Entry 0", T0), ("Entry 1", T0), ("Entry 2", T0)]
+    assert np.allclose(recent[1].vector, vector, atol=1e-3)  # float16 in the store
+    assert [e.vector is None for e in recent] == [True, False, True, True]
+    assert [e.entry.title for e in await store.recent_entries(T0 - timedelta(hours=1), 2)] == \
+        ["Entry 9", "Entry 0"]
+    assert len(await store.recent_evidence(T0 - timedelta(hours=1), 10)) == 1
+    counts = await store.prune(T0 + timedelta(days=15), keep_entries=timedelta(days=14))
+    assert counts.entries == 3
+    assert [e.entry.title for e in await store.recent_entries(T0, 10)] == ["Entry 9"]
+
+
 async def test_reopening_is_idempotent(stores: StoreFactory) -> None:
     store = await stores()
     await store.save_feed(FeedState(url="http://a.test/f", title="kept"))
