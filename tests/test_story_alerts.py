@@ -225,3 +225,25 @@ async def test_a_story_dated_ten_days_back_survives_a_restart(
     [(story, outlets)] = [(s.title, s.outlets)
                           for s in await node.store.recent_stories(old - timedelta(days=1), 5)]
     assert story == report("1")["title"] and outlets == ["Outlet A", "Outlet B"]
+
+
+async def test_two_nodes_sharing_the_state_decide_as_one(
+        tmp_path: Path, state: str, feed_server: FeedServer, webhook: WebhookReceiver,
+        nodes: Callable[[Config, Clock], Awaitable[Runtime]]) -> None:
+    """Another node's placements reach this node's index inside its poll's transaction
+    (the story lock and the placements cursor), whatever the languages."""
+    ru = feed_server.set_feed("ru.xml", [])
+    en = feed_server.set_feed("en.xml", [])
+    config = write(tmp_path, state, [ru, en], webhook, KURSK + 'group_wait = "10m"')
+    clock = Clock()
+    one, two = await nodes(config, clock), await nodes(config, clock)
+    await poll(one)
+    feed_server.set_feed("ru.xml", [item("14", "ria", T0 - timedelta(minutes=30))])
+    feed_server.set_feed("en.xml", [item("15", "tass", T0 - timedelta(minutes=20))])
+    await poll(one, "Outlet A")
+    await poll(two, "Outlet B")  # two's index learns one's story in this transaction
+    clock.now = T0 + timedelta(minutes=11)
+    await one.outbox.deliver_due()
+    await two.outbox.deliver_due()
+    [request] = webhook.requests
+    assert [o["feed"] for o in request.json["also_reported_by"]] == ["Outlet B"]
