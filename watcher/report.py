@@ -6,19 +6,21 @@ import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from watcher import schedule
 from watcher.config import Config, FeedSettings
-from watcher.matching.decide import Rules, StoryDecider
 from watcher.matching.match import NearMiss, hit_kind, similarity_of
 from watcher.model import AlertRecord, Entry, FeedState, Hit, Match, fingerprint_conflicts
-from watcher.pipeline import Embedding, build_rules, place_entries
 from watcher.reader.fetch import Fetcher
 from watcher.reader.parse import FeedParseError, parse_feed
 from watcher.redact import mask_text, mask_url
 from watcher.store import open_config_store
 from watcher.store.base import ReportStore
+
+if TYPE_CHECKING:
+    from watcher.matching.decide import Rules
+    from watcher.pipeline import Embedding
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 _EPOCH_1970 = datetime(1970, 1, 1, tzinfo=UTC)
@@ -69,6 +71,10 @@ async def test_sources(config: Config, sources: list[str], *, as_json: bool = Fa
     at most this many points, or dropped by a `none` phrase."""
     out, err = out or sys.stdout, err or sys.stderr
     misses: list[NearMiss] = []
+    # the story engine and the model's wrapper load here, not for `status` or `alerts`
+    from watcher.matching.decide import StoryDecider
+    from watcher.pipeline import Embedding, build_rules, place_entries
+
     entries, failed = await _load_entries(sources, config, err)
     embedding = Embedding(config.watcher.embedding)
     try:
