@@ -153,3 +153,23 @@ def test_watcher_test_honours_a_topics_feeds(tmp_path: Path,
     assert main(["test", "--config", str(path), "--json", str(feed)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted(r["topic"] for r in rows) == ["anywhere", "kursk"]
+
+
+def test_a_surge_within_group_wait_waits_for_the_story_alert(tmp_path: Path) -> None:
+    path = tmp_path / "watcher.toml"
+    path.write_text('[watcher]\nembedding = "none"\n[[topics]]\nname = "kursk"\n'
+                    'any = ["Kursk evacuation"]\nchannels = ["out"]\ngroup_wait = "10m"\n'
+                    'surge = {outlets = 2, within = "1h"}\n[[channels]]\nname = "out"\n'
+                    'type = "file"\npath = "alerts.jsonl"\n')
+    rules = Rules(load_config(path))
+    decider = StoryDecider(rules)
+    title = "Kursk evacuation: residents leave the border villages of Sudzha district"
+    first = poll(rules, entry(title))
+    decider.decide(first, [], NOW)
+    second = poll(rules, entry(title + " - Outlet B", "https://b.example/rss"))
+    decider.decide(second, [], NOW + timedelta(minutes=1))
+    [story] = first.alerts
+    [surge] = second.alerts
+    assert (story.kind, story.due_at) == ("story", NOW + timedelta(minutes=10))
+    assert (surge.kind, surge.note, surge.due_at) == (
+        "surge", "Surge: 2 outlets in 1h", NOW + timedelta(minutes=10))

@@ -244,8 +244,10 @@ class StoryDecider:
             log.info("same story as an earlier alert", extra={
                 "feed": entry.feed_url, "topic": match.topic, "story": placed.story_id,
                 "title": entry.title, "p": round(placed.probability, 2)})
-            for kind, note in self._owed(placed.story_id, self.books[placed.story_id], now):
-                self._alerts(record, match, placed.story_id, now, kind, note)
+            book = self.books[placed.story_id]
+            story_due = book.first_seen + topic.group_wait  # never before the story's alert
+            for kind, note in self._owed(placed.story_id, book, now):
+                self._alerts(record, match, placed.story_id, max(now, story_due), kind, note)
             return
         record.stories.append(placed.opened)
         self._alerts(record, match, placed.story_id, now + topic.group_wait, "story", "")
