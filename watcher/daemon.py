@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -29,6 +30,9 @@ from watcher.pipeline import Embedding, Pipeline, PollSummary, build_rules, utcn
 from watcher.reader.fetch import Fetcher
 from watcher.reader.parsepool import ParsePool
 from watcher.store import Store, StoreDamaged, StoreError, StoreFull, StoreLost, open_config_store
+
+if TYPE_CHECKING:
+    from watcher.desk import Desk
 
 log = logging.getLogger("watcher.daemon")
 SHUTDOWN_GRACE = 10.0  # seconds in-flight polls and the last delivery pass may take
@@ -255,6 +259,7 @@ class Daemon:
         self._backlog = False  # the last claim found work: more feeds may be due
         self._to_release: set[str] = set()  # feeds whose poll failed to reach the store
         self._conflict_warned_at: datetime | None = None
+        self.desk: Desk | None = None  # the web desk, when [watcher] web is set
 
     async def run(self) -> int:
         """Run until stopped; 0, or 1 when the state file was lost under us."""
@@ -270,6 +275,8 @@ class Daemon:
             if interval := sdnotify.watchdog_interval():
                 self._tasks.append(asyncio.create_task(sdnotify.watchdog_loop(interval)))
             server = await self._start_metrics(config)
+            if config.watcher.web and not await self._start_desk(config, runtime):
+                return self.exit_code
             metrics.set_feeds(len(config.feeds))
             sdnotify.ready(f"polling {len(config.feeds)} feeds")
             log.info("watcher started", extra={"feeds": len(config.feeds),
@@ -277,6 +284,8 @@ class Daemon:
                                                "config": str(self.config_path)})
             await self.stop_event.wait()
         finally:
+            if self.desk is not None:
+                await self.desk.close()
             if server is not None:
                 await server.stop()
             await self._shutdown()
@@ -497,6 +506,7 @@ class Daemon:
             if not ok:
                 return False
             self._reload_stalled, self._rejected = False, None
+            self._reload_desk(old, new)
             metrics.set_feeds(len(new.feeds))
             before, after = {f.url for f in old.feeds}, {f.url for f in new.feeds}
             log.log(logging.INFO if new.fingerprint != old.fingerprint else logging.DEBUG,
@@ -504,6 +514,32 @@ class Daemon:
                     extra={"trigger": why, "feeds": len(new.feeds), "topics": len(new.topics),
                             "added": len(after - before), "removed": len(before - after)})
             return True
+
+    async def _start_desk(self, config: Config, runtime: Runtime) -> bool:
+        """Serve the desk on `web` (imported only then: it is heavy); False if it cannot."""
+        from watcher import desk
+
+        try:
+            self.desk = await desk.start(config, runtime.store, embedding=runtime.embedding,
+                                         on_retry=runtime.outbox.wake)
+        except desk.DeskError as exc:
+            log.error("the desk cannot start", extra={"reason": str(exc),
+                                                      "web": config.watcher.web})
+            self.exit_code = 1
+            return False
+        return True
+
+    def _reload_desk(self, old: Config, new: Config) -> None:
+        from watcher.desk import DeskError
+
+        if self.desk is not None:
+            try:
+                self.desk.reload(new)
+            except DeskError as exc:
+                log.error("desk: new token unreadable; keeping the previous one",
+                          extra={"reason": str(exc)})
+        if new.watcher.web != old.watcher.web:
+            log.warning("[watcher] web changes take effect after a restart")
 
     async def _reload_guarded(self, why: str) -> bool:
         """reload() for the signal handler and the file watcher: nothing ends them."""
