@@ -304,7 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     OLD = args.old
     if args.threshold is not None:
         constants.THRESHOLD = constants.LEXICAL_THRESHOLD = args.threshold
-    print(f"model: {model_name(args)}, members {args.members}, threshold {constants.THRESHOLD}\n")
+    threshold = constants.LEXICAL_THRESHOLD if args.lexical else constants.THRESHOLD
+    print(f"model: {model_name(args)}, members {args.members}, threshold {threshold}\n")
     out = run_kursk(args) + ([] if OLD else run_topic_words(args)) + run_uci(args)
     print("\n".join(out))
     return 0

@@ -26,7 +26,7 @@ from datetime import UTC, date, datetime
 import numpy as np
 
 from watcher import lang as langs
-from watcher.text import match_form
+from watcher.matching.text import match_form
 
 LEAD_CHARS = 600  # characters of a summary read
 NAME_PREFIX = 5
