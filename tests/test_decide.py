@@ -173,3 +173,51 @@ def test_a_surge_within_group_wait_waits_for_the_story_alert(tmp_path: Path) -> 
     assert (story.kind, story.due_at) == ("story", NOW + timedelta(minutes=10))
     assert (surge.kind, surge.note, surge.due_at) == (
         "surge", "Surge: 2 outlets in 1h", NOW + timedelta(minutes=10))
+
+
+def test_a_failed_polls_placements_are_undone(tmp_path: Path) -> None:
+    """The store runs `decide` inside the poll's transaction: when that transaction fails,
+    `rollback` leaves the index and the books as before the poll, so the entries polled
+    again are decided afresh — the follow-up alert the failed poll owed is owed again."""
+    path = tmp_path / "watcher.toml"
+    path.write_text("""
+[watcher]
+state = "state.db"
+
+[[topics]]
+name = "kursk"
+any = ["Kursk evacuation"]
+channels = ["out"]
+story_updates = 1
+
+[[channels]]
+name = "out"
+type = "file"
+path = "alerts.jsonl"
+""")
+    rules = Rules(load_config(path))
+    decider = StoryDecider(rules)
+    first = poll(rules, entry("Kursk evacuation: residents leave the border villages of "
+                              "Sudzha district"))
+    decider.decide(first, [], NOW)
+    (story,) = first.stories
+    before = json.dumps(decider.index.to_state(), sort_keys=True)
+
+    def second() -> PollRecord:
+        return poll(rules, entry("Kursk evacuation: residents leave border villages of Sudzha "
+                                 "district", "https://b.example/rss", key="2"))
+
+    later = NOW + timedelta(minutes=5)  # after the story's alert was due
+    failed = second()
+    decider.decide(failed, [], later)
+    assert [m.story_id for m in failed.members] == [story.id]
+    assert [a.kind for a in failed.alerts] == ["update"]
+    decider.rollback(failed)  # the transaction did not commit
+    assert json.dumps(decider.index.to_state(), sort_keys=True) == before
+    assert list(decider.books[story.id].outlets) == ["https://a.example/rss"]
+
+    retried = second()
+    decider.decide(retried, [], later)
+    assert [m.story_id for m in retried.members] == [story.id]
+    assert [a.kind for a in retried.alerts] == ["update"]  # owed again, once
+    assert decider.index.story("kursk", story.id).size == 2  # type: ignore[union-attr]

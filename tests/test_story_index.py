@@ -131,3 +131,30 @@ def test_without_embeddings_the_engine_still_decides() -> None:
     assert isinstance(first, Evidence) and first.vector is None
     index.open("t", "s", "e1", first)
     assert index.find("t", again).story_id == "s"
+
+
+def test_detach_undoes_an_attach_to_a_full_story() -> None:
+    """A failed poll's attach is undone exactly: the member it pushed out of a full story is
+    back, and the detached entry's rare words no longer lead to the story."""
+    index = StoryIndex(WINDOW, members=3)
+    index.configure("t", frozenset())
+    t0 = datetime(2025, 2, 24, 12, 0, tzinfo=UTC)
+    evs = [
+        evidence(f"Sudzha shelter {n} takes in 46 evacuees from Gorodishche", "", t0)
+        for n in range(3)
+    ]
+    index.open("t", "s", "e0", evs[0], t0)
+    for n in (1, 2):
+        index.attach("t", "s", f"e{n}", evs[n], t0 + timedelta(minutes=n))
+    before = json.dumps(index.to_state(), sort_keys=True)
+    late = evidence("Sudzha shelter 3 takes in 46 evacuees from Zvannoye", "", t0)
+    index.attach("t", "s", "e3", late, t0 + timedelta(hours=1))
+    story = index.story("t", "s")
+    assert story is not None and [m.entry_id for m in story.members] == ["e0", "e2", "e3"]
+    assert index.detach("t", "s", "e3", late)
+    assert [m.entry_id for m in story.members] == ["e0", "e1", "e2"]
+    assert json.dumps(index.to_state(), sort_keys=True) == before
+    assert "s" not in index._topics["t"].by_postings(
+        evidence("Zvannoye", "", t0)
+    )  # its own rare word no longer leads to the story
+    assert not index.detach("t", "s", "e3", late)  # once

@@ -132,14 +132,20 @@ class Book:
 
     topic: str
     first_seen: datetime  # wall clock of its first placement
-    entries: set[str] = field(default_factory=set)
+    entries: dict[str, str] = field(default_factory=dict)  # entry id -> feed URL
     outlets: dict[str, datetime] = field(default_factory=dict)  # feed URL -> first seen
     updated: bool = False
     surged: bool = False
 
     def join(self, entry_id: str, feed_url: str, seen_at: datetime) -> None:
-        self.entries.add(entry_id)
+        self.entries[entry_id] = feed_url
         self.outlets.setdefault(feed_url, seen_at)
+
+    def leave(self, entry_id: str) -> None:
+        """Undo `join` (the outlet goes when no other entry of its feed is left)."""
+        feed_url = self.entries.pop(entry_id, None)
+        if feed_url is not None and feed_url not in self.entries.values():
+            self.outlets.pop(feed_url, None)
 
     def joined_after(self, due: datetime) -> int:
         """Outlets that first carried the story after its alert was due."""
@@ -196,15 +202,31 @@ class StoryDecider:
         book.join(event.entry_id, event.feed_url, event.seen_at)
         self._owed(event.story_id, book, event.seen_at)  # already owed by whoever placed it
 
-    def forget(self, record: PollRecord) -> None:
-        """Undo what a poll whose transaction failed added (its entries are polled again)."""
+    def rollback(self, record: PollRecord) -> None:
+        """Undo the placements `decide` made for a poll whose transaction failed (its entries
+        are polled again): stories it opened are removed, entries it attached to open
+        stories are detached from the index and their books, follow-ups it owed are owed
+        again. Placements replayed from other processes (committed) stay."""
+        opened = {story.id for story in record.stories}
+        for event in reversed(record.events):
+            if event.story_id in opened:
+                continue
+            self.index.detach(event.topic, event.story_id, event.entry_id,
+                              loads(event.evidence))
+            book = self.books.get(event.story_id)
+            if book is not None:
+                book.leave(event.entry_id)
+        for alert in record.alerts:
+            book = self.books.get(alert.story_id)
+            if book is not None and alert.kind == "update":
+                book.updated = False
+            elif book is not None and alert.kind == "surge":
+                book.surged = False
         for story in record.stories:
             self.index.remove(story.topic, story.id)
             self.books.pop(story.id, None)
-        for event in record.events:
-            book = self.books.get(event.story_id)
-            if book is not None:
-                book.entries.discard(event.entry_id)
+
+    forget = rollback  # the pipeline's name for it
 
     def place(self, match: Match, ev: Evidence, now: datetime, *,
               update: bool = False) -> Placement:

@@ -279,6 +279,29 @@ class DocFreq:
         if ev.vector is not None:
             self.centres.add(ev.lang, ev.vector)
 
+    def subtract(self, lang: str, keys: Iterable[str], at: datetime) -> None:
+        """Uncount one document counted by `add` (nothing if its day has expired)."""
+        day = at.astimezone(UTC).date()
+        counts = self._days.get(lang, {}).get(day)
+        if counts is None or not self._day_docs[lang][day]:
+            return
+        unique = {k for k in set(keys) if counts[k] > 0}
+        self.version += 1
+        counts.subtract(unique)
+        self._df[lang].subtract(unique)
+        for key in unique:
+            if counts[key] <= 0:
+                del counts[key]
+            if self._df[lang][key] <= 0:
+                del self._df[lang][key]
+        self._day_docs[lang][day] -= 1
+        self._docs[lang] -= 1
+
+    def forget(self, ev: Evidence) -> None:
+        """Undo `observe` of an entry (the language centres keep it: a mean moves little)."""
+        self.subtract(ev.lang, ev.terms | ev.numbers, ev.at)
+        self.subtract(NAMES, ev.names, ev.at)
+
     def docs(self, lang: str) -> int:
         return self._docs[lang]
 

@@ -61,9 +61,12 @@ class Story:
     touched: datetime  # wall clock of the last open/attach
     members: list[Member]
     size: int = 1  # entries ever attached
-    keys: set[str] = field(default_factory=set)
+    keys: Counter[str] = field(default_factory=Counter)  # key -> entries carrying it
     row: int = -1  # row in the topic's vector matrix, -1 without vectors
     vector_sum: np.ndarray | None = None
+    # what the last attach changed, for `detach`: the member it pushed out, the old `touched`
+    evicted: Member | None = None
+    touched_before: datetime | None = None
 
 
 def _keys(ev: Evidence) -> set[str]:
@@ -236,7 +239,9 @@ class StoryIndex:
     ) -> None:
         held = self._topics[topic]
         story = held.stories[story_id]
+        story.touched_before = story.touched
         story.touched = max(story.touched, now or ev.at)
+        story.evicted = None
         self._add_member(held, story, Member(entry_id, ev), count=True)
 
     def _add_member(self, held: _Topic, story: Story, member: Member, *, count: bool) -> None:
@@ -245,15 +250,51 @@ class StoryIndex:
         held.freq.observe(member.ev)
         story.members.append(member)
         if len(story.members) > self.members:
-            story.members.pop(1)  # the first stays; the oldest of the rest goes
-        keys = _keys(member.ev)
-        for key in keys - story.keys:
-            held.postings.setdefault(key, set()).add(story.story_id)
-        story.keys |= keys
+            story.evicted = story.members.pop(1)  # the first stays; the oldest of the rest goes
+        for key in _keys(member.ev):
+            if not story.keys[key]:
+                held.postings.setdefault(key, set()).add(story.story_id)
+            story.keys[key] += 1
         if member.ev.vector is not None:
             vec = member.ev.vector.astype(np.float32)
             story.vector_sum = vec.copy() if story.vector_sum is None else story.vector_sum + vec
             held.set_vector(story)
+
+    def detach(self, topic: str, story_id: str, entry_id: str, ev: Evidence) -> bool:
+        """Undo `attach` of this entry (its transaction failed): members, keys, vector and
+        word counts as before it. False when the story or the member is not held.
+
+        When the detached entry was the latest attached, the member its attach pushed out of
+        a full story comes back and `touched` is as before; otherwise both stay."""
+        held = self._topics.get(topic)
+        story = held.stories.get(story_id) if held else None
+        if held is None or story is None:
+            return False
+        at = next((i for i, m in enumerate(story.members) if m.entry_id == entry_id), None)
+        if at is None or (at == 0 and len(story.members) == 1):
+            return False  # not a member, or the opener: `remove` the story instead
+        story.members.pop(at)
+        if at == len(story.members):  # the latest: what its attach changed is known
+            if story.evicted is not None:
+                story.members.insert(1, story.evicted)
+            if story.touched_before is not None:
+                story.touched = story.touched_before
+        story.evicted = story.touched_before = None
+        story.size = max(1, story.size - 1)
+        held.freq.forget(ev)
+        for key in _keys(ev):
+            story.keys[key] -= 1
+            if story.keys[key] <= 0:
+                del story.keys[key]
+                ids = held.postings.get(key)
+                if ids is not None:
+                    ids.discard(story_id)
+                    if not ids:
+                        del held.postings[key]
+        if ev.vector is not None and story.vector_sum is not None:
+            story.vector_sum = story.vector_sum - ev.vector.astype(np.float32)
+            held.set_vector(story)
+        return True
 
     def remove(self, topic: str, story_id: str) -> bool:
         """Forget one story; False if it was not held."""
