@@ -126,6 +126,7 @@ class TreeSampler:
         self.interval = interval
         self.peak_pss_mb = 0.0  # the largest sum of PSS over the tree
         self.max_rss_mb = 0.0  # the largest RSS of a single process
+        self.peak_tree_rss_mb = 0.0  # the largest sum of RSS over the tree (counts shared twice)
         self.processes = 0  # the most processes seen at once
         self.own_cpu_s = 0.0
         self._stop = threading.Event()
@@ -136,7 +137,9 @@ class TreeSampler:
             tree = process_tree(self.pid, self.exclude)
             self.processes = max(self.processes, len(tree))
             self.peak_pss_mb = max(self.peak_pss_mb, sum(_pss_kb(p) for p in tree) / 1024)
-            self.max_rss_mb = max(self.max_rss_mb, *(_rss_kb(p) / 1024 for p in tree))
+            rss = [_rss_kb(p) / 1024 for p in tree]
+            self.max_rss_mb = max(self.max_rss_mb, *rss)
+            self.peak_tree_rss_mb = max(self.peak_tree_rss_mb, sum(rss))
             if self._stop.wait(self.interval):
                 self.own_cpu_s = time.thread_time()
                 return
