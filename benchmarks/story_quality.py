@@ -62,6 +62,7 @@ class Item:
     at: datetime
     title: str
     summary: str
+    source: str = ""  # the labelled set's file
 
 
 def uci() -> list[Item]:
@@ -95,6 +96,7 @@ def kursk(names: Sequence[str] = LABELLED) -> list[Item]:
                     datetime.fromisoformat(row["published"].replace("Z", "+00:00")),
                     row["title"],
                     row["summary"],
+                    name,
                 )
                 for row in csv.DictReader(handle)
             )
@@ -230,6 +232,18 @@ def old_stream(ordered: Sequence[Item]) -> tuple[dict[str, str], dict[str, str]]
     return story_of, opener
 
 
+def _langs(a: Item, b: Item) -> str:
+    return "-".join(sorted((a.lang, b.lang)))
+
+
+def _lang_pair(key: str) -> Any:
+    return lambda a, b: _langs(a, b) == key
+
+
+def _within(source: str) -> Any:
+    return lambda a, b: a.source == b.source == source
+
+
 def run_kursk(args: argparse.Namespace) -> list[str]:
     items = kursk()
     ignore = topic_terms(KURSK_TOPIC)
@@ -241,11 +255,17 @@ def run_kursk(args: argparse.Namespace) -> list[str]:
         "| pairs | P | R | predicted | true |",
         "|---|---|---|---|---|",
     ]
-    for name, keep in (
+    subsets: list[tuple[str, Any]] = [
         ("all", None),
         ("same-language", lambda a, b: a.lang == b.lang),
         ("cross-language", lambda a, b: a.lang != b.lang),
-    ):
+    ]
+    for source in LABELLED:  # pairs within one set (stories are shared across sets)
+        subsets.append((source.split("-")[0] + " set", _within(source)))
+    lang_pairs = {_langs(a, b) for a, b in itertools.combinations(items, 2)}
+    for key in sorted(lang_pairs, key=lambda k: (k.split("-")[0] != k.split("-")[1], k)):
+        subsets.append((key, _lang_pair(key)))
+    for name, keep in subsets:
         p, r, predicted, actual = pairwise(items, story_of, label, keep)
         lines.append(f"| {name} | {p:.2f} | {r:.2f} | {predicted} | {actual} |")
     lines.append(
