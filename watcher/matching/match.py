@@ -155,7 +155,11 @@ def _phrase_words(raw: str) -> list[str]:
 # "вернуть" ~ "вернувшихся"). No language guess is needed, and a stem costs a dictionary
 # lookup once per distinct word. Only words sharing the phrase word's first four letters and
 # not already matched by the spelling rules are stemmed, so the prefilter's gate stays exact;
-# `exact = true` on a phrase turns all of it off.
+# a phrase word of four letters ending in a vowel also looks at words sharing its first three
+# ("Sumy" ~ "Сумах", "Суджа" ~ "Суджи": a case ending replaces the vowel). `exact = true` on a
+# phrase turns all of it off. Stems are made when matching first needs one, never when topics
+# are compiled: the analysers (pymorphy3 loads ru and uk dictionaries in ~0.2 s) are built on
+# the first Cyrillic word that needs a stem, so `watcher check` and Latin-only feeds never pay.
 STEM_SCORE = 95.0  # a word whose stem equals the phrase word's (an inflection or derivation)
 _STEM_LANGS = {"latin": ("en", "de", "fr", "es", "it", "pt", "nl"), "cyrillic": ("ru", "uk")}
 
@@ -203,15 +207,26 @@ def word_stems(word: str) -> frozenset[str]:
     return frozenset(filter(None, (stem_form(word, code) for code in _STEM_LANGS[_script(word)])))
 
 
-def _phrase_stems(raw: str, count: int) -> list[frozenset[str]]:
-    """For each of the `count` match-form words of `raw`, its stems (empty sets when the
-    words do not align)."""
+def _phrase_originals(raw: str, count: int) -> list[str]:
+    """For each of the `count` match-form words of `raw`, the word as written (stemmed when
+    matching first needs it); "" for all when the words do not align."""
     from watcher import lang
 
     originals = lang.words(raw.rstrip(WILDCARD))
-    if len(originals) != count:
-        return [frozenset()] * count
-    return [word_stems(word) for word in originals]
+    return originals if len(originals) == count else [""] * count
+
+
+_VOWELS = "aeiou"  # in match form ("y" is folded to "i"; я, ю, й begin with i)
+
+
+def _lookup_keys(token: str, forms: bool) -> tuple[str, ...]:
+    """The index keys under which a phrase word's matches can be found: its own, and for a
+    four-letter word ending in a vowel (with word forms) its first three letters followed by
+    any vowel, or alone: the Russian and Ukrainian case endings ("Сумы": Сум, Сумах, Суми)."""
+    if not forms or len(token) != _KEY_LENGTH or token[-1] not in _VOWELS:
+        return (_key(token),)
+    stem = token[:-1]
+    return (token, stem, *(stem + vowel for vowel in _VOWELS if stem + vowel != token))
 
 
 @lru_cache(maxsize=1)
@@ -248,40 +263,49 @@ class _Words:
     window: int
     keys: frozenset[str]  # index keys of the tokens
     exact: bool  # only equal words (in match form) count: no inflections, stems or typos
-    stems: tuple[frozenset[str], ...]  # per token: its stems (empty when exact or a wildcard)
+    originals: tuple[str, ...]  # per token: the word as written, stemmed when first needed
+    # ("" when exact, a wildcard or unaligned: no word forms)
+    lookup: tuple[tuple[str, ...], ...]  # per token: the index keys its matches can have
 
     @staticmethod
     @lru_cache(maxsize=4096)
     def compile(text: str, exact: bool = False, label: str = "") -> _Words | None:
         """The alternative's words; identical texts share one object (and its scores).
         `label`: what explanations show instead of the text."""
-        pairs: list[tuple[str, frozenset[str]]] = []
+        pairs: list[tuple[str, str]] = []
         for raw in text.split():
             words = _phrase_words(raw)
-            stems = [frozenset()] * len(words) if exact else _phrase_stems(raw, len(words))
-            pairs += [(w, frozenset() if w.endswith(WILDCARD) else s)
-                      for w, s in zip(words, stems, strict=True)]
+            originals = [""] * len(words) if exact else _phrase_originals(raw, len(words))
+            pairs += [(w, "" if w.endswith(WILDCARD) else o)
+                      for w, o in zip(words, originals, strict=True)]
         if not pairs:
             return None
         kept = [pair for pair in pairs if pair[0] not in STOPWORDS] or pairs
         tokens = tuple(word for word, _ in kept)
         weights = tuple(float(len(token.rstrip(WILDCARD))) for token in tokens)
         window = 1 if len(tokens) == 1 else len(tokens) + max(1, len(tokens) // 2)
-        keys = frozenset(map(_key, tokens))
+        lookup = tuple(_lookup_keys(token, bool(original)) for token, original in kept)
+        keys = frozenset(key for keys in lookup for key in keys)
         return _Words(label or " ".join(text.split()), tokens, weights, sum(weights), window,
-                      keys, exact, tuple(stems for _, stems in kept))
+                      keys, exact, tuple(original for _, original in kept), lookup)
 
     def gate(self, threshold: float) -> Gate:
         """Which word keys must occur in an entry for this alternative to reach `threshold`."""
         slack = self.total * (1.0 - threshold / 100.0)
-        pairs = sorted(zip(self.weights, self.tokens, strict=True), reverse=True)
-        needed = frozenset(_key(token) for weight, token in pairs if weight > slack)
+        pairs = sorted(zip(self.weights, self.lookup, strict=True), reverse=True)
+        needed = [keys for weight, keys in pairs if weight > slack]
         if needed:  # each of these words alone carries more than the threshold can spare
-            return frozenset({needed})
+            single = frozenset(keys[0] for keys in needed if len(keys) == 1)
+            several = [keys for keys in needed if len(keys) > 1]
+            if not several:
+                return frozenset({single})
+            # one word found under any of several keys: one term per key (the other such
+            # words are left out, which keeps the condition necessary)
+            return frozenset(single | {key} for key in several[0])
         chosen: set[str] = set()
         lost = 0.0
-        for weight, token in pairs:
-            chosen.add(_key(token))
+        for weight, keys in pairs:
+            chosen.update(keys)
             lost += weight
             if lost > slack:  # losing all of these costs more than the threshold can spare
                 return frozenset(frozenset({key}) for key in chosen)
@@ -478,15 +502,16 @@ def best_window(alt: _Words, field: _FieldWords) -> _Result:
     words, stem = field.words, field.stem
     score_of = _exact_score if alt.exact else word_score
     for token_index, token in enumerate(alt.tokens):
-        stems = alt.stems[token_index]
-        for position in field.index.get(_key(token), ()):
-            score = score_of(token, words[position])
-            # word forms: only for words the spelling rules do not already count
-            if score < 90.0 and stems and stem is not None and not stems.isdisjoint(
-                    stem(position)):
-                score = STEM_SCORE
-            if score > 0.0:
-                found.append((position, token_index, score))
+        original = alt.originals[token_index]
+        for key in alt.lookup[token_index]:
+            for position in field.index.get(key, ()):
+                score = score_of(token, words[position])
+                # word forms: only for words the spelling rules do not already count
+                if score < 90.0 and original and stem is not None and not word_stems(
+                        original).isdisjoint(stem(position)):
+                    score = STEM_SCORE
+                if score > 0.0:
+                    found.append((position, token_index, score))
     if not found:
         return _NO_MATCH
     if len(alt.tokens) == 1:
@@ -683,6 +708,10 @@ class Matcher:
         # leave concepts out. An explicit None: the model was wanted and is missing.
         if isinstance(embedder, _Unset):
             embedder, concepts = None, False
+        if concepts and embedder is None:  # refused before compiling anything
+            missing = [rule.name for rule in topics if rule.concept]
+            if missing:
+                raise ConceptUnavailable(missing)
         self._embedder = embedder if concepts else None
         self._topics = [_Topic.compile(rule, self._embedder) for rule in topics]
         missing = [t.rule.name for t in self._topics if t.needs_concept and t.concept is None]

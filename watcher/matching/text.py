@@ -10,10 +10,13 @@ Two forms of a text are used:
   variants of transliteration (kh/h, y/i, ya/ia, zh/dzh/j, shch/sch, x/ks, ii/i) so that
   "Khinshteyn", "Hinshtein" and "Хинштейн" meet. The matcher compares match forms only.
 
-Speed matters (the matcher sees every entry): ASCII text never leaves C-level `bytes`
-operations, and other scripts go through one `str.translate` with a table built once from
-anyascii (NFKC, case folding and transliteration of each character, precomputed for the
-Basic Multilingual Plane on first use); anyascii itself only sees rarer characters.
+Speed matters (the matcher sees every entry, and every command compiles the topics at
+start-up): ASCII text never leaves C-level `bytes` operations, and other scripts go through
+one `str.translate` with a table made from anyascii (NFKC, case folding and transliteration
+of each character). The table is precomputed on first use only for the scripts news is
+mostly written in (Latin, Greek, Cyrillic, general punctuation: about 2 ms); any other
+character of the Basic Multilingual Plane is converted the first time it is seen and kept
+(`_RareTable`), and anyascii itself only sees characters beyond it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ _APOSTROPHES = "'’ʼ‘`´ʹʻʽ"
 # A word of the original text: from a letter or digit to a letter or digit, with combining
 # marks and apostrophes allowed inside ("Kurs'k", "don’t").
 _WORD = re.compile(r"[^\W_](?:[\w'’ʼ‘`´ʹʻʽ\u0300-\u036f\u0483-\u0489]*[^\W_])?")
-_TABLE_END = 0x10000  # the Basic Multilingual Plane is translated by table; the rest by anyascii
+# The list table computes these ranges up front and leaves the codes between them as they are
+# (for `_RareTable`): Latin, IPA, Greek, Cyrillic; punctuation, currency, letterlike (№).
+_EAGER = ((0x0000, 0x0530), (0x2000, 0x2150))
 _VARIANTS = {b"shch": b"sch", b"dzh": b"j", b"kh": b"h", b"zh": b"j", b"dj": b"j", b"x": b"ks"}
 _VARIANT = re.compile(rb"shch|dzh|kh|zh|dj|x|ii+")  # y -> i is done by the byte table
 
@@ -71,10 +76,26 @@ def _table_entry(char: str) -> str | None:
     return "".join(parts) or None
 
 
+class _RareTable(dict[int, str | None]):
+    """The table for characters outside `_EAGER`, filled as they are met (`str.translate`
+    looks each one up; a miss computes and keeps it). ASCII maps to itself."""
+
+    def __missing__(self, code: int) -> str | None:
+        value = chr(code) if code < 0x80 else _table_entry(chr(code))
+        self[code] = value
+        return value
+
+
+_RARE = _RareTable()
+
+
 @cache
 def _table() -> list[str | None]:
-    """The translation table, built on first use (about 0.1 s; ASCII text never needs it)."""
-    table: list[str | None] = [_table_entry(chr(code)) for code in range(_TABLE_END)]
+    """The eager translation table (built on first use, about 2 ms; ASCII text never needs
+    it): `_EAGER` ranges converted, the codes between them left as they are."""
+    table: list[str | None] = [chr(code) for code in range(_EAGER[-1][1])]
+    for start, end in _EAGER:
+        table[start:end] = [_table_entry(chr(code)) for code in range(start, end)]
     table[ord("ё")] = "e"  # Russian writes е for ё as often as not
     return table
 
@@ -99,8 +120,10 @@ def _ascii_bytes(text: str, table: bytes) -> bytes:
     """Lower-case ASCII letters and digits, any other character a space (not collapsed)."""
     if not text.isascii():
         text = text.translate(_table())
-        if not text.isascii():  # beyond the Basic Multilingual Plane
-            text = anyascii(unicodedata.normalize("NFKC", text))
+        if not text.isascii():  # a rarer script: the lazily filled table
+            text = text.translate(_RARE)
+            if not text.isascii():  # beyond the Basic Multilingual Plane
+                text = anyascii(unicodedata.normalize("NFKC", text))
     return text.encode("ascii").translate(table, b"'`")
 
 
