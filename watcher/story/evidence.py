@@ -19,9 +19,10 @@ import base64
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import numpy as np
 
@@ -130,18 +131,18 @@ class Evidence:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Evidence:
+    def from_dict(cls, data: Mapping[str, Any]) -> Evidence:
         raw = data.get("vector")
         vector = None
         if isinstance(raw, str):
             vector = np.frombuffer(base64.b64decode(raw), dtype="<f2").astype(np.float32)
         return cls(
             lang=str(data["lang"]),
-            title_terms=frozenset(data["title_terms"]),  # type: ignore[arg-type]
-            terms=frozenset(data["terms"]),  # type: ignore[arg-type]
-            names=frozenset(data["names"]),  # type: ignore[arg-type]
-            title_numbers=frozenset(data["title_numbers"]),  # type: ignore[arg-type]
-            numbers=frozenset(data["numbers"]),  # type: ignore[arg-type]
+            title_terms=frozenset(data["title_terms"]),
+            terms=frozenset(data["terms"]),
+            names=frozenset(data["names"]),
+            title_numbers=frozenset(data["title_numbers"]),
+            numbers=frozenset(data["numbers"]),
             at=datetime.fromisoformat(str(data["at"])),
             has_lead=bool(data["has_lead"]),
             vector=vector,
@@ -242,10 +243,10 @@ class Centres:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, list[object]]) -> Centres:
+    def from_state(cls, state: Mapping[str, Any]) -> Centres:
         centres = cls()
         for code, (weight, raw) in state.items():
-            centres._weight[code] = float(weight)  # type: ignore[arg-type]
+            centres._weight[code] = float(weight)
             centres._mean[code] = np.frombuffer(base64.b64decode(str(raw)), dtype="<f4").copy()
         return centres
 
@@ -334,18 +335,18 @@ class DocFreq:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, object]) -> DocFreq:
-        freq = cls(int(state["keep_days"]))  # type: ignore[call-overload]
-        freq.centres = Centres.from_state(state.get("centres") or {})  # type: ignore[arg-type]
-        days: dict[str, dict[str, list[object]]] = state["days"]  # type: ignore[assignment]
+    def from_state(cls, state: Mapping[str, Any]) -> DocFreq:
+        freq = cls(int(state["keep_days"]))
+        freq.centres = Centres.from_state(state.get("centres") or {})
+        days: dict[str, dict[str, list[Any]]] = state["days"]
         for code, by_day in days.items():
             for iso, (counts, docs) in by_day.items():
                 day = date.fromisoformat(iso)
-                counter: Counter[str] = Counter(counts)  # type: ignore[arg-type]
+                counter: Counter[str] = Counter(counts)
                 freq._days.setdefault(code, {})[day] = counter
-                freq._day_docs.setdefault(code, Counter())[day] = int(docs)  # type: ignore[call-overload]
+                freq._day_docs.setdefault(code, Counter())[day] = int(docs)
                 freq._df.setdefault(code, Counter()).update(counter)
-                freq._docs[code] += int(docs)  # type: ignore[call-overload]
+                freq._docs[code] += int(docs)
         return freq
 
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -349,16 +351,16 @@ class StoryIndex:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, object]) -> StoryIndex:
+    def from_state(cls, state: Mapping[str, Any]) -> StoryIndex:
         index = cls(
-            timedelta(seconds=float(state["window_s"])),  # type: ignore[arg-type]
-            stream=DocFreq.from_state(state["stream"]),  # type: ignore[arg-type]
+            timedelta(seconds=float(state["window_s"])),
+            stream=DocFreq.from_state(state["stream"]),
             members=int(state["members"]),
-        )  # type: ignore[call-overload]
-        topics: dict[str, dict[str, object]] = state["topics"]  # type: ignore[assignment]
+        )
+        topics: dict[str, dict[str, Any]] = state["topics"]
         for name, data in topics.items():
-            index.configure(name, frozenset(data["ignore"]))  # type: ignore[arg-type]
-            for raw in data["stories"]:  # type: ignore[attr-defined]
+            index.configure(name, frozenset(data["ignore"]))
+            for raw in data["stories"]:
                 members = [(entry_id, Evidence.from_dict(ev)) for entry_id, ev in raw["members"]]
                 held = index._topic(name)
                 story = Story(
@@ -372,6 +374,6 @@ class StoryIndex:
                 for entry_id, ev in members:
                     index._add_member(held, story, Member(entry_id, ev), count=False)
             held = index._topic(name)
-            held.freq = DocFreq.from_state(data["freq"])  # type: ignore[arg-type]
+            held.freq = DocFreq.from_state(data["freq"])
             held.rarity = Rarity(index.stream, held.freq, index._ignore.get(name, frozenset()))
         return index
