@@ -401,3 +401,30 @@ def test_a_full_disk_backs_off_logs_once_recovers_and_stops_cleanly(
         assert not [x for x in json_lines(out) if x.get("logger") != "watcher.notify"
                     and "Traceback" in json.dumps(x)], out
         assert not hook.duplicates
+
+
+# --- shutdown while a parse bomb runs ---
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_during_a_parse_bomb_interrupts_the_poll_and_records_nothing(
+        tmp_path: Path, feed_server: FeedServer) -> None:
+    """SIGTERM stops the parse workers at once: the bomb's poll is interrupted (not waited
+    on for the shutdown grace, nor blamed on the feed), and its feed records nothing — no
+    error, no validators, not primed — so the next start reads the document whole."""
+    from test_parsepool import BOMB
+
+    bomb = feed_server.set_feed("bomb.xml", BOMB)
+    config = tmp_path / "watcher.toml"
+    config.write_text(daemon_config([bomb], "http://127.0.0.1:9/hook", KURSK))
+    proc, log_path = start(config, "--log-level", "debug")
+    try:
+        wait_until(lambda: logged(log_path, "parse worker started"), 60, "the bomb's parse")
+    finally:
+        out = stop(proc, log_path)
+    assert proc.returncode == 0, out
+    assert [x["feed"] for x in logged(log_path, "poll interrupted by the shutdown")] == [bomb]
+    assert not logged(log_path, "poll crashed") and not logged(log_path, "parse took")
+    assert logged(log_path, "stopped")
+    assert state_rows(tmp_path / "state.db", "SELECT last_error, etag, primed, lease_owner "
+                      "FROM feeds WHERE url = ?", (bomb,)) == [(None, None, 0, None)]

@@ -334,3 +334,35 @@ async def test_due_but_claimed_elsewhere_is_looked_at_the_idle_pace(
     finally:
         await other_node.close()
     assert receiver.requests == []
+
+
+class LookCounter:
+    """A real SQLite store that counts the worker's looks for the next due alert (after
+    each look the worker waits to be woken)."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        self.inner = inner
+        self.looks = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def next_due_at(self, now: datetime) -> datetime | None:
+        due = await self.inner.next_due_at(now)
+        self.looks += 1
+        return due
+
+
+async def test_the_worker_stops_when_cancelled_as_it_is_woken(store: SqliteStore) -> None:
+    """SIGTERM right as a poll's alerts wake the worker: the daemon's shutdown cancels it and
+    waits for it. The cancel must win; it used to be swallowed (asyncio.wait_for in 3.11
+    returns the finished wait instead), the worker delivered on, slept, and `watcher run`
+    never logged "stopped"."""
+    counter = LookCounter(store)
+    outbox = Outbox(counter, {}, clock=clock)  # type: ignore[arg-type]
+    task = asyncio.create_task(outbox.run())
+    await until(lambda: counter.looks >= 1)  # idle: waiting to be woken
+    outbox.wake()  # the poll that just ended owes alerts...
+    task.cancel()  # ...and the shutdown stops the worker in the same turn of the loop
+    done, _ = await asyncio.wait([task], timeout=10)
+    assert task in done and task.cancelled(), "the outbox worker ignored its cancellation"

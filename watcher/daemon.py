@@ -28,7 +28,7 @@ from watcher.notify.base import Sender, make_sender, notify_session
 from watcher.notify.outbox import Outbox
 from watcher.pipeline import Embedding, Pipeline, PollSummary, build_rules, utcnow
 from watcher.reader.fetch import Fetcher
-from watcher.reader.parsepool import ParsePool
+from watcher.reader.parsepool import ParsePool, ParsePoolClosed
 from watcher.store import Store, StoreDamaged, StoreError, StoreFull, StoreLost, open_config_store
 
 if TYPE_CHECKING:
@@ -148,6 +148,12 @@ class Runtime:
         self.pipeline.apply(config, rules)
         self.outbox.configure(senders, digest_channels(config), config.watcher.retry_base)
 
+    def stop_parsing(self) -> None:
+        """Kill the parse workers now (shutdown): what waits on them fails with
+        ParsePoolClosed, and no feed records that as its error."""
+        if self.workers is not None:
+            self.workers.shutdown(wait=False, cancel_futures=True)
+
     async def close(self) -> None:
         """Close everything, each part even when another fails (no unclosed sessions)."""
         try:
@@ -155,8 +161,7 @@ class Runtime:
             await self.notify_session.close()
             await self.fetcher.aclose()
         finally:
-            if self.workers is not None:
-                self.workers.shutdown(wait=False, cancel_futures=True)
+            self.stop_parsing()
             self.embedding.close()
             try:
                 await self.store.close()
@@ -469,6 +474,9 @@ class Daemon:
             self._store_failed("recording a poll", exc, utcnow())
             log.debug("poll could not be recorded; the feed is released once the store is "
                      "back", extra={"feed": feed.url, "reason": str(exc)})
+        except ParsePoolClosed:  # nothing of it was stored: the next poll reads it all again
+            log.info("poll interrupted by the shutdown; the feed is polled again at the next "
+                     "start", extra={"feed": feed.url})
         except Exception:
             log.exception("poll crashed; the feed is retried after its lease expires",
                           extra={"feed": feed.url})
@@ -598,8 +606,8 @@ class Daemon:
                         await self._reload_guarded("file change")
                         if self._reload_stalled:  # the store is away: try again later
                             with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(self.stop_event.wait(),
-                                                       RELOAD_RETRY)
+                                async with asyncio.timeout(RELOAD_RETRY):
+                                    await self.stop_event.wait()
                         break
 
     def _config_changed_on_disk(self) -> bool:
@@ -617,20 +625,20 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         sdnotify.stopping()
-        log.info("shutting down")
+        log.info("shutting down", extra={"polls_in_flight": len(self.inflight)})
         try:
             if self.scheduler.running:
                 self.scheduler.shutdown(wait=False)
-            if self.inflight:
-                _, pending = await asyncio.wait(self.inflight, timeout=SHUTDOWN_GRACE)
-                for task in pending:
-                    task.cancel()
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.runtime is not None:
+                # a parse bomb must not hold SIGTERM for the grace: polls waiting on a parse
+                # end now, unrecorded (their feeds are polled again after the restart)
+                self.runtime.stop_parsing()
+            await _settle(self.inflight, SHUTDOWN_GRACE, "poll")
+            await _settle(self._tasks, 0.0, "task")
             if self.runtime is not None and not self._lost:
                 try:  # the last delivery pass; what stays owed is sent after the restart
-                    await asyncio.wait_for(self.runtime.outbox.deliver_due(), SHUTDOWN_GRACE)
+                    async with asyncio.timeout(SHUTDOWN_GRACE):
+                        await self.runtime.outbox.deliver_due()
                 except (TimeoutError, StoreError) as exc:
                     log.warning("last delivery pass cut short; owed alerts stay owed",
                                 extra={"reason": str(exc) or type(exc).__name__})
@@ -640,3 +648,21 @@ class Daemon:
             if self.runtime is not None:
                 await self.runtime.close()
         log.info("stopped")
+
+
+CANCEL_WAIT = 5.0  # seconds a cancelled task may take to unwind at shutdown
+
+
+async def _settle(tasks: Iterable[asyncio.Task[None]], grace: float, what: str) -> None:
+    """Let `tasks` finish within `grace` seconds, then cancel the rest and wait (bounded)
+    for them to unwind; one that still runs is named in the log, not waited for forever."""
+    pending = set(tasks)
+    if pending and grace > 0:
+        _, pending = await asyncio.wait(pending, timeout=grace)
+    for task in pending:
+        task.cancel()
+    if pending:
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_WAIT)
+    for task in pending:
+        log.error(f"a {what} ignored the shutdown; stopping without it",
+                  extra={"task": task.get_name()})

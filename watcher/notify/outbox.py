@@ -40,6 +40,18 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until `event` is set or `timeout` seconds pass; whether it was set.
+
+    Not `asyncio.wait_for(event.wait(), t)`: in Python 3.11 that swallows a cancellation
+    arriving in the loop turn the event is set in (it returns the finished wait), so a
+    worker woken as the daemon stops would go on running and the shutdown wait forever."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    return event.is_set()
+
+
 def digest_id(alerts: list[OwedAlert]) -> str:
     """A stable delivery id for one digest: the same alerts give the same id on every retry."""
     ids = "\n".join(sorted(a.id for a in alerts))
@@ -88,8 +100,7 @@ class Outbox:
                 await asyncio.sleep(self._paused_by(exc))
                 continue
             self._resumed()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_event(self._wake, timeout)
 
     def _paused_by(self, exc: Exception) -> float:
         """The next pause; one log line when delivery pauses (or the reason changes)."""

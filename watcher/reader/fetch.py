@@ -207,8 +207,8 @@ class Fetcher:
         gate = self._hosts.setdefault(host, asyncio.Semaphore(self.per_host))
         async with gate, self._global:  # host first: a queue for one host holds no global slot
             try:
-                return await asyncio.wait_for(self._get(session, url, validators),
-                                              self.timeout)
+                async with asyncio.timeout(self.timeout):  # not wait_for: 3.11's can
+                    return await self._get(session, url, validators)  # swallow a cancel
             except TimeoutError:
                 return FetchResult(url, 0, error=f"no complete response within {self.timeout:g} s"
                                    " (the [watcher] timeout): the server is too slow or stalled")

@@ -116,8 +116,9 @@ async def _article_text(fetcher: Fetcher, entry: Entry, executor: Executor | Non
         raise _Failed(f"the page is {mime}, not HTML")
     loop = asyncio.get_running_loop()
     try:
-        text = await asyncio.wait_for(loop.run_in_executor(
-            executor, extract_text, result.body, result.content_type, url), EXTRACT_TIMEOUT)
+        async with asyncio.timeout(EXTRACT_TIMEOUT):  # not wait_for: it can swallow a cancel
+            text = await loop.run_in_executor(
+                executor, extract_text, result.body, result.content_type, url)
     except TimeoutError:
         raise _Failed(f"extraction took longer than {EXTRACT_TIMEOUT:g} s") from None
     except FeedParseError as exc:  # the parse pool's deadline or memory limit

@@ -285,6 +285,9 @@ class ParsePool(Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         with self._lock:
+            if self._stopping:
+                raise ParsePoolClosed(f"{_NAMES.get(getattr(fn, '__name__', ''), 'task')} "
+                                      "stopped: the watcher is shutting down")
             if self._shut:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             future: Future[Any] = Future()
