@@ -41,6 +41,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -253,8 +254,13 @@ def first_request_time(srv: FeedServer, mark: int) -> float | None:
 
 def run_round(name: str, daemon: Daemon, state: StateView, srv: FeedServer,
               hook: HookReceiver, n: int, *, timeout: float = 1800,
-              poll_every: float = 0.01) -> RoundResult:
-    """Make every feed due, wait until all are recorded and nothing is owed; measure."""
+              poll_every: float = 0.01, profile: Path | None = None) -> RoundResult:
+    """Make every feed due, wait until all are recorded and nothing is owed; measure.
+
+    `profile`: also sample the daemon's tree with py-spy (collapsed stacks to that file;
+    the sampling costs CPU, so figures of a profiled round are not the table's).
+    """
+    spy = start_profiler(daemon.pid, profile) if profile else None
     log_mark, server_cpu0 = srv.log_mark(), srv.cpu_seconds()
     posts0, _ = hook.snapshot()
     cpu0, busy0 = tree_cpu_seconds(daemon.pid), machine_busy_seconds()
@@ -274,6 +280,8 @@ def run_round(name: str, daemon: Daemon, state: StateView, srv: FeedServer,
                                    f"({state.polled_since(mark)}/{n} polled)")
             time.sleep(poll_every)
     cpu = tree_cpu_seconds(daemon.pid) - cpu0
+    if spy is not None:
+        stop_profiler(spy)
     server_cpu = srv.cpu_seconds() - server_cpu0
     own = tree_cpu_seconds(os.getpid(), frozenset({daemon.pid, *(
         [srv.proc.pid] if srv.proc else [])})) - own0
@@ -289,6 +297,25 @@ def run_round(name: str, daemon: Daemon, state: StateView, srv: FeedServer,
         f"{result.requests} requests, {result.not_modified} 304s, {result.alerts} alerts, "
         f"tree PSS {result.peak_pss_mb:.0f} MB, others {result.others_cpu_s:.2f} s CPU")
     return result
+
+
+def start_profiler(pid: int, path: Path) -> subprocess.Popen[bytes]:
+    """`py-spy record` on the daemon and its workers (pip install py-spy; not a dependency)."""
+    spy = subprocess.Popen([str(REPO_DIR / ".venv" / "bin" / "py-spy"), "record", "-p",
+                            str(pid), "--subprocesses", "--rate", "200", "--format", "raw",
+                            "-o", str(path)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # py-spy attaches
+    return spy
+
+
+def stop_profiler(spy: subprocess.Popen[bytes]) -> None:
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
 
 
 @contextlib.contextmanager
@@ -355,15 +382,20 @@ def daemon_rounds(n: int, args: argparse.Namespace) -> list[RoundResult]:
         with feed_server(out, FEED_PORT) as srv, HookReceiver(HOOK_PORT) as hook, \
                 running_daemon(out, location, settings) as (daemon, state):
             wait_for_idle(args.idle_wait)
-            results.append(run_round("cold", daemon, state, srv, hook, n))
+            prof = {name: args.profile / f"n{n}-{name}.txt" if args.profile else None
+                    for name in ("cold", "unchanged", "changed")}
+            results.append(run_round("cold", daemon, state, srv, hook, n,
+                                     profile=prof["cold"]))
             for rep in range(1, args.repeat + 1):
                 wait_for_idle(args.idle_wait)
-                results.append(run_round("unchanged", daemon, state, srv, hook, n))
+                results.append(run_round("unchanged", daemon, state, srv, hook, n,
+                                         profile=prof["unchanged"]))
                 subprocess.run([sys.executable, gen_feeds.__file__, "mutate", "--fraction",
                                 "0.1", "--entries", "3", "--round", str(rep), "--out",
                                 str(out)], check=True, stdout=subprocess.DEVNULL)
                 wait_for_idle(args.idle_wait)
-                results.append(run_round("changed", daemon, state, srv, hook, n))
+                results.append(run_round("changed", daemon, state, srv, hook, n,
+                                         profile=prof["changed"]))
             results[-1].extra["state_rows"] = state.counts()
     finally:
         if pg is not None:
@@ -388,8 +420,12 @@ def main() -> None:
     ap.add_argument("--idle-wait", type=float, default=60,
                     help="seconds to wait for other processes to go quiet before a round")
     ap.add_argument("--json", type=Path, default=OUT_DIR / "daemon_rounds.json")
+    ap.add_argument("--profile", type=Path,
+                    help="folder: py-spy collapsed stacks per round (figures then inflated)")
     args = ap.parse_args()
     sizes = args.n or [1000, 5000]
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
 
     report: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                               "backend": args.backend, "embedding": args.embedding,

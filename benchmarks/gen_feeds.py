@@ -785,6 +785,7 @@ class Corpus:
     anchor: datetime
     pools: dict[int, int]  # round -> shared-story pool size
     windows: list[list[tuple[int, int]]]  # per feed: live items as (item number, round)
+    items: int = ITEMS_PER_FEED  # items each feed keeps
 
     @property
     def manifest_path(self) -> Path:
@@ -794,7 +795,7 @@ class Corpus:
         data = {
             "seed": self.seed, "n": self.n, "port": self.port, "hook_port": self.hook_port,
             "anchor": self.anchor.isoformat(), "pools": {str(k): v for k, v in self.pools.items()},
-            "windows": self.windows,
+            "windows": self.windows, "items": self.items,
         }
         tmp = self.manifest_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, separators=(",", ":")))
@@ -808,7 +809,8 @@ class Corpus:
         d = json.loads(path.read_text())
         return cls(out, d["seed"], d["n"], d["port"], d["hook_port"],
                    datetime.fromisoformat(d["anchor"]), {int(k): v for k, v in d["pools"].items()},
-                   [[(j, r) for j, r in w] for w in d["windows"]])
+                   [[(j, r) for j, r in w] for w in d["windows"]],
+                   d.get("items", ITEMS_PER_FEED))
 
     def feed_url(self, i: int) -> str:
         return f"http://127.0.0.1:{self.port}/feeds/feed-{i:04d}.xml"
@@ -817,7 +819,7 @@ class Corpus:
         """Round 0: a back catalogue ending near the anchor; round r: 10 minutes per round."""
         jitter = random.Random(f"{self.seed}/t/{feed.index}/{j}").randint(0, 600)
         if rnd == 0:
-            age = (ITEMS_PER_FEED - 1 - j) * feed.spacing_min * 60 + jitter
+            age = (self.items - 1 - j) * feed.spacing_min * 60 + jitter
             return self.anchor - timedelta(seconds=age + 300)
         return self.anchor + timedelta(minutes=10 * rnd, seconds=jitter // 2 + j % 60)
 
@@ -842,14 +844,14 @@ def clear_state(out: Path) -> None:
 
 
 def generate(out: Path, n: int, seed: int, port: int, hook_port: int, anchor: datetime,
-             first_poll: str, per_host: int | None) -> Corpus:
+             first_poll: str, per_host: int | None, items: int = ITEMS_PER_FEED) -> Corpus:
     (out / "feeds").mkdir(parents=True, exist_ok=True)
     for stale in (out / "feeds").glob("feed-*.xml"):
         stale.unlink()
     clear_state(out)
     corpus = Corpus(out, seed, n, port, hook_port, anchor,
-                    pools={0: pool_size(n * ITEMS_PER_FEED)},
-                    windows=[[(j, 0) for j in range(ITEMS_PER_FEED)] for _ in range(n)])
+                    pools={0: pool_size(n * items)},
+                    windows=[[(j, 0) for j in range(items)] for _ in range(n)], items=items)
     total = sum(corpus.write_feed(i) for i in range(n))
     corpus.save()
     write_config(corpus, first_poll, per_host)
@@ -872,7 +874,7 @@ def mutate(out: Path, fraction: float, entries: int, rnd: int) -> list[int]:
         window = corpus.windows[i]
         head = max(j for j, _ in window) + 1
         window.extend((head + e, rnd) for e in range(entries))
-        del window[: max(0, len(window) - ITEMS_PER_FEED)]
+        del window[: max(0, len(window) - corpus.items)]
         corpus.write_feed(i)
     corpus.save()
     return chosen
@@ -979,6 +981,8 @@ def main() -> None:
     g.add_argument("--hook-port", type=int, default=HOOK_PORT, help="webhook receiver port")
     g.add_argument("--anchor", default=DEFAULT_ANCHOR,
                    help="time of the newest round-0 item (ISO 8601, or 'now')")
+    g.add_argument("--items", type=int, default=ITEMS_PER_FEED,
+                   help="items per feed (default %(default)s; fewer for very large N)")
     g.add_argument("--first-poll", choices=["mark-seen", "alert"], default="mark-seen")
     g.add_argument("--per-host", type=int, default=64,
                    help="write concurrency = per_host = this (0: leave the defaults)")
@@ -993,7 +997,7 @@ def main() -> None:
         anchor = (datetime.now(UTC).replace(microsecond=0) if args.anchor == "now"
                   else datetime.fromisoformat(args.anchor))
         generate(args.out, args.n, args.seed, args.port, args.hook_port, anchor,
-                 args.first_poll, args.per_host or None)
+                 args.first_poll, args.per_host or None, args.items)
     else:
         chosen = mutate(args.out, args.fraction, args.entries, args.round)
         log(f"round {args.round}: added {args.entries} entries to {len(chosen)} feeds")
