@@ -21,6 +21,9 @@ ETag / Last-Modified, a webhook sink, feeds registered and made due by the bench
    The share of 2 cores over the real hour is CPU / (3600 s x 2). Every feed answers
    304 here (no new entries): the floor of the cost, not its average.
 
+Feeds are spread over `--hosts` loopback addresses (127.0.0.1 .. 127.0.0.100 by default,
+nginx listening on each) with watcher's default limits (concurrency 64, per_host 4), as
+real feeds are spread over many sites; `--hosts 1` puts them all on one host.
 The corpus has `--items` (default 10) items per feed instead of 30, to keep 50,000 feeds
 at about 0.5 GB; the all-304 rounds do not depend on it, the cold round does.
 Writes benchmarks/out/ceiling.json.
@@ -130,6 +133,7 @@ def one_case(n: int, backend: str, args: argparse.Namespace) -> dict[str, Any]:
                          f"{n} feeds of {args.items} items: lower --items or free space")
     subprocess.run([sys.executable, gen_feeds.__file__, "generate", "--n", str(n),
                     "--seed", str(args.seed), "--items", str(args.items),
+                    "--hosts", str(args.hosts), "--per-host", "0" if args.hosts > 1 else "64",
                     "--port", str(FEED_PORT), "--hook-port", str(HOOK_PORT),
                     "--out", str(out)], check=True)
     pg = None
@@ -140,9 +144,11 @@ def one_case(n: int, backend: str, args: argparse.Namespace) -> dict[str, Any]:
     fraction = max(args.new_per_round / 3 / n, 1 / n)
     rounds: list[RoundResult] = []
     history: list[dict[str, Any]] = []
-    result: dict[str, Any] = {"n": n, "backend": backend, "items": args.items}
+    result: dict[str, Any] = {"n": n, "backend": backend, "items": args.items,
+                              "hosts": args.hosts}
     try:
-        with feed_server(out, FEED_PORT) as srv, HookReceiver(HOOK_PORT) as hook, \
+        with feed_server(out, FEED_PORT, hosts=args.hosts) as srv, \
+                HookReceiver(HOOK_PORT) as hook, \
                 running_daemon(out, location, settings) as (daemon, state):
             def rnd(name: str) -> RoundResult:
                 wait_for_idle(args.idle_wait)
@@ -213,6 +219,9 @@ def main() -> None:
                     help="default: both")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--items", type=int, default=10, help="items per feed")
+    ap.add_argument("--hosts", type=int, default=100,
+                    help="feeds spread over 127.0.0.1..<hosts> with watcher's default "
+                         "concurrency 64 / per_host 4 (1: all on one host, per_host = 64)")
     ap.add_argument("--history", type=int, default=20, help="rounds with new entries")
     ap.add_argument("--new-per-round", type=int, default=600,
                     help="new entries per history round (3 per changed feed)")

@@ -106,10 +106,16 @@ class StateView:
         return datetime.fromtimestamp(epoch, UTC) if self.postgres else epoch
 
     def make_all_due(self) -> float:
-        """Every active feed due now; returns the mark (Unix time) the round's polls follow."""
+        """Every active feed due within the last second, each at its own moment (as jittered
+        intervals leave them; one shared timestamp would make every claim sort all ties);
+        returns the mark (Unix time) the round's polls follow."""
         mark = time.time()
-        self._q("UPDATE feeds SET next_poll_at = ? WHERE active = ?", self._ts(mark),
-                True if self.postgres else 1)
+        if self.postgres:
+            self._q("UPDATE feeds SET next_poll_at = ? - random() * interval '1 second' "
+                    "WHERE active", self._ts(mark))
+        else:
+            self._q("UPDATE feeds SET next_poll_at = ? - (abs(random()) % 1000000) / 1e6 "
+                    "WHERE active = 1", mark)
         return mark
 
     def polled_since(self, mark: float) -> int:

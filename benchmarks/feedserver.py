@@ -133,8 +133,9 @@ class NginxServer(FeedServer):
     name = "nginx"
 
     def __init__(self, root: Path, port: int, workdir: Path = DEFAULT_WORKDIR,
-                 workers: int = 1, gzip_level: int = 1) -> None:
+                 workers: int = 1, gzip_level: int = 1, hosts: int = 1) -> None:
         super().__init__(root, port, workdir)
+        self.hosts = hosts  # listen on 127.0.0.1 .. 127.0.0.<hosts>
         self.workers = workers
         self.gzip_level = gzip_level
         self.conf = self.workdir / "nginx.conf"
@@ -152,6 +153,9 @@ class NginxServer(FeedServer):
         text = TEMPLATE.read_text()
         for token, value in {"@USER@": user, "@WORKERS@": str(self.workers),
                              "@WORKDIR@": str(self.workdir), "@ROOT@": str(self.root),
+                             "@LISTEN@": "\n        ".join(
+                                 f"listen      127.0.0.{h}:{self.port} backlog=4096;"
+                                 for h in range(1, self.hosts + 1)),
                              "@PORT@": str(self.port),
                              "@GZIP_LEVEL@": str(self.gzip_level)}.items():
             text = text.replace(token, value)
@@ -202,10 +206,15 @@ class AiohttpServer(FeedServer):
 
 
 def feed_server(root: Path, port: int = DEFAULT_PORT, workdir: Path = DEFAULT_WORKDIR,
-                force_aiohttp: bool = False) -> FeedServer:
-    """nginx when it is installed, else the aiohttp fallback; says which."""
+                force_aiohttp: bool = False, hosts: int = 1) -> FeedServer:
+    """nginx when it is installed, else the aiohttp fallback; says which.
+
+    `hosts` > 1 (nginx only): also listen on 127.0.0.2 .. 127.0.0.<hosts>."""
+    if hosts > 1 and (force_aiohttp or not NginxServer.available()):
+        raise SystemExit("serving on several loopback hosts needs nginx: "
+                         "apt-get install -y nginx-light")
     if not force_aiohttp and NginxServer.available():
-        srv: FeedServer = NginxServer(root, port, workdir)
+        srv: FeedServer = NginxServer(root, port, workdir, hosts=hosts)
     else:
         srv = AiohttpServer(root, port, workdir)
     log(f"feed server: {srv.name} on {srv.url}, root {srv.root}")

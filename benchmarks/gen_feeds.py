@@ -786,6 +786,7 @@ class Corpus:
     pools: dict[int, int]  # round -> shared-story pool size
     windows: list[list[tuple[int, int]]]  # per feed: live items as (item number, round)
     items: int = ITEMS_PER_FEED  # items each feed keeps
+    hosts: int = 1  # feeds spread over 127.0.0.1 .. 127.0.0.<hosts> (all loopback)
 
     @property
     def manifest_path(self) -> Path:
@@ -795,7 +796,7 @@ class Corpus:
         data = {
             "seed": self.seed, "n": self.n, "port": self.port, "hook_port": self.hook_port,
             "anchor": self.anchor.isoformat(), "pools": {str(k): v for k, v in self.pools.items()},
-            "windows": self.windows, "items": self.items,
+            "windows": self.windows, "items": self.items, "hosts": self.hosts,
         }
         tmp = self.manifest_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, separators=(",", ":")))
@@ -810,10 +811,10 @@ class Corpus:
         return cls(out, d["seed"], d["n"], d["port"], d["hook_port"],
                    datetime.fromisoformat(d["anchor"]), {int(k): v for k, v in d["pools"].items()},
                    [[(j, r) for j, r in w] for w in d["windows"]],
-                   d.get("items", ITEMS_PER_FEED))
+                   d.get("items", ITEMS_PER_FEED), d.get("hosts", 1))
 
     def feed_url(self, i: int) -> str:
-        return f"http://127.0.0.1:{self.port}/feeds/feed-{i:04d}.xml"
+        return f"http://127.0.0.{1 + i % self.hosts}:{self.port}/feeds/feed-{i:04d}.xml"
 
     def item_time(self, feed: Feed, j: int, rnd: int) -> datetime:
         """Round 0: a back catalogue ending near the anchor; round r: 10 minutes per round."""
@@ -844,14 +845,16 @@ def clear_state(out: Path) -> None:
 
 
 def generate(out: Path, n: int, seed: int, port: int, hook_port: int, anchor: datetime,
-             first_poll: str, per_host: int | None, items: int = ITEMS_PER_FEED) -> Corpus:
+             first_poll: str, per_host: int | None, items: int = ITEMS_PER_FEED,
+             hosts: int = 1) -> Corpus:
     (out / "feeds").mkdir(parents=True, exist_ok=True)
     for stale in (out / "feeds").glob("feed-*.xml"):
         stale.unlink()
     clear_state(out)
     corpus = Corpus(out, seed, n, port, hook_port, anchor,
                     pools={0: pool_size(n * items)},
-                    windows=[[(j, 0) for j in range(items)] for _ in range(n)], items=items)
+                    windows=[[(j, 0) for j in range(items)] for _ in range(n)], items=items,
+                    hosts=hosts)
     total = sum(corpus.write_feed(i) for i in range(n))
     corpus.save()
     write_config(corpus, first_poll, per_host)
@@ -983,6 +986,9 @@ def main() -> None:
                    help="time of the newest round-0 item (ISO 8601, or 'now')")
     g.add_argument("--items", type=int, default=ITEMS_PER_FEED,
                    help="items per feed (default %(default)s; fewer for very large N)")
+    g.add_argument("--hosts", type=int, default=1,
+                   help="spread the feeds over 127.0.0.1..127.0.0.<hosts> (loopback), as "
+                        "real feeds are spread over many hosts (the feed server listens on each)")
     g.add_argument("--first-poll", choices=["mark-seen", "alert"], default="mark-seen")
     g.add_argument("--per-host", type=int, default=64,
                    help="write concurrency = per_host = this (0: leave the defaults)")
@@ -997,7 +1003,7 @@ def main() -> None:
         anchor = (datetime.now(UTC).replace(microsecond=0) if args.anchor == "now"
                   else datetime.fromisoformat(args.anchor))
         generate(args.out, args.n, args.seed, args.port, args.hook_port, anchor,
-                 args.first_poll, args.per_host or None, args.items)
+                 args.first_poll, args.per_host or None, args.items, args.hosts)
     else:
         chosen = mutate(args.out, args.fraction, args.entries, args.round)
         log(f"round {args.round}: added {args.entries} entries to {len(chosen)} feeds")
