@@ -43,6 +43,7 @@ import os
 import re
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -266,6 +267,7 @@ def run_round(name: str, daemon: Daemon, state: StateView, srv: FeedServer,
     `profile`: also sample the daemon's tree with py-spy (collapsed stacks to that file;
     the sampling costs CPU, so figures of a profiled round are not the table's).
     """
+    rows0 = state.counts()
     spy = start_profiler(daemon.pid, profile) if profile else None
     log_mark, server_cpu0 = srv.log_mark(), srv.cpu_seconds()
     posts0, _ = hook.snapshot()
@@ -299,6 +301,10 @@ def run_round(name: str, daemon: Daemon, state: StateView, srv: FeedServer,
         name, end - first, cpu, sampler.peak_pss_mb, sampler.peak_tree_rss_mb,
         sampler.max_rss_mb, sum(statuses.values()), statuses.get(304, 0), posts - posts0,
         first - mark, server_cpu, max(0.0, others))
+    rows1 = state.counts()
+    result.extra.update({f"new_{k}": rows1[k] - rows0.get(k, 0) for k in rows1})
+    if profile:
+        result.extra["profile"] = profile_shares(profile)
     log(f"{name}: {result.wall_s:.2f} s wall, {cpu:.2f} s CPU, "
         f"{result.requests} requests, {result.not_modified} 304s, {result.alerts} alerts, "
         f"tree PSS {result.peak_pss_mb:.0f} MB, others {result.others_cpu_s:.2f} s CPU")
@@ -313,6 +319,35 @@ def start_profiler(pid: int, path: Path) -> subprocess.Popen[bytes]:
                            stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # py-spy attaches
     return spy
+
+
+# Frames of a py-spy profile whose inclusive share is reported (story engine and store).
+PROFILE_FRAMES = {
+    "embedding": "Embedding.embed_sync (watcher/pipeline.py",
+    "story_decision": "StoryDecider.decide (watcher/matching/decide.py",
+    "story_observe": "StoryDecider.observe (watcher/matching/decide.py",
+    "evidence": "evidence_batch (watcher/matching/dedupe.py",
+    "topic_matching": "Rules.match (watcher/matching/decide.py",
+    "parse": "parse_feed (watcher/reader/parse.py",
+    "record_poll": "_record_poll (watcher/store/",
+    "claim_due": "_claim_due (watcher/store/",
+    "save_feed": "_save_feed (watcher/store/",
+}
+
+
+def profile_shares(path: Path) -> dict[str, float]:
+    """Inclusive share of the samples (all threads and processes) per PROFILE_FRAMES key."""
+    total, hits = 0, dict.fromkeys(PROFILE_FRAMES, 0)
+    with path.open(errors="replace") as fh:
+        for line in fh:
+            stack, _, count = line.rstrip().rpartition(" ")
+            if not count.isdigit():
+                continue
+            total += int(count)
+            for key, frame in PROFILE_FRAMES.items():
+                if frame in stack:
+                    hits[key] += int(count)
+    return {k: v / total for k, v in hits.items()} if total else {}
 
 
 def stop_profiler(spy: subprocess.Popen[bytes]) -> None:
@@ -414,6 +449,39 @@ def median_round(results: list[RoundResult], name: str) -> RoundResult:
     return runs[(len(runs) - 1) // 2]
 
 
+def story_cost(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The story engine's cost (issue 19 item 4): the same rounds with embedding "none" and
+    with the model; CPU per matched entry placed in a story, and the all-304 rounds' CPU."""
+    runs: dict[str, list[RoundResult]] = {}
+    for embedding in ("none", args.embedding):
+        runs[embedding] = daemon_rounds(n, argparse.Namespace(**{**vars(args),
+                                                                "embedding": embedding}))
+    rows = []
+    for embedding, results in runs.items():
+        changed = [r for r in results if r.round == "changed"]
+        unchanged = [r for r in results if r.round == "unchanged"]
+        placed = sum(r.extra.get("new_story_members", 0) for r in changed)
+        cpu = sum(r.cpu_s for r in changed)
+        shares = changed[-1].extra.get("profile", {})
+        rows.append({
+            "embedding": embedding, "changed_rounds": len(changed),
+            "matched_placed": placed, "alerts": sum(r.alerts for r in changed),
+            "changed_cpu_s": cpu / len(changed), "changed_wall_s":
+                statistics.median(r.wall_s for r in changed),
+            "cpu_ms_per_matched": 1000 * cpu / placed if placed else "-",
+            "unchanged_cpu_s": statistics.median(r.cpu_s for r in unchanged),
+            "unchanged_wall_s": statistics.median(r.wall_s for r in unchanged),
+            "pss_mb": max(r.peak_pss_mb for r in results),
+            **{f"{k}_share": f"{v:.0%}" for k, v in shares.items()
+               if k in ("embedding", "story_decision", "story_observe", "evidence")}})
+    base, model = rows[0], rows[-1]
+    if base["matched_placed"] and model["matched_placed"]:
+        extra = (model["changed_cpu_s"] * model["changed_rounds"] / model["matched_placed"]
+                 - base["changed_cpu_s"] * base["changed_rounds"] / base["matched_placed"])
+        model["embed_ms_per_matched"] = 1000 * extra
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, action="append", help="feeds (default: 1000 and 5000)")
@@ -428,7 +496,21 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=OUT_DIR / "daemon_rounds.json")
     ap.add_argument("--profile", type=Path,
                     help="folder: py-spy collapsed stacks per round (figures then inflated)")
+    ap.add_argument("--story-cost", action="store_true",
+                    help="the story engine's cost: the rounds with embedding none and with "
+                         "the model (N = 1000 unless --n), no bare loop")
     args = ap.parse_args()
+    if args.story_cost:
+        n = (args.n or [1000])[0]
+        rows = story_cost(n, args)
+        print_table(rows, list(dict.fromkeys(k for r in rows for k in r)),
+                    title=f"story engine cost, N = {n} ({args.backend}), 10% of feeds x 3 new "
+                          "entries per changed round")
+        print("cpu_ms_per_matched: the changed round's CPU (daemon tree) per matched entry "
+              "placed in a story; embed_ms_per_matched: the model's extra over 'none'. "
+              "*_share: py-spy inclusive shares (with --profile).")
+        args.json.write_text(json.dumps({"story_cost": rows, "n": n}, indent=1, default=str))
+        return
     sizes = args.n or [1000, 5000]
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
