@@ -83,6 +83,7 @@ class StateView:
         self.location = location
         self.postgres = location.startswith(("postgresql://", "postgres://"))
         self._conn: Any = None
+        self.server_pid: int | None = None  # PostgreSQL's postmaster, when we started it
 
     def connect(self) -> None:
         if self.postgres:
@@ -190,6 +191,7 @@ class RoundResult:
     not_modified: int
     alerts: int
     due_to_first_s: float  # from making feeds due to the first request (the clock's tick)
+    db_cpu_s: float  # PostgreSQL's server processes (0 with SQLite: it is in the daemon)
     server_cpu_s: float
     others_cpu_s: float
     extra: dict[str, Any] = field(default_factory=dict)
@@ -272,6 +274,7 @@ def run_round(name: str, daemon: Daemon, state: StateView, srv: FeedServer,
     log_mark, server_cpu0 = srv.log_mark(), srv.cpu_seconds()
     posts0, _ = hook.snapshot()
     cpu0, busy0 = tree_cpu_seconds(daemon.pid), machine_busy_seconds()
+    db0 = tree_cpu_seconds(state.server_pid) if state.server_pid else 0.0
     own0 = tree_cpu_seconds(os.getpid(), frozenset({daemon.pid, *(
         [srv.proc.pid] if srv.proc else [])}))
     with TreeSampler(daemon.pid) as sampler:
@@ -291,16 +294,17 @@ def run_round(name: str, daemon: Daemon, state: StateView, srv: FeedServer,
     if spy is not None:
         stop_profiler(spy)
     server_cpu = srv.cpu_seconds() - server_cpu0
+    db_cpu = tree_cpu_seconds(state.server_pid) - db0 if state.server_pid else 0.0
     own = tree_cpu_seconds(os.getpid(), frozenset({daemon.pid, *(
         [srv.proc.pid] if srv.proc else [])})) - own0
-    others = machine_busy_seconds() - busy0 - cpu - server_cpu - own
+    others = machine_busy_seconds() - busy0 - cpu - server_cpu - own - db_cpu
     first = first_request_time(srv, log_mark) or mark
     statuses = srv.statuses(log_mark)
     posts, _ = hook.snapshot()
     result = RoundResult(
         name, end - first, cpu, sampler.peak_pss_mb, sampler.peak_tree_rss_mb,
         sampler.max_rss_mb, sum(statuses.values()), statuses.get(304, 0), posts - posts0,
-        first - mark, server_cpu, max(0.0, others))
+        first - mark, db_cpu, server_cpu, max(0.0, others))
     rows1 = state.counts()
     result.extra.update({f"new_{k}": rows1[k] - rows0.get(k, 0) for k in rows1})
     if profile:
@@ -361,13 +365,16 @@ def stop_profiler(spy: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def running_daemon(out: Path, state_location: str, settings: dict[str, str],
-                   log_name: str = "daemon.log") -> Iterator[tuple[Daemon, StateView]]:
+                   log_name: str = "daemon.log", db_server: Any = None,
+                   ) -> Iterator[tuple[Daemon, StateView]]:
     """Config pointed at the state, feeds registered, `watcher run` started and ready."""
     config = out / "watcher.toml"
     tune_config(config, state_location, settings)
     register_feeds(config)
     daemon = Daemon(config, out / log_name)
     state = StateView(state_location)
+    if db_server is not None and db_server.proc is not None:
+        state.server_pid = db_server.proc.pid
     try:
         took = daemon.start()
         log(f"watcher run ready in {took:.1f} s (pid {daemon.pid})")
@@ -420,8 +427,8 @@ def daemon_rounds(n: int, args: argparse.Namespace) -> list[RoundResult]:
     settings = {"embedding": json.dumps(args.embedding), "log_level": '"info"'}
     results: list[RoundResult] = []
     try:
-        with feed_server(out, FEED_PORT) as srv, HookReceiver(HOOK_PORT) as hook, \
-                running_daemon(out, location, settings) as (daemon, state):
+        with feed_server(out, FEED_PORT, out / "nginx") as srv, HookReceiver(HOOK_PORT) as hook, \
+                running_daemon(out, location, settings, db_server=pg) as (daemon, state):
             wait_for_idle(args.idle_wait)
             prof = {name: args.profile / f"n{n}-{name}.txt" if args.profile else None
                     for name in ("cold", "unchanged", "changed")}
@@ -442,6 +449,12 @@ def daemon_rounds(n: int, args: argparse.Namespace) -> list[RoundResult]:
         if pg is not None:
             pg.stop()
     return results
+
+
+def use_ports(feed_port: int, hook_port: int) -> None:
+    """Serve feeds and the sink on these ports (so that two benchmarks can run at once)."""
+    global FEED_PORT, HOOK_PORT
+    FEED_PORT, HOOK_PORT = feed_port, hook_port
 
 
 def median_round(results: list[RoundResult], name: str) -> RoundResult:
@@ -499,7 +512,10 @@ def main() -> None:
     ap.add_argument("--story-cost", action="store_true",
                     help="the story engine's cost: the rounds with embedding none and with "
                          "the model (N = 1000 unless --n), no bare loop")
+    ap.add_argument("--port", type=int, default=FEED_PORT, help="feed server port")
+    ap.add_argument("--hook-port", type=int, default=HOOK_PORT, help="webhook sink port")
     args = ap.parse_args()
+    use_ports(args.port, args.hook_port)
     if args.story_cost:
         n = (args.n or [1000])[0]
         rows = story_cost(n, args)
@@ -531,7 +547,8 @@ def main() -> None:
                          "bare_wall_s": b.get("wall_s", "-"),
                          "ratio": f"{ratio:.2f}x" if ratio else "-",
                          "target": f"{TARGETS[name]}x" if name in TARGETS else "-",
-                         "cpu_s": r.cpu_s, "bare_cpu_s": b.get("cpu_s", "-"),
+                         "cpu_s": r.cpu_s, "db_cpu_s": r.db_cpu_s,
+                         "bare_cpu_s": b.get("cpu_s", "-"),
                          "pss_mb": r.peak_pss_mb, "tree_rss_mb": r.tree_rss_mb,
                          "max_rss_mb": r.max_rss_mb, "requests": r.requests,
                          "304s": r.not_modified, "alerts": r.alerts,
@@ -539,7 +556,8 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1, default=str))
     print_table(rows, ["n", "round", "wall_s", "bare_wall_s", "ratio", "target", "cpu_s",
-                       "bare_cpu_s", "pss_mb", "tree_rss_mb", "max_rss_mb", "requests", "304s",
+                       *(["db_cpu_s"] if args.backend == "postgres" else []), "bare_cpu_s",
+                       "pss_mb", "tree_rss_mb", "max_rss_mb", "requests", "304s",
                        "alerts", "others_cpu_s"],
                 title=f"watcher run ({args.backend}, embedding {args.embedding}) beside the "
                       f"bare loop, {os.cpu_count()} CPUs"
