@@ -51,6 +51,7 @@ UCI_SPLIT = {
     "dZ9Dt3M_96s6vvMSB5n0INMObqVuM": "dF8Q4zU4z14K2OMVh3PR3dzl6x5BM",  # "Cosmos" premiere
 }
 OLD = False  # --old: stream through watcher/matching/dedupe.py instead
+BRIDGE = index_module.BRIDGE  # --bridge P; 2 = never merge open stories
 KURSK_TOPIC = ["Kursk evacuation", "evacuate Kursk residents"]  # DESIGN.md's example topic
 
 
@@ -115,7 +116,7 @@ def stream(
     if OLD:
         return old_stream(ordered)
     vectors = None if lexical else embed_cached([entry_text(i.title, i.summary) for i in ordered])
-    index = StoryIndex(WINDOW, members=members)
+    index = StoryIndex(WINDOW, members=members, bridge=BRIDGE)
     index.configure("t", ignore)
     story_of: dict[str, str] = {}
     opener: dict[str, str] = {}
@@ -319,13 +320,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lexical", action="store_true", help="no embeddings")
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--old", action="store_true", help="the old dedupe.py on the same streams")
+    parser.add_argument("--bridge", type=float, default=index_module.BRIDGE,
+                        help="merge open stories an entry matches with this probability (2: never)")
     args = parser.parse_args(argv)
-    global OLD
+    global OLD, BRIDGE
     OLD = args.old
+    BRIDGE = args.bridge
     if args.threshold is not None:
         constants.THRESHOLD = constants.LEXICAL_THRESHOLD = args.threshold
     threshold = constants.LEXICAL_THRESHOLD if args.lexical else constants.THRESHOLD
-    print(f"model: {model_name(args)}, members {args.members}, threshold {threshold}\n")
+    print(
+        f"model: {model_name(args)}, members {args.members}, threshold {threshold},"
+        f" bridge {BRIDGE}\n"
+    )
     out = run_kursk(args) + ([] if OLD else run_topic_words(args)) + run_uci(args)
     print("\n".join(out))
     return 0

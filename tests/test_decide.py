@@ -7,12 +7,13 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from watcher.cli import main
 from watcher.config import load_config
 from watcher.matching.decide import Rules, StoryDecider, story_time
-from watcher.matching.dedupe import evidence_batch, evidence_input, loads
+from watcher.matching.dedupe import evidence_batch, evidence_input, loads, with_vector
 from watcher.model import Entry, FeedState, PollRecord
 
 NOW = datetime(2025, 2, 24, 12, 0, tzinfo=UTC)
@@ -221,3 +222,49 @@ path = "alerts.jsonl"
     assert [m.story_id for m in retried.members] == [story.id]
     assert [a.kind for a in retried.alerts] == ["update"]  # owed again, once
     assert decider.index.story("kursk", story.id).size == 2  # type: ignore[union-attr]
+
+
+def test_a_bridging_entry_merges_two_stories_and_a_failed_poll_unmerges_them(
+        tmp_path: Path) -> None:
+    """An entry sure of two open stories of a topic merges them (their outlets count as one
+    story's); when its poll's transaction fails, both stories are open again as before."""
+    rules = Rules(load_config(write_config(tmp_path, [], "")))
+    decider = StoryDecider(rules)
+    centre = decider.index.stream.centres.get("en")
+    assert centre is not None
+    u1, u2 = np.eye(384, dtype=np.float32)[:2]
+
+    def placed(title: str, feed: str, key: str, direction: np.ndarray) -> PollRecord:
+        record = poll(rules, entry(title, feed, key))
+        vector = (centre + direction / np.linalg.norm(direction)).astype(np.float32)
+        record.evidence = {k: with_vector(raw, vector) for k, raw in record.evidence.items()}
+        record.matches = [(m, u) for m, u in record.matches if m.topic == "anywhere"]
+        return record
+
+    first = placed("Kursk evacuation: shelling hits the Belovsky district", "https://a.example/rss",
+                   "1", u1)
+    second = placed("Kursk evacuation: families leave Krasnaya Yaruga", "https://b.example/rss",
+                    "2", u2)
+    decider.decide(first, [], NOW)
+    decider.decide(second, [], NOW)
+    assert len(first.stories) == len(second.stories) == 1  # two stories, two alerts
+    before = json.dumps(decider.index.to_state(), sort_keys=True)
+
+    def bridging() -> PollRecord:
+        return placed("Kursk evacuation: border villages emptied", "https://c.example/rss", "3",
+                      u1 + u2)
+
+    failed = bridging()
+    decider.decide(failed, [], NOW)
+    assert failed.stories == [] and failed.alerts == []
+    (story,) = {m.story_id for m in failed.members}
+    assert sorted(decider.books[story].outlets) == [
+        "https://a.example/rss", "https://b.example/rss", "https://c.example/rss"]
+    decider.rollback(failed)
+    assert json.dumps(decider.index.to_state(), sort_keys=True) == before
+    assert {len(decider.books[s.id].outlets) for s in (*first.stories, *second.stories)} == {1}
+
+    retried = bridging()
+    decider.decide(retried, [], NOW)
+    assert {m.story_id for m in retried.members} == {story}
+    assert len([s for s in decider.books if decider.index.story("anywhere", s)]) == 1

@@ -158,3 +158,50 @@ def test_detach_undoes_an_attach_to_a_full_story() -> None:
         evidence("Zvannoye", "", t0)
     )  # its own rare word no longer leads to the story
     assert not index.detach("t", "s", "e3", late)  # once
+
+
+def _bridge_evidence(index: StoryIndex, title: str, direction: np.ndarray) -> Evidence:
+    """Evidence whose language-centred embedding points along `direction`."""
+    ev = evidence(title, "", datetime(2025, 2, 24, 12, 0, tzinfo=UTC), lang="en")
+    centre = index.stream.centres.get("en")
+    assert centre is not None
+    return ev.with_vector((centre + direction / np.linalg.norm(direction)).astype(np.float32))
+
+
+def test_an_entry_sure_of_two_open_stories_merges_them() -> None:
+    """Two reports opened apart (cosine 0) and a third that is each's story (cosine 0.71 to
+    both): the third joins one story and the other folds into it, so a later report like
+    the folded one finds the merged story instead of a story of its own; `unmerge` undoes it."""
+    index = StoryIndex(WINDOW)
+    index.configure("t", frozenset())
+    u1, u2 = np.eye(384, dtype=np.float32)[:2]
+    first = _bridge_evidence(index, "Shelling hits the Belovsky district overnight", u1)
+    second = _bridge_evidence(index, "Families leave Krasnaya Yaruga by bus", u2)
+    index.assign("t", "a", first, new_story_id="A")
+    assert index.assign("t", "b", second, new_story_id="B").story_id == "B"
+    before = json.dumps(index.to_state(), sort_keys=True)
+
+    verdict = index.find("t", _bridge_evidence(index, "Border villages emptied", u1 + u2))
+    assert verdict.story_id == "A" and verdict.bridges == ("B",)
+    assert verdict.probability >= index.bridge
+    undo = index.merge("t", "A", verdict.bridges)
+    assert undo is not None and index.story("t", "B") is None
+    merged = index.story("t", "A")
+    assert merged is not None and [m.entry_id for m in merged.members] == ["a", "b"]
+    later = _bridge_evidence(index, "More families leave Krasnaya Yaruga", u2 + 0.1 * u1)
+    assert index.find("t", later).story_id == "A"
+
+    index.unmerge(undo)
+    assert json.dumps(index.to_state(), sort_keys=True) == before
+    assert index.find("t", later).story_id == "B"
+
+
+def test_no_bridge_below_the_bridge_probability() -> None:
+    index = StoryIndex(WINDOW, bridge=2.0)  # never
+    index.configure("t", frozenset())
+    u1, u2 = np.eye(384, dtype=np.float32)[:2]
+    index.assign("t", "a", _bridge_evidence(index, "Shelling hits Belovsky", u1), "A")
+    index.assign("t", "b", _bridge_evidence(index, "Families leave Yaruga", u2), "B")
+    verdict = index.assign("t", "c", _bridge_evidence(index, "Villages emptied", u1 + u2), "C")
+    assert verdict.story_id == "A" and verdict.bridges == ()
+    assert index.story("t", "B") is not None

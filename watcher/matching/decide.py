@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -40,6 +41,7 @@ from watcher.model import (
     StoryMember,
 )
 from watcher.story import Evidence, StoryIndex, topic_terms
+from watcher.story.index import Merge
 
 log = logging.getLogger("watcher.poll")
 
@@ -113,19 +115,6 @@ class Rules:
         return self.matcher.match(entry, topics, vector=vector)
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """Where a match goes: the story it opened (`opened`), or the open story it joins."""
-
-    story_id: str
-    opened: NewStory | None
-    probability: float = 0.0
-
-    @property
-    def duplicate(self) -> bool:
-        return self.opened is None
-
-
 @dataclass(slots=True)
 class Book:
     """What the decider counts of a story besides the engine: its entries and outlets."""
@@ -141,6 +130,14 @@ class Book:
         self.entries[entry_id] = feed_url
         self.outlets.setdefault(feed_url, seen_at)
 
+    def fold(self, other: Book) -> None:
+        """Take in a story merged into this one (its entries and outlets; follow-ups sent)."""
+        self.entries.update(other.entries)
+        for feed_url, at in other.outlets.items():
+            self.outlets[feed_url] = min(at, self.outlets.get(feed_url, at))
+        self.updated |= other.updated
+        self.surged |= other.surged
+
     def leave(self, entry_id: str) -> None:
         """Undo `join` (the outlet goes when no other entry of its feed is left)."""
         feed_url = self.entries.pop(entry_id, None)
@@ -155,6 +152,21 @@ class Book:
         return sum(1 for at in self.outlets.values() if now - within <= at <= now)
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a match goes: the story it opened (`opened`), or the open story it joins."""
+
+    story_id: str
+    opened: NewStory | None
+    probability: float = 0.0
+    merged: Merge | None = None  # open stories the entry bridged into this one
+    books_before: dict[str, Book] = field(default_factory=dict)  # (to undo the merge)
+
+    @property
+    def duplicate(self) -> bool:
+        return self.opened is None
+
+
 class StoryDecider:
     """Open stories per topic (the story engine's index) and the decision for each match."""
 
@@ -163,6 +175,9 @@ class StoryDecider:
         self.window = rules.config.watcher.story_window
         self.index = StoryIndex(self.window)
         self.books: dict[str, Book] = {}
+        # merges of the polls deciding now: (record, position in its events, index undo,
+        # books before), so `rollback` can undo them; the oldest are dropped
+        self._merges: deque[tuple[PollRecord, int, Merge, dict[str, Book]]] = deque(maxlen=256)
         self.configure(rules)
 
     @property
@@ -208,14 +223,21 @@ class StoryDecider:
         stories are detached from the index and their books, follow-ups it owed are owed
         again. Placements replayed from other processes (committed) stay."""
         opened = {story.id for story in record.stories}
-        for event in reversed(record.events):
-            if event.story_id in opened:
-                continue
-            self.index.detach(event.topic, event.story_id, event.entry_id,
-                              loads(event.evidence))
-            book = self.books.get(event.story_id)
-            if book is not None:
-                book.leave(event.entry_id)
+        merges = [(at, undo, books) for r, at, undo, books in self._merges if r is record]
+        for position in range(len(record.events) - 1, -1, -1):
+            event = record.events[position]
+            if event.story_id not in opened:
+                self.index.detach(event.topic, event.story_id, event.entry_id,
+                                  loads(event.evidence))
+                book = self.books.get(event.story_id)
+                if book is not None:
+                    book.leave(event.entry_id)
+            for at, undo, books in reversed(merges):
+                if at == position:  # the merge this placement made, just before it
+                    self.index.unmerge(undo)
+                    self.books.update(books)
+        self._merges = deque((m for m in self._merges if m[0] is not record),
+                             maxlen=self._merges.maxlen)
         for alert in record.alerts:
             book = self.books.get(alert.story_id)
             if book is not None and alert.kind == "update":
@@ -234,9 +256,11 @@ class StoryDecider:
         entry = match.entry
         verdict = self.index.find(match.topic, ev)
         if verdict.story_id is not None and not update:
+            merged = self.index.merge(match.topic, verdict.story_id, verdict.bridges, now)
+            books = {} if merged is None else self._fold_books(merged, now)
             self.index.attach(match.topic, verdict.story_id, entry.id, ev, now)
             self._book(verdict.story_id, match.topic, now).join(entry.id, entry.feed_url, now)
-            return Placement(verdict.story_id, None, verdict.probability)
+            return Placement(verdict.story_id, None, verdict.probability, merged, books)
         story_id = short_hash("story", match.topic, entry.feed_url, entry.key, entry.title)
         self.index.open(match.topic, story_id, entry.id, ev, now)
         book = self.books[story_id] = Book(match.topic, now)
@@ -246,6 +270,21 @@ class StoryDecider:
 
     def _book(self, story_id: str, topic: str, now: datetime) -> Book:
         return self.books.setdefault(story_id, Book(topic, now))
+
+    def _fold_books(self, merged: Merge, now: datetime) -> dict[str, Book]:
+        """Fold the merged stories' books into the target's; returns the books as before."""
+        target = self._book(merged.into, merged.topic, now)
+        before = {merged.into: Book(target.topic, target.first_seen, dict(target.entries),
+                                    dict(target.outlets), target.updated, target.surged)}
+        for story in merged.folded:
+            book = self.books.pop(story.story_id, None)
+            if book is not None:
+                before[story.story_id] = book
+                target.fold(book)
+        log.info("open stories merged: an entry reports both", extra={
+            "topic": merged.topic, "story": merged.into,
+            "merged": ", ".join(s.story_id for s in merged.folded)})
+        return before
 
     def decide(self, record: PollRecord, fresh: list[StoryEvent], now: datetime) -> None:
         """Place a poll's matches into stories; fill in members, placements and alerts."""
@@ -258,6 +297,8 @@ class StoryDecider:
         entry = match.entry
         raw = record.evidence[entry.id]
         placed = self.place(match, loads(raw), now, update=update)
+        if placed.merged is not None:
+            self._merges.append((record, len(record.events), placed.merged, placed.books_before))
         record.members.append(StoryMember(placed.story_id, entry, now))
         record.events.append(StoryEvent(placed.story_id, match.topic, entry.id,
                                         entry.feed_url, raw, now))

@@ -254,9 +254,10 @@ class Centres:
 class DocFreq:
     """Document frequencies per language over recent days (online; serialisable)."""
 
-    def __init__(self, keep_days: int = 14) -> None:
+    def __init__(self, keep_days: int = 14, *, centres: bool = True) -> None:
         self.keep_days = keep_days
         self.centres = Centres()
+        self.track_centres = centres  # False: a topic's counts (cosines centre on the stream)
         self._days: dict[str, dict[date, Counter[str]]] = {}  # lang -> day -> term -> docs
         self._day_docs: dict[str, Counter[date]] = {}
         self._df: dict[str, Counter[str]] = {}
@@ -277,7 +278,7 @@ class DocFreq:
         """Count an entry's terms under its language and its name keys under NAMES."""
         self.add(ev.lang, ev.terms | ev.numbers, ev.at)
         self.add(NAMES, ev.names, ev.at)
-        if ev.vector is not None:
+        if ev.vector is not None and self.track_centres:
             self.centres.add(ev.lang, ev.vector)
 
     def subtract(self, lang: str, keys: Iterable[str], at: datetime) -> None:
@@ -299,7 +300,7 @@ class DocFreq:
         self._docs[lang] -= 1
 
     def forget(self, ev: Evidence) -> None:
-        """Undo `observe` of an entry (the language centres keep it: a mean moves little)."""
+        """Undo `observe` of an entry (language centres, kept by the stream only, stay)."""
         self.subtract(ev.lang, ev.terms | ev.numbers, ev.at)
         self.subtract(NAMES, ev.names, ev.at)
 
@@ -335,8 +336,8 @@ class DocFreq:
         }
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> DocFreq:
-        freq = cls(int(state["keep_days"]))
+    def from_state(cls, state: Mapping[str, Any], *, centres: bool = True) -> DocFreq:
+        freq = cls(int(state["keep_days"]), centres=centres)
         freq.centres = Centres.from_state(state.get("centres") or {})
         days: dict[str, dict[str, list[Any]]] = state["days"]
         for code, by_day in days.items():

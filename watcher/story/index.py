@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,6 +40,11 @@ NEAREST = 8  # stories scored per lookup from the embeddings
 POSTINGS_BUDGET = 1000
 MAX_KEY_SHARE = 0.2  # a key held by more than this share of a topic's stories is not read
 MIN_KEY_DF = 64  # ... unless fewer stories than this hold it
+# An entry this sure (p >= BRIDGE) of two open stories joins them: the others fold into the
+# one it joins, so later entries like either find one story (benchmarks/story_quality.py
+# --bridge measures it).
+BRIDGE = 0.92
+MERGED_MEMBERS = 32  # members a story made of merged ones may keep
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +53,7 @@ class Verdict:
 
     story_id: str | None
     probability: float  # of the best candidate (0 when there was none)
+    bridges: tuple[str, ...] = ()  # other open stories it matches with p >= BRIDGE
 
 
 @dataclass(slots=True)
@@ -71,6 +77,20 @@ class Story:
     touched_before: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """What `StoryIndex.merge` changed: the target story as it was, and the stories folded."""
+
+    topic: str
+    into: str
+    members: list[Member]
+    keys: Counter[str]
+    vector_sum: np.ndarray | None
+    size: int
+    touched: datetime
+    folded: list[Story]
+
+
 def _keys(ev: Evidence) -> set[str]:
     return {f"t{t}" for t in ev.terms} | {f"n{n}" for n in ev.names} | {f"#{n}" for n in ev.numbers}
 
@@ -81,7 +101,7 @@ class _Topic:
     def __init__(self, stream: DocFreq, ignore: frozenset[str]) -> None:
         self.stories: dict[str, Story] = {}
         self.postings: dict[str, set[str]] = {}
-        self.freq = DocFreq()
+        self.freq = DocFreq(centres=False)
         self.rarity = Rarity(stream, self.freq, ignore)
         self.matrix = np.zeros((0, 0), dtype=np.float32)
         self.row_story: list[str | None] = []
@@ -142,12 +162,18 @@ class StoryIndex:
     """Open stories per topic; `assign` is the one entry point the pipeline needs."""
 
     def __init__(
-        self, window: timedelta, *, stream: DocFreq | None = None, members: int = MEMBERS
+        self,
+        window: timedelta,
+        *,
+        stream: DocFreq | None = None,
+        members: int = MEMBERS,
+        bridge: float = BRIDGE,
     ) -> None:
         if window <= timedelta(0):
             raise ValueError("window must be positive")
         self.window = window
         self.members = members
+        self.bridge = bridge  # > 1: never merge
         self.stream = stream if stream is not None else DocFreq()
         self._topics: dict[str, _Topic] = {}
         self._ignore: dict[str, frozenset[str]] = {}
@@ -196,6 +222,7 @@ class StoryIndex:
             return Verdict(None, 0.0)
         best: tuple[float, datetime, str] | None = None
         best_p = 0.0
+        sure: list[str] = []
         for story_id in self.candidates(topic, ev):
             story = held.stories[story_id]
             for member in story.members:
@@ -203,11 +230,20 @@ class StoryIndex:
                     continue
                 same, p = same_story(ev, member.ev, held.rarity)
                 best_p = max(best_p, p)
+                if same and p >= self.bridge and story_id not in sure:
+                    sure.append(story_id)
                 if same and (
                     best is None or p > best[0] or (p == best[0] and story.opened_at < best[1])
                 ):
                     best = (p, story.opened_at, story_id)
-        return Verdict(best[2], best[0]) if best else Verdict(None, best_p)
+        if best is None:
+            return Verdict(None, best_p)
+        if not any(s != best[2] for s in sure):
+            return Verdict(best[2], best[0])
+        # a bridge: the entry joins the biggest (then oldest) of the stories, the rest fold in
+        group = list(dict.fromkeys([best[2], *sure]))
+        into = min(group, key=lambda s: (-held.stories[s].size, held.stories[s].opened_at))
+        return Verdict(into, best[0], tuple(s for s in group if s != into))
 
     def assign(
         self,
@@ -222,6 +258,7 @@ class StoryIndex:
         if verdict.story_id is None:
             self.open(topic, new_story_id, entry_id, ev, now)
             return Verdict(new_story_id, verdict.probability)
+        self.merge(topic, verdict.story_id, verdict.bridges, now)
         self.attach(topic, verdict.story_id, entry_id, ev, now)
         return verdict
 
@@ -245,6 +282,76 @@ class StoryIndex:
         story.touched = max(story.touched, now or ev.at)
         story.evicted = None
         self._add_member(held, story, Member(entry_id, ev), count=True)
+
+    def merge(
+        self, topic: str, into: str, others: Iterable[str], now: datetime | None = None
+    ) -> Merge | None:
+        """Fold open stories into `into` (a bridge): their members join it, they close.
+
+        Returns what `unmerge` needs to undo it (None when nothing was folded)."""
+        held = self._topics.get(topic)
+        target = held.stories.get(into) if held else None
+        folded = [
+            story
+            for story_id in dict.fromkeys(others)
+            if story_id != into and held is not None and (story := held.stories.get(story_id))
+        ]
+        if held is None or target is None or not folded:
+            return None
+        undo = Merge(
+            topic,
+            into,
+            list(target.members),
+            Counter(target.keys),
+            None if target.vector_sum is None else target.vector_sum.copy(),
+            target.size,
+            target.touched,
+            folded,
+        )
+        for story in folded:
+            self.remove(topic, story.story_id)
+            for key, n in story.keys.items():
+                if not target.keys[key]:
+                    held.postings.setdefault(key, set()).add(into)
+                target.keys[key] += n
+            if story.vector_sum is not None:
+                target.vector_sum = (
+                    story.vector_sum.copy()
+                    if target.vector_sum is None
+                    else target.vector_sum + story.vector_sum
+                )
+            # the first member stays; the latest of both stories fill the rest (a merged story
+            # keeps up to MERGED_MEMBERS: both were recognised by their members)
+            rest = sorted([*target.members[1:], *story.members], key=lambda m: m.ev.at)
+            keep = max(self.members, min(len(rest) + 1, MERGED_MEMBERS))
+            target.members = [target.members[0], *rest[-(keep - 1) :]]
+            target.size += story.size
+            target.touched = max(target.touched, story.touched, now or target.touched)
+        target.evicted = target.touched_before = None
+        held.set_vector(target)
+        return undo
+
+    def unmerge(self, undo: Merge) -> None:
+        """Undo `merge` (the poll that made it failed): the folded stories are open again."""
+        held = self._topics.get(undo.topic)
+        target = held.stories.get(undo.into) if held else None
+        if held is None or target is None:
+            return
+        for key in [k for k in target.keys if not undo.keys[k]]:
+            ids = held.postings.get(key)
+            if ids is not None:
+                ids.discard(undo.into)
+                if not ids:
+                    del held.postings[key]
+        target.members, target.keys = undo.members, undo.keys
+        target.vector_sum, target.size, target.touched = undo.vector_sum, undo.size, undo.touched
+        target.evicted = target.touched_before = None
+        held.set_vector(target)
+        for story in undo.folded:
+            held.stories[story.story_id] = story
+            for key in story.keys:
+                held.postings.setdefault(key, set()).add(story.story_id)
+            held.set_vector(story)
 
     def _add_member(self, held: _Topic, story: Story, member: Member, *, count: bool) -> None:
         if count:
@@ -374,6 +481,6 @@ class StoryIndex:
                 for entry_id, ev in members:
                     index._add_member(held, story, Member(entry_id, ev), count=False)
             held = index._topic(name)
-            held.freq = DocFreq.from_state(data["freq"])
+            held.freq = DocFreq.from_state(data["freq"], centres=False)
             held.rarity = Rarity(index.stream, held.freq, index._ignore.get(name, frozenset()))
         return index
