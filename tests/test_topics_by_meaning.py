@@ -34,6 +34,16 @@ BATTLE = ("23 августа – День победы в Курской бит�
           "1943 года, длившейся с 5 июля по 23 августа; кульминацией стало Прохоровское сражение.")
 NUCLEAR_PLANT = ("IAEA blames Ukraine for drone strike at Kursk nuclear power plant, warns of "
                  "\u201cnuclear incident\u201d risk", "")
+NUCLEAR_PLANT_DEV = ("Russians report fire at Kursk Nuclear Power Plant – they say it was "
+                     "allegedly attacked by a drone")
+# The founding story in English (sousuo.biz, a rewrite of The Moscow Times: items_xlang x005)
+# and a Red Cross near miss in English (BelTA: items.jsonl s153)
+ENGLISH_REPORT = ("", "Russia agreed with Ukraine to evacuate displaced Kursk residents located in "
+                  "Sumy region; Moskalkova said they would go through Belarus to Russia under an "
+                  "agreement with the Red Cross.")
+REFUGEE_AID = ("Belarusian Red Cross helps over 3,000 Ukrainian refugees", "More than 3,000 people "
+               "who arrived from Ukraine sought help from the Belarusian Red Cross, which gave "
+               "food, hygiene kits and tickets to places of work.")
 BLOOD_DRIVE = ("", "Das Rote Kreuz lädt für den 6. Juni zur Blutspende in Monheim ein und bittet, "
                "vorher einen Termin zu reservieren.")
 
@@ -181,10 +191,10 @@ def test_an_english_concept_finds_german_and_russian_reports(model: Embedder) ->
         assert hit.phrase.startswith(("about ", "like ")) and hit.text == title
         assert match.score >= hit.score
     assert matcher.match(entry(*BATTLE)) == []  # Kursk, but not what the topic is about
-    # a near miss close enough to pass is what `unlike` is for: one example of it (German)
-    # pushes the English report away, and the founding reports still match
+    # a near miss close enough to pass is what `unlike` is for: one example of it (another
+    # report of the same strike, dev split) pushes it away, and the founding reports still match
     assert topics_of(matcher, *NUCLEAR_PLANT) == ["kursk-evacuation"]
-    unlike = replace(KURSK, unlike=("Bericht: Ukrainische Kampfdrohne am AKW Kursk abgeschossen",))
+    unlike = replace(KURSK, unlike=(NUCLEAR_PLANT_DEV,))
     pushed = Matcher([unlike], model)
     assert topics_of(pushed, *NUCLEAR_PLANT) == []
     assert topics_of(pushed, *GERMAN_REPORT) == topics_of(pushed, *RUSSIAN_REPORT) == [
@@ -215,6 +225,27 @@ def test_unlike_examples_push_near_misses_away(model: Embedder) -> None:
     after = Matcher([pushed], model).concept_score(entry(*BLOOD_DRIVE), "rc")
     assert before is not None and after is not None
     assert after.score < before.score and after.pushed_by.startswith("Das Rote Kreuz")
+
+
+def test_an_unlike_example_pushes_only_what_it_is_nearer_than_every_positive_text(
+        model: Embedder) -> None:
+    """One `unlike` text is compared with the nearest positive text, not with the mean over
+    them: an English near miss does not push away an English report that only the English
+    `about` sentence shares a language with (the old rule lost it)."""
+    rule = TopicRule(
+        "rc", all=(Phrase("Red Cross | ICRC | Красный Крест | Rotes Kreuz"),),
+        about="The Red Cross helps civilians return home across a front line or border.",
+        like=("Пропавших жителей Курской области эвакуируют с Украины в Россию",
+              "Die in der Nacht aus der Ukraine evakuierten Bewohner des Gebiets Kursk fuhren "
+              "nach Hause"),
+        unlike=("Over 400 refugees from Ukraine receive assistance in Red Cross tent camp in "
+                "Belarus",),
+        about_threshold=65)
+    matcher = Matcher([rule], model)
+    assert topics_of(matcher, *ENGLISH_REPORT) == ["rc"]
+    assert topics_of(matcher, *REFUGEE_AID) == []
+    near_miss = matcher.concept_score(entry(*REFUGEE_AID), "rc")
+    assert near_miss is not None and near_miss.pushed_by.startswith("Over 400 refugees")
 
 
 def test_the_concept_score_is_a_calibrated_0_to_100(model: Embedder) -> None:
