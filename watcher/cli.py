@@ -21,7 +21,7 @@ from watcher.config import (
     parse_duration,
 )
 from watcher.model import ALERT_STATES
-from watcher.store import StoreError
+from watcher.store.base import StoreError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("watcher")
@@ -137,12 +137,13 @@ def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     path = _config_path(args)
     needs_secrets = args.command in {"run", "once", "check"}
+    matches = args.command not in READ_ONLY  # read-only commands never compile the topics
     if args.command == "feeds":
         return _feeds(args, path)
     if args.command == "check":
         return _check(path)
     try:
-        config = load_config(path, check_secrets=needs_secrets)
+        config = load_config(path, check_secrets=needs_secrets, check_phrases=matches)
     except ConfigError as exc:
         return _report_problems(exc.problems)
     logs.setup_logging(args.log_level or config.watcher.log_level, args.log_format)
@@ -200,19 +201,17 @@ def _print_warnings(warnings: list[str]) -> None:
 
 async def _channel_problems(channels: list[tuple[Path, int, ChannelSettings]],
                             base_dir: Path) -> list[str]:
-    """Build every channel's sender once, as the daemon will (catches bad service URLs)."""
-    import aiohttp
-
+    """Build every channel's sender once, as the daemon will (catches bad service URLs);
+    without an HTTP session: nothing is sent."""
     from watcher.notify.base import make_sender
 
     problems = []
-    async with aiohttp.ClientSession() as session:
-        for file, i, channel in channels:
-            try:
-                sender = make_sender(channel, base_dir, session)
-                await sender.aclose()
-            except (ConfigError, ValueError) as exc:
-                problems.append(f"{file}: channels[{i}]: {exc}")
+    for file, i, channel in channels:
+        try:
+            sender = make_sender(channel, base_dir, None)
+            await sender.aclose()
+        except (ConfigError, ValueError) as exc:
+            problems.append(f"{file}: channels[{i}]: {exc}")
     return problems
 
 
@@ -221,7 +220,7 @@ def _feeds(args: argparse.Namespace, path: Path) -> int:
     from watcher.reader import opml
 
     try:
-        config = load_config(path, check_secrets=False)
+        config = load_config(path, check_secrets=False, check_phrases=False)
     except ConfigError as exc:
         return _report_problems(exc.problems)
     if args.feeds_command == "export":
@@ -246,7 +245,8 @@ def _feeds(args: argparse.Namespace, path: Path) -> int:
     print(f"{target}: added {len(added)} feed(s); {len(skipped)} already watched")
     for url, reason in read.skipped:
         print(f"  skipped {url}: {reason}")
-    if target.resolve() not in {p.resolve() for p in load_config(path, check_secrets=False).files}:
+    again = load_config(path, check_secrets=False, check_phrases=False)
+    if target.resolve() not in {p.resolve() for p in again.files}:
         print(f"note: {config.path} does not include {args.to}; add "
               f'include = ["{args.to.parent}/*.toml"] at its top', file=sys.stderr)
     return EXIT_OK
@@ -298,13 +298,15 @@ async def _once(config: Config, run_once: Callable[[Config], Awaitable[int]]) ->
 
 
 async def _dispatch(args: argparse.Namespace, config: Config) -> int:
-    from watcher import report
-    from watcher.daemon import Daemon, run_once
+    """The command; each imports only what it uses (start-up time of the short ones)."""
+    if args.command in ("run", "once"):
+        from watcher.daemon import Daemon, run_once
 
-    if args.command == "run":
-        return await Daemon(_config_path(args)).run()
-    if args.command == "once":
+        if args.command == "run":
+            return await Daemon(_config_path(args)).run()
         return await _once(config, run_once)
+    from watcher import report
+
     if args.command == "test":
         return await report.test_sources(config, args.sources, as_json=args.json,
                                          near=args.near_points if args.near else None)

@@ -16,13 +16,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import aiohttp
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
-
 from watcher import metrics, schedule, sdnotify
 from watcher.config import Config, ConfigError, FeedSettings, load_config
-from watcher.matching.decide import Rules
 from watcher.model import FeedState, fingerprint_conflicts
 from watcher.notify.base import Sender, make_sender, notify_session
 from watcher.notify.outbox import Outbox
@@ -32,7 +27,10 @@ from watcher.reader.parsepool import ParsePool, ParsePoolClosed
 from watcher.store import Store, StoreDamaged, StoreError, StoreFull, StoreLost, open_config_store
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from watcher.desk import Desk
+    from watcher.matching.decide import Rules
 
 log = logging.getLogger("watcher.daemon")
 SHUTDOWN_GRACE = 10.0  # seconds in-flight polls and the last delivery pass may take
@@ -82,12 +80,16 @@ class Runtime:
                                  rules=rules)
 
     @classmethod
-    async def open(cls, config: Config) -> Runtime:
-        """Open the store and wire the stages; on any failure what was opened is closed."""
+    async def open(cls, config: Config, *, warm: bool = True) -> Runtime:
+        """Open the store and wire the stages; on any failure what was opened is closed.
+
+        `warm`: load the rules and the story engine and rebuild the story index now (the
+        daemon); otherwise the first poll with new entries does (`once`: a round of
+        unchanged feeds never loads them)."""
         store = await open_config_store(config)
         embedding = Embedding(config.watcher.embedding)
         try:
-            rules = await build_rules(config, embedding)
+            rules = await build_rules(config, embedding) if warm else None
             runtime = cls(config, store, workers=parse_executor(len(config.feeds)),
                           rules=rules, embedding=embedding)
         except BaseException:
@@ -98,6 +100,8 @@ class Runtime:
                                      digest_channels(config),
                                      config.watcher.retry_base)
             await runtime.pipeline.start()
+            if warm:
+                await runtime.pipeline.story_engine()
             await runtime.forget_dead_nodes()
         except BaseException:
             await runtime.close()
@@ -212,7 +216,7 @@ class StoreHealth:
 
 async def run_once(config: Config) -> int:
     """Poll every feed once, deliver what is owed, and return how many alerts remain owed."""
-    runtime = await Runtime.open(config)
+    runtime = await Runtime.open(config, warm=False)
     try:
         live = [n for n in await runtime.store.nodes() if n.alive(utcnow())]
         if live:
@@ -249,6 +253,8 @@ class Daemon:
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
         self.stop_event = asyncio.Event()
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler  # `run` only, not `once`
+
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.inflight: set[asyncio.Task[None]] = set()
         self.node = f"{socket.gethostname()}:{os.getpid()}"
@@ -269,6 +275,8 @@ class Daemon:
     async def run(self) -> int:
         """Run until stopped; 0, or 1 when the state file was lost under us."""
         config = load_config(self.config_path)
+        if config.watcher.metrics:
+            metrics.registry()  # count from the start (metrics changes need a restart)
         self.runtime = runtime = await Runtime.open(config)
         server: metrics.MetricsServer | None = None
         try:
@@ -322,6 +330,8 @@ class Daemon:
 
     def _start_clock(self) -> None:
         """APScheduler is the in-process clock: it ticks; the store says which feeds are due."""
+        from apscheduler.triggers.interval import IntervalTrigger
+
         self.scheduler.add_job(self._job(self._tick), IntervalTrigger(seconds=TICK), id="tick",
                                max_instances=1, coalesce=True, next_run_time=utcnow())
         self.scheduler.add_job(self._job(self._expire_stories), IntervalTrigger(minutes=10),

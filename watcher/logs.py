@@ -41,7 +41,7 @@ LEVELS = {
     "error": logging.ERROR,
     "critical": logging.CRITICAL,
 }
-NOISY = ("apscheduler", "aiohttp.access", "asyncio")  # quiet at info, chatty at debug
+NOISY = ("apscheduler", "aiohttp.access", "asyncio", "pymorphy3")  # quiet at info, chatty at debug
 SYSLOG_PRIORITY = {
     logging.DEBUG: 7,
     logging.INFO: 6,

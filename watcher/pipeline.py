@@ -4,6 +4,11 @@ New entries (not a first poll's backlog, which is only recorded) get the story e
 evidence in the parse workers, one batch per poll; matched entries (every new entry, when
 a topic of the feed matches by meaning) are embedded in one batch off the event loop
 (`Embedding`); the evidence, with the vector, is stored with the entry and the story.
+
+The story engine, the matcher's rules and numpy are imported, and the story index rebuilt
+from the store, by the first poll that has new entries (`Pipeline.story_engine`): a round
+of unchanged feeds (and `watcher once` on one) never loads them; the daemon warms them at
+its start.
 """
 
 from __future__ import annotations
@@ -15,20 +20,22 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from watcher import metrics, schedule
 from watcher.config import Config, FeedSettings
-from watcher.embed import Embedder, EmbedderUnavailable, entry_text, load_embedder
 from watcher.http import feed_host
-from watcher.matching.decide import Placement, Rules, StoryDecider, story_time
-from watcher.matching.dedupe import evidence_batch, evidence_input, loads, with_vector
 from watcher.model import Entry, FeedState, Match, PollRecord
 from watcher.reader.fetch import Fetcher, FetchResult, Validators, body_hash
 from watcher.reader.parse import FeedParseError, ParsedFeed, link_identities, parse_feed
 from watcher.redact import mask_text
 from watcher.store.base import FeedStore
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from watcher.embed import Embedder
+    from watcher.matching.decide import Placement, Rules, StoryDecider
 
 log = logging.getLogger("watcher.poll")
 Clock = Callable[[], datetime]
@@ -47,9 +54,9 @@ class Embedding:
     model, not one per parse worker; the engine's C code runs without the GIL there. If it
     cannot load, that is logged once and everything runs on lexical evidence alone."""
 
-    def __init__(self, spec: str, loader: Callable[[str], Embedder] = load_embedder) -> None:
+    def __init__(self, spec: str, loader: Callable[[str], Embedder] | None = None) -> None:
         self.spec = spec.strip()
-        self.loader = loader
+        self.loader = loader  # None: watcher.embed.load_embedder (imported when first used)
         self.error: str | None = None
         self._model: Embedder | None = None
         self._lock = threading.Lock()
@@ -62,10 +69,12 @@ class Embedding:
 
     def load(self) -> Embedder | None:
         """The model (loading it now if needed), or None when it cannot load. Blocking."""
+        from watcher.embed import EmbedderUnavailable, load_embedder
+
         with self._lock:
             if self._model is None and self.enabled:
                 try:
-                    self._model = self.loader(self.spec)
+                    self._model = (self.loader or load_embedder)(self.spec)
                 except EmbedderUnavailable as exc:
                     self.error = str(exc)
                     log.warning("embedding model unavailable; stories are decided on lexical "
@@ -86,6 +95,8 @@ class Embedding:
         """Entry.id -> vector, in one batch off the event loop ({} when disabled)."""
         if not entries or not self.enabled:
             return {}
+        from watcher.embed import entry_text
+
         texts = [entry_text(e.title, e.summary) for e in entries]
         loop = asyncio.get_running_loop()
         vectors = await loop.run_in_executor(self.executor, self.embed_sync, texts)
@@ -113,6 +124,8 @@ class PollSummary:
 async def build_rules(config: Config, embedding: Embedding) -> Rules:
     """The config's rules; topics by meaning get the model (loaded now, in its thread),
     the others never make the model load."""
+    from watcher.matching.decide import Rules
+
     if not any(t.about or t.like for t in config.topics) or not embedding.enabled:
         return Rules(config)
     loop = asyncio.get_running_loop()
@@ -124,6 +137,9 @@ async def place_entries(decider: StoryDecider, embedding: Embedding, entries: li
                         now: datetime) -> list[tuple[Match, Placement]]:
     """`watcher test`'s verdicts, as a poll of these entries would place them: the same
     evidence, embeddings, matching and `StoryDecider.place`, without a store."""
+    from watcher.matching.decide import story_time
+    from watcher.matching.dedupe import evidence_batch, evidence_input, loads, with_vector
+
     rules = decider.rules
     record = PollRecord(feed=FeedState(url=""))
     raws = evidence_batch([evidence_input(e, story_time(e, now)) for e in entries])
@@ -166,37 +182,77 @@ class Pipeline:
         self.clock = clock
         self.on_alerts = on_alerts or (lambda: None)
         self.embedding = embedding or Embedding("none")
-        self.decider = StoryDecider(rules or Rules(config))
+        self._config = config
+        self._rules = rules  # None: built (build_rules) with the story engine
+        self._decider: StoryDecider | None = None
+        self._rebuild = False  # start() was called: the index is rebuilt when first needed
+        self._engine_lock = asyncio.Lock()
 
     @property
     def config(self) -> Config:
-        return self.decider.config
+        return self._config
+
+    @property
+    def decider(self) -> StoryDecider:
+        """The story decider (made now if need be; `story_engine` also rebuilds its index)."""
+        if self._decider is None:
+            from watcher.matching.decide import Rules, StoryDecider
+
+            self._decider = StoryDecider(self._rules or Rules(self._config))
+        return self._decider
 
     @property
     def rules(self) -> Rules:
         return self.decider.rules
 
     async def start(self) -> None:
-        """Rebuild the story index from the store: word statistics from the newest stored
-        entries' evidence, then every placement of the stories touched within the window
-        (whatever their entries' dates); nothing is computed again."""
+        """Ready to poll; the story index is rebuilt from the store by the first poll with
+        new entries (`story_engine`), or now with `warm` (the daemon's start)."""
+        self._rebuild = True
+
+    async def story_engine(self) -> StoryDecider:
+        """The rules and the story decider, loaded the first time a poll has new entries;
+        after `start`, the index rebuilt from the store then: word statistics from the
+        newest stored entries' evidence, then every placement of the stories touched within
+        the window (whatever their entries' dates); nothing is computed again."""
+        if self._decider is not None and not self._rebuild:
+            return self._decider
+        async with self._engine_lock:
+            if self._decider is None and self._rules is None:
+                self._rules = await build_rules(self._config, self.embedding)
+            decider = self.decider
+            if self._rebuild:
+                await self._rebuild_index(decider)
+                self._rebuild = False
+        return decider
+
+    async def _rebuild_index(self, decider: StoryDecider) -> None:
+        from watcher.matching.dedupe import loads
+
         now = self.clock()
         for raw in reversed(await self.store.recent_evidence(now - timedelta(days=14),
                                                              STREAM_REBUILD)):
-            self.decider.observe(loads(raw))
+            decider.observe(loads(raw))
         # also sets the store's cursor for placements other processes commit later
         for event in await self.store.story_events(now - self.config.watcher.story_window):
-            self.decider.replay(event)
+            decider.replay(event)
 
     def expire_stories(self, now: datetime) -> int:
         """Drop stories opened before the window; returns how many."""
-        return self.decider.expire(now)
+        return self._decider.expire(now) if self._decider is not None else 0
 
     def apply(self, config: Config, rules: Rules | None = None) -> None:
         """Switch to a new config: new topics and rules apply to the next entries."""
         if config.watcher.story_window != self.config.watcher.story_window:
             log.warning("story_window changes take effect after a restart")
-        self.decider.configure(rules or Rules(config, self.rules.embedder))
+        self._config = config
+        if self._decider is None:  # not loaded yet: the next poll with new entries does
+            self._rules = rules
+            return
+        from watcher.matching.decide import Rules
+
+        self._rules = rules or Rules(config, self.rules.embedder)
+        self._decider.configure(self._rules)
 
     async def poll(self, feed: FeedSettings, state: FeedState) -> PollSummary:
         """Poll one feed; never raises for a feed's own problems (they are recorded on it)."""
@@ -238,9 +294,10 @@ class Pipeline:
         if backlog:
             log.info("first poll: backlog recorded without alerts", extra={
                 "feed": feed.url, "entries": len(check.new)})
-        else:
+        elif check.new or check.updated:  # only then the story engine is needed (loaded)
+            decider = await self.story_engine()
             new = await self._with_fulltext(feed, check.new)
-            new = await self._evidence(record, new, now)
+            new = await self._evidence(record, decider, new, now)
             record.seen = [*new, *check.updated]
             await self._match_into(record, feed, new, check.updated, now)
         state = self._succeeded(feed, state, result, now, new_entries=len(check.new))
@@ -252,7 +309,8 @@ class Pipeline:
             await self.store.record_poll(
                 record, lambda r, fresh: self.decider.decide(r, fresh, now))
         except Exception:
-            self.decider.forget(record)
+            if self._decider is not None:
+                self._decider.forget(record)
             raise
         if record.alerts:
             self.on_alerts()
@@ -268,12 +326,15 @@ class Pipeline:
 
         return await fetch_fulltext(self.fetcher, entries, self.parse_executor)
 
-    async def _evidence(self, record: PollRecord, entries: list[Entry],
+    async def _evidence(self, record: PollRecord, decider: StoryDecider, entries: list[Entry],
                         now: datetime) -> list[Entry]:
         """The entries with their language; their evidence in `record.evidence` (computed
         in the parse workers, one batch) and counted in the word statistics."""
         if not entries:
             return entries
+        from watcher.matching.decide import story_time
+        from watcher.matching.dedupe import evidence_batch, evidence_input, loads
+
         loop = asyncio.get_running_loop()
         raws = await loop.run_in_executor(
             self.parse_executor, evidence_batch,
@@ -281,7 +342,7 @@ class Pipeline:
         out: list[Entry] = []
         for entry, raw in zip(entries, raws, strict=True):
             ev = loads(raw)
-            self.decider.observe(ev)
+            decider.observe(ev)
             entry = entry if entry.language else replace(entry, language=ev.lang)
             record.evidence[entry.id] = raw
             out.append(entry)
@@ -289,6 +350,9 @@ class Pipeline:
 
     async def _match_into(self, record: PollRecord, feed: FeedSettings, new: list[Entry],
                           updated: list[Entry], now: datetime) -> None:
+        from watcher.matching.decide import story_time
+        from watcher.matching.dedupe import evidence_batch, evidence_input, with_vector
+
         topics = self.rules.topics_for(feed)
         if not topics:
             return

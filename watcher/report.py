@@ -10,16 +10,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from watcher import schedule
 from watcher.config import Config, FeedSettings
-from watcher.matching.match import NearMiss, hit_kind, similarity_of
 from watcher.model import AlertRecord, Entry, FeedState, Hit, Match, fingerprint_conflicts
-from watcher.reader.fetch import Fetcher
-from watcher.reader.parse import FeedParseError, parse_feed
 from watcher.redact import mask_text, mask_url
 from watcher.store import open_config_store
 from watcher.store.base import ReportStore
 
 if TYPE_CHECKING:
     from watcher.matching.decide import Rules
+    from watcher.matching.match import NearMiss
     from watcher.pipeline import Embedding
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
@@ -35,6 +33,9 @@ def _as_url(source: str) -> str:
 async def _load_entries(sources: list[str], config: Config,
                         err: TextIO) -> tuple[list[Entry], int]:
     """Entries of every source in the order a poll would see them; and how many sources failed."""
+    from watcher.reader.fetch import Fetcher  # `test` only: status and alerts need no HTTP
+    from watcher.reader.parse import FeedParseError, parse_feed
+
     fetcher = Fetcher(timeout=config.watcher.timeout.total_seconds(),
                       max_bytes=config.watcher.max_bytes)
     names = {f.url: f.name for f in config.feeds}
@@ -117,6 +118,20 @@ def _note_restricted(rules: Rules, entries: list[Entry], err: TextIO) -> None:
         if skipped:
             print(f"watcher test: {mask_url(url)}: not tried against {', '.join(skipped)} "
                   f"(these topics watch other feeds only)", file=err)
+
+
+def hit_kind(hit: Hit) -> str:
+    """"phrase", "concept" or "catch-all" (the matcher is imported by `test` only)."""
+    from watcher.matching.match import hit_kind as kind
+
+    return kind(hit)
+
+
+def similarity_of(score: float) -> float:
+    """A concept hit's cosine similarity from its 0..100 score."""
+    from watcher.matching.match import similarity_of as similarity
+
+    return similarity(score)
 
 
 def _hit_json(hit: Hit) -> dict[str, object]:

@@ -34,8 +34,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import aiohttp
 import apprise
 
 from watcher.config import AppriseChannel, ConfigError, resolve_secret
@@ -52,6 +52,9 @@ from watcher.notify.render import (
 )
 from watcher.redact import mask_fragments as redact
 from watcher.redact import secret_fragments
+
+if TYPE_CHECKING:
+    import aiohttp
 
 MAX_STORIES = 25  # stories listed in one chat message; the rest are counted
 REASON_CHARS = 300
@@ -248,7 +251,7 @@ def build_targets(channel: AppriseChannel, urls: Sequence[str]) -> list[Target]:
 
 
 def make_apprise_sender(channel: AppriseChannel, base_dir: Path,
-                        session: aiohttp.ClientSession) -> AppriseSender:
+                        session: aiohttp.ClientSession | None) -> AppriseSender:
     del session  # Apprise brings its own HTTP client
     _quiet_loggers()
     urls = split_urls(resolve_secret(channel.urls_env, channel.urls_file, base_dir))

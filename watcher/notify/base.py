@@ -10,14 +10,15 @@ import importlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, Protocol
 
 from watcher.config import ChannelSettings
 from watcher.http import USER_AGENT
 from watcher.model import AlertMessage
 from watcher.redact import mask_text
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class DeliveryError(Exception):
@@ -75,12 +76,17 @@ SENDERS: dict[str, str] = {
 
 def notify_session() -> aiohttp.ClientSession:
     """The notify stage's HTTP session (webhooks): its own pool, watcher's User-Agent."""
+    import aiohttp
+
     return aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
 
 
 def make_sender(channel: ChannelSettings, base_dir: Path,
-                session: aiohttp.ClientSession) -> Sender:
-    """The sender for a configured channel; secrets are resolved now (raises ConfigError)."""
+                session: aiohttp.ClientSession | None) -> Sender:
+    """The sender for a configured channel; secrets are resolved now (raises ConfigError).
+
+    `session` None: the sender is only built to check the channel (`watcher check`, which
+    so needs no HTTP client); it must not send."""
     target = SENDERS.get(channel.type)
     if target is None:
         raise ValueError(f"channel {channel.name!r}: unknown channel type {channel.type!r}")

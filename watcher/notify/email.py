@@ -15,9 +15,7 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
-
-import aiohttp
-import aiosmtplib
+from typing import TYPE_CHECKING
 
 from watcher.config import EmailChannel, resolve_secret
 from watcher.model import AlertMessage
@@ -28,6 +26,10 @@ from watcher.notify.base import (
     TemporaryDeliveryError,
 )
 from watcher.notify.render import render_email
+
+if TYPE_CHECKING:
+    import aiohttp
+    import aiosmtplib
 
 log = logging.getLogger(__name__)
 # C0/C1 controls, DEL, and the Unicode line/paragraph separators
@@ -90,6 +92,8 @@ class EmailSender:
                         self.target, rcpt, response.code, response.message)
 
     async def _send(self, msg: EmailMessage) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
+        import aiosmtplib  # here: `watcher check` builds senders without connecting
+
         ch = self.channel
         return await aiosmtplib.send(
             msg, hostname=ch.host, port=ch.port, timeout=ch.timeout.total_seconds(),
@@ -107,6 +111,8 @@ def _reply(code: int, message: str) -> str:
 
 def classify_smtp_error(channel: str, target: str, exc: BaseException) -> DeliveryError:
     """4xx replies and network trouble are temporary; 5xx replies and bad settings are not."""
+    import aiosmtplib
+
     where = f"SMTP server {target}"
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         replies = [(e.code, f"{e.recipient}: {_reply(e.code, e.message)}") for e in exc.recipients]
@@ -137,7 +143,7 @@ def classify_smtp_error(channel: str, target: str, exc: BaseException) -> Delive
 
 
 def make_email_sender(channel: EmailChannel, base_dir: Path,
-                      session: aiohttp.ClientSession) -> EmailSender:
+                      session: aiohttp.ClientSession | None) -> EmailSender:
     del session  # email does not use HTTP
     password = resolve_secret(channel.password_env, channel.password_file, base_dir)
     return EmailSender(channel, password)

@@ -7,13 +7,15 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from watcher.config import FileChannel
 from watcher.model import AlertMessage
 from watcher.notify.base import PermanentDeliveryError, Progress
 from watcher.notify.render import json_payload
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class FileSender:
@@ -47,5 +49,5 @@ class FileSender:
 
 
 def make_file_sender(channel: FileChannel, base_dir: Path,
-                     session: aiohttp.ClientSession) -> FileSender:
+                     session: aiohttp.ClientSession | None) -> FileSender:
     return FileSender(channel, base_dir)

@@ -12,8 +12,7 @@ import hmac
 import json
 from collections.abc import Sequence
 from pathlib import Path
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from watcher.config import WebhookChannel, resolve_secret
 from watcher.http import USER_AGENT, parse_retry_after
@@ -26,6 +25,9 @@ from watcher.notify.base import (
 )
 from watcher.notify.render import one_line, webhook_payload
 from watcher.redact import mask_url
+
+if TYPE_CHECKING:
+    import aiohttp
 
 EXCERPT_CHARS = 200
 
@@ -43,7 +45,7 @@ class WebhookSender:
     """POSTs to `url` (the channel's url, or the one read from url_env / url_file);
     errors name it masked (`shown`), since its path or query may hold a token."""
 
-    def __init__(self, channel: WebhookChannel, session: aiohttp.ClientSession,
+    def __init__(self, channel: WebhookChannel, session: aiohttp.ClientSession | None,
                  secret: str = "", url: str = "") -> None:
         self.channel = channel
         self.session = session
@@ -62,6 +64,10 @@ class WebhookSender:
                    progress: Progress | None = None) -> None:
         if not messages:
             return
+        import aiohttp
+
+        if self.session is None:
+            raise RuntimeError(f"channel {self.channel.name!r}: built to be checked, not to send")
         body = encode_body(webhook_payload(self.channel.format, messages, delivery_id))
         timeout = aiohttp.ClientTimeout(total=self.channel.timeout.total_seconds())
         try:
@@ -103,6 +109,8 @@ class WebhookSender:
 
 
 async def _excerpt(resp: aiohttp.ClientResponse) -> str:
+    import aiohttp
+
     try:
         raw = await resp.content.read(4 * EXCERPT_CHARS)
     except (aiohttp.ClientError, OSError, TimeoutError):
@@ -111,7 +119,7 @@ async def _excerpt(resp: aiohttp.ClientResponse) -> str:
 
 
 def make_webhook_sender(channel: WebhookChannel, base_dir: Path,
-                        session: aiohttp.ClientSession) -> WebhookSender:
+                        session: aiohttp.ClientSession | None) -> WebhookSender:
     """Secrets (signing key, and the URL when it comes from url_env / url_file) are read now."""
     secret = resolve_secret(channel.secret_env, channel.secret_file, base_dir)
     url = channel.url or resolve_secret(channel.url_env, channel.url_file, base_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import codecs
+import functools
 import hashlib
 import io
 import itertools
@@ -23,9 +24,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
-
-import feedparser
-import feedparser.api
 
 from watcher.html import plain_text
 from watcher.model import Entry
@@ -158,6 +156,17 @@ def to_entry(raw: Any, feed_url: str, feed_name: str, now: datetime,
 
 # --- the document ---
 
+@functools.cache
+def _fp() -> Any:
+    """feedparser, with watcher's DOCTYPE step; imported when first needed (the daemon's
+    own process never parses: its workers do, and their forkserver preloads it)."""
+    import feedparser
+    import feedparser.api
+
+    feedparser.api.replace_doctype = _safe_replace_doctype
+    return feedparser
+
+
 def _feedparser(body: bytes, headers: dict[str, str], *, strict: bool) -> Any:
     """feedparser on a stream (a str or bytes argument is opened as a path or URL if it can).
 
@@ -165,7 +174,7 @@ def _feedparser(body: bytes, headers: dict[str, str], *, strict: bool) -> Any:
     cost; summaries become plain text (plain_text drops script and style) and no feed HTML
     is ever rendered."""
     try:
-        parsed = feedparser.parse(io.BytesIO(body), response_headers=headers,
+        parsed = _fp().parse(io.BytesIO(body), response_headers=headers,
                                   sanitize_html=not strict, resolve_relative_uris=not strict)
     except RecursionError:
         raise FeedParseError("feed too deeply nested to read") from None
@@ -280,8 +289,7 @@ def _harmless(problem: BaseException) -> bool:
     """A complaint that leaves an entry-less document a valid (empty) feed."""
     if isinstance(problem, xml.sax.SAXParseException):
         return problem.getMessage() == "undefined entity"  # &nbsp; and friends: read anyway
-    return isinstance(problem, (feedparser.NonXMLContentType,
-                                feedparser.CharacterEncodingOverride))
+    return isinstance(problem, (_fp().NonXMLContentType, _fp().CharacterEncodingOverride))
 
 
 def _describe(problem: BaseException) -> str:
@@ -293,7 +301,7 @@ def _describe(problem: BaseException) -> str:
 
 def _warning(problem: BaseException | None, content_type: str | None) -> str | None:
     """feedparser's complaint, minus the missing Content-Type of files and bare servers."""
-    if isinstance(problem, feedparser.NonXMLContentType):
+    if isinstance(problem, _fp().NonXMLContentType):
         return (f"the server calls the feed {content_type.split(';')[0]!r}, not an XML type"
                 if content_type else None)
     return _describe(problem) if problem else None
@@ -468,5 +476,3 @@ def _safe_replace_doctype(data: bytes) -> tuple[str | None, bytes, dict[str, str
     replacement = f"<!DOCTYPE feed [\n{doctype}]>".encode() if safe else b""
     return version, data[:begin] + replacement + data[end:], safe
 
-
-feedparser.api.replace_doctype = _safe_replace_doctype

@@ -269,7 +269,8 @@ class ParsePool(Executor):
     per worker; see the module docstring."""
 
     def __init__(self, workers: int = WORKERS, *, deadline: float = DEADLINE,
-                 memory_mb: int = MEMORY_MB, preload: tuple[str, ...] = ("watcher.reader.parse",)
+                 memory_mb: int = MEMORY_MB,
+                 preload: tuple[str, ...] = ("watcher.reader.parse", "feedparser")
                  ) -> None:
         if workers < 1:
             raise ValueError("a parse pool needs at least one worker")

@@ -15,10 +15,10 @@ from watcher.store.base import (
     StoreFull,
     StoreLost,
 )
-from watcher.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from watcher.config import Config
+    from watcher.store.sqlite import SqliteStore
 
 __all__ = [
     "ClusterStore",
@@ -35,6 +35,15 @@ __all__ = [
     "open_config_store",
     "open_store",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`SqliteStore`, imported when first named (`watcher check` opens no store)."""
+    if name == "SqliteStore":
+        from watcher.store.sqlite import SqliteStore
+
+        return SqliteStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 async def open_config_store(config: Config, *, create: bool = True) -> Store:
@@ -70,4 +79,6 @@ def open_store(location: str, *, password_env: str = "", node_ttl: float | None 
             raise StoreError(f"PostgreSQL state needs psycopg 3 and psycopg-pool "
                              f"(pip install 'watcher[postgres]'): {exc}") from None
         return PostgresStore(location, password_env=password_env, node_ttl=node_ttl)
+    from watcher.store.sqlite import SqliteStore
+
     return SqliteStore(location, node_ttl=node_ttl, create=create)

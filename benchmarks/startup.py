@@ -1,0 +1,121 @@
+"""Start-up time of the one-shot commands: `check`, `status`, `once`, `test` (issue 19).
+
+Each command runs as a user runs it (`python -m watcher ...`, a fresh interpreter each
+time) on the shipped offline demo (config/demo.toml and its feeds, copied to a temporary
+folder so the state file lands there; `check` also on config/watcher.toml). `once` runs on
+a state primed by one untimed `once`, so it measures start-up plus a round of unchanged
+feeds; `test` matches one demo feed (parse, match, story placement). Wall time is the
+median of --repeat runs. Then, per command, `python -X importtime` names the imports that
+cost the most (cumulative, top-level only: what watcher's own modules pull in).
+
+    .venv/bin/python benchmarks/startup.py            # table + top imports
+    .venv/bin/python benchmarks/startup.py --repeat 9 --top 15
+
+Writes benchmarks/out/startup.json. Nothing here needs the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import OUT_DIR, REPO_DIR, machine_busy_seconds, wait_for_idle
+
+PYTHON = REPO_DIR / ".venv" / "bin" / "python"
+
+
+def commands(demo: Path) -> dict[str, list[str]]:
+    config = str(demo / "demo.toml")
+    return {
+        "check (watcher.toml)": ["check", "--config", str(REPO_DIR / "config" / "watcher.toml")],
+        "check (demo)": ["check", "--config", config],
+        "status": ["status", "--config", config],
+        "once (unchanged)": ["once", "--config", config],
+        "test (one feed)": ["test", "--config", config, str(demo / "demo" / "feeds" / "wire.xml")],
+    }
+
+
+def run(args: list[str], *, importtime: bool = False) -> tuple[float, str]:
+    """Wall seconds of `python -m watcher ARGS`, and its stderr; fails loudly."""
+    cmd = [str(PYTHON), *(["-X", "importtime"] if importtime else []), "-m", "watcher", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("WATCHER_CONFIG", None)
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_DIR)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+    return wall, proc.stderr
+
+
+def top_imports(stderr: str, top: int) -> list[tuple[str, float]]:
+    """(module, cumulative ms) of the costliest imports at the outermost level."""
+    rows: list[tuple[str, float]] = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        _, cumulative, name = (part.strip() for part in line[12:].split("|"))
+        indent = len(line.split("|")[2]) - len(line.split("|")[2].lstrip())
+        if indent <= 1:  # imported by the command itself, not as part of another import
+            rows.append((name.strip(), int(cumulative) / 1000))
+    return sorted(rows, key=lambda r: -r[1])[:top]
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def prepare(tmp: Path) -> Path:
+    """The demo config and its feeds in `tmp`, with a primed state (one `once`)."""
+    shutil.copy(REPO_DIR / "config" / "demo.toml", tmp / "demo.toml")
+    shutil.copytree(REPO_DIR / "config" / "demo", tmp / "demo")
+    run(["once", "--config", str(tmp / "demo.toml")])
+    return tmp
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=5, help="runs per command (median)")
+    parser.add_argument("--top", type=int, default=10, help="import entries per command")
+    parser.add_argument("--only", default="", help="only commands whose name contains this")
+    args = parser.parse_args()
+    results: dict[str, dict[str, object]] = {}
+    with tempfile.TemporaryDirectory(prefix="watcher-startup-") as folder:
+        demo = prepare(Path(folder))
+        wait_for_idle(60)
+        busy_before, own_before = machine_busy_seconds(), _children_cpu()
+        for name, argv in commands(demo).items():
+            if args.only and args.only not in name:
+                continue
+            walls = [run(argv)[0] for _ in range(args.repeat)]
+            _, stderr = run(argv, importtime=True)
+            results[name] = {"median_ms": round(statistics.median(walls) * 1000),
+                             "min_ms": round(min(walls) * 1000),
+                             "max_ms": round(max(walls) * 1000),
+                             "top_imports_ms": top_imports(stderr, args.top)}
+        others = machine_busy_seconds() - busy_before - (_children_cpu() - own_before)
+    print(f"{'command':<22} {'median ms':>9} {'min':>6} {'max':>6}")
+    for name, r in results.items():
+        print(f"{name:<22} {r['median_ms']:>9} {r['min_ms']:>6} {r['max_ms']:>6}")
+    print(f"(python {sys.version.split()[0]}; {args.repeat} runs each; CPU busy elsewhere "
+          f"on the machine meanwhile: {others:.1f} s)")
+    for name, r in results.items():
+        print(f"\ntop imports, {name} (cumulative ms, -X importtime, one run):")
+        for module, ms in r["top_imports_ms"]:  # type: ignore[attr-defined]
+            print(f"  {ms:8.1f}  {module}")
+    OUT_DIR.mkdir(exist_ok=True)
+    (OUT_DIR / "startup.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
