@@ -308,7 +308,8 @@ class _Unfiltered(Matcher):
         return list(range(len(self._topics)))
 
 
-_OTHER_TEXT = "Kursk Kurskaya kurs Sumy summit Red Cross reduce crossing repatriation"
+_OTHER_TEXT = ("Kursk Kurskaya kurs Sumy summit Red Cross reduce crossing repatriation Суджи "
+               "Судже Сумах сумма Sudzha")
 _MARKUP = ["<b>", "</b>", "<", ">", "&amp;", "a<b", "c>d"]  # markup, broken markup
 _WORDS = [*_RUSSIAN, *_OTHER_TEXT.split(), *_MARKUP]
 
@@ -319,7 +320,8 @@ _WORDS = [*_RUSSIAN, *_OTHER_TEXT.split(), *_MARKUP]
     st.lists(st.sampled_from(_WORDS), max_size=12).map(" ".join),
 )
 def test_prefilter_never_drops_a_match(title: str, summary: str) -> None:
-    rules = [*_PROPERTY_TOPICS, topic("low", any=["Kursk Sumy repatriation"], threshold=40)]
+    rules = [*_PROPERTY_TOPICS, topic("low", any=["Kursk Sumy repatriation"], threshold=40),
+             topic("sudzha", any=["Суджа", "Сумы"], all=["Red Cross | вернулись"])]
     item = entry(title, summary)
     assert Matcher(rules).match(item) == _Unfiltered(rules).match(item)
 
@@ -352,3 +354,45 @@ def test_founding_topics_reach_the_quality_targets_on_the_evaluation_set() -> No
         got = {key for key, topics in found.items() if name in topics}
         precision, recall = len(wanted & got) / len(got), len(wanted & got) / len(wanted)
         assert precision >= 0.9 and recall >= 0.9, (name, precision, recall)
+
+
+# --- word forms of short names and the cost of compiling topics ----------------------------
+
+
+@pytest.mark.parametrize(("phrase", "text"), [
+    ("Суджа", "Хинштейн: из Суджи вывезено 120 мирных жителей"),  # a case ending replaces -а
+    ("Sudzha", "Пережившие оккупацию беженцы захотели остаться в Судже"),
+    ("Сумы", "Жителей Курской области разместили в Сумах"),
+    ("Сумы", "Десять жителей вернулись из Сум"),
+])
+def test_a_four_letter_name_reaches_its_case_forms(phrase: str, text: str) -> None:
+    [match] = Matcher([topic("t", any=[phrase])]).match(entry(text))
+    assert match.hits[0].phrase == phrase and match.hits[0].score >= 90
+    assert Matcher([topic("t", any=[Phrase(phrase, exact=True)])]).match(entry(text)) == []
+
+
+@pytest.mark.parametrize(("phrase", "text"), [
+    ("Сумы", "Сумма сделки выросла"),  # сумма (a sum) is another word
+    ("Sumy", "Summit in Geneva"),
+    ("Суджа", "Суд отложил заседание"),
+])
+def test_case_forms_do_not_reach_other_words(phrase: str, text: str) -> None:
+    assert Matcher([topic("t", any=[phrase])]).match(entry(text)) == []
+
+
+def test_compiling_topics_loads_no_dictionaries_until_a_word_form_is_needed() -> None:
+    """`watcher check` compiles every topic: the pymorphy3 dictionaries (about 0.2 s) wait
+    for the first Cyrillic word whose form matching needs, and load once."""
+    from watcher.matching import match as module
+
+    module._morph.cache_clear()
+    module.stem_form.cache_clear()
+    module.word_stems.cache_clear()
+    rules = [topic("t", any=["вернуть", "Суджа"], all=["Курск | Kursk"])]
+    matcher = Matcher(rules)
+    assert module._morph.cache_info().currsize == 0
+    assert matcher.match(entry("Kursk evacuation")) == []  # spelling rules alone decide
+    assert module._morph.cache_info().currsize == 0
+    [found] = matcher.match(entry("Вернувшихся жителей Курской области разместили в ПВР"))
+    assert "вернуть" in found.matched
+    assert module._morph.cache_info().currsize == 2  # ru and uk, once

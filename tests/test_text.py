@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -54,6 +56,26 @@ def test_normalise(text: str, expected: str) -> None:
 )
 def test_transliteration_variants_fold_together(spellings: tuple[str, ...]) -> None:
     assert len({match_form(spelling) for spelling in spellings}) == 1
+
+
+@pytest.mark.parametrize("text", [
+    "Курської області — «евакуація» №5 €3", "北京市 Zürich", "ქართული ენა", "العربية",
+    "עברית ☃ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "देवनागरी ﷺ", "Ελληνικά Ὀδυσσεύς", "ｶﾀｶﾅ ひらがな", "Семён",
+])
+def test_every_script_is_converted_as_if_the_whole_table_were_precomputed(text: str) -> None:
+    """The table is precomputed only for Latin, Greek, Cyrillic and punctuation (start-up
+    cost); any other character is converted when first met, to the same result."""
+    from anyascii import anyascii as convert
+
+    from watcher.matching import text as module
+
+    full = [module._table_entry(chr(code)) for code in range(0x10000)]
+    full[ord("ё")] = "e"
+    reference = text.translate(full)
+    if not reference.isascii():
+        reference = convert(unicodedata.normalize("NFKC", reference))
+    assert normalise(text) == " ".join("".join(
+        char.lower() if char.isalnum() else " " for char in reference.replace("'", "")).split())
 
 
 def test_fold_variants_works_on_normalised_text() -> None:
