@@ -7,7 +7,8 @@ Reads labelled items (default tests/data/match_eval/items.jsonl; items_xlang.jso
 cross-language set with a dev/test split: report on --split test, choose `like` examples and
 tune on dev) and topics in the `[[topics]]` syntax of config/watcher.toml (default the
 keyword topics of tests/data/match_eval/topics.toml; `--topics config/watcher.toml` for the
-concept topics). Prints precision and recall per topic and per language, three ways:
+concept topics). Prints precision and recall per topic and per language (with the number of
+items and of positives in each cell: one item is 1/positives of recall), three ways:
 
 - keywords: the topic's phrases alone (`about`/`like`/`unlike` dropped);
 - concept: the concept alone (`about`/`like`/`unlike`; `any`, `all`, `query` and `none`
@@ -193,8 +194,10 @@ def table(topics: Sequence[TopicRule], items: Sequence[dict[str, Any]],
             sub_vectors = None if vectors is None else vectors[chosen]
             results[mode, lang] = evaluate(rules, sub, show and mode == "combined"
                                            and lang == "all", embedder, sub_vectors)
-    print(f"{'topic':<24}{'lang':<6}{'pos':>5}" + "".join(f"{m:>16}" for m in modes))
-    print(f"{'':<35}" + "".join(f"{'P     R':>16}" for _ in modes))
+    counts = {lang: sum(lang in ("all", item["lang"]) for item in items)
+              for lang in ["all", *langs]}
+    print(f"{'topic':<24}{'lang':<6}{'items':>6}{'pos':>5}" + "".join(f"{m:>16}" for m in modes))
+    print(f"{'':<41}" + "".join(f"{'P     R':>16}" for _ in modes))
     for topic in topics:
         for lang in ["all", *langs]:
             cells = []
@@ -203,7 +206,7 @@ def table(topics: Sequence[TopicRule], items: Sequence[dict[str, Any]],
                 cells.append(f"{score.precision:>10.3f}{score.recall:>6.3f}" if score else
                              f"{'-':>16}")
             positives = results["keywords", lang][topic.name].positives
-            print(f"{topic.name:<24}{lang:<6}{positives:>5}" + "".join(cells))
+            print(f"{topic.name:<24}{lang:<6}{counts[lang]:>6}{positives:>5}" + "".join(cells))
 
 
 def fit(topics: Sequence[TopicRule], items: Sequence[dict[str, Any]], embedder: Embedder,
