@@ -34,7 +34,8 @@ REQUIRED = {
 }
 OPTIONAL = {"trap", "note", "kind", "story"}
 TEXT_KINDS_NO_HEADLINE = "no headline in the stored copy; summary paraphrased"
-TEXT_KINDS = {"headline verbatim; summary paraphrased", TEXT_KINDS_NO_HEADLINE}
+TEXT_KIND_STORIES = "headline and lead as in tests/data/stories/kursk-evacuations.csv"
+TEXT_KINDS = {"headline verbatim; summary paraphrased", TEXT_KINDS_NO_HEADLINE, TEXT_KIND_STORIES}
 CSV_COLUMNS = [
     "id",
     "story",
