@@ -6,7 +6,8 @@ The same-story verdict is the story engine's (`watcher.story.StoryIndex`, throug
 under the store's story lock, with every placement other processes committed since it last
 looked (`StoryEvent`s, replayed into the index first), so two nodes seeing one story cannot
 both alert on it. `watcher test` calls `StoryDecider.place` for the same verdict without a
-store, so what it shows is what the daemon would do.
+store, so what it shows is what the daemon would do. When the poll's transaction fails,
+`StoryDecider.rollback` (also named `forget`) undoes its placements and merges in memory.
 
 Alerts per story and channel:
 - "story": when the story opens, due after the topic's `group_wait` (outlets that join

@@ -8,14 +8,14 @@
   time prior and a number-clash prior;
 - `index`: online clustering against a topic's open stories (`StoryIndex.assign`), best
   member of up to 8 per story, bounded candidates (rare-key postings + nearest vectors),
-  `to_state` / `from_state` for restarts.
+  bridge merges (an entry sure of two open stories joins them), `detach` / `unmerge` to undo
+  a failed poll, `to_state` / `from_state` for restarts.
 
-Measured (benchmarks/story_fit.py, story_quality.py; 2026-12-01, round 2), with embeddings:
+Measured (benchmarks/story_fit.py, story_quality.py; 2026-12-01, round 3), with embeddings:
 SemEval-2022 pairs, 5-fold grouped CV: same-language P 0.91 R 0.61, cross-language
-P 0.92 R 0.60 (title + lead); Kursk set streamed: P 1.00, R 0.79 same-language, 0.73
-cross-language; Kursk + founding sets: P 0.75 R 0.63 (same-topic follow-ups merge); UCI
-streamed: pairwise P 0.95 R 0.21, B-cubed F1 0.42; pairs sharing only topic words: 0 of 76
-merged (2 without embeddings). Tables: tests/data/stories/README-engine.md.
+P 0.92 R 0.60 (title + lead); Kursk + founding sets streamed: P 0.77 R 0.71 (same-topic
+follow-ups merge); UCI streamed: pairwise P 0.95 R 0.30, B-cubed F1 0.51; pairs sharing only
+topic words: 0 of 76 merged. Tables: tests/data/stories/README-engine.md.
 """
 
 from watcher.story.decision import probability, same_story
