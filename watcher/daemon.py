@@ -66,6 +66,7 @@ class Runtime:
     def __init__(self, config: Config, store: Store, *, workers: Executor | None = None,
                  rules: Rules | None = None, embedding: Embedding | None = None) -> None:
         self.config = config
+        self.feeds = {f.url: f for f in config.feeds}  # by URL, for each claim
         self.store = store
         w = config.watcher
         self.fetcher = Fetcher(timeout=w.timeout.total_seconds(), max_bytes=w.max_bytes,
@@ -148,6 +149,7 @@ class Runtime:
             await _close_senders(senders.values())
             raise
         self.config = config
+        self.feeds = {f.url: f for f in config.feeds}
         self.fetcher.fulltext_allow = config.watcher.fulltext_allow
         self.pipeline.apply(config, rules)
         self.outbox.configure(senders, digest_channels(config), config.watcher.retry_base)
@@ -395,9 +397,8 @@ class Daemon:
                     await self.runtime.store.release(self.node, urls)
             # Something was due: when a poll ends (a slot or a host's turn frees up), look again.
             self._backlog = bool(claimed)
-            feeds = {f.url: f for f in self.runtime.config.feeds}
             for state in claimed:
-                if (feed := feeds.get(state.url)) is not None:
+                if (feed := self.runtime.feeds.get(state.url)) is not None:
                     task = asyncio.create_task(self._poll(feed, state), name=f"poll {feed.url}")
                     self.inflight.add(task)
                     task.add_done_callback(self._poll_done)
@@ -421,7 +422,10 @@ class Daemon:
         self.inflight.discard(task)
         if not self.inflight and not self._backlog:
             metrics.mark_round()  # every poll of the round is done
-        if self._backlog and not self.stop_event.is_set():
+        # claim again once half the budget is free (not after every poll: one claim per
+        # finished poll made a round of N feeds N claims, each reading the due feeds)
+        half = self.runtime.config.watcher.concurrency if self.runtime is not None else 0
+        if self._backlog and len(self.inflight) <= half and not self.stop_event.is_set():
             self._backlog = False
             asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._tick()))
 

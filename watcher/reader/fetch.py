@@ -19,13 +19,14 @@ Webhooks (configured by the operator) use the unguarded session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,8 @@ class Fetcher:
         self.per_host = per_host
         self.guard = AddressGuard(fulltext_allow)
         self._global = asyncio.Semaphore(concurrency)
-        self._hosts: dict[str, asyncio.Semaphore] = {}
+        # per-host limits, of the hosts being fetched now (not one object per host ever seen)
+        self._hosts: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._guarded: aiohttp.ClientSession | None = None
         self._trust: dict[str, tuple[bool, float]] = {}  # host -> (private, checked at)
@@ -204,11 +206,11 @@ class Fetcher:
         if guarded is None:
             guarded = not await self._private_host(host)
         session = self.guarded_session if guarded else self.session
-        gate = self._hosts.setdefault(host, asyncio.Semaphore(self.per_host))
-        async with gate, self._global:  # host first: a queue for one host holds no global slot
-            try:
-                async with asyncio.timeout(self.timeout):  # not wait_for: 3.11's can
-                    return await self._get(session, url, validators)  # swallow a cancel
+        # the host's slot first: a queue for one host holds no global slot
+        async with self._host_gate(host), self._global:
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+                async with asyncio.timeout(self.timeout):
+                    return await self._get(session, url, validators)
             except TimeoutError:
                 return FetchResult(url, 0, error=f"no complete response within {self.timeout:g} s"
                                    " (the [watcher] timeout): the server is too slow or stalled")
@@ -220,6 +222,19 @@ class Fetcher:
                 return FetchResult(url, 0, error=f"invalid URL: {exc}")
             except (aiohttp.ClientError, OSError, ValueError) as exc:
                 return FetchResult(url, 0, error=_describe(exc))
+
+    @contextlib.asynccontextmanager
+    async def _host_gate(self, host: str) -> AsyncIterator[None]:
+        """Hold one of `host`'s per_host slots; the host's semaphore lives while in use."""
+        gate, users = self._hosts.setdefault(host, (asyncio.Semaphore(self.per_host), [0]))
+        users[0] += 1
+        try:
+            async with gate:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._hosts[host]
 
     async def _private_host(self, host: str) -> bool:
         """Whether a configured host is loopback or private (then it is trusted unguarded)."""

@@ -21,21 +21,28 @@ WHERE NOT feeds.active OR feeds.host = ''
 """
 
 # Due feeds, ranked per host after the leases that host already has (cluster-wide), so a
-# claim never takes a host past `per_host`; hosts under a Retry-After block are skipped.
+# claim never takes a host past `per_host`; hosts under a Retry-After block and hosts at
+# their cap are skipped. The candidates are the first `scan` due feeds by the index
+# feeds_due (a range, not every feed: 50,000 feeds), the rest are left for the next claim.
 CLAIM_DUE = f"""
 WITH busy AS (
     SELECT f.host, count(*) AS n FROM feeds f
     WHERE f.lease_owner IS NOT NULL AND f.host <> '' AND NOT {_LEASE_VOID.format(t="f")}
     GROUP BY f.host
-), due AS (
-    SELECT f.url, f.host, f.next_poll_at,
-           row_number() OVER (PARTITION BY f.host ORDER BY f.next_poll_at, f.url)
-               + COALESCE(b.n, 0) AS slot
-    FROM feeds f LEFT JOIN busy b ON b.host = f.host
-    WHERE f.active AND f.disabled_reason IS NULL
-      AND COALESCE(f.next_poll_at, '-infinity') <= %(now)s
+), candidates AS (
+    SELECT f.url, f.host, f.next_poll_at FROM feeds f
+    WHERE f.active AND f.disabled_reason IS NULL AND f.next_poll_at <= %(now)s
       AND {_LEASE_VOID.format(t="f")}
       AND NOT EXISTS (SELECT 1 FROM hosts h WHERE h.host = f.host AND h.blocked_until > %(now)s)
+      AND NOT EXISTS (SELECT 1 FROM busy b WHERE b.host = f.host AND f.host <> ''
+                      AND b.n >= %(per_host)s)
+    ORDER BY f.next_poll_at
+    LIMIT %(scan)s
+), due AS (
+    SELECT c.url, c.host, c.next_poll_at,
+           row_number() OVER (PARTITION BY c.host ORDER BY c.next_poll_at, c.url)
+               + COALESCE(b.n, 0) AS slot
+    FROM candidates c LEFT JOIN busy b ON b.host = c.host
 ), picked AS (
     SELECT f.url FROM feeds f JOIN due ON due.url = f.url
     WHERE due.host = '' OR due.slot <= %(per_host)s

@@ -42,6 +42,7 @@ from watcher.store.base import (
 from watcher.store.pg_batch import SAVE_FEEDS, FeedWriter, batch_params
 from watcher.store.pg_sql import CLAIM_ALERTS, CLAIM_DUE, SYNC_FEEDS
 from watcher.store.sql import (
+    CLAIM_SCAN,
     HEARTBEAT,
     SAVE_FEED,
     Params,
@@ -206,6 +207,9 @@ class PostgresStore(SqlStore):
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (pg_schema.CLAIM_LOCK,))
             await conn.execute(SYNC_FEEDS, {"urls": urls, "hosts": hosts, "now": now,
                                             "spread": spread})
+            # a claim finds due feeds by a range of feeds_due, which NULL would escape
+            await conn.execute("UPDATE feeds SET next_poll_at = '-infinity' "
+                               "WHERE active AND next_poll_at IS NULL")
 
     async def claim_due(self, node: str, now: datetime, lease: float, limit: int,
                         per_host: int | None = None) -> list[FeedState]:
@@ -217,7 +221,8 @@ class PostgresStore(SqlStore):
         """
         self.node = node
         params = {"node": node, "now": now, "until": now + timedelta(seconds=lease),
-                  "limit": limit, "per_host": per_host or FOREVER}
+                  "limit": limit, "per_host": per_host or FOREVER,
+                  "scan": limit * CLAIM_SCAN if per_host else limit}
         async with self._conn() as conn, conn.pipeline(), conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (pg_schema.CLAIM_LOCK,))
             await self._touch(conn, node, now)

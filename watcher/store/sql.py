@@ -58,6 +58,7 @@ FEED_COLUMNS = ("url", "current_url", "title", "etag", "last_modified", "body_ha
                 "next_poll_at", "disabled_reason", "entries_total", "interval_s")
 TIME_COLUMNS = frozenset({"last_poll_at", "last_success_at", "next_poll_at"})
 OUTLETS_PER_STORY = 50
+CLAIM_SCAN = 4  # a claim with a per-host cap looks at most this many due rows per feed wanted
 
 # A lease no longer holds when it has run out, or when its owner's heartbeat has expired.
 LEASE_VOID = ("({t}.lease_until IS NULL OR {t}.lease_until < :now OR EXISTS "

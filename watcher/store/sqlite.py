@@ -29,7 +29,9 @@ from watcher.store.base import (
     title_hash,
     to_epoch,
 )
+from watcher.store.pg_batch import FeedWriter
 from watcher.store.sql import (
+    CLAIM_SCAN,
     HEARTBEAT,
     LEASE_VOID,
     SAVE_FEED,
@@ -49,6 +51,15 @@ from watcher.store.sqlite_schema import MIGRATIONS, migrate
 T = TypeVar("T")
 __all__ = ["DELIVERY_LEASE", "MIGRATIONS", "SqliteStore", "title_hash"]  # title_hash: re-export
 DIALECT = Dialect()
+# The hosts' live leases (every process's), from the partial index feeds_leased.
+BUSY_HOSTS = ("SELECT host, COUNT(*) FROM feeds WHERE lease_owner IS NOT NULL AND host <> '' "
+              "AND NOT " + LEASE_VOID.format(t="feeds") + " GROUP BY host")
+# Due feeds in order, by a range of the index feeds_due; hosts under a Retry-After and
+# hosts at their cap (:capped, a JSON list) skipped.
+DUE_FEEDS = ("SELECT * FROM feeds WHERE active = 1 AND next_poll_at <= :now "
+             "AND disabled_reason IS NULL AND " + LEASE_VOID.format(t="feeds")
+             + " AND host NOT IN (SELECT host FROM hosts WHERE blocked_until > :now)"
+             " AND host NOT IN (SELECT value FROM json_each(:capped)) ORDER BY next_poll_at")
 
 
 class SqliteStore(SqlStore):
@@ -67,6 +78,8 @@ class SqliteStore(SqlStore):
         self._db: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._identity: tuple[int, int] | None = None  # (device, inode) of the opened file
+        # save_feed calls arriving together (a round's 304s) are one transaction
+        self._writer = FeedWriter(lambda states: self._run(self._save_feeds, states))
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -154,7 +167,15 @@ class SqliteStore(SqlStore):
     # --- feeds ---
 
     async def save_feed(self, state: FeedState) -> None:
-        await self._run(self._save_feed, state)
+        """Write the feed's state and release any lease on it; returns once committed
+        (writes arriving meanwhile are committed with it, in one transaction)."""
+        await self._writer.save(state)
+
+    def _save_feeds(self, states: list[FeedState]) -> None:
+        now = datetime.now(UTC)
+        with self._tx():
+            self.db.executemany(SAVE_FEED, [feed_params(s, self.node, now, DIALECT)
+                                            for s in states])
 
     def _save_feed(self, state: FeedState) -> None:
         """Write the feed's state and release any lease on it."""
@@ -173,6 +194,9 @@ class SqliteStore(SqlStore):
                 "ON CONFLICT (url) DO UPDATE SET active = 1, "
                 "host = CASE WHEN host = '' THEN excluded.host ELSE host END",
                 [(url, feed_host(url), start + random.uniform(0, spread)) for url in urls])
+            # a claim finds due feeds by a range of feeds_due, which NULL would escape
+            self.db.execute("UPDATE feeds SET next_poll_at = 0 WHERE active = 1 "
+                            "AND next_poll_at IS NULL")
 
     async def claim_due(self, node: str, now: datetime, lease: float, limit: int,
                         per_host: int | None = None) -> list[FeedState]:
@@ -189,34 +213,16 @@ class SqliteStore(SqlStore):
                 self._last_beat = t
                 self.db.execute(HEARTBEAT, heartbeat_params(node, None, now, self.node_ttl,
                                                             None, DIALECT))
-            cursor = self.db.execute(
-                "SELECT * FROM feeds WHERE active = 1 AND disabled_reason IS NULL "
-                "AND COALESCE(next_poll_at, 0) <= :now AND " + LEASE_VOID.format(t="feeds")
-                + " AND host NOT IN (SELECT host FROM hosts WHERE blocked_until > :now) "
-                "ORDER BY next_poll_at, url" + ("" if per_host else " LIMIT :limit"),
-                {"now": t, "limit": limit})
-            rows = self._within_host_cap(cursor, t, limit, per_host)
+            busy: dict[str, int] = dict(self.db.execute(BUSY_HOSTS, {"now": t})) \
+                if per_host else {}
+            capped = [host for host, n in busy.items() if per_host and n >= per_host]
+            cursor = self.db.execute(DUE_FEEDS + " LIMIT :limit", {
+                "now": t, "capped": json.dumps(capped),
+                "limit": limit * CLAIM_SCAN if per_host else limit})
+            rows = _within_host_cap(cursor, busy, limit, per_host)
             self.db.executemany("UPDATE feeds SET lease_owner = ?, lease_until = ? WHERE url = ?",
                                 [(node, t + lease, r["url"]) for r in rows])
         return [feed_from_row(r, DIALECT) for r in rows]
-
-    def _within_host_cap(self, cursor: sqlite3.Cursor, now: float, limit: int,
-                         per_host: int | None) -> list[sqlite3.Row]:
-        if not per_host:
-            return cursor.fetchall()
-        busy: dict[str, int] = dict(self.db.execute(
-            "SELECT host, COUNT(*) FROM feeds WHERE lease_owner IS NOT NULL AND host <> '' "
-            "AND NOT " + LEASE_VOID.format(t="feeds") + " GROUP BY host", {"now": now}))
-        picked = []
-        for row in cursor:
-            host = row["host"]
-            if host and busy.get(host, 0) >= per_host:
-                continue
-            busy[host] = busy.get(host, 0) + 1
-            picked.append(row)
-            if len(picked) >= limit:
-                break
-        return picked
 
     # --- one poll, one transaction ---
 
@@ -275,6 +281,26 @@ class SqliteStore(SqlStore):
                 "(SELECT value FROM json_each(alerts.sent_to) UNION "
                 "SELECT value FROM json_each(:targets) ORDER BY 1)) WHERE id = :id",
                 {"targets": json.dumps(list(targets)), "id": alert_id})
+
+
+def _within_host_cap(cursor: sqlite3.Cursor, busy: dict[str, int], limit: int,
+                     per_host: int | None) -> list[sqlite3.Row]:
+    """Up to `limit` of the due rows, at most `per_host` leased per host (with `busy`, the
+    leases the hosts have). The scan is bounded (CLAIM_SCAN rows per feed wanted): rows a
+    host at its cap keeps from being claimed now are left for the next claim, which skips
+    that host in SQL."""
+    if not per_host:
+        return cursor.fetchall()
+    picked = []
+    for row in cursor:
+        host = row["host"]
+        if host and busy.get(host, 0) >= per_host:
+            continue
+        busy[host] = busy.get(host, 0) + 1
+        picked.append(row)
+        if len(picked) >= limit:
+            break
+    return picked
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
