@@ -14,7 +14,7 @@
 Measured (benchmarks/story_fit.py, story_quality.py; 2026-12-01, round 3), with embeddings:
 SemEval-2022 pairs, 5-fold grouped CV: same-language P 0.91 R 0.61, cross-language
 P 0.92 R 0.60 (title + lead); Kursk + founding sets streamed: P 0.77 R 0.71 (same-topic
-follow-ups merge); UCI streamed: pairwise P 0.95 R 0.30, B-cubed F1 0.51; pairs sharing only
+follow-ups merge); UCI streamed: pairwise P 0.95 R 0.39, B-cubed F1 0.57; pairs sharing only
 topic words: 0 of 76 merged. Tables: tests/data/stories/README-engine.md.
 """
 
