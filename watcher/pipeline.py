@@ -42,6 +42,7 @@ Clock = Callable[[], datetime]
 
 
 STREAM_REBUILD = 20_000  # newest stored entries whose words seed the statistics at a start
+EMBED_BATCH = 64  # texts embedded in one model call at most (calls are batched up to it)
 
 
 def utcnow() -> datetime:
@@ -61,6 +62,9 @@ class Embedding:
         self._model: Embedder | None = None
         self._lock = threading.Lock()
         self._thread: ThreadPoolExecutor | None = None
+        # embed() calls waiting for the model thread: run together as one batch
+        self._queued: list[tuple[list[str], asyncio.Future[np.ndarray | None]]] = []
+        self._runner: asyncio.Task[None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -98,11 +102,43 @@ class Embedding:
         from watcher.embed import entry_text
 
         texts = [entry_text(e.title, e.summary) for e in entries]
-        loop = asyncio.get_running_loop()
-        vectors = await loop.run_in_executor(self.executor, self.embed_sync, texts)
+        done: asyncio.Future[np.ndarray | None] = asyncio.get_running_loop().create_future()
+        self._queued.append((texts, done))
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run_batches(), name="embed-batches")
+        vectors = await done
         if vectors is None:
             return {}
         return {e.id: vectors[i] for i, e in enumerate(entries)}
+
+    async def _run_batches(self) -> None:
+        """Embed what the polls asked for, in batches: the calls that arrived while the
+        model was busy go to it as one (a call has a fixed cost of its own, and a changed
+        round asks for a few entries per feed, from many feeds at once)."""
+        loop = asyncio.get_running_loop()
+        while self._queued:
+            batch: list[tuple[list[str], asyncio.Future[np.ndarray | None]]] = []
+            size = 0
+            while self._queued and (not batch or size + len(self._queued[0][0]) <= EMBED_BATCH):
+                texts, done = self._queued.pop(0)
+                batch.append((texts, done))
+                size += len(texts)
+            try:
+                vectors = await loop.run_in_executor(
+                    self.executor, self.embed_sync, [t for texts, _ in batch for t in texts])
+            except BaseException as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            start = 0
+            for texts, done in batch:
+                if not done.done():
+                    done.set_result(None if vectors is None
+                                    else vectors[start:start + len(texts)])
+                start += len(texts)
 
     def close(self) -> None:
         if self._thread is not None:
