@@ -46,15 +46,18 @@ from watcher.model import Entry, Phrase, TopicRule  # noqa: E402
 EVAL_DIR = REPO / "tests" / "data" / "match_eval"
 # The issue's target shape: a place (or organisation) name, one sentence and two example
 # headlines, no list of word forms; the examples are dev items of items_xlang.jsonl and the
-# threshold was chosen on the dev half (`--topics target`).
+# threshold was chosen on the dev half (`--topics target`). Kursk's two examples were chosen
+# on dev (xlang dev + items.jsonl) among all pairs of positive dev headlines (x040, x196: one
+# return, one evacuation), its threshold too; the Red Cross topic reaches at best
+# min(P, R) = 0.77 on dev over all 378 such pairs, so its examples stay as they were.
 TARGET_TOPICS = """
 [[topics]]
 name = "kursk-evacuation"
 all = ["Kursk"]
 about = "Residents of Russia's Kursk region are evacuated from their homes or return home."
-like = ["Russia orders mandatory evacuation in Kursk after Ukraine incursion",
-        "Москалькова сообщила о возвращении еще 8 жителей Курской области из Украины"]
-about_threshold = 30
+like = ["Десятки жителей Курской области удалось вернуть с Украины",
+        "Из освобождённого курского приграничья с 12 марта вывезены 275 человек"]
+about_threshold = 40
 
 [[topics]]
 name = "red-cross-repatriation"
