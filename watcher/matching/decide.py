@@ -176,9 +176,10 @@ class StoryDecider:
         self.window = rules.config.watcher.story_window
         self.index = StoryIndex(self.window)
         self.books: dict[str, Book] = {}
-        # merges of the polls deciding now: (record, position in its events, index undo,
-        # books before), so `rollback` can undo them; the oldest are dropped
-        self._merges: deque[tuple[PollRecord, int, Merge, dict[str, Book]]] = deque(maxlen=256)
+        # merges of the latest polls: (record, position in its events, index undo, books
+        # before), so `rollback` can undo them. A failed poll is rolled back right after its
+        # transaction, and polls decide one at a time (the story lock), so the last 32 suffice
+        self._merges: deque[tuple[PollRecord, int, Merge, dict[str, Book]]] = deque(maxlen=32)
         self.configure(rules)
 
     @property
