@@ -191,19 +191,22 @@ def feature_matrix(
     return np.asarray(rows, dtype=np.float64)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[float, np.ndarray]:
-    """(bias, coefficients) minimising log loss + l2/2 * |coef|^2 on standardised features
-    (Newton's method), returned for the raw features."""
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, l2: float = L2, weights: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
+    """(bias, coefficients) minimising (weighted) log loss + l2/2 * |coef|^2 on standardised
+    features (Newton's method), returned for the raw features."""
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
     design = np.hstack([np.ones((len(x), 1)), (x - mean) / scale])
+    sample = np.ones(len(y)) if weights is None else weights
     w = np.zeros(design.shape[1])
     penalty = np.eye(design.shape[1]) * l2
     penalty[0, 0] = 0.0
     for _ in range(100):
         p = 1 / (1 + np.exp(-design @ w))
-        grad = design.T @ (p - y) + penalty @ w
-        hess = design.T @ (design * (p * (1 - p))[:, None]) + penalty
+        grad = design.T @ (sample * (p - y)) + penalty @ w
+        hess = design.T @ (design * (sample * p * (1 - p))[:, None]) + penalty
         step = np.linalg.solve(hess, grad)
         w -= step
         if np.abs(step).max() < 1e-8:
@@ -226,11 +229,13 @@ SIGNS: dict[str, int] = {
 }
 
 
-def fit_signed(x: np.ndarray, y: np.ndarray, names: Sequence[str]) -> tuple[float, np.ndarray]:
+def fit_signed(
+    x: np.ndarray, y: np.ndarray, names: Sequence[str], weights: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
     """`fit_logistic` with the signs of SIGNS enforced by dropping offending features."""
     keep = list(range(len(names)))
     while True:
-        bias, coef = fit_logistic(x[:, keep], y)
+        bias, coef = fit_logistic(x[:, keep], y, weights=weights)
         wrong = [i for i, c in zip(keep, coef, strict=True) if SIGNS.get(names[i], 0) * c < 0]
         if not wrong:
             full = np.zeros(len(names))
