@@ -155,8 +155,8 @@ def _phrase_words(raw: str) -> list[str]:
 # "вернуть" ~ "вернувшихся"). No language guess is needed, and a stem costs a dictionary
 # lookup once per distinct word. Only words sharing the phrase word's first four letters and
 # not already matched by the spelling rules are stemmed, so the prefilter's gate stays exact;
-# a phrase word of four letters ending in a vowel also looks at words sharing its first three
-# ("Sumy" ~ "Сумах", "Суджа" ~ "Суджи": a case ending replaces the vowel). `exact = true` on a
+# a Cyrillic phrase word of four letters ending in a vowel also looks at words sharing its first
+# three ("Сумы" ~ "Сумах", "Суджа" ~ "Суджи": a case ending replaces the vowel). `exact = true` on a
 # phrase turns all of it off. Stems are made when matching first needs one, never when topics
 # are compiled: the analysers (pymorphy3 loads ru and uk dictionaries in ~0.2 s) are built on
 # the first Cyrillic word that needs a stem, so `watcher check` and Latin-only feeds never pay.
@@ -219,11 +219,14 @@ def _phrase_originals(raw: str, count: int) -> list[str]:
 _VOWELS = "aeiou"  # in match form ("y" is folded to "i"; я, ю, й begin with i)
 
 
-def _lookup_keys(token: str, forms: bool) -> tuple[str, ...]:
+def _lookup_keys(token: str, original: str) -> tuple[str, ...]:
     """The index keys under which a phrase word's matches can be found: its own, and for a
-    four-letter word ending in a vowel (with word forms) its first three letters followed by
-    any vowel, or alone: the Russian and Ukrainian case endings ("Сумы": Сум, Сумах, Суми)."""
-    if not forms or len(token) != _KEY_LENGTH or token[-1] not in _VOWELS:
+    four-letter word written in Cyrillic and ending in a vowel (with word forms) its first
+    three letters followed by any vowel, or alone: the Russian and Ukrainian case endings
+    ("Сумы": Сум, Сумах, Суми). Latin-script words are left alone: their languages seldom
+    inflect so, and "Jane" would look at every "January" (the prefilter's cost)."""
+    if (not original or len(token) != _KEY_LENGTH or token[-1] not in _VOWELS
+            or _script(original) != "cyrillic"):
         return (_key(token),)
     stem = token[:-1]
     return (token, stem, *(stem + vowel for vowel in _VOWELS if stem + vowel != token))
@@ -284,7 +287,7 @@ class _Words:
         tokens = tuple(word for word, _ in kept)
         weights = tuple(float(len(token.rstrip(WILDCARD))) for token in tokens)
         window = 1 if len(tokens) == 1 else len(tokens) + max(1, len(tokens) // 2)
-        lookup = tuple(_lookup_keys(token, bool(original)) for token, original in kept)
+        lookup = tuple(_lookup_keys(token, original) for token, original in kept)
         keys = frozenset(key for keys in lookup for key in keys)
         return _Words(label or " ".join(text.split()), tokens, weights, sum(weights), window,
                       keys, exact, tuple(original for _, original in kept), lookup)

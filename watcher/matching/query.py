@@ -194,7 +194,7 @@ def terms(node: QueryNode, negated: bool = False) -> Iterator[tuple[Term, bool]]
 # "no condition" (the expression may hold for any entry, e.g. NOT x).
 
 Gate = frozenset[frozenset[str]] | None
-_MAX_TERMS = 64  # combining conditions multiplies their terms; stop before it gets silly
+_MAX_TERMS = 128  # combining conditions multiplies their terms; stop before it gets silly
 
 
 def any_of(gates: Iterable[Gate]) -> Gate:
