@@ -371,6 +371,13 @@ def test_a_four_letter_name_reaches_its_case_forms(phrase: str, text: str) -> No
     assert Matcher([topic("t", any=[Phrase(phrase, exact=True)])]).match(entry(text)) == []
 
 
+def test_a_cyrillic_alternative_keeps_its_case_forms_beside_a_latin_spelling() -> None:
+    """"Sudzha | Суджа" are one word in match form; the Cyrillic one also reaches "Суджи"."""
+    [match] = Matcher([topic("t", all=["Kursk | Sudzha | Суджа"])]).match(
+        entry("Хинштейн: из Суджи вывезено 120 мирных жителей"))
+    assert match.matched == ["Суджа"]
+
+
 @pytest.mark.parametrize(("phrase", "text"), [
     ("Сумы", "Сумма сделки выросла"),  # сумма (a sum) is another word
     ("Sumy", "Summit in Geneva"),

@@ -327,7 +327,8 @@ class _Phrase:
         if not phrase.exact:
             parts += [derived for part in phrase.text.split("|") for derived in _place_words(part)]
         compiled = (_Words.compile(part, phrase.exact, label) for part, label in parts)
-        unique = {words.tokens: words for words in reversed([c for c in compiled if c])}
+        unique = {(words.tokens, words.lookup): words
+                  for words in reversed([c for c in compiled if c])}
         alternatives = tuple(reversed(unique.values()))  # the first of equal alternatives
         if not alternatives:
             raise ValueError(f"phrase {phrase.text!r} has no words to match")
