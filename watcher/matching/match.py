@@ -31,7 +31,10 @@ Cyrillic or Latin spelling of a word make no difference ("Kursk" finds "Курс
 Speed: entries are turned into match form once, and a topic is evaluated only if the entry
 has the four-letter prefixes of words it cannot match without (its gate, a necessary
 condition; see query.Gate), so most entry/topic pairs cost one set intersection. The gate
-loses nothing: a word only scores when it shares the phrase word's first four letters.
+loses nothing: a word only scores when it shares the phrase word's first four letters (or,
+for a four-letter Cyrillic word ending in a vowel, its first three and a vowel: the keys
+it is looked up under). Compiling a topic embeds nothing it does not need and stems nothing:
+stems wait for the first match that needs them (see "word forms").
 """
 
 from __future__ import annotations
