@@ -328,7 +328,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     BRIDGE = args.bridge
     if args.threshold is not None:
         constants.THRESHOLD = constants.LEXICAL_THRESHOLD = args.threshold
-    threshold = constants.LEXICAL_THRESHOLD if args.lexical else constants.THRESHOLD
+        constants.TITLE_THRESHOLD = args.threshold
+    threshold = (
+        f"{constants.LEXICAL_THRESHOLD}"
+        if args.lexical
+        else f"{constants.THRESHOLD} (title only {constants.TITLE_THRESHOLD})"
+    )
     print(
         f"model: {model_name(args)}, members {args.members}, threshold {threshold},"
         f" bridge {BRIDGE}\n"

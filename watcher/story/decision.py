@@ -158,9 +158,18 @@ def probability(a: Evidence, b: Evidence, rarity: Rarity) -> float:
     return _probability(pair_features(a, b, rarity), a, b)
 
 
+def threshold(features: dict[str, float], a: Evidence, b: Evidence) -> float:
+    """The fitted threshold: per model, and for the embedding model per input (a pair where
+    either entry is a title alone has its own, fitted on the title-only pairs)."""
+    if "cos" not in features:
+        return fitted.LEXICAL_THRESHOLD
+    if not (a.has_lead and b.has_lead):
+        return fitted.TITLE_THRESHOLD
+    return fitted.THRESHOLD
+
+
 def same_story(a: Evidence, b: Evidence, rarity: Rarity) -> tuple[bool, float]:
-    """The decision: (same story?, probability); each model has its fitted threshold."""
+    """The decision: (same story?, probability) against the fitted threshold."""
     features = pair_features(a, b, rarity)
     p = _probability(features, a, b)
-    threshold = fitted.THRESHOLD if "cos" in features else fitted.LEXICAL_THRESHOLD
-    return p >= threshold, p
+    return p >= threshold(features, a, b), p
