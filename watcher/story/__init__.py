@@ -13,9 +13,10 @@
 
 Measured (benchmarks/story_fit.py, story_quality.py; 2026-12-01, round 3), with embeddings:
 SemEval-2022 pairs, 5-fold grouped CV: same-language P 0.91 R 0.61, cross-language
-P 0.92 R 0.60 (title + lead); Kursk + founding sets streamed: P 0.77 R 0.71 (same-topic
-follow-ups merge); UCI streamed: pairwise P 0.95 R 0.39, B-cubed F1 0.57; pairs sharing only
-topic words: 0 of 76 merged. Tables: tests/data/stories/README-engine.md.
+P 0.92 R 0.60 (title + lead), same-language P 0.93 R 0.48 (titles alone); Kursk + founding
+sets streamed: P 0.77 R 0.71 (same-topic follow-ups merge); UCI streamed (titles): pairwise
+P 0.95 R 0.42, B-cubed F1 0.60; pairs sharing only topic words: 0 of 76 merged. Tables:
+tests/data/stories/README-engine.md.
 """
 
 from watcher.story.decision import probability, same_story

@@ -3,7 +3,9 @@
 `pair_features` turns two `Evidence` into the handful of numbers the logistic regression
 reads (names in `FEATURES`); `probability` applies the fitted coefficients from
 `watcher.story.constants` — the model with the embedding cosine when both entries have a
-vector, the lexical-only model otherwise — and `same_story` compares with the threshold.
+vector, the lexical-only model otherwise — and `same_story` compares with the threshold
+(the embedding model has one for pairs where an entry is a title alone, fitted on SemEval's
+title-only rows: `threshold`).
 Both the daemon and `watcher test` must call `same_story` (through `StoryIndex`), nothing
 else.
 
