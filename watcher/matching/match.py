@@ -39,13 +39,13 @@ stems wait for the first match that needs them (see "word forms").
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 from rapidfuzz.distance import Indel, Prefix
 
 from watcher.matching.query import (
@@ -72,6 +72,8 @@ from watcher.matching.text import (
 from watcher.model import FIELDS, Entry, Field, Hit, Match, Phrase, TopicRule
 
 if TYPE_CHECKING:
+    import numpy as np  # only concept topics use it: imported there (start-up cost)
+
     from watcher.embed import Embedder
 
 GAP_PENALTY = 2.0
@@ -374,7 +376,7 @@ UNLIKE_WEIGHT = 1.0  # how much an `unlike` example nearer than every positive t
 
 def calibrated(similarity: float) -> float:
     """A concept similarity (cosine) as a 0..100 score (logistic; see CONCEPT_SLOPE)."""
-    return round(100.0 / (1.0 + float(np.exp(-CONCEPT_SLOPE * (similarity - CONCEPT_MIDPOINT)))), 1)
+    return round(100.0 / (1.0 + math.exp(-CONCEPT_SLOPE * (similarity - CONCEPT_MIDPOINT))), 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,6 +406,8 @@ class _Concept:
         if not about and not like:
             raise ValueError(f"topic {rule.name!r}: `about` and `like` are empty")
         texts = ([about] if about else []) + list(like) + list(unlike)
+        import numpy as np
+
         vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
         first = 1 if about else 0
         labels = ([f"about {about!r}"] if about else []) + [f"like {text!r}" for text in like]
@@ -418,11 +422,11 @@ class _Concept:
         parts = ([sims[0]] if self.about is not None else []) + ([sum(like) / len(like)]
                                                                  if like else [])
         similarity = sum(parts) / len(parts)
-        nearest = self.labels[int(np.argmax(sims))]
+        nearest = self.labels[max(range(len(sims)), key=sims.__getitem__)]
         pushed_by = ""
         if len(self.negative):
             against = self.negative @ vector
-            worst = int(np.argmax(against))
+            worst = int(against.argmax())
             closest = max(sims)  # the nearest positive text, one text against one text
             if float(against[worst]) > closest:
                 pushed_by = self.unlike[worst]
@@ -691,7 +695,7 @@ def hit_kind(hit: Hit) -> Literal["phrase", "concept", "catch-all"]:
 def similarity_of(score: float) -> float:
     """The cosine a calibrated concept score stands for (the inverse of `calibrated`)."""
     score = min(max(score, 0.01), 99.99)
-    return CONCEPT_MIDPOINT + float(np.log(score / (100.0 - score))) / CONCEPT_SLOPE
+    return CONCEPT_MIDPOINT + math.log(score / (100.0 - score)) / CONCEPT_SLOPE
 
 
 def entry_vector_text(entry: Entry) -> str:
@@ -832,6 +836,8 @@ class Matcher:
                 if self._embedder is None:
                     return None
                 vector = self._embedder.embed([entry_vector_text(view.entry)])[0]
+            import numpy as np
+
             view.vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         return view.vector
 
