@@ -268,3 +268,37 @@ def test_a_bridging_entry_merges_two_stories_and_a_failed_poll_unmerges_them(
     decider.decide(retried, [], NOW)
     assert {m.story_id for m in retried.members} == {story}
     assert len([s for s in decider.books if decider.index.story("anywhere", s)]) == 1
+
+
+def test_a_replayed_bridge_merges_the_stories_on_another_node_and_after_a_restart(
+        tmp_path: Path) -> None:
+    """A merge lives in the placement's stored event: a decider rebuilt from the committed
+    events (a restart, another node) holds one merged story, as the one that decided it."""
+    rules = Rules(load_config(write_config(tmp_path, [], "")))
+    decider = StoryDecider(rules)
+    centre = decider.index.stream.centres.get("en")
+    assert centre is not None
+    u1, u2 = np.eye(384, dtype=np.float32)[:2]
+    polls = []
+    for title, feed, direction in [
+            ("Kursk evacuation: shelling hits the Belovsky district", "https://a.example/rss", u1),
+            ("Kursk evacuation: families leave Krasnaya Yaruga", "https://b.example/rss", u2),
+            ("Kursk evacuation: border villages emptied", "https://c.example/rss", u1 + u2)]:
+        record = poll(rules, entry(title, feed, str(len(polls))))
+        vector = (centre + direction / np.linalg.norm(direction)).astype(np.float32)
+        record.evidence = {k: with_vector(raw, vector) for k, raw in record.evidence.items()}
+        record.matches = [(m, u) for m, u in record.matches if m.topic == "anywhere"]
+        decider.decide(record, [], NOW)
+        polls.append(record)
+    assert len({m.story_id for m in polls[2].members}) == 1 and polls[2].stories == []
+
+    rebuilt = StoryDecider(rules)
+    for event in (e for record in polls for e in record.events):
+        rebuilt.replay(event)
+    open_stories = [s for s in rebuilt.books if rebuilt.index.story("anywhere", s)]
+    assert open_stories == [polls[2].members[0].story_id]
+    assert sorted(rebuilt.books[open_stories[0]].outlets) == sorted(
+        decider.books[open_stories[0]].outlets)
+    assert json.dumps(rebuilt.index.to_state()["topics"]["anywhere"]["stories"],
+                      sort_keys=True) == json.dumps(
+        decider.index.to_state()["topics"]["anywhere"]["stories"], sort_keys=True)

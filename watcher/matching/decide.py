@@ -29,7 +29,7 @@ import numpy as np
 from watcher import schedule
 from watcher.config import Config, FeedSettings, TopicSettings
 from watcher.embed import Embedder
-from watcher.matching.dedupe import loads
+from watcher.matching.dedupe import loads, loads_placement, placement
 from watcher.matching.match import ConceptUnavailable, Matcher
 from watcher.model import (
     AlertKind,
@@ -210,12 +210,18 @@ class StoryDecider:
         book = self.books.get(event.story_id)
         if book is not None and event.entry_id in book.entries:
             return
-        ev = loads(event.evidence)
-        if book is None or self.index.story(event.topic, event.story_id) is None:
+        ev, bridged = loads_placement(event.evidence)
+        opens = book is None or self.index.story(event.topic, event.story_id) is None
+        if opens:
             self.index.open(event.topic, event.story_id, event.entry_id, ev, event.seen_at)
             book = self.books[event.story_id] = Book(event.topic, event.seen_at)
-        else:
+        # the placing process merged the stories its entry bridged, then attached it: so do we
+        merged = self.index.merge(event.topic, event.story_id, bridged, event.seen_at)
+        if merged is not None:
+            self._fold_books(merged, event.seen_at, quiet=True)
+        if not opens:
             self.index.attach(event.topic, event.story_id, event.entry_id, ev, event.seen_at)
+        book = self._book(event.story_id, event.topic, event.seen_at)
         book.join(event.entry_id, event.feed_url, event.seen_at)
         self._owed(event.story_id, book, event.seen_at)  # already owed by whoever placed it
 
@@ -273,7 +279,8 @@ class StoryDecider:
     def _book(self, story_id: str, topic: str, now: datetime) -> Book:
         return self.books.setdefault(story_id, Book(topic, now))
 
-    def _fold_books(self, merged: Merge, now: datetime) -> dict[str, Book]:
+    def _fold_books(self, merged: Merge, now: datetime, *, quiet: bool = False
+                    ) -> dict[str, Book]:
         """Fold the merged stories' books into the target's; returns the books as before."""
         target = self._book(merged.into, merged.topic, now)
         before = {merged.into: Book(target.topic, target.first_seen, dict(target.entries),
@@ -283,7 +290,7 @@ class StoryDecider:
             if book is not None:
                 before[story.story_id] = book
                 target.fold(book)
-        log.info("open stories merged: an entry reports both", extra={
+        (log.debug if quiet else log.info)("open stories merged: an entry reports both", extra={
             "topic": merged.topic, "story": merged.into,
             "merged": ", ".join(s.story_id for s in merged.folded)})
         return before
@@ -302,8 +309,9 @@ class StoryDecider:
         if placed.merged is not None:
             self._merges.append((record, len(record.events), placed.merged, placed.books_before))
         record.members.append(StoryMember(placed.story_id, entry, now))
+        bridged = [] if placed.merged is None else [s.story_id for s in placed.merged.folded]
         record.events.append(StoryEvent(placed.story_id, match.topic, entry.id,
-                                        entry.feed_url, raw, now))
+                                        entry.feed_url, placement(raw, bridged), now))
         topic = self.rules.topics[match.topic]
         if placed.opened is None:
             log.info("same story as an earlier alert", extra={

@@ -11,6 +11,7 @@ rebuilds the index without computing anything again.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -45,3 +46,19 @@ def loads(raw: str) -> Evidence:
 def with_vector(raw: str, vector: np.ndarray | None) -> str:
     """Stored evidence with the entry's vector added."""
     return raw if vector is None else dumps(loads(raw).with_vector(vector))
+
+
+def placement(raw: str, bridged: Sequence[str]) -> str:
+    """A placement's stored evidence: the entry's, plus the open stories its entry bridged
+    into the one it joined, so that replaying the placement merges them too."""
+    if not bridged:
+        return raw
+    data: dict[str, Any] = json.loads(raw)
+    data["bridged"] = list(bridged)
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def loads_placement(raw: str) -> tuple[Evidence, tuple[str, ...]]:
+    """The evidence of a stored placement and the stories it bridged (see `placement`)."""
+    data: dict[str, Any] = json.loads(raw)
+    return Evidence.from_dict(data), tuple(str(s) for s in data.get("bridged", ()))

@@ -20,10 +20,10 @@ wordings (or languages) that opened apart is one for what follows (measured befo
 title-only threshold: UCI pairwise R 0.21 -> 0.39 at P 0.95; Kursk + founding P 0.75 ->
 0.77, R 0.63 -> 0.71). A merged story keeps a member window as wide as the stories it took
 in (up to `MERGED_MEMBERS`) and is compared through the `members` of them nearest the
-entry's embedding. The alerts the two already owed stay owed. A merge is made where the
-decision is made (`assign`, `StoryDecider.place`), not when placements are replayed, so
-after a restart or on another node the two stay apart (as without bridges); `unmerge`
-undoes it when the poll's transaction fails.
+entry's embedding. The alerts the two already owed stay owed. A merge is decided where the
+placement is decided (`assign`, `StoryDecider.place`); the placement's stored event names
+the stories it folded, so a restart or another node replaying it merges them too;
+`unmerge` undoes it when the poll's transaction fails.
 
 Stories stay open `window` after they were last touched (wall clock, `now` of `open` /
 `attach`), so a story about entries dated days ago survives; entries are only compared
