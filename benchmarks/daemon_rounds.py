@@ -417,7 +417,7 @@ def pg_location() -> tuple[Any, str]:
 
 
 def daemon_rounds(n: int, args: argparse.Namespace) -> list[RoundResult]:
-    out = OUT_DIR / f"daemon-n{n}"
+    out = (args.corpus_dir or OUT_DIR) / f"daemon-n{n}"
     subprocess.run([sys.executable, gen_feeds.__file__, "generate", "--n", str(n),
                     "--seed", str(args.seed), "--port", str(FEED_PORT),
                     "--hook-port", str(HOOK_PORT), "--out", str(out)], check=True)
@@ -523,6 +523,8 @@ def main() -> None:
     ap.add_argument("--story-cost", action="store_true",
                     help="the story engine's cost: the rounds with embedding none and with "
                          "the model (N = 1000 unless --n), no bare loop")
+    ap.add_argument("--corpus-dir", type=Path,
+                    help="where daemon-n<N>/ goes (default benchmarks/out)")
     ap.add_argument("--port", type=int, default=FEED_PORT, help="feed server port")
     ap.add_argument("--hook-port", type=int, default=HOOK_PORT, help="webhook sink port")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
