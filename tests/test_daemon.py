@@ -206,3 +206,35 @@ def test_a_new_included_feeds_file_is_picked_up(tmp_path: Path, feed_server: Fee
             assert alert.json["entry"]["feed"] == {"name": "Later", "url": later}
         finally:
             stop(proc)
+
+
+async def test_a_backlog_of_due_feeds_drains_without_the_clock(tmp_path: Path,
+                                                                feed_server: FeedServer) -> None:
+    """More feeds due at once than the budget holds, all on one host at its per_host cap:
+    finished polls claim the next ones (the 1 s clock does not run here), so the round
+    never waits for a clock tick; a re-claim that comes while a claim runs is not lost."""
+    import asyncio
+    from datetime import timedelta
+
+    from watcher.config import load_config
+    from watcher.daemon import Daemon, Runtime
+    from watcher.pipeline import utcnow
+
+    urls = [feed_server.set_feed(f"f{i}.xml", [Item(f"Story {i}", f"https://n.example/{i}",
+                                                     f"g{i}")]) for i in range(40)]
+    path = tmp_path / "watcher.toml"
+    path.write_text(daemon_config(urls, "http://127.0.0.1:9/hook", KURSK).replace(
+        "[watcher]\n", '[watcher]\nconcurrency = 2\nper_host = 2\nembedding = "none"\n'))
+    daemon = Daemon(path)
+    daemon.runtime = await Runtime.open(load_config(path), warm=False)
+    try:
+        await daemon.runtime.store.sync_feeds(urls, utcnow() - timedelta(seconds=5), 0)
+        await daemon._tick()
+        for _ in range(600):  # up to a minute: the condition, not the time, is the test
+            if len({h.path for h in feed_server.hits}) == len(urls) and not daemon.inflight:
+                break
+            await asyncio.sleep(0.1)
+        polled = {h.path for h in feed_server.hits}
+        assert len(polled) == len(urls), f"{len(polled)} of {len(urls)} feeds polled"
+    finally:
+        await daemon._shutdown()

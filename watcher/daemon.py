@@ -270,6 +270,7 @@ class Daemon:
         self._rejected: tuple[tuple[str, int, int], ...] | None = None  # files of a bad edit
         self._claiming = asyncio.Lock()
         self._backlog = False  # the last claim found work: more feeds may be due
+        self._claim_again = False  # a tick came while a claim ran: claim once more
         self._to_release: set[str] = set()  # feeds whose poll failed to reach the store
         self._conflict_warned_at: datetime | None = None
         self.desk: Desk | None = None  # the web desk, when [watcher] web is set
@@ -366,42 +367,55 @@ class Daemon:
     async def _tick(self) -> None:
         """Claim the feeds that are due and poll them, within the concurrency budget.
 
-        Runs every TICK seconds, and again as soon as a poll finishes while the last claim
-        found work (a backlog of due feeds drains at the speed of the polls, not the clock).
+        Runs every TICK seconds, and again as soon as half the budget is free while the last
+        claim found work (a backlog of due feeds drains at the speed of the polls, not the
+        clock). A tick arriving while a claim runs makes that claim run once more (a re-claim
+        is never lost to the lock: the round would wait for the next clock tick).
         """
-        assert self.runtime is not None
-        if self.stop_event.is_set() or self._claiming.locked():
+        if self.stop_event.is_set():
+            return
+        if self._claiming.locked():
+            self._claim_again = True
             return
         async with self._claiming:
-            budget = self.runtime.config.watcher.concurrency * 2 - len(self.inflight)
-            now = utcnow()
-            try:
-                await self.runtime.store.check_location()
-            except StoreLost as exc:
-                self._fatal(exc)
-                return
-            if budget <= 0 or not self.health.ready(now):
-                return
-            try:
-                claimed = await self.runtime.store.claim_due(
-                    self.node, now, LEASE, budget, per_host=self.runtime.config.watcher.per_host)
-            except StoreError as exc:
-                self._store_failed("claiming due feeds", exc, now)
-                return
-            self.health.succeeded()
-            if not claimed and not self.inflight:
-                metrics.mark_round()  # nothing due, nothing in flight: caught up
-            if self._to_release:
-                urls, self._to_release = sorted(self._to_release), set()
-                with contextlib.suppress(StoreError):
-                    await self.runtime.store.release(self.node, urls)
-            # Something was due: when a poll ends (a slot or a host's turn frees up), look again.
-            self._backlog = bool(claimed)
-            for state in claimed:
-                if (feed := self.runtime.feeds.get(state.url)) is not None:
-                    task = asyncio.create_task(self._poll(feed, state), name=f"poll {feed.url}")
-                    self.inflight.add(task)
-                    task.add_done_callback(self._poll_done)
+            self._claim_again = True
+            while self._claim_again and not self.stop_event.is_set():
+                self._claim_again = False
+                await self._claim()
+
+    async def _claim(self) -> None:
+        """One claim of due feeds (within the budget) and their polls started."""
+        assert self.runtime is not None
+        budget = self.runtime.config.watcher.concurrency * 2 - len(self.inflight)
+        now = utcnow()
+        try:
+            await self.runtime.store.check_location()
+        except StoreLost as exc:
+            self._fatal(exc)
+            return
+        if budget <= 0 or not self.health.ready(now):
+            return
+        try:
+            claimed = await self.runtime.store.claim_due(
+                self.node, now, LEASE, budget, per_host=self.runtime.config.watcher.per_host)
+        except StoreError as exc:
+            self._store_failed("claiming due feeds", exc, now)
+            return
+        self.health.succeeded()
+        if not claimed and not self.inflight:
+            metrics.mark_round()  # nothing due, nothing in flight: caught up
+        if self._to_release:
+            urls, self._to_release = sorted(self._to_release), set()
+            with contextlib.suppress(StoreError):
+                await self.runtime.store.release(self.node, urls)
+        # Something was due, or polls run whose end frees a host's turn (a claim skips hosts
+        # at their per_host cap): when half the budget is free, look again.
+        self._backlog = bool(claimed) or bool(self.inflight)
+        for state in claimed:
+            if (feed := self.runtime.feeds.get(state.url)) is not None:
+                task = asyncio.create_task(self._poll(feed, state), name=f"poll {feed.url}")
+                self.inflight.add(task)
+                task.add_done_callback(self._poll_done)
 
     def _store_failed(self, during: str, exc: StoreError, now: datetime) -> None:
         if isinstance(exc, StoreDamaged):
@@ -423,10 +437,11 @@ class Daemon:
         if not self.inflight and not self._backlog:
             metrics.mark_round()  # every poll of the round is done
         # claim again once half the budget is free (not after every poll: one claim per
-        # finished poll made a round of N feeds N claims, each reading the due feeds)
+        # finished poll made a round of N feeds N claims, each reading the due feeds);
+        # the claim's result says whether more may be due (_backlog)
         half = self.runtime.config.watcher.concurrency if self.runtime is not None else 0
         if self._backlog and len(self.inflight) <= half and not self.stop_event.is_set():
-            self._backlog = False
+            self._backlog = False  # one re-claim per batch; a running claim runs once more
             asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._tick()))
 
     async def _heartbeat(self) -> None:
