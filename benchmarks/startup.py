@@ -5,7 +5,8 @@ time) on the shipped offline demo (config/demo.toml and its feeds, copied to a t
 folder so the state file lands there; `check` also on config/watcher.toml). `once` runs on
 a state primed by one untimed `once`, so it measures start-up plus a round of unchanged
 feeds; `test` matches one demo feed (parse, match, story placement). Wall time is the
-median of --repeat runs. Then, per command, `python -X importtime` names the imports that
+median of --repeat runs (beside the median CPU time of the process tree, which other jobs on
+a shared machine inflate less). Then, per command, `python -X importtime` names the imports that
 cost the most (cumulative, top-level only: what watcher's own modules pull in).
 
     .venv/bin/python benchmarks/startup.py            # table + top imports
@@ -44,13 +45,17 @@ def commands(demo: Path) -> dict[str, list[str]]:
     }
 
 
-def run(args: list[str], *, importtime: bool = False) -> tuple[float, str]:
-    """Wall seconds of `python -m watcher ARGS`, and its stderr; fails loudly."""
+def run(args: list[str], *, importtime: bool = False, tree: str = "") -> tuple[float, str]:
+    """Wall seconds of `python -m watcher ARGS`, and its stderr; fails loudly. (Its CPU
+    time shows in _children_cpu.)"""
     cmd = [str(PYTHON), *(["-X", "importtime"] if importtime else []), "-m", "watcher", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("WATCHER_CONFIG", None)
+    if tree:  # another build's watcher package (a folder holding watcher/)
+        env["PYTHONPATH"] = tree
     started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_DIR)
+    # `python -m` puts the working folder first on sys.path: the tree's, or the repository's
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tree or REPO_DIR)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
@@ -88,8 +93,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="runs per command (median)")
     parser.add_argument("--top", type=int, default=10, help="import entries per command")
     parser.add_argument("--only", default="", help="only commands whose name contains this")
+    parser.add_argument("--tree", action="append", default=[], metavar="DIR", help=(
+        "also measure the watcher package in DIR (e.g. `git archive REV watcher | tar -x -C "
+        "DIR`), interleaved with this one's runs, for a before/after table"))
     args = parser.parse_args()
     results: dict[str, dict[str, object]] = {}
+    trees = ["", *args.tree]
     with tempfile.TemporaryDirectory(prefix="watcher-startup-") as folder:
         demo = prepare(Path(folder))
         wait_for_idle(60)
@@ -97,16 +106,27 @@ def main() -> None:
         for name, argv in commands(demo).items():
             if args.only and args.only not in name:
                 continue
-            walls = [run(argv)[0] for _ in range(args.repeat)]
-            _, stderr = run(argv, importtime=True)
-            results[name] = {"median_ms": round(statistics.median(walls) * 1000),
-                             "min_ms": round(min(walls) * 1000),
-                             "max_ms": round(max(walls) * 1000),
-                             "top_imports_ms": top_imports(stderr, args.top)}
+            walls: dict[str, list[float]] = {t: [] for t in trees}
+            cpus: dict[str, list[float]] = {t: [] for t in trees}
+            for _ in range(args.repeat):
+                for tree in trees:  # interleaved: the machine's load hits each build alike
+                    cpu = _children_cpu()
+                    walls[tree].append(run(argv, tree=tree)[0])
+                    cpus[tree].append(_children_cpu() - cpu)
+            for tree in trees:
+                _, stderr = run(argv, importtime=True, tree=tree)
+                results[f"{name} [{tree or 'this'}]" if args.tree else name] = {
+                    "median_ms": round(statistics.median(walls[tree]) * 1000),
+                    "cpu_ms": round(statistics.median(cpus[tree]) * 1000),
+                    "min_ms": round(min(walls[tree]) * 1000),
+                    "max_ms": round(max(walls[tree]) * 1000),
+                    "top_imports_ms": top_imports(stderr, args.top)}
         others = machine_busy_seconds() - busy_before - (_children_cpu() - own_before)
-    print(f"{'command':<22} {'median ms':>9} {'min':>6} {'max':>6}")
+    width = max(len(n) for n in results) + 1
+    print(f"{'command':<{width}} {'median ms':>9} {'min':>6} {'max':>6} {'cpu ms':>7}")
     for name, r in results.items():
-        print(f"{name:<22} {r['median_ms']:>9} {r['min_ms']:>6} {r['max_ms']:>6}")
+        print(f"{name:<{width}} {r['median_ms']:>9} {r['min_ms']:>6} {r['max_ms']:>6} "
+              f"{r['cpu_ms']:>7}")
     print(f"(python {sys.version.split()[0]}; {args.repeat} runs each; CPU busy elsewhere "
           f"on the machine meanwhile: {others:.1f} s)")
     for name, r in results.items():

@@ -7,6 +7,7 @@ about a minute of feedparser's lenient parser), served by the local feed server.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -217,3 +218,44 @@ async def test_a_crashed_worker_is_reported_and_replaced(pool: ParsePool) -> Non
     with pytest.raises(ParseLimitError, match=r"crashed its worker \(exit code 3\)"):
         await loop.run_in_executor(pool, os._exit, 3)
     assert (await loop.run_in_executor(pool, parse_feed, real_feeds(1)[0], "f")).entries
+
+
+SHARED = textwrap.dedent("""
+    import json, sys
+    from datetime import UTC, datetime
+    from watcher.daemon import parse_executor
+    from watcher.matching.dedupe import evidence_batch, evidence_input
+    from watcher.model import Entry
+
+    def memory(pid):
+        fields = dict(line.split()[:2] for line in open(f"/proc/{pid}/smaps_rollup")
+                      if line.startswith(("Rss:", "Pss:")))
+        return {k.rstrip(":"): int(v) for k, v in fields.items()}
+
+    now = datetime.now(UTC)
+    uk = [evidence_input(Entry(key=str(i), guid=None, title="Мешканців Курщини евакуювали",
+                               link=None, canonical_link=None, summary="Губернатор повідомив.",
+                               published=now, feed_url="f", feed_name="F"), now)
+          for i in range(3)]
+    pool = parse_executor(100)  # the daemon's pool: 2 workers
+    for future in [pool.submit(evidence_batch, uk) for _ in range(6)]:
+        future.result()
+    print(json.dumps([memory(pid) for pid in pool.worker_pids()]))
+    pool.shutdown(wait=True, cancel_futures=True)
+""")
+
+
+@pytest.mark.timeout(120)
+def test_the_daemons_workers_share_the_word_data_their_forkserver_preloaded() -> None:
+    """The story engine's word data (Ukrainian lemmas: ~60 MB) is loaded once, in the
+    forkserver, not once per parse worker: most of a worker's memory is shared."""
+    from watcher.reader import warm
+
+    assert warm.WARM, "the forkserver's preload failed: each worker loads its own copy"
+    proc = subprocess.run([sys.executable, "-c", SHARED], capture_output=True, text=True,
+                          timeout=100)
+    assert proc.returncode == 0, proc.stderr
+    workers = json.loads(proc.stdout)
+    assert len(workers) == 2
+    for worker in workers:  # PSS: the private pages plus a share of the shared ones
+        assert worker["Pss"] < 0.6 * worker["Rss"], workers

@@ -119,10 +119,6 @@ def _report_problems(problems: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # The embedding model's OpenMP threads wait passively: spinning, they took the cores
-    # the parse workers (and the other thread) needed, 10-15x slower on 2 busy cores
-    # (benchmarks, issue 19). Set before the model's library loads; a user's value wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         code = _main(argv)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush

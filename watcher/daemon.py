@@ -48,7 +48,8 @@ PRUNE_KEEP_SEEN = 20_000
 def parse_executor(feed_count: int) -> Executor:
     """The parse workers: every document is parsed under a deadline and a memory limit
     (in a thread a parse bomb could not be bounded), whatever the number of feeds."""
-    return ParsePool(workers=1 if feed_count < 20 else 2)
+    return ParsePool(workers=1 if feed_count < 20 else 2,
+                     preload=("watcher.reader.parse", "feedparser", "watcher.reader.warm"))
 
 
 def build_senders(config: Config, session: aiohttp.ClientSession) -> dict[str, Sender]:
