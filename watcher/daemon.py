@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import hashlib
 import logging
 import os
 import signal
@@ -645,11 +646,30 @@ class Daemon:
         assert self.runtime is not None
         if self._rejected is not None and self._rejected == self._files_stamp():
             return False  # the edit already rejected: wait for the next one
+        if self._same_bytes(self.runtime.config):
+            return False  # not parsed again (50,000 feeds: seconds, and a second copy)
         try:
             return (load_config(self.config_path).fingerprint
                     != self.runtime.config.fingerprint)
         except ConfigError:
             return True  # reload() reports the problems
+
+    @staticmethod
+    def _same_bytes(config: Config) -> bool:
+        """Whether the config's files hold what was loaded (its fingerprint is the hash of
+        their bytes, in order) and no new file matches an include pattern."""
+        digest = hashlib.sha256()
+        try:
+            for path in config.files:
+                digest.update(path.read_bytes())
+        except OSError:
+            return False
+        loaded = {p.resolve() for p in config.files}
+        for pattern in config.include_patterns():
+            if any(p.resolve() not in loaded
+                   for p in Path("/").glob(str(pattern).lstrip("/")) if p.is_file()):
+                return False
+        return digest.hexdigest() == config.fingerprint
 
     # --- shutdown ---
 
