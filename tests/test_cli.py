@@ -362,3 +362,19 @@ def test_check_names_the_included_file_of_a_bad_channel(
     assert main(["check", "--config", str(path)]) == 2
     err = lines(capsys.readouterr().err)
     assert len(err) == 2 and err[1].startswith(f"  {tmp_path / 'channels.toml'}: channels[0]: ")
+
+
+def test_status_reads_the_state_without_compiling_the_topics(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`status` (like `alerts` and `retry`) never matches, so it neither compiles the topics
+    (start-up time) nor refuses to show the state for a phrase only the matcher rejects;
+    `check` and the daemon still do."""
+    path = config(tmp_path)
+    assert main(["once", "--config", str(path)]) == 0
+    with path.open("a") as toml:
+        toml.write('\n[[topics]]\nname = "evacuations"\nany = ["ev*"]\nchannels = ["out"]\n')
+    capsys.readouterr()
+    assert main(["status", "--config", str(path)]) == 0
+    assert "kursk-evacuation" in capsys.readouterr().out
+    assert main(["check", "--config", str(path)]) == 2
+    assert "'ev*': a wildcard needs at least 4 letters before it" in capsys.readouterr().err
