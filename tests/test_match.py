@@ -382,6 +382,9 @@ def test_a_cyrillic_alternative_keeps_its_case_forms_beside_a_latin_spelling() -
     ("Сумы", "Сумма сделки выросла"),  # сумма (a sum) is another word
     ("Sumy", "Summit in Geneva"),
     ("Суджа", "Суд отложил заседание"),
+    ("Сумы", "Борец сумо победил"),  # its key is a case ending's (сум + o): not a form of Сумы
+    ("Сумы", "Sum of money"),  # a Latin word is no Russian case form
+    ("Мали", "Этого было мало"),  # мало is no noun: no case form of the country
 ])
 def test_case_forms_do_not_reach_other_words(phrase: str, text: str) -> None:
     assert Matcher([topic("t", any=[phrase])]).match(entry(text)) == []

@@ -22,6 +22,7 @@ from conftest import ConfigWriter
 from feedserver import FeedServer, Item
 from procs import wait_until
 
+from watcher.daemon import PARSE_PRELOAD
 from watcher.pipeline import Pipeline
 from watcher.reader.fetch import Fetcher
 from watcher.reader.parse import parse_feed
@@ -37,7 +38,7 @@ MB = 1024 * 1024
 
 @pytest.fixture
 def pool() -> Iterator[ParsePool]:
-    pool = ParsePool(workers=2, deadline=8)
+    pool = ParsePool(workers=2, deadline=8, preload=PARSE_PRELOAD)
     try:
         yield pool
     finally:
@@ -46,6 +47,12 @@ def pool() -> Iterator[ParsePool]:
 
 def real_feeds(count: int) -> list[bytes]:
     return [p.read_bytes() for p in sorted(FEEDS.glob("*.xml"))[:count]]
+
+
+def vm_size(pid: int) -> int:
+    [line] = [x for x in Path(f"/proc/{pid}/status").read_text().splitlines()
+              if x.startswith("VmSize:")]
+    return int(line.split()[1]) * 1024
 
 
 def limit_of(pid: int, name: str) -> str:
@@ -74,8 +81,10 @@ async def test_workers_run_under_the_memory_limit(pool: ParsePool) -> None:
                            for body in real_feeds(4)))
     pids = pool.worker_pids()
     assert pids and os.getpid() not in pids
-    for pid in pids:
-        assert limit_of(pid, "Max address space") == str(512 * MB)
+    for pid in pids:  # what the forkserver preloaded (shared, not the document's) + 512 MB
+        preloaded = vm_size(int(Path(f"/proc/{pid}/stat").read_text().split()[3]))
+        own = int(limit_of(pid, "Max address space")) - 512 * MB - preloaded
+        assert 0 <= own < 100 * MB  # the worker's own start: its watch thread and its arena
     with pytest.raises(ParseLimitError, match=r"^bytes needed more than 512 MB$"):
         await loop.run_in_executor(pool, bytes, 1024 * MB)  # a gigabyte in one piece
     assert (await loop.run_in_executor(pool, parse_feed, real_feeds(1)[0], "f")).entries
@@ -89,7 +98,9 @@ def test_shutdown_does_not_wait_for_a_bomb() -> None:
     [pid] = pool.worker_pids()
     queued = pool.submit(parse_feed, real_feeds(1)[0], "f")
     pool.shutdown(wait=True, cancel_futures=True)  # the test's timeout bounds this
-    assert queued.cancelled()
+    # both fail as "shutting down", which the daemon handles (a cancel would look to the
+    # awaiting poll like its own cancellation and skip that)
+    assert isinstance(queued.exception(), ParsePoolClosed)
     assert isinstance(bomb.exception(), ParsePoolClosed)  # not the feed's fault
     assert str(bomb.exception()) == "parse stopped: the watcher is shutting down"
     assert not Path(f"/proc/{pid}").exists() or "(Z)" not in Path(f"/proc/{pid}/stat").read_text()
@@ -199,7 +210,7 @@ def test_sigkilled_parent_leaves_no_workers_forkserver_or_tracker() -> None:
 
 
 async def test_a_bomb_over_the_memory_limit_gets_the_memory_error() -> None:
-    pool = ParsePool(workers=1, deadline=60, memory_mb=128)
+    pool = ParsePool(workers=1, deadline=60, memory_mb=128, preload=PARSE_PRELOAD)
     loop = asyncio.get_running_loop()
     [healthy] = real_feeds(1)
     try:

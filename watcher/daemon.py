@@ -46,11 +46,14 @@ CONFLICT_REPEAT = timedelta(minutes=5)  # how often to repeat the config-mismatc
 PRUNE_KEEP_SEEN = 20_000
 
 
+# What the parse workers' forkserver loads once for all of them (see watcher.reader.warm).
+PARSE_PRELOAD = ("watcher.reader.parse", "feedparser", "watcher.reader.warm")
+
+
 def parse_executor(feed_count: int) -> Executor:
     """The parse workers: every document is parsed under a deadline and a memory limit
     (in a thread a parse bomb could not be bounded), whatever the number of feeds."""
-    return ParsePool(workers=1 if feed_count < 20 else 2,
-                     preload=("watcher.reader.parse", "feedparser", "watcher.reader.warm"))
+    return ParsePool(workers=1 if feed_count < 20 else 2, preload=PARSE_PRELOAD)
 
 
 def build_senders(config: Config, session: aiohttp.ClientSession) -> dict[str, Sender]:

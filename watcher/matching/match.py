@@ -44,7 +44,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rapidfuzz.distance import Indel, Prefix
 
@@ -174,14 +174,42 @@ def _script(word: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def _morph(language: str) -> Callable[[str], str] | None:
-    """pymorphy3's lemmatiser for ru or uk (participles to their verb), if installed."""
+def _analyser(language: str) -> Any:
+    """pymorphy3's analyser for ru or uk, if installed."""
     try:
         import pymorphy3
     except ImportError:  # pragma: no cover - a dependency; Snowball/simplemma alone then
         return None
-    analyser = pymorphy3.MorphAnalyzer(lang=language)
+    return pymorphy3.MorphAnalyzer(lang=language)
+
+
+@lru_cache(maxsize=4)
+def _morph(language: str) -> Callable[[str], str] | None:
+    """pymorphy3's lemmatiser for ru or uk (participles to their verb), if installed."""
+    analyser = _analyser(language)
+    if analyser is None:  # pragma: no cover - a dependency
+        return None
     return lambda word: str(analyser.parse(word)[0].normal_form)
+
+
+@lru_cache(maxsize=1 << 14)
+def _noun_lemmas(word: str) -> frozenset[tuple[str, str]]:
+    """(language, dictionary form) of each reading of `word` as a Russian or Ukrainian noun."""
+    found: set[tuple[str, str]] = set()
+    for language in ("ru", "uk"):
+        analyser = _analyser(language)
+        if analyser is not None:
+            found.update((language, str(parse.normal_form)) for parse in analyser.parse(word)
+                         if parse.tag.POS == "NOUN")
+    return frozenset(found)
+
+
+def _case_form(original: str, written: str) -> bool:
+    """Whether the text word `written` is a case form of the phrase's name `original`: both
+    Cyrillic and one noun in one language ("Сумах" of "Сумы"; not "сумо", "Sum" or, of
+    "Мали", "мало")."""
+    return (_script(written) == "cyrillic"
+            and not _noun_lemmas(original.casefold()).isdisjoint(_noun_lemmas(written)))
 
 
 @lru_cache(maxsize=1 << 16)
@@ -497,10 +525,11 @@ class _FieldWords:
     index: dict[str, list[int]]  # key -> positions (a word shorter than a key is its own key)
     ranks: list[int]  # ranks[i]: how many words before word i are not stop words
     stem: Callable[[int], frozenset[str]] | None = None  # the stems of the word at a position
+    written: Callable[[int], str] | None = None  # the word at a position as written, casefolded
 
     @classmethod
-    def of(cls, words: list[str], stem: Callable[[int], frozenset[str]] | None = None
-           ) -> _FieldWords:
+    def of(cls, words: list[str], stem: Callable[[int], frozenset[str]] | None = None,
+           written: Callable[[int], str] | None = None) -> _FieldWords:
         index: dict[str, list[int]] = {}
         ranks: list[int] = []
         rank = 0
@@ -508,7 +537,7 @@ class _FieldWords:
             index.setdefault(word[:_KEY_LENGTH], []).append(position)
             ranks.append(rank)
             rank += word not in STOPWORDS
-        return cls(words, index, ranks, stem)
+        return cls(words, index, ranks, stem, written)
 
 
 def _exact_score(token: str, word: str) -> float:
@@ -525,8 +554,11 @@ def best_window(alt: _Words, field: _FieldWords) -> _Result:
     score_of = _exact_score if alt.exact else word_score
     for token_index, token in enumerate(alt.tokens):
         original = alt.originals[token_index]
-        for key in alt.lookup[token_index]:
+        for key_index, key in enumerate(alt.lookup[token_index]):
             for position in field.index.get(key, ()):
+                if key_index and (field.written is None  # a case ending's key (_lookup_keys)
+                                  or not _case_form(original, field.written(position))):
+                    continue
                 score = score_of(token, words[position])
                 # word forms: only for words the spelling rules do not already count
                 if score < 90.0 and original and stem is not None and not word_stems(
@@ -570,7 +602,8 @@ class _EntryView:
     def words(self, field: Field) -> _FieldWords:
         if field not in self._words:
             text = match_text(self.entry.field_text(field))
-            self._words[field] = _FieldWords.of(text.split(), partial(self._stem, field))
+            self._words[field] = _FieldWords.of(text.split(), partial(self._stem, field),
+                                                partial(self._written, field))
         return self._words[field]
 
     def _stem(self, field: Field, position: int) -> frozenset[str]:
@@ -578,14 +611,18 @@ class _EntryView:
         key = (field, position)
         found = self._stems.get(key)
         if found is None:
-            spans = self.spans(field)
-            if spans is None:
-                found = frozenset()
-            else:
-                start, end = spans[position]
-                found = word_stems(self._masked(field)[start:end].casefold())
+            written = self._written(field, position)
+            found = word_stems(written) if written else frozenset()
             self._stems[key] = found
         return found
+
+    def _written(self, field: Field, position: int) -> str:
+        """The field's word at `position` as written, casefolded ("" when words do not align)."""
+        spans = self.spans(field)
+        if spans is None:
+            return ""
+        start, end = spans[position]
+        return self._masked(field)[start:end].casefold()
 
     def _masked(self, field: Field) -> str:
         text = self.entry.field_text(field)

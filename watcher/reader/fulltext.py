@@ -46,6 +46,7 @@ import trafilatura
 from watcher.model import Entry
 from watcher.reader.fetch import Fetcher
 from watcher.reader.parse import FeedParseError
+from watcher.reader.parsepool import ParsePoolClosed
 
 log = logging.getLogger("watcher.fulltext")
 CONCURRENCY = 4  # pages fetched at once per call
@@ -123,6 +124,8 @@ async def _article_text(fetcher: Fetcher, entry: Entry, executor: Executor | Non
         raise _Failed(f"extraction took longer than {EXTRACT_TIMEOUT:g} s") from None
     except FeedParseError as exc:  # the parse pool's deadline or memory limit
         raise _Failed(str(exc)) from None
+    except ParsePoolClosed:  # shutting down: the entry is not matched on a stand-in text
+        raise
     except Exception as exc:  # a crashed worker or an extractor bug: keep the feed text
         raise _Failed(f"extraction failed: {type(exc).__name__}: {exc}") from exc
     if not text or len(text) < MIN_CHARS:

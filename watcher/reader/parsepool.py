@@ -8,9 +8,10 @@ whose workers
 - run each task under a deadline (default 20 s): past it the worker is killed and replaced,
   and the task fails with `ParseLimitError("parse took longer than 20 s")`; the other
   workers keep serving meanwhile;
-- run under an address-space limit (`RLIMIT_AS`, default 512 MB): a document that needs
-  more fails with `ParseLimitError("parse needed more than 512 MB")` and the worker is
-  replaced (its heap may be fragmented);
+- run under an address-space limit (`RLIMIT_AS`): what the worker maps when it starts (the
+  forkserver's preload, shared copy-on-write) plus 512 MB by default for the work itself. A
+  document that needs more fails with `ParseLimitError("parse needed more than 512 MB")`
+  and the worker is replaced (its heap may be fragmented);
 - die with their parent: `PR_SET_PDEATHSIG` (Linux) and a thread watching the parent pid,
   so a SIGKILLed daemon leaves no worker behind (the forkserver exits by itself when the
   daemon dies, and the resource tracker when the last of them has gone).
@@ -121,6 +122,16 @@ def _die_with_parent(owner: int) -> None:
     threading.stack_size(old)
 
 
+def _address_space() -> int:
+    """This process's mapped address space in bytes (VmSize), 0 where /proc has none."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
 def _worker_main(conn: multiprocessing.connection.Connection, memory_bytes: int,
                  owner: int) -> None:
     """Run tasks from the pipe until it closes; leave after a MemoryError."""
@@ -128,7 +139,8 @@ def _worker_main(conn: multiprocessing.connection.Connection, memory_bytes: int,
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's to handle
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no 512 MB core file
     if memory_bytes:
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        limit = _address_space() + memory_bytes  # the preload is not the document's to pay
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     while True:
         try:
             task = conn.recv()
@@ -323,8 +335,10 @@ class ParsePool(Executor):
                 task = self._tasks.get_nowait()
             except queue.Empty:
                 return
-            if task is not None:
-                task.future.cancel()
+            if task is not None and task.future.set_running_or_notify_cancel():
+                # not cancel(): the awaiting coroutine would take it for its own cancellation
+                task.future.set_exception(ParsePoolClosed(
+                    f"{task.name} stopped: the watcher is shutting down"))
 
     def worker_pids(self) -> list[int]:
         """The live workers' process ids (for status and tests)."""
