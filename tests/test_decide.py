@@ -270,6 +270,55 @@ def test_a_bridging_entry_merges_two_stories_and_a_failed_poll_unmerges_them(
     assert len([s for s in decider.books if decider.index.story("anywhere", s)]) == 1
 
 
+def test_outlets_a_merge_brings_in_owe_no_update_but_new_ones_do(tmp_path: Path) -> None:
+    """A merged-away story had its own alert: its outlets are no news for the merged story's
+    `story_updates` (two more outlets here); outlets joining afterwards are, and the merge is
+    recorded for the store to drop the merged-away story's alert if still held."""
+    path = tmp_path / "watcher.toml"
+    path.write_text("""
+[watcher]
+state = "state.db"
+
+[[topics]]
+name = "kursk"
+any = ["Kursk evacuation"]
+channels = ["out"]
+story_updates = 2
+
+[[channels]]
+name = "out"
+type = "file"
+path = "alerts.jsonl"
+""")
+    rules = Rules(load_config(path))
+    decider = StoryDecider(rules)
+    centre = decider.index.stream.centres.get("en")
+    assert centre is not None
+    u1, u2 = np.eye(384, dtype=np.float32)[:2]
+
+    def decided(title: str, feed: str, key: str, direction: np.ndarray,
+                at: datetime) -> PollRecord:
+        record = poll(rules, entry(title, feed, key))
+        vector = (centre + direction / np.linalg.norm(direction)).astype(np.float32)
+        record.evidence = {k: with_vector(raw, vector) for k, raw in record.evidence.items()}
+        decider.decide(record, [], at)
+        return record
+
+    first = decided("Kursk evacuation: shelling hits the Belovsky district",
+                    "https://a.example/rss", "1", u1, NOW)
+    later = NOW + timedelta(hours=1)  # both stories' alerts were due long ago
+    second = decided("Kursk evacuation: families leave Krasnaya Yaruga",
+                     "https://b.example/rss", "2", u2, later)
+    assert len(first.stories) == len(second.stories) == 1
+    bridge = decided("Kursk evacuation: border villages emptied", "https://c.example/rss", "3",
+                     u1 + u2, later)
+    assert bridge.folded == [("kursk", second.stories[0].id)]
+    assert bridge.alerts == []  # b came with its own story: c is one new outlet, not two
+    more = decided("Kursk evacuation: the border villages emptied", "https://d.example/rss",
+                   "4", u1 + u2, later)
+    assert [a.kind for a in more.alerts] == ["update"]  # c and d: two more outlets
+
+
 def test_a_replayed_bridge_merges_the_stories_on_another_node_and_after_a_restart(
         tmp_path: Path) -> None:
     """A merge lives in the placement's stored event: a decider rebuilt from the committed

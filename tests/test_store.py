@@ -266,6 +266,33 @@ async def test_record_poll_decides_with_stories_from_other_nodes(stores: StoreFa
     assert await b.story_events(T0 + timedelta(hours=1)) == []
 
 
+async def test_a_story_merged_into_another_gives_up_its_alerts_not_yet_sent(
+        stores: StoreFactory) -> None:
+    """An entry that reports two open stories merges them (the story engine's bridge): the
+    merged-away story's alert, still held for its group_wait, is dropped in that poll's
+    transaction, so the one story alerts once; an alert already delivered stays history."""
+    store = await stores()
+    await store.story_events(T0 - timedelta(days=1))
+    for key, feed in (("1", "http://a.test/f"), ("2", "http://b.test/f"),
+                      ("3", "http://c.test/f")):
+        await store.record_poll(_poll(feed, entry(key, f"Story {key}", feed=feed)),
+                                _decider("topic", []))
+    await store.mark_delivered(["alert-3"], T0)
+
+    def bridge(record: PollRecord, fresh: list[StoryEvent]) -> None:
+        [(match, _)] = record.matches
+        record.members.append(StoryMember("story-1", match.entry, T0))
+        record.events.append(StoryEvent("story-1", "topic", match.entry.id,
+                                        match.entry.feed_url, "bridge", T0))
+        record.folded += [("topic", "story-2"), ("topic", "story-3")]
+
+    await store.record_poll(_poll("http://d.test/f", entry("4", "Both", feed="http://d.test/f")),
+                            bridge)
+    assert [a.id for a in await store.due_alerts(T0 + timedelta(hours=1), 10)] == ["alert-1"]
+    assert sorted((a.id, a.state) for a in await store.alert_history()) == [
+        ("alert-1", "owed"), ("alert-3", "delivered")]
+
+
 async def test_recent_stories_list_every_outlet_once(stores: StoreFactory) -> None:
     store = await stores()
     await store.story_events(T0 - timedelta(days=1))

@@ -236,6 +236,7 @@ class PollRecord:
     members: list[StoryMember] = field(default_factory=list)
     alerts: list[NewAlert] = field(default_factory=list)
     events: list[StoryEvent] = field(default_factory=list)
+    folded: list[tuple[str, str]] = field(default_factory=list)  # (topic, story) merged away
 
 
 @dataclass(slots=True)

@@ -126,6 +126,9 @@ class Book:
     outlets: dict[str, datetime] = field(default_factory=dict)  # feed URL -> first seen
     updated: bool = False
     surged: bool = False
+    # outlets that came with a story merged into this one: that story had its own alert,
+    # so they are no news for an update (a surge counts them: they carried the story)
+    folded: set[str] = field(default_factory=set)
 
     def join(self, entry_id: str, feed_url: str, seen_at: datetime) -> None:
         self.entries[entry_id] = feed_url
@@ -135,7 +138,10 @@ class Book:
         """Take in a story merged into this one (its entries and outlets; follow-ups sent)."""
         self.entries.update(other.entries)
         for feed_url, at in other.outlets.items():
+            if feed_url not in self.outlets:
+                self.folded.add(feed_url)
             self.outlets[feed_url] = min(at, self.outlets.get(feed_url, at))
+        self.folded |= other.folded
         self.updated |= other.updated
         self.surged |= other.surged
 
@@ -144,10 +150,12 @@ class Book:
         feed_url = self.entries.pop(entry_id, None)
         if feed_url is not None and feed_url not in self.entries.values():
             self.outlets.pop(feed_url, None)
+            self.folded.discard(feed_url)
 
     def joined_after(self, due: datetime) -> int:
-        """Outlets that first carried the story after its alert was due."""
-        return sum(1 for at in self.outlets.values() if at > due)
+        """Outlets that first carried the story after its alert was due (not with a story
+        merged into it)."""
+        return sum(1 for url, at in self.outlets.items() if at > due and url not in self.folded)
 
     def recent(self, now: datetime, within: timedelta) -> int:
         return sum(1 for at in self.outlets.values() if now - within <= at <= now)
@@ -284,7 +292,8 @@ class StoryDecider:
         """Fold the merged stories' books into the target's; returns the books as before."""
         target = self._book(merged.into, merged.topic, now)
         before = {merged.into: Book(target.topic, target.first_seen, dict(target.entries),
-                                    dict(target.outlets), target.updated, target.surged)}
+                                    dict(target.outlets), target.updated, target.surged,
+                                    set(target.folded))}
         for story in merged.folded:
             book = self.books.pop(story.story_id, None)
             if book is not None:
@@ -310,6 +319,8 @@ class StoryDecider:
             self._merges.append((record, len(record.events), placed.merged, placed.books_before))
         record.members.append(StoryMember(placed.story_id, entry, now))
         bridged = [] if placed.merged is None else [s.story_id for s in placed.merged.folded]
+        # their alerts not yet tried are dropped: the story they joined has its own
+        record.folded += [(match.topic, story_id) for story_id in bridged]
         record.events.append(StoryEvent(placed.story_id, match.topic, entry.id,
                                         entry.feed_url, placement(raw, bridged), now))
         topic = self.rules.topics[match.topic]

@@ -140,6 +140,11 @@ INSERT_EVENT = (
     "INSERT INTO story_log (story_id, topic, entry_id, feed_url, evidence, seen_at) "
     "VALUES (:story_id, :topic, :entry_id, :feed_url, :evidence, :seen_at) "
     "ON CONFLICT DO NOTHING")
+# A story merged into another (an entry reported both) gives up its alerts not yet tried:
+# the story it joined has its own, so one story does not alert twice.
+DROP_FOLDED_ALERTS = ("DELETE FROM alerts WHERE topic = :topic AND story_id = :story_id "
+                      "AND status = 'owed' "
+                      "AND attempts = 0 AND " + LEASE_VOID.format(t="alerts"))
 # A new entry's text (and evidence, with its vector) for `keep_entries`: the desk reads it,
 # the story engine's word statistics are rebuilt from it at a start.
 INSERT_ENTRY = (
@@ -307,6 +312,7 @@ def poll_writes(record: PollRecord, now: datetime,
                          "feed_url": ev.feed_url, "evidence": ev.evidence,
                          "seen_at": dialect.time(ev.seen_at)} for ev in record.events]),
         (INSERT_ALERT, [_alert_row(a, at, dialect) for a in record.alerts]),
+        (DROP_FOLDED_ALERTS, [{"topic": t, "story_id": s, "now": at} for t, s in record.folded]),
     ]
     return [(sql, rows) for sql, rows in writes if rows]
 
