@@ -325,7 +325,9 @@ def test_feeds_import_then_export(tmp_path: Path, capsys: pytest.CaptureFixture[
         f"{tmp_path / 'feeds.d/imported.toml'}: added 0 feed(s); {added} already watched")
     out = tmp_path / "export.opml"
     assert main(["feeds", "export", "--config", str(path), "-o", str(out)]) == 0
-    assert out.read_bytes().count(b"xmlUrl=") == added  # file: feeds are left out
+    assert out.read_bytes().count(b"xmlUrl=") == added  # file: feeds are left out, saying so
+    assert capsys.readouterr().err.startswith(
+        "watcher feeds export: 2 feed(s) left out, no other reader could poll them: file:")
 
 
 def test_python_dash_m_and_exit_code_for_a_missing_config(tmp_path: Path) -> None:

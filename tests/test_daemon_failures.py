@@ -254,10 +254,14 @@ def test_sighup_alone_reloads(tmp_path: Path, feed_server: FeedServer,
             proc.send_signal(signal.SIGHUP)
             [alert] = hook.wait_for(1, timeout=30)
             assert alert.json["entry"]["feed"]["url"] == later
+            proc.send_signal(signal.SIGHUP)  # nothing changed: the one who asked hears so
+            wait_until(lambda: logged(log_path, "config unchanged"), 20, "the second reload")
         finally:
             out = stop(proc, log_path)
-        reloads = [x for x in json_lines(out) if x["msg"] == "config reloaded"]
-        assert [x["trigger"] for x in reloads] == ["SIGHUP"], out
+        reloads = [(x["msg"], x["trigger"], x["level"]) for x in json_lines(out)
+                   if x["msg"] in ("config reloaded", "config unchanged")]
+        assert reloads == [("config reloaded", "SIGHUP", "info"),
+                           ("config unchanged", "SIGHUP", "info")], out
 
 
 def test_the_watchdog_is_pinged_repeatedly(tmp_path: Path, feed_server: FeedServer,

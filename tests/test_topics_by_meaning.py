@@ -3,6 +3,7 @@ catch-all, explanations that teach and near misses - with the real embedding mod
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from watcher.matching.match import (
     similarity_of,
 )
 from watcher.model import Entry, Phrase, TopicRule
+from watcher.report import _print_near
 
 # Real reports of the founding story (24 Feb 2025) and real hard negatives, from
 # tests/data/match_eval/items_xlang.jsonl (titles verbatim; see its README for the outlets).
@@ -272,6 +274,9 @@ def test_near_misses_say_what_came_close_and_what_dropped_an_entry() -> None:
     [miss] = matcher.near(close)
     assert miss.reason == "below threshold" and 85 <= miss.score < 100 == miss.threshold
     assert miss.hits[0].text == "evacuaton"
+    printed = io.StringIO()
+    _print_near(replace(miss, score=99.96), printed)  # what `watcher test --near` says
+    assert printed.getvalue().startswith("[kursk] near miss, 99.9 < 100:  Kursk evacuaton")
     assert matcher.near(entry("Kursk weather today")) == []  # nothing came close
     assert matcher.near(entry("Kursk evacuation begins")) == []  # a match is no miss
 

@@ -229,6 +229,11 @@ def _feeds(args: argparse.Namespace, path: Path) -> int:
             args.output.write_bytes(data)
         else:
             sys.stdout.buffer.write(data)
+        local = [f.url for f in config.feeds if not opml.exportable(f.url)]
+        if local:  # on stderr: stdout may be the OPML file itself
+            print(f"watcher feeds export: {len(local)} feed(s) left out, no other reader could"
+                  f" poll them: {', '.join(local[:3])}{' ...' if len(local) > 3 else ''}",
+                  file=sys.stderr)
         return EXIT_OK
     try:
         read = opml.read_opml(args.opml.read_bytes())

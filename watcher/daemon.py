@@ -551,8 +551,10 @@ class Daemon:
             self._reload_desk(old, new)
             metrics.set_feeds(len(new.feeds))
             before, after = {f.url for f in old.feeds}, {f.url for f in new.feeds}
-            log.log(logging.INFO if new.fingerprint != old.fingerprint else logging.DEBUG,
-                    "config reloaded" if new.fingerprint != old.fingerprint else "config unchanged",
+            changed = new.fingerprint != old.fingerprint
+            # a SIGHUP is someone asking: they hear back either way
+            log.log(logging.INFO if changed or why == "SIGHUP" else logging.DEBUG,
+                    "config reloaded" if changed else "config unchanged",
                     extra={"trigger": why, "feeds": len(new.feeds), "topics": len(new.topics),
                             "added": len(after - before), "removed": len(before - after)})
             return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -229,7 +230,8 @@ def _print_near(miss: NearMiss, out: TextIO) -> None:
     if miss.reason == "dropped by none":
         head = "dropped by none"
     else:
-        head = f"{miss.score:.0f} < {miss.threshold:.0f}"
+        # rounded down: 79.96 printed "80.0 < 80" would read as a bug
+        head = f"{math.floor(miss.score * 10) / 10:.1f} < {miss.threshold:g}"
     print(f"[{miss.topic}] near miss, {head}:  {e.title or one_line(e.summary[:90])}", file=out)
     published = f"{e.published:%Y-%m-%d %H:%M} UTC" if e.published else "no date"
     print(f"    {e.feed_name} | {published} | {e.link or '(no link)'}", file=out)

@@ -174,8 +174,9 @@ class Desk:
             raise DeskError(f"cannot serve the desk on {self.host}:{self._port}: "
                             f"{exc.strerror or exc}") from None
         self._runner = runner
-        log.info("desk listening", extra={"address": self.url,
-                                          "token": "required" if not self.guard.open else "none"})
+        # not "token": the log masks fields so named, and this one holds no secret
+        log.info("desk listening", extra={"address": self.url, "access": (
+            "token required" if not self.guard.open else "open (loopback, no token)")})
 
     async def close(self) -> None:
         """Stop serving; safe to call twice."""

@@ -341,7 +341,7 @@ def export_opml(feeds: Sequence[FeedSettings], *, title: str = "watcher feeds",
     body = ET.SubElement(root, "body")
     folders: dict[str, ET.Element] = {}
     for feed in feeds:
-        if _http_url(feed.url) is None:
+        if not exportable(feed.url):
             continue
         parent = body
         if feed.tags:
@@ -352,6 +352,11 @@ def export_opml(feeds: Sequence[FeedSettings], *, title: str = "watcher feeds",
         ET.SubElement(parent, "outline", _outline_attrs(feed))
     ET.indent(root, space="  ")
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+
+
+def exportable(url: str) -> bool:
+    """Whether a feed goes into an OPML export (http(s); file: feeds are left out)."""
+    return _http_url(url) is not None
 
 
 def _outline_attrs(feed: FeedSettings) -> dict[str, str]:
