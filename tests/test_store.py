@@ -293,6 +293,32 @@ async def test_a_story_merged_into_another_gives_up_its_alerts_not_yet_sent(
         ("alert-1", "owed"), ("alert-3", "delivered")]
 
 
+async def test_a_failed_polls_placements_are_undone_before_another_poll_decides(
+        stores: StoreFactory) -> None:
+    """The story decider keeps its stories in memory: when a poll's transaction fails after
+    it decided, the undo runs under the story lock, before a poll waiting for that lock
+    decides against stories that were never committed."""
+    store = await stores()
+    await store.story_events(T0 - timedelta(days=1))
+    order: list[str] = []
+
+    def failing(record: PollRecord, fresh: list[StoryEvent]) -> None:
+        order.append("decide 1")
+        raise RuntimeError("the transaction fails")
+
+    def second(record: PollRecord, fresh: list[StoryEvent]) -> None:
+        order.append("decide 2")
+
+    results = await asyncio.gather(
+        store.record_poll(_poll("http://a.test/f", entry("1", "One")), failing,
+                          lambda record: order.append("undo 1")),
+        store.record_poll(_poll("http://b.test/f", entry("2", "Two", feed="http://b.test/f")),
+                          second, lambda record: order.append("undo 2")),
+        return_exceptions=True)
+    assert isinstance(results[0], RuntimeError) and results[1] is None
+    assert order == ["decide 1", "undo 1", "decide 2"]
+
+
 async def test_recent_stories_list_every_outlet_once(stores: StoreFactory) -> None:
     store = await stores()
     await store.story_events(T0 - timedelta(days=1))

@@ -341,13 +341,10 @@ class Pipeline:
         state.primed = True
         state.entries_total += len(check.new)
         record.feed = state
-        try:
-            await self.store.record_poll(
-                record, lambda r, fresh: self.decider.decide(r, fresh, now))
-        except Exception:
-            if self._decider is not None:
-                self._decider.forget(record)
-            raise
+        # a failed transaction's placements are undone by the store, under its story lock
+        await self.store.record_poll(
+            record, lambda r, fresh: self.decider.decide(r, fresh, now),
+            lambda r: self.decider.forget(r))
         if record.alerts:
             self.on_alerts()
         return PollSummary(feed.url, result.status, len(parsed.entries), len(check.new),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, overload
@@ -135,8 +136,11 @@ class FeedStore(Protocol):
     async def feed_states(self, urls: list[str]) -> dict[str, FeedState]: ...
     async def save_feed(self, state: FeedState) -> None: ...
     async def check_seen(self, feed_url: str, entries: list[Entry]) -> SeenCheck: ...
-    async def record_poll(self, record: PollRecord, decide: Decider | None = None) -> None:
-        """Write one poll in one transaction; `decide` fills in its stories and alerts there."""
+    async def record_poll(self, record: PollRecord, decide: Decider | None = None,
+                          undo: Callable[[PollRecord], None] | None = None) -> None:
+        """Write one poll in one transaction; `decide` fills in its stories and alerts there.
+        If the transaction fails after `decide` ran, `undo(record)` runs before another
+        poll of this process can decide (still under the story lock)."""
         ...
     async def story_events(self, since: datetime) -> list[StoryEvent]:
         """Placements of the stories touched since `since`, in commit order."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -93,6 +93,7 @@ class PostgresStore(SqlStore):
         self._last_beat = 0.0
         self.server_version = 0
         self._checking: asyncio.Future[None] | None = None
+        self._deciding = asyncio.Lock()  # see record_poll
         self._writer = FeedWriter(self._save_feeds)
 
     def __repr__(self) -> str:
@@ -233,7 +234,22 @@ class PostgresStore(SqlStore):
 
     # --- one poll, one transaction ---
 
-    async def record_poll(self, record: PollRecord, decide: Decider | None = None) -> None:
+    async def record_poll(self, record: PollRecord, decide: Decider | None = None,
+                          undo: Callable[[PollRecord], None] | None = None) -> None:
+        if not (record.matches and decide is not None):
+            await self._record_poll(record, None)
+            return
+        # this process's polls decide one at a time until a failed one is undone (the
+        # advisory lock is gone with the failed transaction, before `undo` could run)
+        async with self._deciding:
+            try:
+                await self._record_poll(record, decide)
+            except BaseException:
+                if undo is not None:
+                    undo(record)
+                raise
+
+    async def _record_poll(self, record: PollRecord, decide: Decider | None) -> None:
         now = record.feed.last_poll_at or _utcnow()
         async with self._conn(durable=True) as conn:
             if (record.matches and decide is not None) or record.stories or record.events:

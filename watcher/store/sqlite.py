@@ -226,19 +226,28 @@ class SqliteStore(SqlStore):
 
     # --- one poll, one transaction ---
 
-    async def record_poll(self, record: PollRecord, decide: Decider | None = None) -> None:
-        await self._run(self._record_poll, record, decide)
+    async def record_poll(self, record: PollRecord, decide: Decider | None = None,
+                          undo: Callable[[PollRecord], None] | None = None) -> None:
+        await self._run(self._record_poll, record, decide, undo)
 
-    def _record_poll(self, record: PollRecord, decide: Decider | None) -> None:
+    def _record_poll(self, record: PollRecord, decide: Decider | None,
+                     undo: Callable[[PollRecord], None] | None) -> None:
         now = to_epoch(record.feed.last_poll_at) or 0.0
-        with self._tx():  # BEGIN IMMEDIATE: the write lock is also the story lock
-            if record.matches and decide is not None:
-                self._drop_seen_elsewhere(record)
-                decide(record, self._fresh_stories())
-            self._save_feed(record.feed)
-            for sql, rows in poll_writes(record, record.feed.last_poll_at or from_epoch(now),
-                                         DIALECT):
-                self.db.executemany(sql, rows)
+        decided = False
+        try:
+            with self._tx():  # BEGIN IMMEDIATE: the write lock is also the story lock
+                if record.matches and decide is not None:
+                    self._drop_seen_elsewhere(record)
+                    decided = True
+                    decide(record, self._fresh_stories())
+                self._save_feed(record.feed)
+                for sql, rows in poll_writes(record, record.feed.last_poll_at
+                                             or from_epoch(now), DIALECT):
+                    self.db.executemany(sql, rows)
+        except BaseException:
+            if decided and undo is not None:  # on this thread: no other poll decides first
+                undo(record)
+            raise
 
     def _drop_seen_elsewhere(self, record: PollRecord) -> None:
         """Seen by canonical link, checked again under the write lock (another process may
