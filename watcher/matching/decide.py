@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -203,7 +203,16 @@ class StoryDecider:
 
     def observe(self, ev: Evidence) -> None:
         """Count a new entry (matched or not) in the word statistics."""
-        self.index.observe(ev)
+        self.index.observe(self._comparable(ev))
+
+    def _comparable(self, ev: Evidence) -> Evidence:
+        """Stored evidence as this model can compare it: a vector another model made (after
+        the `embedding` key changed; its length differs) or kept while no model loads
+        counts as none, instead of breaking every comparison with the new ones."""
+        embedder = self.rules.embedder
+        if ev.vector is None or (embedder is not None and len(ev.vector) == embedder.dim):
+            return ev
+        return replace(ev, vector=None)
 
     def expire(self, now: datetime) -> int:
         """Forget stories not touched within the window; returns how many."""
@@ -218,7 +227,8 @@ class StoryDecider:
         book = self.books.get(event.story_id)
         if book is not None and event.entry_id in book.entries:
             return
-        ev, bridged = loads_placement(event.evidence)
+        stored, bridged = loads_placement(event.evidence)
+        ev = self._comparable(stored)
         opens = book is None or self.index.story(event.topic, event.story_id) is None
         if opens:
             self.index.open(event.topic, event.story_id, event.entry_id, ev, event.seen_at)
@@ -244,7 +254,7 @@ class StoryDecider:
             event = record.events[position]
             if event.story_id not in opened:
                 self.index.detach(event.topic, event.story_id, event.entry_id,
-                                  loads(event.evidence))
+                                  self._comparable(loads(event.evidence)))
                 book = self.books.get(event.story_id)
                 if book is not None:
                     book.leave(event.entry_id)

@@ -53,6 +53,7 @@ WORKERS = 2
 _PR_SET_PDEATHSIG = 1
 _PARENT_CHECK = 1.0  # seconds between a worker's looks at its parent
 _KILL_WAIT = 5.0  # seconds to wait for a killed worker to be reaped
+_FORKINIT = "watcher.reader.forkinit"
 _NAMES = {"parse_feed": "parse", "extract_text": "text extraction"}
 
 
@@ -289,7 +290,8 @@ class ParsePool(Executor):
         self.deadline = deadline
         self.memory_mb = memory_mb
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(list(preload))
+        # forkinit first: it must run before anything that starts threads (see there)
+        self._context.set_forkserver_preload([_FORKINIT, *preload])
         self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._slots = [_Slot(self) for _ in range(workers)]
         self._lock = threading.Lock()
