@@ -312,7 +312,7 @@ path = "alerts.jsonl"
     assert len(first.stories) == len(second.stories) == 1
     bridge = decided("Kursk evacuation: border villages emptied", "https://c.example/rss", "3",
                      u1 + u2, later)
-    assert bridge.folded == [("kursk", second.stories[0].id)]
+    assert bridge.folded == [("kursk", second.stories[0].id, first.stories[0].id)]
     assert bridge.alerts == []  # b came with its own story: c is one new outlet, not two
     more = decided("Kursk evacuation: the border villages emptied", "https://d.example/rss",
                    "4", u1 + u2, later)

@@ -13,7 +13,7 @@ import pytest
 from test_desk import FEED_A, FEED_B, entry, record_story
 
 from watcher.desk.queries import DeskQueries
-from watcher.model import FeedState, NewAlert, PollRecord
+from watcher.model import FeedState, NewAlert, PollRecord, StoryMember
 from watcher.store import Store, open_store
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
@@ -82,10 +82,10 @@ async def test_latest_stories_per_topic_in_one_statement(store: Store,
     sent = count_statements(store, monkeypatch)
     got = await DeskQueries(store).latest_stories(["kursk", "other", "none"], 2)
     assert [s.id for s in got] == ["k4", "k3", "o4", "o3"]
-    assert len(sent) == 3  # stories, their outlets, their alerts
+    assert len(sent) == 4  # stories, their outlets, stories merged into them, their alerts
 
 
-async def test_a_page_of_stories_costs_three_statements(store: Store,
+async def test_a_page_of_stories_costs_four_statements(store: Store,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(30):
         members = [entry(f"a{i}", f"Story {i}", FEED_A), entry(f"b{i}", f"Story {i}", FEED_B)]
@@ -93,7 +93,33 @@ async def test_a_page_of_stories_costs_three_statements(store: Store,
     sent = count_statements(store, monkeypatch)
     got = await DeskQueries(store).stories(topic="kursk", limit=25)
     assert len(got) == 25 and all(len(s.outlets) == 2 and len(s.alerts) == 2 for s in got)
-    assert len(sent) == 3
+    assert len(sent) == 4
+
+
+async def test_a_merged_story_is_listed_once_with_both_outlets_and_alerts(
+        store: Store) -> None:
+    """An entry reported two open stories and the engine merged them: the desk lists the
+    story they became, with every outlet and the alert each had sent, and a link to the
+    merged-away story (an old alert's) shows that one story."""
+    await record_story(store, "kept", "kursk", [entry("a1", "Kursk evacuation", FEED_A)],
+                       at=T0, channels=("hook",))
+    await record_story(store, "gone", "kursk", [entry("b1", "Families leave Kursk", FEED_B)],
+                       at=T0 + timedelta(minutes=5), channels=("hook",))
+    await store.mark_delivered(["gone-hook"], T0 + timedelta(minutes=6))  # it alerted alone
+    bridge = entry("c1", "Kursk border villages emptied", "http://c.test/rss")
+    await store.record_poll(PollRecord(
+        feed=FeedState(url=bridge.feed_url, last_poll_at=T0 + timedelta(minutes=9),
+                       last_status=200),
+        seen=[bridge], members=[StoryMember("kept", bridge, T0 + timedelta(minutes=9))],
+        folded=[("kursk", "gone", "kept")]))
+    desk = DeskQueries(store)
+    [listed] = await desk.stories(topic="kursk")
+    assert listed.id == "kept"
+    assert [o.feed_url for o in listed.outlets] == [FEED_A, FEED_B, bridge.feed_url]
+    assert sorted(a.id for a in listed.alerts) == ["gone-hook", "kept-hook"]
+    assert [s.id for s in await desk.latest_stories(["kursk"], 5)] == ["kept"]
+    followed = await desk.story("gone")
+    assert followed is not None and followed.id == "kept" and len(followed.outlets) == 3
 
 
 async def test_pages_continue_after_the_cursor_even_when_times_tie(store: Store) -> None:

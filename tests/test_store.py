@@ -284,13 +284,15 @@ async def test_a_story_merged_into_another_gives_up_its_alerts_not_yet_sent(
         record.members.append(StoryMember("story-1", match.entry, T0))
         record.events.append(StoryEvent("story-1", "topic", match.entry.id,
                                         match.entry.feed_url, "bridge", T0))
-        record.folded += [("topic", "story-2"), ("topic", "story-3")]
+        record.folded += [("topic", "story-2", "story-1"), ("topic", "story-3", "story-1")]
 
     await store.record_poll(_poll("http://d.test/f", entry("4", "Both", feed="http://d.test/f")),
                             bridge)
     assert [a.id for a in await store.due_alerts(T0 + timedelta(hours=1), 10)] == ["alert-1"]
     assert sorted((a.id, a.state) for a in await store.alert_history()) == [
         ("alert-1", "owed"), ("alert-3", "delivered")]
+    [story] = await store.recent_stories(T0 - timedelta(days=1))  # listed once, with all
+    assert story.title == "Story 1" and len(story.outlets) == 1  # (all four feeds: "Feed A")
 
 
 async def test_a_failed_polls_placements_are_undone_before_another_poll_decides(

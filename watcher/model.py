@@ -236,7 +236,8 @@ class PollRecord:
     members: list[StoryMember] = field(default_factory=list)
     alerts: list[NewAlert] = field(default_factory=list)
     events: list[StoryEvent] = field(default_factory=list)
-    folded: list[tuple[str, str]] = field(default_factory=list)  # (topic, story) merged away
+    # (topic, story merged away, story it joined)
+    folded: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

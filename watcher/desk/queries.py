@@ -2,8 +2,9 @@
 backends over the store's SQL core (watcher/store/sql.py: `fetch`, `execute`, the dialect).
 
 Every page costs a fixed number of statements whatever it lists: the stories (LIMITed,
-newest first, by the `stories_by_time` index or a topic's), then their outlets and their
-alerts in one statement each (IN lists of at most 500), never one query per story.
+newest first, by the `stories_by_time` index or a topic's), then their outlets, the stories
+merged into them and their alerts in one statement each (IN lists of at most 500), never one
+query per story. A story merged into another (`merged_into`) is listed as that one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from watcher.store.base import alert_state, mask_error
 from watcher.store.sql import REQUEUE, Row, SqlStore, chunks, in_list
 
 OUTLETS_SHOWN = 100  # outlets listed per story (the first reporters)
-STORY = "SELECT id, topic, title, summary, opened_at FROM stories"
+STORY = "SELECT id, topic, title, summary, opened_at, merged_into FROM stories"
+LISTED = " WHERE merged_into IS NULL"  # a merged story is listed as the one it joined
 NEWEST = " ORDER BY opened_at DESC, id DESC LIMIT :limit"
 BEFORE = " AND (opened_at < :b_at OR (opened_at = :b_at AND id < :b_id))"
 MEMBERS = ("SELECT story_id, feed_url, feed_name, title, link, language, seen_at "
@@ -28,6 +30,7 @@ MEMBERS = ("SELECT story_id, feed_url, feed_name, title, link, language, seen_at
 ALERTS = ("SELECT id, story_id, channel, status, attempts, last_error, created_at, "
           "delivered_at, next_attempt_at, kind{payload} FROM alerts WHERE topic IN {topics} "
           "AND story_id IN {ids} ORDER BY created_at, channel, kind")
+MERGED = "SELECT id, merged_into FROM stories WHERE merged_into IN {}"
 RETRY_ONE = REQUEUE + " AND id = :id"
 
 
@@ -43,7 +46,7 @@ class DeskQueries:
     async def latest_stories(self, topics: Sequence[str], per_topic: int) -> list[StoryView]:
         if not topics:
             return []
-        parts = [f"SELECT * FROM ({STORY} WHERE topic = :t{i}{NEWEST}) s{i}"
+        parts = [f"SELECT * FROM ({STORY}{LISTED} AND topic = :t{i}{NEWEST}) s{i}"
                  for i in range(len(topics))]
         params: dict[str, Any] = {f"t{i}": t for i, t in enumerate(topics)}
         params["limit"] = per_topic
@@ -52,7 +55,7 @@ class DeskQueries:
 
     async def stories(self, *, topic: str | None = None, since: datetime | None = None,
                       before: Cursor | None = None, limit: int = 50) -> list[StoryView]:
-        sql = STORY + " WHERE 1 = 1"
+        sql = STORY + LISTED
         params: dict[str, Any] = {"limit": limit}
         if topic is not None:
             sql += " AND topic = :topic"
@@ -67,8 +70,12 @@ class DeskQueries:
 
     async def story(self, story_id: str) -> StoryView | None:
         rows = await self.store.fetch(STORY + " WHERE id = :id", {"id": story_id})
+        if rows and rows[0]["merged_into"]:  # an old alert's link: the story it joined
+            rows = await self.store.fetch(STORY + " WHERE id = :id",
+                                          {"id": rows[0]["merged_into"]})
         if not rows:
             return None
+        story_id = rows[0]["id"]
         members = await self._members([story_id])
         alert_rows = await self._alert_rows([story_id], [rows[0]["topic"]], payload=True)
         score, hits = _explanation(alert_rows)
@@ -92,7 +99,7 @@ class DeskQueries:
         members = await self._members(ids)
         alerts: dict[str, list[Row]] = {}
         for a in await self._alert_rows(ids, sorted({r["topic"] for r in rows})):
-            alerts.setdefault(a["story_id"], []).append(a)
+            alerts.setdefault(a["listed_as"], []).append(a)
         return [self._story(r, members, alerts.get(r["id"], [])) for r in rows]
 
     async def _members(self, ids: list[str]) -> dict[str, list[OutletView]]:
@@ -109,14 +116,22 @@ class DeskQueries:
 
     async def _alert_rows(self, ids: list[str], topics: list[str], *,
                           payload: bool = False) -> list[Row]:
-        """The stories' alerts (by the alerts' (topic, story_id, ...) unique index)."""
+        """The stories' alerts and those of the stories merged into them, each with the
+        story it is listed under (`listed_as`), oldest first."""
+        listed_as = {i: i for i in ids}
+        for chunk in chunks(ids):
+            marks, params = in_list("s", chunk)
+            for r in await self.store.fetch(MERGED.format(marks), params):
+                listed_as[r["id"]] = r["merged_into"]
         rows: list[Row] = []
         topic_marks, topic_params = in_list("t", topics)
-        for chunk in chunks(ids):
+        for chunk in chunks(list(listed_as)):
             marks, params = in_list("s", chunk)
             sql = ALERTS.format(payload=", payload" if payload else "", ids=marks,
                                 topics=topic_marks)
-            rows.extend(await self.store.fetch(sql, {**params, **topic_params}))
+            rows.extend({**r, "listed_as": listed_as[r["story_id"]]}
+                        for r in await self.store.fetch(sql, {**params, **topic_params}))
+        rows.sort(key=lambda r: (r["created_at"], r["channel"], r["kind"]))
         return rows
 
     def _alert(self, r: Row, payload: bool) -> AlertView:

@@ -334,7 +334,7 @@ class StoryDecider:
         record.members.append(StoryMember(placed.story_id, entry, now))
         bridged = [] if placed.merged is None else [s.story_id for s in placed.merged.folded]
         # their alerts not yet tried are dropped: the story they joined has its own
-        record.folded += [(match.topic, story_id) for story_id in bridged]
+        record.folded += [(match.topic, story_id, placed.story_id) for story_id in bridged]
         record.events.append(StoryEvent(placed.story_id, match.topic, entry.id,
                                         entry.feed_url, placement(raw, bridged), now))
         topic = self.rules.topics[match.topic]

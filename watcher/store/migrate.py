@@ -43,7 +43,7 @@ TABLES = (
            frozenset({"primed", "active"})),
     _Table("seen", ("feed_url", "entry_key", "canonical_link", "title_hash", "first_seen"),
            "feed_url, entry_key", "feed_url, entry_key", frozenset({"first_seen"})),
-    _Table("stories", ("id", "topic", "title", "summary", "opened_at"), "id",
+    _Table("stories", ("id", "topic", "title", "summary", "opened_at", "merged_into"), "id",
            "opened_at, rowid", frozenset({"opened_at"})),
     _Table("story_members", ("story_id", "feed_url", "entry_key", "feed_name", "title", "link",
                              "seen_at", "language"), "story_id, feed_url, entry_key", "seen_at",

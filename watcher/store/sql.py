@@ -145,6 +145,15 @@ INSERT_EVENT = (
 DROP_FOLDED_ALERTS = ("DELETE FROM alerts WHERE topic = :topic AND story_id = :story_id "
                       "AND status = 'owed' "
                       "AND attempts = 0 AND " + LEASE_VOID.format(t="alerts"))
+# ... and its outlets are listed under the story it joined (copied: an entry keeps its row
+# under the story it was placed in), which the merged story points at from now on, as do
+# stories merged into it before (so a chain of merges ends at the one story listed).
+FOLD_MEMBERS = (
+    "INSERT INTO story_members (story_id, feed_url, entry_key, feed_name, title, link, "
+    "seen_at, language) SELECT :into, feed_url, entry_key, feed_name, title, link, seen_at, "
+    "language FROM story_members WHERE story_id = :story_id ON CONFLICT DO NOTHING")
+FOLD_STORY = ("UPDATE stories SET merged_into = :into WHERE id = :story_id "
+              "OR merged_into = :story_id")
 # A new entry's text (and evidence, with its vector) for `keep_entries`: the desk reads it,
 # the story engine's word statistics are rebuilt from it at a start.
 INSERT_ENTRY = (
@@ -187,6 +196,7 @@ HISTORY = ("SELECT id, topic, channel, story_id, title, payload, status, attempt
 RECENT_STORIES = (
     "SELECT s.id, s.topic, s.title, s.opened_at, m.feed_name FROM "
     "(SELECT id, topic, title, opened_at FROM stories WHERE opened_at >= :since "
+    "AND merged_into IS NULL "
     "ORDER BY opened_at DESC, id LIMIT :limit) s "
     "LEFT JOIN story_members m ON m.story_id = s.id "
     "ORDER BY s.opened_at DESC, s.id, m.seen_at")
@@ -312,7 +322,10 @@ def poll_writes(record: PollRecord, now: datetime,
                          "feed_url": ev.feed_url, "evidence": ev.evidence,
                          "seen_at": dialect.time(ev.seen_at)} for ev in record.events]),
         (INSERT_ALERT, [_alert_row(a, at, dialect) for a in record.alerts]),
-        (DROP_FOLDED_ALERTS, [{"topic": t, "story_id": s, "now": at} for t, s in record.folded]),
+        (DROP_FOLDED_ALERTS, [{"topic": t, "story_id": s, "now": at}
+                              for t, s, _ in record.folded]),
+        (FOLD_MEMBERS, [{"story_id": s, "into": into} for _, s, into in record.folded]),
+        (FOLD_STORY, [{"story_id": s, "into": into} for _, s, into in record.folded]),
     ]
     return [(sql, rows) for sql, rows in writes if rows]
 

@@ -117,6 +117,12 @@ MIGRATIONS: list[Migration] = [
     CREATE INDEX alerts_due ON alerts (status, next_attempt_at);
     CREATE INDEX alerts_by_time ON alerts (created_at);
     """,
+    # 6: a story merged into another (an entry reported both) points at it; the desk lists
+    # the one it joined, with the outlets of both
+    """
+    ALTER TABLE stories ADD COLUMN merged_into TEXT;
+    CREATE INDEX stories_merged ON stories (merged_into) WHERE merged_into IS NOT NULL;
+    """,
 ]
 
 
