@@ -41,7 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import tomli_w
 
-from watcher.config import FeedSettings
+from watcher.config import FeedSettings, validate_feed
 
 WATCHER_NS = "https://github.com/watcher-rss/watcher/opml"
 MINIFLUX_NS = "https://miniflux.app/opml"
@@ -291,7 +291,7 @@ def feed_table(feed: OpmlFeed) -> dict[str, Any]:
         table["tags"] = list(feed.tags)
     if feed.fulltext:
         table["fulltext"] = True
-    FeedSettings.model_validate(table)
+    validate_feed(table)
     return table
 
 
