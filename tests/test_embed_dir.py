@@ -237,3 +237,36 @@ def test_switching_to_a_model_of_another_size_keeps_the_stories(
     alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert [a["entry"]["title"] for a in alerts] == [story]
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_playground_skips_vectors_another_model_stored(
+        model_dir: Path, tmp_path: Path) -> None:
+    """Entries kept with the bundled model's vectors, a topic by meaning tried on a 64-number
+    model: those entries are matched on keywords (and the desk says so), not a crash."""
+    from datetime import UTC, datetime
+
+    from watcher.config import load_config
+    from watcher.desk.model import RecentEntry
+    from watcher.desk.playground import evaluate, parse_topic
+    from watcher.model import Entry
+
+    config_path = tmp_path / "watcher.toml"
+    config_path.write_text(f'[watcher]\nstate = "state.db"\nembedding = "{model_dir}"\n')
+    config = load_config(config_path)
+    model = load_embedder(str(model_dir))
+    topic, raw, problems = parse_topic(f'name = "t"\nlike = ["{SENTENCES[0]}"]\n'
+                                       'about_threshold = 50', config)
+    assert topic is not None and not problems
+
+    def kept(i: int, title: str, vector: np.ndarray) -> RecentEntry:
+        return RecentEntry(Entry(key=str(i), guid=None, title=title, link=None,
+                                 canonical_link=None, summary="", published=None,
+                                 feed_url="http://a.test/f", feed_name="A"),
+                           datetime.now(UTC), "en", vector)
+
+    entries = [kept(1, SENTENCES[0], model.embed([SENTENCES[0]])[0]),
+               kept(2, SENTENCES[1], np.ones(384, dtype=np.float32) / np.sqrt(384))]
+    result = evaluate(topic, raw, config, entries, model)
+    assert result.entries == 2
+    assert ["".join(text for text, _ in m.title) for m in result.matches] == [SENTENCES[0]]
+    assert "1 entries were stored without an embedding of this model" in result.notice

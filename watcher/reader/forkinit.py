@@ -24,8 +24,10 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 def one_arena() -> bool:
     """Make every thread allocate from the main arena; False where libc has no mallopt."""
     try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):  # -8 is glibc's number for M_ARENA_MAX
+            return False
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS): no per-thread arenas to fear
+    except (OSError, ValueError, AttributeError):  # musl, macOS: no such arenas to fear
         return False
     return bool(mallopt(_M_ARENA_MAX, 1))
 

@@ -105,9 +105,12 @@ PRUNE: list[tuple[str | None, str]] = [
     ("alerts", "DELETE FROM alerts WHERE status <> 'owed' AND created_at < :horizon"),
     (None, "DELETE FROM story_members WHERE story_id IN (SELECT s.id FROM stories s "
            "WHERE s.opened_at < :horizon AND NOT EXISTS "
-           "(SELECT 1 FROM alerts a WHERE a.story_id = s.id))"),
+           "(SELECT 1 FROM alerts a WHERE a.story_id = s.id) AND NOT EXISTS "
+           "(SELECT 1 FROM stories m WHERE m.merged_into = s.id))"),
+    # a story others were merged into stays while they do (they are listed as it)
     ("stories", "DELETE FROM stories WHERE opened_at < :horizon AND NOT EXISTS "
-                "(SELECT 1 FROM alerts a WHERE a.story_id = stories.id)"),
+                "(SELECT 1 FROM alerts a WHERE a.story_id = stories.id) AND NOT EXISTS "
+                "(SELECT 1 FROM stories m WHERE m.merged_into = stories.id)"),
     ("feeds", "DELETE FROM feeds WHERE active = FALSE AND lease_owner IS NULL "
               "AND (last_poll_at IS NULL OR last_poll_at < :horizon)"),
     ("seen", "DELETE FROM seen WHERE NOT EXISTS (SELECT 1 FROM feeds f "
