@@ -270,3 +270,20 @@ def test_the_playground_skips_vectors_another_model_stored(
     assert result.entries == 2
     assert ["".join(text for text, _ in m.title) for m in result.matches] == [SENTENCES[0]]
     assert "1 entries were stored without an embedding of this model" in result.notice
+
+
+def test_a_new_models_centres_start_over_and_wait_for_enough_vectors() -> None:
+    """The shipped language centres are the bundled model's; after a switch to another size
+    they restart, and are not used until they average enough of the new model's vectors."""
+    from watcher.story.evidence import CENTRE_PRIOR_WEIGHT, Centres
+
+    centres = Centres()
+    prior = centres.get("en")
+    assert prior is not None and len(prior) == 384
+    rng = np.random.default_rng(1)
+    centres.add("en", rng.normal(size=DIM).astype(np.float32))
+    assert centres.get("en") is None  # one vector is no mean to centre on
+    for _ in range(CENTRE_PRIOR_WEIGHT // 2):
+        centres.add("en", rng.normal(size=DIM).astype(np.float32))
+    centre = centres.get("en")
+    assert centre is not None and len(centre) == DIM

@@ -234,6 +234,8 @@ class Centres:
         found = self._mean.get(lang)
         if found is None or self._weight.get(lang, 0) < CENTRE_PRIOR_WEIGHT // 2:
             found = self._mean.get("")
+            if self._weight.get("", 0) < CENTRE_PRIOR_WEIGHT // 2:
+                return None  # a mean of a few vectors (a new model's first) centres badly
         return found
 
     def to_state(self) -> dict[str, object]:
