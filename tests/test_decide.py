@@ -351,3 +351,34 @@ def test_a_replayed_bridge_merges_the_stories_on_another_node_and_after_a_restar
     assert json.dumps(rebuilt.index.to_state()["topics"]["anywhere"]["stories"],
                       sort_keys=True) == json.dumps(
         decider.index.to_state()["topics"]["anywhere"]["stories"], sort_keys=True)
+
+
+def test_vectors_another_model_stored_are_not_compared_after_a_switch(tmp_path: Path) -> None:
+    """After `embedding` points at another model of the same size, the stories rebuilt
+    from the store keep their words but not the old model's vectors: a new entry whose new
+    vector happens to equal an old one is not joined to that story on it."""
+    rules = Rules(load_config(write_config(tmp_path, [], "")))
+    centre = StoryDecider(rules).index.stream.centres.get("en")
+    assert centre is not None
+    direction = np.eye(384, dtype=np.float32)[0]
+    vector = (centre + direction).astype(np.float32)
+
+    def placed(title: str, key: str, model: str, decider: StoryDecider) -> PollRecord:
+        record = poll(rules, entry(title, "https://a.example/rss", key))
+        record.evidence = {k: with_vector(raw, vector, model) for k, raw in
+                           record.evidence.items()}
+        record.matches = [(m, u) for m, u in record.matches if m.topic == "anywhere"]
+        decider.decide(record, [], NOW)
+        return record
+
+    old = placed("Kursk evacuation: shelling hits the Belovsky district", "1", "",
+                 StoryDecider(rules))  # stored by the bundled model (no name)
+    other = "dir:minilm:0123abcd"
+    for model_known, joins in ((False, True), (True, False)):
+        rebuilt = StoryDecider(rules)
+        if model_known:
+            rebuilt.vector_model = (384, other)
+        for event in old.events:
+            rebuilt.replay(event)
+        new = placed("Kursk evacuation: Red Cross convoy reaches Sumy", "2", other, rebuilt)
+        assert (new.stories == []) is joins  # on the vectors alone, when they are compared

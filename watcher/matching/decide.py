@@ -28,7 +28,7 @@ import numpy as np
 
 from watcher import schedule
 from watcher.config import Config, FeedSettings, TopicSettings
-from watcher.embed import Embedder
+from watcher.embed import BUNDLED_MODEL, Embedder
 from watcher.matching.dedupe import loads, loads_placement, placement
 from watcher.matching.match import ConceptUnavailable, Matcher
 from watcher.model import (
@@ -188,7 +188,9 @@ class StoryDecider:
         # before), so `rollback` can undo them. A failed poll is rolled back right after its
         # transaction, and polls decide one at a time (the story lock), so the last 32 suffice
         self._merges: deque[tuple[PollRecord, int, Merge, dict[str, Book]]] = deque(maxlen=32)
-        self.vector_size: int | None = None  # the model's vectors' (see _comparable)
+        # the model's vector size and name, when known (see _comparable)
+        self.vector_model: tuple[int, str] | None = None
+        self._vector_size: int | None = None
         self.configure(rules)
 
     @property
@@ -207,16 +209,22 @@ class StoryDecider:
         self.index.observe(self._comparable(ev))
 
     def _comparable(self, ev: Evidence) -> Evidence:
-        """Stored evidence as the current model can compare it: a vector of another size
-        (another model's, from before the `embedding` key changed) counts as none, instead
-        of breaking every comparison with the new ones. The size is the loaded model's
-        (`vector_size`, set by whoever loads it), else that of the first vector met."""
+        """Stored evidence as the current model can compare it: a vector another model made
+        (before the `embedding` key changed) counts as none, instead of mixing two models'
+        cosines or breaking every comparison. The model is the one set in `vector_model`
+        by whoever loads it (a vector stored without a name is the bundled model's); else
+        vectors of the size of the first one met are kept."""
         if ev.vector is None:
             return ev
-        if self.vector_size is None:
+        if self.vector_model is not None:
+            size, name = self.vector_model
+            same = len(ev.vector) == size and (ev.model or BUNDLED_MODEL) == name
+        else:
             embedder = self.rules.embedder
-            self.vector_size = embedder.dim if embedder is not None else len(ev.vector)
-        return ev if len(ev.vector) == self.vector_size else replace(ev, vector=None)
+            if self._vector_size is None:
+                self._vector_size = embedder.dim if embedder is not None else len(ev.vector)
+            same = len(ev.vector) == self._vector_size
+        return ev if same else replace(ev, vector=None, model="")
 
     def expire(self, now: datetime) -> int:
         """Forget stories not touched within the window; returns how many."""

@@ -43,9 +43,10 @@ def loads(raw: str) -> Evidence:
     return Evidence.from_dict(data)
 
 
-def with_vector(raw: str, vector: np.ndarray | None) -> str:
-    """Stored evidence with the entry's vector added."""
-    return raw if vector is None else dumps(loads(raw).with_vector(vector))
+def with_vector(raw: str, vector: np.ndarray | None, model: str = "") -> str:
+    """Stored evidence with the entry's vector added (and the name of the model that made
+    it, so that vectors of another model are never compared with it)."""
+    return raw if vector is None else dumps(loads(raw).with_vector(vector, model))
 
 
 def placement(raw: str, bridged: Sequence[str]) -> str:

@@ -112,6 +112,7 @@ class Evidence:
     at: datetime
     has_lead: bool
     vector: np.ndarray | None = field(default=None, compare=False)
+    model: str = field(default="", compare=False)  # the embedder's name ("": the bundled one)
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON-able form (the vector as base64 float16, 768 bytes for 384 dims)."""
@@ -128,6 +129,7 @@ class Evidence:
             "at": self.at.isoformat(),
             "has_lead": self.has_lead,
             "vector": vec,
+            **({"model": self.model} if vec is not None and self.model else {}),
         }
 
     @classmethod
@@ -146,9 +148,11 @@ class Evidence:
             at=datetime.fromisoformat(str(data["at"])),
             has_lead=bool(data["has_lead"]),
             vector=vector,
+            model=str(data.get("model") or "") if vector is not None else "",
         )
 
-    def with_vector(self, vector: np.ndarray | None) -> Evidence:
+    def with_vector(self, vector: np.ndarray | None, model: str = "") -> Evidence:
+        """This evidence with the entry's vector, made by the embedder named `model`."""
         return Evidence(
             self.lang,
             self.title_terms,
@@ -159,6 +163,7 @@ class Evidence:
             self.at,
             self.has_lead,
             vector,
+            model if vector is not None else "",
         )
 
 
