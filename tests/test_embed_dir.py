@@ -241,8 +241,9 @@ def test_switching_to_a_model_of_another_size_keeps_the_stories(
 
 def test_the_playground_skips_vectors_another_model_stored(
         model_dir: Path, tmp_path: Path) -> None:
-    """Entries kept with the bundled model's vectors, a topic by meaning tried on a 64-number
-    model: those entries are matched on keywords (and the desk says so), not a crash."""
+    """Entries kept with the bundled model's vectors, or with vectors of the same size made by
+    another local model, and a topic by meaning tried on this model: those entries are matched
+    on keywords (and the desk says so), never compared with this model's vectors."""
     from datetime import UTC, datetime
 
     from watcher.config import load_config
@@ -258,18 +259,21 @@ def test_the_playground_skips_vectors_another_model_stored(
                                        'about_threshold = 50', config)
     assert topic is not None and not problems
 
-    def kept(i: int, title: str, vector: np.ndarray) -> RecentEntry:
+    def kept(i: int, title: str, vector: np.ndarray, made_by: str = "") -> RecentEntry:
         return RecentEntry(Entry(key=str(i), guid=None, title=title, link=None,
                                  canonical_link=None, summary="", published=None,
                                  feed_url="http://a.test/f", feed_name="A"),
-                           datetime.now(UTC), "en", vector)
+                           datetime.now(UTC), "en", vector, made_by)
 
-    entries = [kept(1, SENTENCES[0], model.embed([SENTENCES[0]])[0]),
-               kept(2, SENTENCES[1], np.ones(384, dtype=np.float32) / np.sqrt(384))]
+    own = model.embed([SENTENCES[0]])[0]
+    entries = [kept(1, SENTENCES[0], own, model.name),
+               kept(2, SENTENCES[1], np.ones(384, dtype=np.float32) / np.sqrt(384)),
+               # the same sentence, a vector of this size that another model made
+               kept(3, SENTENCES[0], own.copy(), "dir:an-earlier-model:0123abcd")]
     result = evaluate(topic, raw, config, entries, model)
-    assert result.entries == 2
+    assert result.entries == 3
     assert ["".join(text for text, _ in m.title) for m in result.matches] == [SENTENCES[0]]
-    assert "1 entries were stored without an embedding of this model" in result.notice
+    assert "2 entries were stored without an embedding of this model" in result.notice
 
 
 def test_a_new_models_centres_start_over_and_wait_for_enough_vectors() -> None:

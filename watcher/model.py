@@ -221,6 +221,7 @@ class StoredEntry:
     entry: Entry
     seen_at: datetime
     vector: Any = None  # numpy float32 array, when the entry was embedded
+    model: str = ""  # the name of the model that made `vector` ("": the bundled one)
 
 
 @dataclass(slots=True)

@@ -81,6 +81,7 @@ class RecentEntry:
     seen_at: datetime
     language: str | None = None
     vector: Any = None  # the entry's embedding when the daemon made one (concept topics)
+    model: str = ""  # the name of the model that made `vector` ("": the bundled one)
 
 
 Cursor = tuple[datetime, str]  # (opened_at, id) of the last story on a page: the next starts after

@@ -145,9 +145,7 @@ def evaluate(topic: TopicSettings, raw: dict[str, Any], config: Config,
         if not watches(topic, feeds.get(entry.feed_url) or FeedSettings(url=entry.feed_url)):
             continue
         result.entries += 1
-        vector = recent.vector
-        if vector is not None and embedder is not None and len(vector) != embedder.dim:
-            vector = None  # stored by another model (the `embedding` key changed since)
+        vector = recent.vector if _same_model(recent, embedder) else None
         use = matcher if vector is not None else keywords
         unembedded += use is not matcher
         found = use.match(entry, vector=vector)
@@ -167,6 +165,18 @@ def evaluate(topic: TopicSettings, raw: dict[str, Any], config: Config,
         notes.append(f"Only the newest {MAX_ENTRIES} entries were tried.")
     result.notice = " ".join(filter(None, notes))
     return result
+
+
+def _same_model(recent: RecentEntry, embedder: Any) -> bool:
+    """The entry's stored vector was made by `embedder` (not by the model of an earlier
+    `embedding` setting, whose vectors may even have the same size but another meaning)."""
+    if recent.vector is None or embedder is None:
+        return False
+    from watcher.embed import BUNDLED_MODEL
+
+    made_by = recent.model or BUNDLED_MODEL
+    same_name = made_by == getattr(embedder, "name", BUNDLED_MODEL)
+    return same_name and len(recent.vector) == embedder.dim
 
 
 def _near(recent: RecentEntry, miss: NearMiss) -> Shown:

@@ -88,7 +88,8 @@ class DeskQueries:
 
     async def recent_entries(self, since: datetime, limit: int) -> list[RecentEntry]:
         stored = await self.store.recent_entries(since, limit)
-        return [RecentEntry(s.entry, s.seen_at, s.entry.language or None, s.vector)
+        return [RecentEntry(s.entry, s.seen_at, s.entry.language or None, s.vector,
+                            s.model)
                 for s in stored]
 
     # --- the parts of a list of stories ---

@@ -265,16 +265,17 @@ def events_from_rows(rows: list[Row], dialect: Dialect) -> list[StoryEvent]:
 
 def stored_entry(row: Row, dialect: Dialect) -> StoredEntry:
     """A row of `entries` as a StoredEntry (its vector decoded from the evidence)."""
-    vector = None
+    vector, model = None, ""
     if row["evidence"]:
         from watcher.story.evidence import Evidence
 
-        vector = Evidence.from_dict(json.loads(row["evidence"])).vector
+        evidence = Evidence.from_dict(json.loads(row["evidence"]))
+        vector, model = evidence.vector, evidence.model
     entry = Entry(key=row["entry_key"], guid=None, title=row["title"], link=row["link"],
                   canonical_link=None, summary=row["summary"],
                   published=dialect.datetime(row["published"]), feed_url=row["feed_url"],
                   feed_name=row["feed_name"], language=row["language"])
-    return StoredEntry(entry, dialect.datetime(row["seen_at"]), vector)
+    return StoredEntry(entry, dialect.datetime(row["seen_at"]), vector, model)
 
 
 def seen_by_link(links: Sequence[str]) -> tuple[str, dict[str, Any]]:
