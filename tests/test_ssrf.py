@@ -10,7 +10,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -149,17 +151,84 @@ async def test_names_are_checked_after_resolution(feed_server: FeedServer) -> No
     assert "127.0.0.1 is a loopback address" in (mapped.error or "")  # IPv4-mapped
 
 
-async def test_a_configured_loopback_feed_is_trusted_and_may_redirect_within_private_space(
+async def test_a_configured_loopback_feed_reaches_its_own_address_and_allowed_networks(
         feed_server: FeedServer) -> None:
+    """An intranet feed is fetched; a redirect from it to another private address is
+    refused unless `fulltext_allow` names that network."""
     with LoopbackServer("127.0.0.2") as other:
         final = other.set_feed("feed.xml", [Item("Kursk", "https://news.example/a", "a")])
+        direct = feed_server.set_feed("own.xml", [Item("Kursk", "https://news.example/b", "b")])
         url = feed_server.set_handler("feed.xml", redirect_to(final))
         fetcher = Fetcher(timeout=5)
         try:
-            result = await fetcher.fetch(url)
+            own = await fetcher.fetch(direct)
+            refused = await fetcher.fetch(url)
+            fetcher.fulltext_allow = [ipaddress.ip_network("127.0.0.2/32")]  # a reload
+            allowed = await fetcher.fetch(url)
         finally:
             await fetcher.aclose()
-        assert result.ok and len(other.hits) == 1
+        assert own.ok
+        assert not refused.ok and "127.0.0.2 is a loopback address" in (refused.error or "")
+        assert allowed.ok and len(other.hits) == 1
+
+
+def answers(monkeypatch: pytest.MonkeyPatch, host: str, *rounds: list[str]) -> list[int]:
+    """Make `host` resolve to each list of addresses in turn (the last one stays): a feed's
+    own DNS server, which its owner controls. Returns the count of lookups made."""
+    real = socket.getaddrinfo
+    calls = [0]
+
+    def getaddrinfo(name: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if name != host:
+            return real(name, port, *args, **kwargs)
+        addresses = rounds[min(calls[0], len(rounds) - 1)]
+        calls[0] += 1
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 0)) for a in addresses]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return calls
+
+
+@pytest.mark.parametrize("first", [["127.0.0.2"], ["93.184.215.14"],
+                                   ["127.0.0.2", "93.184.215.14"]])
+async def test_a_feeds_dns_cannot_open_the_guard(
+        feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch, first: list[str]) -> None:
+    """A feed's name answers private (or public, or both) when watcher decides how to fetch
+    it, then 127.0.0.1 when it connects: the loopback server must see no request."""
+    feed_server.set_feed("secret", [Item("internal", "https://news.example/s", "s")])
+    lookups = answers(monkeypatch, "rebind.test", first, ["127.0.0.1"])
+    fetcher = Fetcher(timeout=5)
+    try:
+        result = await fetcher.fetch(f"http://rebind.test:{feed_server.port}/secret")
+    finally:
+        await fetcher.aclose()
+    assert lookups[0] >= 2  # the decision, then the connection
+    assert feed_server.hits == [] and not result.ok
+    assert "127.0.0.1 is a loopback address" in (result.error or "")
+
+
+async def test_a_trusted_intranet_name_cannot_redirect_elsewhere_in_private_space(
+        feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name resolving to a private address is fetched there, but a (permanent) redirect
+    from it to another private address, such as a metadata service, is refused and the
+    feed's URL is not moved."""
+    with LoopbackServer("127.0.0.2") as metadata:
+        metadata.set_feed("latest/meta-data", [Item("creds", "https://news.example/m", "m")])
+        target = metadata.url("latest/meta-data")
+
+        async def moved(request: web.Request) -> web.Response:
+            return web.Response(status=301, headers={"Location": target})
+
+        feed_server.set_handler("feed.xml", moved)
+        answers(monkeypatch, "intranet.test", ["127.0.0.1"])
+        fetcher = Fetcher(timeout=5)
+        try:
+            result = await fetcher.fetch(f"http://intranet.test:{feed_server.port}/feed.xml")
+        finally:
+            await fetcher.aclose()
+        assert len(feed_server.hits) == 1 and metadata.hits == []
+        assert not result.ok and result.moved_to is None
+        assert "127.0.0.2 is a loopback address" in (result.error or "")
 
 
 async def test_a_feed_fetched_as_public_cannot_be_redirected_to_a_private_address(
@@ -177,16 +246,27 @@ async def test_a_feed_fetched_as_public_cannot_be_redirected_to_a_private_addres
         assert (result.error or "").startswith("refused to connect to 127.0.0.2")
 
 
-@pytest.mark.parametrize(("host", "private"), [
-    ("127.0.0.1", True), ("localhost", True), ("10.1.2.3", True), ("::1", True),
-    ("169.254.169.254", True), ("93.184.216.34", False), ("2606:4700::1111", False),
+@pytest.mark.parametrize(("host", "reaches"), [
+    ("127.0.0.1", {"127.0.0.1"}), ("10.1.2.3", {"10.1.2.3"}), ("::1", {"::1"}),
+    ("::ffff:10.1.2.3", {"10.1.2.3"}), ("169.254.169.254", {"169.254.169.254"}),
+    ("93.184.216.34", set()), ("2606:4700::1111", set()),
 ])
-async def test_which_configured_hosts_count_as_private(host: str, private: bool) -> None:
+async def test_which_private_addresses_a_configured_host_reaches(
+        host: str, reaches: set[str]) -> None:
     fetcher = Fetcher()
-    try:
-        assert await fetcher._private_host(host) is private  # no connection is made
+    try:  # no connection is made
+        assert {str(ip) for ip in await fetcher._private_addresses(host)} == reaches
     finally:
         await fetcher.aclose()
+
+
+async def test_localhost_reaches_only_its_loopback_addresses() -> None:
+    fetcher = Fetcher()
+    try:
+        found = await fetcher._private_addresses("localhost")
+    finally:
+        await fetcher.aclose()
+    assert found and all(ip.is_loopback for ip in found)
 
 
 @pytest.mark.parametrize(("address", "kind"), [

@@ -9,11 +9,16 @@ redirects from feeds on public hosts may only reach public addresses, unless the
 in a network `[watcher] fulltext_allow` names. The check sits in the guarded session's
 socket factory, so it applies to the very address each connection is made to: after DNS
 resolution (a name rebound to 127.0.0.1 between a check and the connect cannot slip
-through) and on every redirect hop. A configured feed URL is trusted: a feed whose own
-host is loopback or private (an intranet feed, the tests' local servers) is fetched
-unguarded and may redirect within private space; a feed on a public host is fetched
-through the guard, so a redirect from it to a private or loopback address is refused.
-Webhooks (configured by the operator) use the unguarded session.
+through) and on every redirect hop. A configured feed whose own host is loopback or
+private (an intranet feed, the tests' local servers) may reach those addresses and no
+other private one: its session's guard admits exactly the addresses the host is (an IP
+literal) or resolved to when every address it resolved to was private. So a feed's own
+DNS cannot open the guard: a public name that once answers with a private address, or
+answers public then private (rebinding), reaches nothing private but that one answer, and
+a redirect from it to 169.254.169.254 or another intranet host is refused (name such
+networks in `fulltext_allow` to let feeds redirect there). A feed on a public host is
+fetched through the plain guard. Webhooks (configured by the operator) use the unguarded
+session.
 """
 
 from __future__ import annotations
@@ -99,15 +104,30 @@ def address_kind(ip: IPAddress) -> str | None:
     return None if ip.is_global else "non-global"
 
 
+def _plain(ip: IPAddress) -> IPAddress:
+    """An IPv4-mapped IPv6 address as the IPv4 address it stands for (as the guard sees it)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 class AddressRefused(OSError):
     """The guard refused to connect to a non-public address."""
 
 
 class AddressGuard:
-    """Refuses connections to non-public addresses outside the allowed networks."""
+    """Refuses connections to non-public addresses outside the allowed networks (and the
+    `pinned` addresses of one trusted configured host; a pinned guard follows its
+    `parent`'s allowed networks as they change on reload)."""
 
-    def __init__(self, allow: Iterable[Network] = ()) -> None:
+    def __init__(self, allow: Iterable[Network] = (), *, pinned: Iterable[IPAddress] = (),
+                 parent: AddressGuard | None = None) -> None:
         self.allow: tuple[Network, ...] = tuple(allow)
+        self.pinned: frozenset[IPAddress] = frozenset(pinned)
+        self.parent = parent
+
+    def networks(self) -> tuple[Network, ...]:
+        return self.allow + (self.parent.networks() if self.parent is not None else ())
 
     def refusal(self, address: str) -> str | None:
         """Why a connection to this IP address is refused, or None when it is allowed."""
@@ -118,7 +138,8 @@ class AddressGuard:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         kind = address_kind(ip)
-        if kind is None or any(ip in net for net in self.allow if net.version == ip.version):
+        if kind is None or ip in self.pinned or any(
+                ip in net for net in self.networks() if net.version == ip.version):
             return None
         return f"{ip} is a {kind} address, {_NOT_PUBLIC}"
 
@@ -149,7 +170,10 @@ class Fetcher:
         self._hosts: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._guarded: aiohttp.ClientSession | None = None
-        self._trust: dict[str, tuple[bool, float]] = {}  # host -> (private, checked at)
+        # host -> (the private addresses it may reach, checked at); empty: a public host
+        self._trust: dict[str, tuple[frozenset[IPAddress], float]] = {}
+        # one session per set of pinned addresses (intranet feeds are few)
+        self._pinned: dict[frozenset[IPAddress], aiohttp.ClientSession] = {}
         self._concurrency = concurrency
 
     @property
@@ -181,8 +205,16 @@ class Fetcher:
             self._guarded = self._new_session(self.guard)
         return self._guarded
 
+    def pinned_session(self, addresses: frozenset[IPAddress]) -> aiohttp.ClientSession:
+        """A guarded session that may also reach these private addresses (a trusted host's)."""
+        session = self._pinned.get(addresses)
+        if session is None or session.closed:
+            guard = AddressGuard(pinned=addresses, parent=self.guard)
+            session = self._pinned[addresses] = self._new_session(guard)
+        return session
+
     async def aclose(self) -> None:
-        for session in (self._session, self._guarded):
+        for session in (self._session, self._guarded, *self._pinned.values()):
             if session is not None:
                 await session.close()
 
@@ -196,7 +228,8 @@ class Fetcher:
                     guarded: bool | None = None) -> FetchResult:
         """Fetch a feed; never raises for network or server problems (see FetchResult.error).
 
-        `guarded` None: through the address guard unless the URL's own host is private."""
+        `guarded` None: through the address guard, which also admits the URL's own host's
+        addresses when they are private; False: unguarded (operator-configured endpoints)."""
         if url.startswith("file://"):
             return await asyncio.to_thread(self._read_file, url)
         try:
@@ -204,8 +237,10 @@ class Fetcher:
         except ValueError as exc:
             return FetchResult(url, 0, error=f"invalid URL: {exc}")
         if guarded is None:
-            guarded = not await self._private_host(host)
-        session = self.guarded_session if guarded else self.session
+            pinned = await self._private_addresses(host)
+            session = self.pinned_session(pinned) if pinned else self.guarded_session
+        else:
+            session = self.guarded_session if guarded else self.session
         # the host's slot first: a queue for one host holds no global slot
         async with self._host_gate(host), self._global:
             try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
@@ -236,12 +271,16 @@ class Fetcher:
             if not users[0]:
                 del self._hosts[host]
 
-    async def _private_host(self, host: str) -> bool:
-        """Whether a configured host is loopback or private (then it is trusted unguarded)."""
+    async def _private_addresses(self, host: str) -> frozenset[IPAddress]:
+        """The private addresses a configured host may reach: itself when it is a private IP
+        literal; what its name resolves to when every resolved address is private (an
+        intranet name); none for a public host or one answering public and private."""
         try:
-            return address_kind(ipaddress.ip_address(host)) is not None
+            literal = _plain(ipaddress.ip_address(host))
         except ValueError:
             pass
+        else:
+            return frozenset() if address_kind(literal) is None else frozenset({literal})
         known = self._trust.get(host)
         if known is not None and time.monotonic() - known[1] < TRUST_TTL:
             return known[0]
@@ -249,9 +288,11 @@ class Fetcher:
             infos = await asyncio.get_running_loop().getaddrinfo(host, None,
                                                                  type=socket.SOCK_STREAM)
         except OSError:
-            return False  # the guarded request reports the DNS failure itself
-        private = any(address_kind(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
-                      for info in infos)
+            return frozenset()  # the guarded request reports the DNS failure itself
+        resolved = {_plain(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
+                    for info in infos}
+        private = frozenset(resolved) if resolved and all(
+            address_kind(ip) is not None for ip in resolved) else frozenset()
         self._trust[host] = (private, time.monotonic())
         return private
 
