@@ -236,3 +236,38 @@ def test_export_then_import_gives_the_same_feeds() -> None:
                                           True)
     assert back[FEEDS[1].url].tags == ("ukraine", "news", "a_b")
     assert back[FEEDS[2].url] == OpmlFeed(FEEDS[2].url)
+
+
+HOSTILE_LIST = b"""<?xml version="1.0"?>
+<opml version="2.0"><head><title>shared list</title></head><body>
+<outline text="News" title="News">
+  <outline type="rss" text="Meduza" xmlUrl="https://meduza.io/rss/en/all"/>
+  <outline type="rss" text="cloud" xmlUrl="http://169.254.169.254/latest/meta-data/iam/"/>
+  <outline type="rss" text="docker" xmlUrl="http://127.0.0.1:2375/containers/json"/>
+  <outline type="rss" text="mapped" xmlUrl="http://[::ffff:10.0.0.5]/feed"/>
+  <outline type="rss" text="ci" xmlUrl="https://jenkins.internal/rssAll"/>
+  <outline type="rss" text="nas" xmlUrl="http://nas/feed"/>
+  <outline type="rss" text="local" xmlUrl="http://LOCALHOST./feed"/>
+</outline></body></opml>"""
+
+
+def test_a_shared_list_cannot_add_feeds_on_private_hosts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`watcher feeds import` skips (and names) feeds on loopback, private, link-local and
+    intranet hosts, since a configured feed's own host is trusted; --allow-private adds them."""
+    from watcher.cli import main
+
+    config_path = main_config(tmp_path)
+    opml_file = tmp_path / "shared.opml"
+    opml_file.write_bytes(HOSTILE_LIST)
+    assert main(["feeds", "import", "--config", str(config_path), str(opml_file)]) == 0
+    out = capsys.readouterr().out
+    assert [f.url for f in load_config(config_path).feeds] == ["https://meduza.io/rss/en/all"]
+    skipped = [line for line in out.splitlines() if line.startswith("  skipped ")]
+    assert len(skipped) == 6 and all("--allow-private" in line for line in skipped)
+    for private in ("169.254.169.254", "127.0.0.1:2375", "10.0.0.5", "jenkins.internal",
+                    "http://nas/feed", "LOCALHOST./feed"):
+        assert any(private in line for line in skipped), private
+    assert main(["feeds", "import", "--config", str(config_path), "--allow-private",
+                 str(opml_file)]) == 0
+    assert len(load_config(config_path).feeds) == 7

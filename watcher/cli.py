@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("opml", type=Path, metavar="FILE.opml")
     imp.add_argument("--to", type=Path, default=Path("feeds.d/imported.toml"), help=(
         "feeds file, relative to the config's folder (default: feeds.d/imported.toml)"))
+    imp.add_argument("--allow-private", action="store_true", help=(
+        "also import feeds on loopback, private or intranet hosts (skipped by default: "
+        "a shared list could point the daemon at internal services)"))
     exp = feeds_sub.add_parser("export", parents=[common], help="write the feeds as OPML")
     exp.add_argument("-o", "--output", type=Path, default=None, help="file (default: stdout)")
     return parser
@@ -236,7 +239,7 @@ def _feeds(args: argparse.Namespace, path: Path) -> int:
                   file=sys.stderr)
         return EXIT_OK
     try:
-        read = opml.read_opml(args.opml.read_bytes())
+        read = opml.read_opml(args.opml.read_bytes(), allow_private=args.allow_private)
     except (OSError, opml.OpmlError) as exc:
         print(f"watcher feeds import: {args.opml}: {exc}", file=sys.stderr)
         return EXIT_USAGE

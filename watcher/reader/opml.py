@@ -26,6 +26,7 @@ export bug, is read as "&amp;"; other malformed XML goes to lxml's recovering pa
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tempfile
@@ -76,15 +77,20 @@ class OpmlRead:
 # ---------------------------------------------------------------- reading
 
 
-def read_opml(data: bytes) -> OpmlRead:
-    """The feeds, and the outlines skipped with the reason (for the import report)."""
+def read_opml(data: bytes, *, allow_private: bool = False) -> OpmlRead:
+    """The feeds, and the outlines skipped with the reason (for the import report).
+
+    A shared OPML list is someone else's input: feeds on loopback, private or link-local
+    addresses and on intranet-looking names (no dot, .local, .internal...) are skipped
+    unless `allow_private` (watcher trusts a configured feed's own host, so importing
+    one would let the list's author make the daemon request an intranet URL)."""
     root = _xml_root(data)
     if _local(root.tag).lower() != "opml":
         raise OpmlError(f"not an OPML document (the root element is <{_local(root.tag)}>)")
     body = next((el for el in root if _local(el.tag).lower() == "body"), root)
     out = OpmlRead()
     merged: dict[str, OpmlFeed] = {}
-    for feed in _walk(body, (), out):
+    for feed in _walk(body, (), out, allow_private):
         key = url_key(feed.url)
         merged[key] = _merge(merged[key], feed) if key in merged else feed
     out.feeds = list(merged.values())
@@ -140,7 +146,8 @@ def _attrs(el: ET.Element) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
     return plain, spaced
 
 
-def _walk(parent: ET.Element, path: tuple[str, ...], out: OpmlRead) -> Iterator[OpmlFeed]:
+def _walk(parent: ET.Element, path: tuple[str, ...], out: OpmlRead,
+          allow_private: bool) -> Iterator[OpmlFeed]:
     for el in parent:
         if _local(el.tag).lower() != "outline":
             continue
@@ -149,14 +156,16 @@ def _walk(parent: ET.Element, path: tuple[str, ...], out: OpmlRead) -> Iterator[
             plain.get("url") if plain.get("type", "").lower() in FEED_TYPES else None)
         if raw_url and raw_url.strip():
             feed = _feed(raw_url.strip(), plain, spaced, path)
+            if isinstance(feed, OpmlFeed) and not allow_private:
+                feed = private_host(feed.url) or feed
             if isinstance(feed, str):
                 out.skipped.append((raw_url.strip(), feed))
             else:
                 yield feed
-            yield from _walk(el, path, out)
+            yield from _walk(el, path, out, allow_private)
             continue
         label = clean(plain.get("text") or plain.get("title") or "")
-        yield from _walk(el, (*path, label) if label else path, out)
+        yield from _walk(el, (*path, label) if label else path, out, allow_private)
 
 
 def _feed(raw_url: str, plain: dict[str, str], spaced: dict[tuple[str, str], str],
@@ -205,6 +214,27 @@ def _http_url(url: str) -> str | None:
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         return None
     return url
+
+
+_INTRANET_SUFFIXES = (".localhost", ".local", ".internal", ".intranet", ".lan", ".home.arpa",
+                      ".corp", ".home")
+
+
+def private_host(url: str) -> str | None:
+    """Why a feed URL's host looks private (the skip reason), or None for a public one."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if host == "localhost" or "." not in host or host.endswith(_INTRANET_SUFFIXES):
+            return (f"{host!r} looks like a local or intranet name "
+                    "(import with --allow-private if you mean it)")
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_global:
+        return None
+    return f"{ip} is not a public address (import with --allow-private if you mean it)"
 
 
 def clean(text: str) -> str:
