@@ -281,6 +281,29 @@ def test_secret_files_are_relative_to_the_config_and_must_exist(
     assert f"{main}: channels[0]: set {env_key} or {key}, not both" in problems(tmp_path, both)
 
 
+def test_secret_files_may_be_systemd_credentials(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under systemd, `LoadCredential=smtp:/etc/watcher/private/smtp` puts a root-only file
+    where the dynamic user alone can read it ($CREDENTIALS_DIRECTORY): a bare `*_file` name
+    is read from there; a missing one names both places."""
+    from watcher.config import resolve_secret
+
+    credentials = tmp_path / "run-credentials"
+    credentials.mkdir()
+    (credentials / "smtp").write_text("from-systemd\n", encoding="utf-8")
+    config_dir = tmp_path / "etc"
+    config_dir.mkdir()
+    body = VALID.replace(VALID[VALID.index("[[channels]]"):], "") + EMAIL + \
+        'password_file = "smtp"\n'
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    config = load_config(write(config_dir, body))
+    assert resolve_secret("", config.channels[0].password_file, config.base_dir) == "from-systemd"
+    (credentials / "smtp").unlink()
+    assert problems(config_dir, body) == [
+        f"{config_dir / 'watcher.toml'}: channels[0].password_file: no such file "
+        f"{config_dir / 'smtp'} (nor in the systemd credentials, {credentials})"]
+
+
 def test_data_paths_live_in_the_systemd_state_directory(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under systemd ($STATE_DIRECTORY) a relative state or file-channel path resolves there,

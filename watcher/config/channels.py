@@ -87,6 +87,18 @@ _CHANNEL_TYPES: dict[str, type[_ChannelBase]] = {
 }
 
 
+def secret_path(file_name: str, base_dir: Path) -> Path:
+    """Where a `*_file` secret is read: a bare name that systemd passed as a credential
+    (`LoadCredential=NAME:...`, in $CREDENTIALS_DIRECTORY, readable by the service alone)
+    is read from there; anything else relative to the config's folder."""
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and "/" not in file_name:
+        candidate = Path(credentials) / file_name
+        if candidate.is_file():
+            return candidate
+    return base_dir / file_name
+
+
 def resolve_secret(env_name: str, file_name: str, base_dir: Path) -> str:
     """A secret from an environment variable or a file; empty when neither is configured."""
     if env_name:
@@ -95,7 +107,7 @@ def resolve_secret(env_name: str, file_name: str, base_dir: Path) -> str:
             raise ConfigError([f"environment variable {env_name} is not set"])
         return value
     if file_name:
-        path = base_dir / file_name
+        path = secret_path(file_name, base_dir)
         try:
             return path.read_text(encoding="utf-8").strip()
         except OSError as exc:

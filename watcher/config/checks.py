@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from watcher.config.channels import WebhookChannel, resolve_secret
+from watcher.config.channels import WebhookChannel, resolve_secret, secret_path
 from watcher.config.settings import ConfigError, TopicSettings
 from watcher.config.tables import _Collected
 
@@ -117,9 +117,10 @@ def _secret_problems(path: Path, c: _Collected) -> list[str]:
                 out.append(
                     f"{file}: channels[{i}].{env_key}: environment variable {env_name} is not set"
                 )
-            elif file_name and not (path.parent / file_name).is_file():
+            elif file_name and not secret_path(file_name, path.parent).is_file():
                 out.append(
                     f"{file}: channels[{i}].{file_key}: no such file {path.parent / file_name}"
+                    + _credential_hint(file_name)
                 )
         if isinstance(ch, WebhookChannel) and (ch.url_env or ch.url_file):
             out.extend(_secret_url_problems(path, file, i, ch))
@@ -129,6 +130,13 @@ def _secret_problems(path: Path, c: _Collected) -> list[str]:
                 "(service URLs hold tokens, so they are never written inline)"
             )
     return out
+
+
+def _credential_hint(file_name: str) -> str:
+    if "/" in file_name:
+        return ""
+    where = os.environ.get("CREDENTIALS_DIRECTORY")
+    return f" (nor in the systemd credentials, {where})" if where else ""
 
 
 def _secret_url_problems(path: Path, file: Path, i: int, ch: WebhookChannel) -> list[str]:
