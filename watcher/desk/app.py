@@ -23,7 +23,7 @@ from watcher import __version__
 from watcher.config import Config, ConfigError, TopicSettings, resolve_secret
 from watcher.desk import api, playground, syndication
 from watcher.desk.model import Cursor, DeskSource, RecentEntry, StoryView
-from watcher.desk.security import HEADERS, Guard, is_loopback, local_path, safe_link
+from watcher.desk.security import HEADERS, Guard, listens_on_loopback, local_path, safe_link
 from watcher.metrics import parse_address
 from watcher.model import ALERT_STATES, NodeInfo
 from watcher.report import _feed_data as feed_data  # `watcher status`'s view of a feed
@@ -111,9 +111,10 @@ class Desk:
         except ValueError as exc:
             raise DeskError(str(exc).replace("metrics address", "web address")) from None
         token = read_token(config)
-        if not token and not is_loopback(self.host):
-            raise DeskError(f"web = {address!r} is not a loopback address: set web_token_env "
-                            "or web_token_file so the desk asks for a token")
+        if not token and not listens_on_loopback(self.host):
+            raise DeskError(f"web = {address!r} is not a loopback address (127.0.0.1, ::1 "
+                            "or localhost): set web_token_env or web_token_file so the desk "
+                            "asks for a token")
         if source is None:
             from watcher.desk.queries import DeskQueries
 
@@ -400,7 +401,7 @@ class Desk:
     async def logout(self, request: web.Request) -> web.StreamResponse:
         await self._form(request)
         response = web.HTTPSeeOther("/login")
-        self.guard.logout(response)
+        self.guard.logout(request, response)
         raise response
 
     # --- story feeds ---
@@ -410,9 +411,12 @@ class Desk:
         name = request.match_info["name"]
         self._known_topic(name)
         stories = await self.source.stories(topic=name, limit=FEED_ITEMS)
-        base = request.url.origin()
+        try:
+            base = request.url.origin()
+        except ValueError:  # the Host header is no host[:port]
+            raise web.HTTPBadRequest(text="bad Host header: expected host[:port]") from None
         urls = {"home_url": str(base.with_path("/").with_query(topic=name)),
-                "story_url": str(base) + "/stories/{id}",
+                "stories_url": str(base.with_path("/stories/")),
                 "self_url": str(base.with_path(request.path))}
         return name, stories, urls
 

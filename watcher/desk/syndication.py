@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from io import BytesIO
 from typing import Any
+from urllib.parse import quote
 
 from markupsafe import Markup, escape
 
@@ -51,6 +52,12 @@ def outlets_html(story: StoryView) -> str:
     return str(head + Markup("<ul>") + Markup("").join(items) + Markup("</ul>"))
 
 
+def desk_url(stories_url: str, story: StoryView) -> str:
+    """A story's desk page: `stories_url` (".../stories/") and the story id, URL-quoted;
+    concatenated, never formatted (the prefix holds the request's Host header)."""
+    return stories_url + quote(story.id, safe="")
+
+
 def _el(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
     el = ET.SubElement(parent, f"{{{ATOM_NS}}}{tag}", {k: xml_text(v) for k, v in attrs.items()})
     if text is not None:
@@ -59,8 +66,8 @@ def _el(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> 
 
 
 def atom(topic: str, stories: Sequence[StoryView], *, self_url: str, home_url: str,
-         story_url: str) -> bytes:
-    """Atom 1.0: `story_url` is a format string with `{id}` for a story's desk page."""
+         stories_url: str) -> bytes:
+    """Atom 1.0; `stories_url` is the desk's ".../stories/", each entry links its page."""
     feed = ET.Element(f"{{{ATOM_NS}}}feed")
     _el(feed, "id", f"urn:watcher:topic:{topic}")
     _el(feed, "title", f"watcher: {topic}")
@@ -76,7 +83,8 @@ def atom(topic: str, stories: Sequence[StoryView], *, self_url: str, home_url: s
         _el(entry, "title", story.title, type="text")
         if link := safe_link(story.link):
             _el(entry, "link", rel="alternate", href=link, type="text/html")
-        _el(entry, "link", rel="related", href=story_url.format(id=story.id), type="text/html")
+        _el(entry, "link", rel="related", href=desk_url(stories_url, story),
+            type="text/html")
         _el(entry, "published", rfc3339(story.opened_at))
         _el(entry, "updated", rfc3339(story.last_seen))
         _el(_el(entry, "author"), "name", story.first.feed if story.first else "watcher")
@@ -89,7 +97,7 @@ def atom(topic: str, stories: Sequence[StoryView], *, self_url: str, home_url: s
 
 
 def json_feed(topic: str, stories: Sequence[StoryView], *, self_url: str, home_url: str,
-              story_url: str) -> bytes:
+              stories_url: str) -> bytes:
     """JSON Feed 1.1; each item's `_watcher` extension lists the outlets as data."""
     items: list[dict[str, Any]] = []
     for story in stories:
@@ -100,7 +108,7 @@ def json_feed(topic: str, stories: Sequence[StoryView], *, self_url: str, home_u
             "date_modified": rfc3339(story.last_seen),
             "authors": [{"name": story.first.feed if story.first else "watcher"}],
             "_watcher": {"story": story.id, "topic": story.topic,
-                         "desk_url": story_url.format(id=story.id),
+                         "desk_url": desk_url(stories_url, story),
                          "outlets": [outlet_json(o) for o in story.outlets]},
         }
         if link := safe_link(story.link):
