@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -15,13 +17,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-from servers import Reply, WebhookReceiver, free_port
-from test_render import T0, make_alert
+from aiohttp import web
+from servers import HOST, Reply, WebhookReceiver, free_port
+from test_outbox import clock, owe
+from test_render import FEED_SECRETS, T0, credentialed_alert, make_alert
 
 from watcher.config import WebhookChannel
 from watcher.model import Outlet
 from watcher.notify import PermanentDeliveryError, TemporaryDeliveryError, make_sender
-from watcher.notify.webhook import WebhookSender
+from watcher.notify.outbox import Outbox
+from watcher.notify.webhook import WebhookSender, secret_parts
+from watcher.store import SqliteStore
 
 
 def channel(url: str, **kw: Any) -> WebhookChannel:
@@ -211,3 +217,93 @@ async def test_receiver_down_then_up(receiver: WebhookReceiver,
     await receiver.start()
     await sender.send([make_alert()], "alert-1")
     assert receiver.unique_deliveries == ["alert-1"]
+
+
+# ---------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize("fmt", ["json", "slack", "discord"])
+async def test_a_credentialed_feed_url_is_sent_masked(receiver: WebhookReceiver,
+                                                      session: aiohttp.ClientSession,
+                                                      fmt: str) -> None:
+    await WebhookSender(channel(receiver.url, format=fmt), session).send(
+        [credentialed_alert()], "alert-9")
+    [req] = receiver.requests
+    sent = req.body.decode()
+    assert "intranet.example" in sent
+    for secret in FEED_SECRETS:
+        assert secret not in sent
+
+
+HOOK_PATH = "/hooks/T000/B000/XXXXSECRET"
+HOOK_SECRETS = ("XXXXSECRET", "MY%2BAPIKEY", "MY+APIKEY", "hookuser", "hunter2pw")
+
+
+@contextlib.asynccontextmanager
+async def echoing_receiver() -> AsyncIterator[str]:
+    """A receiver answering 500 with the request's path and query, raw and decoded, as
+    frameworks' "Cannot POST /path" pages do; yields its base URL."""
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(status=500, text=f"Cannot {request.method} {request.raw_path} "
+                            f"(path {request.path}, query {dict(request.query)})")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, HOST, port).start()
+    try:
+        yield f"http://{HOST}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_error_body_echoing_the_url_stores_and_logs_no_secret(
+        tmp_path: Path, session: aiohttp.ClientSession,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    store = SqliteStore(tmp_path / "state.db")
+    await store.open()
+    try:
+        async with echoing_receiver() as base:
+            base = base.replace("://", "://hookuser:hunter2pw@")
+            url = f"{base}{HOOK_PATH}?apikey=MY%2BAPIKEY"
+            sender = make_sender(channel(url), Path("."), session)
+            await owe(store, "ops-hook", 1)
+            assert await Outbox(store, {"ops-hook": sender}, clock=clock).deliver_due() == 0
+        [retrying] = await store.alert_history(status="retrying")
+    finally:
+        await store.close()
+    stored = retrying.last_error or ""
+    assert "HTTP 500" in stored and "Cannot POST /hooks/T000/B000/***" in stored
+    assert HOST in stored
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records
+                        if r.name != "aiohttp.access")  # the receiver's own log: not ours
+    assert "HTTP 500" in logged
+    for secret in HOOK_SECRETS:
+        assert secret not in stored, secret
+        assert secret not in logged, secret
+
+
+async def test_a_secret_cut_short_where_the_excerpt_is_read_is_masked(
+        receiver: WebhookReceiver, session: aiohttp.ClientSession) -> None:
+    """An indented error page: the token straddles the bytes read, the rest is blank."""
+    url = f"{receiver.url}/XXXXSECRET"
+    page = "<pre>Cannot POST"
+    receiver.script(Reply(500, body=page + " " * (800 - len(page) - 7) + "/XXXXSECRET</pre>"))
+    with pytest.raises(TemporaryDeliveryError) as err:
+        await WebhookSender(channel(url), session).send([make_alert()], "alert-1")
+    assert str(err.value).endswith("HTTP 500: <pre>Cannot POST /***")
+    assert "XXXXS" not in str(err.value)
+
+
+@pytest.mark.parametrize(("url", "secret", "public"), [
+    (f"https://hooks.example{HOOK_PATH}?apikey=MY%2BAPIKEY&v=2",
+     {"XXXXSECRET", "MY%2BAPIKEY", "MY+APIKEY"}, {"hooks.example", "apikey", "hooks", "2"}),
+    ("http://u:pw-longer@localhost:8080/in?key=abc", {"pw-longer", "abc"},
+     {"localhost", "8080", "key", "in"}),
+])
+def test_secret_parts_of_a_webhook_url(url: str, secret: set[str], public: set[str]) -> None:
+    parts = set(secret_parts(url))
+    assert secret <= parts and not public & parts

@@ -107,6 +107,23 @@ def test_items_sharing_guid_and_link_are_all_kept_and_a_repeat_once() -> None:
     assert parsed.entries[-1].key == "g2"  # a guid of one item stays its identity
 
 
+def test_an_untitled_unnamed_feed_is_named_by_its_masked_url() -> None:
+    """The name goes into alerts and the desk; the URL stays as configured, for fetching
+    and as the store's key."""
+    url = ("https://alice:Pa55w0rd-alice@intranet.example/feed/Q8x7Z2k9L4m1N6b3V5c0"
+           "?private_token=glpat-Xy12Ab34Cd56Ef78Gh90&lang=en")
+    body = _rss([("Floods in Kursk", "g1", "https://example.org/a")]).replace(
+        b"<title>x</title>", b"")
+    [entry] = parse_feed(body, url).entries
+    assert entry.feed_url == url
+    assert entry.feed_name == ("https://***:***@intranet.example/feed/***"
+                               "?private_token=***&lang=en")
+    [named] = parse_feed(body, url, "Intranet").entries
+    assert named.feed_name == "Intranet"
+    [titled] = parse_feed(_rss([("Floods in Kursk", "g1", "https://example.org/a")]), url).entries
+    assert titled.feed_name == "x"
+
+
 EXPECTED_TITLES = {  # (file, an entry title as the publisher wrote it)
     "ibash-org-ru-1": "Цитата #17703",
     "golem-1": "Zhuque-1: Erste private chinesische Satellitenmission fehlgeschlagen",

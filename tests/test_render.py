@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 
+from watcher.config import FileChannel
 from watcher.http import parse_retry_after
 from watcher.model import AlertMessage, Entry, Hit, Outlet
 from watcher.notify import render
+from watcher.notify.apprise import render_message
+from watcher.notify.file import FileSender
+from watcher.reader.parse import parse_feed
 
 T0 = datetime(2025, 2, 24, 10, 0, tzinfo=UTC)
 
@@ -192,6 +199,60 @@ def test_discord_stays_under_limit_and_never_pings(count: int) -> None:
     assert "\\@\u200beveryone" in payload["content"]  # escaped and broken up
     if count == 80:
         assert "more" in payload["content"].splitlines()[-1]
+
+
+# ---------------------------------------------------------------- credentialed feed URLs
+
+CREDENTIALED_FEED = ("https://alice:Pa55w0rd-alice@intranet.example/feed"
+                     "?private_token=glpat-Xy12Ab34Cd56Ef78Gh90")
+FEED_SECRETS = ("alice", "Pa55w0rd-alice", "glpat-Xy12Ab34Cd56Ef78Gh90")
+UNTITLED_FEED = b"""<?xml version="1.0"?><rss version="2.0"><channel>
+<item><title>Kursk evacuation ordered</title><link>https://news.example/9</link>
+<guid>g9</guid><description>Residents of Kursk leave.</description></item>
+</channel></rss>"""
+
+
+def credentialed_alert(stored_before_masking: bool = False) -> AlertMessage:
+    """An alert on an entry of an untitled, unnamed feed read from a credentialed URL, also
+    reported by another entry of it; or, as an older store may hold them, with the raw URL
+    as their feed name."""
+    [entry] = parse_feed(UNTITLED_FEED, CREDENTIALED_FEED).entries
+    if stored_before_masking:
+        entry = replace(entry, feed_name=CREDENTIALED_FEED)
+    outlet = Outlet(entry.feed_name, "Kursk evacuation, more", "https://news.example/10")
+    hit = Hit("Kursk evacuation", "title", "Kursk evacuation", 0, 16, 95.0)
+    return AlertMessage(alert_id="alert-9", topic="kursk", channel="ch", entry=entry,
+                        score=92.5, hits=(hit,), also_reported_by=[outlet])
+
+
+async def every_format(alert: AlertMessage, tmp_path: Path) -> dict[str, str]:
+    """The alert as each channel sends it (the file channel's line as written)."""
+    subject, text, html = render.render_email([alert])
+    chat_title, chat_body = render_message([alert])
+    sender = FileSender(FileChannel.model_validate(
+        {"name": "f", "type": "file", "path": "alerts.jsonl"}), tmp_path)
+    await sender.send([alert], "alert-9")
+    dumped = {fmt: json.dumps(render.webhook_payload(fmt, [alert], "alert-9"),
+                              ensure_ascii=False) for fmt in ("json", "slack", "discord")}
+    return {"email text": text, "email html": html, "apprise": chat_body, **dumped,
+            "file": (tmp_path / "alerts.jsonl").read_text(),
+            "titles": subject + chat_title}
+
+
+@pytest.mark.parametrize("stored_before_masking", [False, True])
+async def test_feed_url_credentials_reach_no_alert(tmp_path: Path,
+                                                   stored_before_masking: bool) -> None:
+    alert = credentialed_alert(stored_before_masking)
+    assert alert.entry.feed_url == CREDENTIALED_FEED  # fetched and keyed by the real URL
+    for fmt, rendered in (await every_format(alert, tmp_path)).items():
+        for secret in FEED_SECRETS:
+            assert secret not in rendered, (fmt, secret)
+        if fmt != "titles":
+            assert "intranet.example" in rendered, fmt
+    payload = render.json_payload([alert], "alert-9")
+    masked = "https://***:***@intranet.example/feed?private_token=***"
+    assert payload["entry"]["feed"] == {"name": masked, "url": masked}
+    assert payload["also_reported_by"][0]["feed"] == masked
 
 
 @pytest.mark.parametrize(("value", "expected"), [

@@ -44,6 +44,7 @@ from watcher.notify.base import PermanentDeliveryError, Progress, TemporaryDeliv
 from watcher.notify.render import (
     chat_link,
     email_subject,
+    feed_label,
     headline,
     no_mentions,
     one_line,
@@ -93,7 +94,7 @@ def _story_lines(m: AlertMessage) -> list[str]:
     if link := chat_link(e.link):
         lines.append(link)
     matched = ", ".join(f'"{p}"' for p in m.matched)
-    lines.append(f"Feed: {one_line(e.feed_name or e.feed_url)} | Topic: {m.topic} | "
+    lines.append(f"Feed: {one_line(feed_label(e))} | Topic: {m.topic} | "
                  f"Matched: {matched}")
     if others := outlets(m):
         lines.append("Also reported by: " + "; ".join(

@@ -9,6 +9,11 @@ puts a zero-width space after each `@` and `<` that could start a mention (`@eve
 `@here`, `@room`, `<@id>`, `<@&id>`, `<#id>`, `<!channel>`), and its links through
 `chat_link`, which percent-encodes every character that could end a link early or open
 markup (`> ) | < ( @` quotes, spaces) and drops a `user@` part.
+
+A feed's URL may hold credentials (`https://user:pw@host/feed?private_token=...`) and
+alerts go to third parties: wherever a feed URL is shown, as the feed's URL or as a name
+that quotes one, it is masked (`redact.mask_url`); the entry keeps the real URL, which is
+what is fetched and what the store keys on.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from watcher.model import AlertMessage, Hit, Outlet
+from watcher.model import AlertMessage, Entry, Hit, Outlet
+from watcher.redact import mask_text, mask_url
 
 SUMMARY_CHARS = 500
 CONTEXT_CHARS = 60
@@ -125,10 +132,22 @@ def stories(messages: Sequence[AlertMessage]) -> list[AlertMessage]:
     return sorted(unique, key=_sort_key, reverse=True)
 
 
+def feed_label(e: Entry) -> str:
+    """The entry's feed as alerts name it: its name, else its masked URL."""
+    return shown_name(e.feed_name) if e.feed_name else mask_url(e.feed_url)
+
+
+def shown_name(name: str) -> str:
+    """A feed name with any URL in it masked (an unnamed, untitled feed's name is its URL:
+    masked when parsed, but a store may hold names from before)."""
+    return mask_text(name)
+
+
 def outlets(message: AlertMessage) -> list[Outlet]:
-    """The 'also reported by' outlets, each once."""
+    """The 'also reported by' outlets, each once, their feed names as `shown_name` has them."""
     seen: dict[tuple[str, str], Outlet] = {}
     for o in message.also_reported_by:
+        o = replace(o, feed=shown_name(o.feed))
         seen.setdefault((o.feed, o.link or o.title), o)
     return list(seen.values())
 
@@ -226,7 +245,7 @@ def email_subject(messages: Sequence[AlertMessage]) -> str:
 def _story_text(m: AlertMessage) -> list[str]:
     e = m.entry
     lines = [one_line(e.title) or "(untitled)", e.link or "(no link)",
-             f"Feed: {e.feed_name or e.feed_url} | Published: {readable_time(e.published)}",
+             f"Feed: {feed_label(e)} | Published: {readable_time(e.published)}",
              f"Topic: {m.topic} | Score: {fmt_score(m.score)} | Matched: "
              + ", ".join(f'"{p}"' for p in m.matched)]
     if note := headline(m):
@@ -272,7 +291,7 @@ def _story_html(m: AlertMessage) -> str:
     parts = ([f"<p><b>{esc(note)}</b></p>"] if note else []) + [
              f'<h2 style="margin:0 0 4px">{_link(e.link, title_html)}</h2>',
              f'<p style="margin:0;color:#555">{esc(e.link or "(no link)")}</p>',
-             f"<p>Feed: <b>{esc(e.feed_name or e.feed_url)}</b> | Published: "
+             f"<p>Feed: <b>{esc(feed_label(e))}</b> | Published: "
              f"{esc(readable_time(e.published))}<br>Topic: <b>{esc(m.topic)}</b> | Score: "
              f"<b>{fmt_score(m.score)}</b> | Matched: "
              + ", ".join(f"&ldquo;{esc(p)}&rdquo;" for p in m.matched) + "</p>"]
@@ -316,13 +335,15 @@ def render_email(messages: Sequence[AlertMessage]) -> RenderedEmail:
 
 
 def alert_object(m: AlertMessage) -> dict[str, Any]:
-    """One alert as in DESIGN.md ("version" aside), plus the "explanation" extension."""
+    """One alert as in DESIGN.md ("version" aside), plus the "explanation" extension;
+    the feed's URL masked (see the module docstring)."""
     e = m.entry
+    feed = {"name": shown_name(e.feed_name), "url": mask_url(e.feed_url)}
     return {
         "alert_id": m.alert_id,
         "topic": m.topic,
         "entry": {"title": e.title, "link": e.link, "published": iso_z(e.published),
-                  "summary": e.summary, "feed": {"name": e.feed_name, "url": e.feed_url}},
+                  "summary": e.summary, "feed": feed},
         "score": round(m.score, 2),
         "matched": m.matched,
         "kind": m.kind,
@@ -369,7 +390,7 @@ def _slack_story(m: AlertMessage, summary_chars: int) -> str:
     lines += [f"*{_slack_link(e.link, one_line(e.title, 200) or '(untitled)')}*",
              _slack_escape(f"{m.topic} | score {fmt_score(m.score)} | matched: "
                            f"{', '.join(m.matched)}"),
-             _slack_escape(f"{e.feed_name or e.feed_url} | {readable_time(e.published)}")]
+             _slack_escape(f"{feed_label(e)} | {readable_time(e.published)}")]
     if e.summary and summary_chars:
         lines.append("> " + _slack_escape(one_line(e.summary, summary_chars)))
     if others := outlets(m):
@@ -408,7 +429,7 @@ def _discord_story(m: AlertMessage, summary_chars: int) -> str:
         lines.append(f"<{href}>")
     lines.append(_discord_escape(
         f"{m.topic} | score {fmt_score(m.score)} | matched: {', '.join(m.matched)} | "
-        f"{e.feed_name or e.feed_url} | {readable_time(e.published)}"))
+        f"{feed_label(e)} | {readable_time(e.published)}"))
     if e.summary and summary_chars:
         lines.append("> " + _discord_escape(one_line(e.summary, summary_chars)))
     if others := outlets(m):

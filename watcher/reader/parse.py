@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from watcher.html import plain_text
 from watcher.model import Entry
+from watcher.redact import mask_url
 
 MAX_SUMMARY_CHARS = 4000
 MAX_TITLE_CHARS = 1000
@@ -255,8 +256,8 @@ def parse_feed(body: bytes, feed_url: str, feed_name: str = "",
     if len(raws) > max_entries:
         raws, chosen = _keep_newest(raws, max_entries, now)
     language = language_code(parsed.feed.get("language"))
-    entries = _distinct(to_entry(raw, feed_url, feed_name or title or feed_url, now, language)
-                        for raw in raws)
+    name = feed_name or title or mask_url(feed_url)  # alerts quote it: no credentials
+    entries = _distinct(to_entry(raw, feed_url, name, now, language) for raw in raws)
     warning = _warning(problem, content_type)
     if chosen:
         warning = (f"{len(parsed.entries)} entries; only {max_entries} were read, {chosen}"
