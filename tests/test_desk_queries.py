@@ -205,3 +205,17 @@ async def test_a_story_others_were_merged_into_outlives_pruning_while_they_stay(
     assert followed is not None and followed.id == "kept"
     assert [a.id for a in followed.alerts] == ["gone-hook"]
     assert [s.id for s in await desk.stories(topic="kursk")] == ["kept"]
+
+
+async def test_an_outlet_named_by_a_credentialed_url_is_shown_masked(store: Store) -> None:
+    """A feed with no name and no title was once named by its URL, credentials and all; a
+    store holding such rows must not show them on the desk (or its Atom/JSON feeds)."""
+    from dataclasses import replace
+
+    raw = "https://alice:Pa55w0rd@intranet.example/feed?private_token=glpat-abcdef123456"
+    await record_story(store, "s1", "kursk",
+                       [replace(entry("a1", "Kursk evacuation ordered"), feed_name=raw)], at=T0)
+    [story] = await DeskQueries(store).stories(topic="kursk")
+    shown = story.outlets[0].feed
+    assert "intranet.example" in shown
+    assert "Pa55w0rd" not in shown and "glpat-abcdef123456" not in shown

@@ -16,6 +16,7 @@ from typing import Any
 
 from watcher.desk.model import AlertView, Cursor, OutletView, RecentEntry, StoryView
 from watcher.model import Hit
+from watcher.redact import mask_text
 from watcher.store.base import alert_state, mask_error
 from watcher.store.sql import REQUEUE, Row, SqlStore, chunks, in_list
 
@@ -110,8 +111,10 @@ class DeskQueries:
             for r in await self.store.fetch(MEMBERS.format(marks), params):
                 outlets = found.setdefault(r["story_id"], [])
                 if len(outlets) < OUTLETS_SHOWN:
-                    outlets.append(OutletView(r["feed_name"], r["feed_url"], r["title"],
-                                              r["link"], self.d.datetime(r["seen_at"]),
+                    # a name stored before names were masked may be a credentialed URL
+                    name = mask_text(r["feed_name"] or "")
+                    outlets.append(OutletView(name, r["feed_url"], r["title"], r["link"],
+                                              self.d.datetime(r["seen_at"]),
                                               r["language"] or None))
         return found
 
