@@ -1,6 +1,6 @@
 """The story engine: one alert per story across outlets and languages (pure, no I/O).
 
-- `evidence`: what is kept of an entry (`Evidence`), word rarity learned online
+- `evidence`: what is kept of an entry (`Evidence`); `rarity`: word rarity learned online
   (`DocFreq`: per-language document frequencies in day buckets; `Rarity`: weights in [0, 1]
   with a topic's own words weighed down) and per-language mean embeddings (`Centres`);
 - `decision`: the ONE same-story decision (`same_story`, `probability`): logistic regression
@@ -9,7 +9,8 @@
 - `index`: online clustering against a topic's open stories (`StoryIndex.assign`), best
   member of up to 8 per story, bounded candidates (rare-key postings + nearest vectors),
   bridge merges (an entry sure of two open stories joins them), `detach` / `unmerge` to undo
-  a failed poll, `to_state` / `from_state` for restarts.
+  a failed poll, `to_state` / `from_state` for restarts; `candidates`: a topic's postings
+  and vector matrix, `stories`: the index's records.
 
 Measured (benchmarks/story_fit.py, story_quality.py; 2026-12-01, round 3), with embeddings:
 SemEval-2022 pairs, 5-fold grouped CV: same-language P 0.91 R 0.61, cross-language

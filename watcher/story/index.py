@@ -7,12 +7,9 @@ compared through its *members*, best member wins: the first entry and the latest
 wording, while one outlying member cannot drag the story towards another (a centroid of
 bag-of-words would). `benchmarks/story_quality.py --members 1` measures the alternative.
 
-Candidates are bounded whatever the number of open stories:
-- rare-key postings: the entry's terms, name keys and numbers, rarest first, until
-  `POSTINGS_BUDGET` postings were read; keys held by a large share of the topic's stories
-  (its own words) are never read; the `CANDIDATES` stories sharing most keys are scored;
-- nearest embeddings: the `NEAREST` stories whose mean member vector is closest (one
-  matrix-vector product over the topic's open stories).
+Candidates are bounded whatever the number of open stories: rare-key postings and nearest
+embeddings (watcher.story.candidates). The records kept and handed back (`Story`, `Member`,
+`Verdict`, `Merge`) are in watcher.story.stories; both are re-exported here.
 
 Bridges: an entry sure (p >= `BRIDGE`) of two or more open stories of a topic joins the
 biggest of them and the others fold into it (`merge`), so one story reported in two
@@ -36,139 +33,26 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
+from watcher.story.candidates import CANDIDATES, NEAREST, _keys, _Topic
 from watcher.story.decision import same_story
-from watcher.story.evidence import DocFreq, Evidence, Rarity
+from watcher.story.evidence import Evidence
+from watcher.story.rarity import DocFreq, Rarity
+from watcher.story.stories import Member, Merge, Story, Verdict
+
+# What callers, tests and benchmarks import from here, wherever it is defined.
+__all__ = ["BRIDGE", "CANDIDATES", "MEMBERS", "NEAREST", "Merge", "StoryIndex", "Verdict"]
 
 MEMBERS = 8  # members a story is compared through: the first and the latest 7
-CANDIDATES = 12  # stories scored per lookup from the postings
-NEAREST = 8  # stories scored per lookup from the embeddings
-POSTINGS_BUDGET = 1000
-MAX_KEY_SHARE = 0.2  # a key held by more than this share of a topic's stories is not read
-MIN_KEY_DF = 64  # ... unless fewer stories than this hold it
 # An entry this sure (p >= BRIDGE) of two open stories joins them: the others fold into the
 # one it joins, so later entries like either find one story (benchmarks/story_quality.py
 # --bridge measures it).
 BRIDGE = 0.92
 MERGED_MEMBERS = 32  # members a story made of merged ones may keep
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """Where an entry goes: an open story (`story_id`) or a new one (None)."""
-
-    story_id: str | None
-    probability: float  # of the best candidate (0 when there was none)
-    bridges: tuple[str, ...] = ()  # other open stories it matches with p >= BRIDGE
-
-
-@dataclass(slots=True)
-class Member:
-    entry_id: str
-    ev: Evidence
-
-
-@dataclass(slots=True)
-class Story:
-    story_id: str
-    opened_at: datetime  # date of its first entry
-    touched: datetime  # wall clock of the last open/attach
-    members: list[Member]
-    size: int = 1  # entries ever attached
-    keys: Counter[str] = field(default_factory=Counter)  # key -> entries carrying it
-    row: int = -1  # row in the topic's vector matrix, -1 without vectors
-    vector_sum: np.ndarray | None = None
-    limit: int = 0  # members kept (0: the index's `members`; more once stories merged)
-    # what the last attach changed, for `detach`: the member it pushed out, the old `touched`
-    evicted: Member | None = None
-    touched_before: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Merge:
-    """What `StoryIndex.merge` changed: the target story as it was, and the stories folded."""
-
-    topic: str
-    into: str
-    members: list[Member]
-    keys: Counter[str]
-    limit: int
-    vector_sum: np.ndarray | None
-    size: int
-    touched: datetime
-    folded: list[Story]
-
-
-def _keys(ev: Evidence) -> set[str]:
-    return {f"t{t}" for t in ev.terms} | {f"n{n}" for n in ev.names} | {f"#{n}" for n in ev.numbers}
-
-
-class _Topic:
-    """One topic's open stories, postings, vectors and word frequencies."""
-
-    def __init__(self, stream: DocFreq, ignore: frozenset[str]) -> None:
-        self.stories: dict[str, Story] = {}
-        self.postings: dict[str, set[str]] = {}
-        self.freq = DocFreq(centres=False)
-        self.rarity = Rarity(stream, self.freq, ignore)
-        self.matrix = np.zeros((0, 0), dtype=np.float32)
-        self.row_story: list[str | None] = []
-        self.free_rows: list[int] = []
-
-    def set_vector(self, story: Story) -> None:
-        if story.vector_sum is None:
-            return
-        norm = float(np.linalg.norm(story.vector_sum))
-        vec = story.vector_sum / (norm or 1.0)
-        if story.row < 0:
-            if self.matrix.shape[1] != len(vec):
-                self.matrix = np.zeros((16, len(vec)), dtype=np.float32)
-                self.row_story = [None] * 16
-                self.free_rows = list(range(15, -1, -1))
-            if not self.free_rows:
-                grown = len(self.row_story)
-                self.matrix = np.vstack([self.matrix, np.zeros_like(self.matrix)])
-                self.row_story += [None] * grown
-                self.free_rows = list(range(2 * grown - 1, grown - 1, -1))
-            story.row = self.free_rows.pop()
-            self.row_story[story.row] = story.story_id
-        self.matrix[story.row] = vec
-
-    def drop_vector(self, story: Story) -> None:
-        if story.row >= 0:
-            self.matrix[story.row] = 0.0
-            self.row_story[story.row] = None
-            self.free_rows.append(story.row)
-            story.row = -1
-
-    def nearest(self, vector: np.ndarray, n: int) -> list[str]:
-        if not self.stories or self.matrix.shape[1] != len(vector):
-            return []
-        scores = self.matrix @ vector
-        n = min(n, len(scores))
-        top = np.argpartition(-scores, n - 1)[:n]
-        return [sid for i in top if (sid := self.row_story[int(i)]) is not None]
-
-    def by_postings(self, ev: Evidence) -> list[str]:
-        limit = max(MIN_KEY_DF, int(len(self.stories) * MAX_KEY_SHARE))
-        lists = sorted(
-            (ids for key in _keys(ev) if (ids := self.postings.get(key)) and len(ids) <= limit),
-            key=len,
-        )
-        counts: Counter[str] = Counter()
-        budget = POSTINGS_BUDGET
-        for ids in lists:
-            if len(ids) > budget:
-                break
-            budget -= len(ids)
-            counts.update(ids)
-        ranked = heapq.nlargest(CANDIDATES, counts.items(), key=lambda item: (item[1], item[0]))
-        return [story_id for story_id, _ in ranked]
 
 
 class StoryIndex:
