@@ -330,7 +330,7 @@ def start_profiler(pid: int, path: Path) -> subprocess.Popen[bytes]:
 
 # Frames of a py-spy profile whose inclusive share is reported (story engine and store).
 PROFILE_FRAMES = {
-    "embedding": "Embedding.embed_sync (watcher/pipeline.py",
+    "embedding": "Embedding.embed_sync (watcher/embedding_runtime.py",
     "story_decision": "StoryDecider.decide (watcher/matching/decide.py",
     "story_observe": "StoryDecider.observe (watcher/matching/decide.py",
     "evidence": "evidence_batch (watcher/matching/dedupe.py",

@@ -14,31 +14,68 @@ A feed's URL may hold credentials (`https://user:pw@host/feed?private_token=...`
 alerts go to third parties: wherever a feed URL is shown, as the feed's URL or as a name
 that quotes one, it is masked (`redact.mask_url`); the entry keeps the real URL, which is
 what is fetched and what the store keys on.
+
+The pieces every format shares are in watcher.notify.render_common, the Slack and Discord
+messages in watcher.notify.render_chat; email and JSON are rendered here, and every name
+callers import from this module stays importable from it.
 """
 
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Sequence
-from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
-from urllib.parse import quote, urlsplit, urlunsplit
 
-from watcher.model import AlertMessage, Entry, Hit, Outlet
-from watcher.redact import mask_text, mask_url
+from watcher.model import AlertMessage, Hit, Outlet
+from watcher.notify.render_chat import DISCORD_LIMIT, discord_payload, slack_payload
+from watcher.notify.render_common import (
+    SUBJECT_CHARS,
+    chat_link,
+    email_subject,
+    feed_label,
+    fmt_score,
+    headline,
+    iso_z,
+    no_mentions,
+    one_line,
+    outlet_label,
+    outlets,
+    readable_time,
+    safe_url,
+    shown_name,
+    stories,
+    topics_of,
+)
+from watcher.redact import mask_url
+
+# What callers and tests import from here, wherever it is defined.
+__all__ = [
+    "DISCORD_LIMIT",
+    "SUBJECT_CHARS",
+    "RenderedEmail",
+    "chat_link",
+    "discord_payload",
+    "email_html",
+    "email_subject",
+    "email_text",
+    "feed_label",
+    "headline",
+    "iso_z",
+    "json_payload",
+    "mark",
+    "no_mentions",
+    "one_line",
+    "outlets",
+    "readable_time",
+    "render_email",
+    "safe_url",
+    "slack_payload",
+    "stories",
+    "webhook_payload",
+]
 
 SUMMARY_CHARS = 500
 CONTEXT_CHARS = 60
-SUBJECT_CHARS = 160
-DISCORD_LIMIT = 2000
-_SPACE = re.compile(r"\s+")
-_DISCORD_SPECIAL = re.compile(r"([\\*_~`|>#\[\]<@])")
-ZWSP = "\u200b"
-_MENTION = re.compile(r"@(?=[\w&!#])|<(?=[@#!/:&])")
-_HOSTPORT = re.compile(r"(?:[\w.\-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
-_LINK_SAFE = "/:?#[]!$&'*+,;=%~"  # kept as is; everything else outside [A-Za-z0-9_.-] encoded
 
 
 class RenderedEmail(NamedTuple):
@@ -47,124 +84,7 @@ class RenderedEmail(NamedTuple):
     html: str
 
 
-# ---------------------------------------------------------------- shared helpers
-
-
-def one_line(text: str, limit: int | None = None) -> str:
-    """Whitespace collapsed to single spaces; cut at a word boundary with '…' past `limit`."""
-    text = _SPACE.sub(" ", text).strip()
-    if limit is None or len(text) <= limit:
-        return text
-    cut = text[: limit - 1]
-    if " " in cut[limit // 2:]:
-        cut = cut[: cut.rindex(" ")]
-    return cut.rstrip() + "…"
-
-
-def safe_url(url: str | None) -> str | None:
-    """The URL when it is a plain http(s) link, else None (no javascript:, data:, ...)."""
-    if not url:
-        return None
-    url = url.strip()
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        return None
-    if any(ch.isspace() or ord(ch) < 32 for ch in url):
-        return None
-    return url
-
-
-def no_mentions(text: str) -> str:
-    """Chat text in which no `@name`, `<@id>`, `<#id>` or `<!here>` can notify anyone."""
-    return _MENTION.sub(lambda m: m.group(0) + ZWSP, text)
-
-
-def chat_link(url: str | None) -> str | None:
-    """An http(s) link that cannot break out of `<url>`, `<url|label>` or `[label](url)`
-    syntax nor carry a mention: unsafe characters percent-encoded, no `user@` part."""
-    href = safe_url(url)
-    if href is None:
-        return None
-    parts = urlsplit(href)
-    hostport = parts.netloc.rpartition("@")[2]
-    if not _HOSTPORT.fullmatch(hostport):
-        return None
-    return urlunsplit((parts.scheme, hostport, quote(parts.path, safe=_LINK_SAFE),
-                       quote(parts.query, safe=_LINK_SAFE),
-                       quote(parts.fragment, safe=_LINK_SAFE)))
-
-
-def iso_z(when: datetime | None) -> str | None:
-    """'2025-02-24T10:00:00Z' (UTC), or None."""
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def readable_time(when: datetime | None) -> str:
-    """'2025-02-24 10:00 UTC', or 'unknown'."""
-    if when is None:
-        return "unknown"
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def fmt_score(score: float) -> str:
-    return f"{score:.1f}"
-
-
-def _sort_key(m: AlertMessage) -> tuple[float, float]:
-    pub = m.entry.published or m.created_at
-    created = m.created_at or pub
-    return (pub.timestamp() if pub else float("-inf"),
-            created.timestamp() if created else float("-inf"))
-
-
-def stories(messages: Sequence[AlertMessage]) -> list[AlertMessage]:
-    """Each alert once (by alert_id, first wins), newest first (undated last)."""
-    unique = list({m.alert_id: m for m in reversed(messages)}.values())
-    return sorted(unique, key=_sort_key, reverse=True)
-
-
-def feed_label(e: Entry) -> str:
-    """The entry's feed as alerts name it: its name, else its masked URL."""
-    return shown_name(e.feed_name) if e.feed_name else mask_url(e.feed_url)
-
-
-def shown_name(name: str) -> str:
-    """A feed name with any URL in it masked (an unnamed, untitled feed's name is its URL:
-    masked when parsed, but a store may hold names from before)."""
-    return mask_text(name)
-
-
-def outlets(message: AlertMessage) -> list[Outlet]:
-    """The 'also reported by' outlets, each once, their feed names as `shown_name` has them."""
-    seen: dict[tuple[str, str], Outlet] = {}
-    for o in message.also_reported_by:
-        o = replace(o, feed=shown_name(o.feed))
-        seen.setdefault((o.feed, o.link or o.title), o)
-    return list(seen.values())
-
-
-def headline(m: AlertMessage) -> str:
-    """What an update or surge alert says first ("Surge: 5 outlets in 1h"); "" for a story."""
-    return one_line(m.note) if m.kind != "story" and m.note else ""
-
-
-def outlet_label(o: Outlet) -> str:
-    """An outlet's name with its language: "Meduza (ru)"."""
-    return f"{o.feed} ({o.language})" if o.language else o.feed
-
-
-def topics_of(items: Sequence[AlertMessage]) -> list[str]:
-    """The distinct topics, sorted."""
-    return sorted({m.topic for m in items})
+# ---------------------------------------------------------------- matched words (email)
 
 
 def locate(text: str, hit: Hit) -> tuple[int, int] | None:
@@ -229,17 +149,6 @@ def _summary(message: AlertMessage) -> tuple[str, list[tuple[int, int]]]:
 
 
 # ---------------------------------------------------------------- email
-
-
-def email_subject(messages: Sequence[AlertMessage]) -> str:
-    items = stories(messages)
-    if len(items) == 1:
-        m = items[0]
-        note = f"{headline(m)}: " if headline(m) else ""
-        return one_line(f"[watcher] {m.topic}: {note}{m.entry.title or '(untitled)'}",
-                        SUBJECT_CHARS)
-    return one_line(f"[watcher] {', '.join(topics_of(items))}: {len(items)} new stories",
-                    SUBJECT_CHARS)
 
 
 def _story_text(m: AlertMessage) -> list[str]:
@@ -371,91 +280,6 @@ def json_payload(messages: Sequence[AlertMessage], delivery_id: str) -> dict[str
     return {"version": 1, "digest": True, "digest_id": delivery_id,
             "topic": topics[0] if len(topics) == 1 else None, "topics": topics,
             "count": len(items), "alerts": [alert_object(m) for m in items]}
-
-
-def _slack_escape(text: str) -> str:
-    return no_mentions(text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
-
-
-def _slack_link(url: str | None, label: str) -> str:
-    href = chat_link(url)
-    if not href:
-        return _slack_escape(label)
-    return f"<{href}|{_slack_escape(label)}>"
-
-
-def _slack_story(m: AlertMessage, summary_chars: int) -> str:
-    e = m.entry
-    lines = [f"*{_slack_escape(headline(m))}*"] if headline(m) else []
-    lines += [f"*{_slack_link(e.link, one_line(e.title, 200) or '(untitled)')}*",
-             _slack_escape(f"{m.topic} | score {fmt_score(m.score)} | matched: "
-                           f"{', '.join(m.matched)}"),
-             _slack_escape(f"{feed_label(e)} | {readable_time(e.published)}")]
-    if e.summary and summary_chars:
-        lines.append("> " + _slack_escape(one_line(e.summary, summary_chars)))
-    if others := outlets(m):
-        lines.append("Also reported by: " + ", ".join(_slack_link(o.link, o.feed)
-                                                      for o in others[:10]))
-    return "\n".join(lines)[:2900]
-
-
-def slack_payload(messages: Sequence[AlertMessage]) -> dict[str, Any]:
-    """Slack incoming-webhook message: "text" (fallback) and one section block per story."""
-    items = stories(messages)
-    shown = items[:40]
-    summary_chars = 300 if len(items) == 1 else 150
-    blocks: list[dict[str, Any]] = []
-    if len(items) > 1:
-        header = f"*{len(items)} new stories* ({_slack_escape(', '.join(topics_of(items)))})"
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": header}})
-    blocks += [{"type": "section", "text": {"type": "mrkdwn",
-                                            "text": _slack_story(m, summary_chars)}}
-               for m in shown]
-    if len(items) > len(shown):
-        blocks.append({"type": "context", "elements": [
-            {"type": "mrkdwn", "text": f"…and {len(items) - len(shown)} more"}]})
-    return {"text": _slack_escape(email_subject(items)), "blocks": blocks}
-
-
-def _discord_escape(text: str) -> str:
-    return no_mentions(_DISCORD_SPECIAL.sub(r"\\\1", text))
-
-
-def _discord_story(m: AlertMessage, summary_chars: int) -> str:
-    e = m.entry
-    lines = [f"**{_discord_escape(headline(m))}**"] if headline(m) else []
-    lines.append(f"**{_discord_escape(one_line(e.title, 200) or '(untitled)')}**")
-    if href := chat_link(e.link):
-        lines.append(f"<{href}>")
-    lines.append(_discord_escape(
-        f"{m.topic} | score {fmt_score(m.score)} | matched: {', '.join(m.matched)} | "
-        f"{feed_label(e)} | {readable_time(e.published)}"))
-    if e.summary and summary_chars:
-        lines.append("> " + _discord_escape(one_line(e.summary, summary_chars)))
-    if others := outlets(m):
-        lines.append("Also reported by: " + _discord_escape(", ".join(o.feed for o in others)))
-    return "\n".join(lines)
-
-
-def discord_payload(messages: Sequence[AlertMessage]) -> dict[str, Any]:
-    """Discord webhook message: "content" under 2000 chars, no mentions ever parsed."""
-    items = stories(messages)
-    if len(items) == 1:
-        content = f"**\\[watcher\\] {_discord_escape(items[0].topic)}**\n"
-        content += _discord_story(items[0], 400)
-    else:
-        content = _discord_escape(f"[watcher] {len(items)} new stories "
-                                  f"({', '.join(topics_of(items))})")
-        for i, m in enumerate(items):
-            block = "\n\n" + _discord_story(m, 0)
-            more = f"\n\n…and {len(items) - i} more"
-            if len(content) + len(block) + len(more) + 20 > DISCORD_LIMIT:
-                content += more
-                break
-            content += block
-    if len(content) > DISCORD_LIMIT:
-        content = content[: DISCORD_LIMIT - 1].rstrip("\\") + "…"
-    return {"content": content, "allowed_mentions": {"parse": []}}
 
 
 def webhook_payload(fmt: str, messages: Sequence[AlertMessage],

@@ -2,44 +2,49 @@
 
 feedparser reads (strict XML, then a lenient parser for broken feeds). Around it: the body
 goes in as a stream (a bytes argument naming a file would be opened); DTD entities are
-bounded (`_safe_replace_doctype`); the charset is chosen as mature readers do
-(`_fix_charset`); fields become bounded plain text without scripts, in linear time.
+bounded and the charset is chosen as mature readers do (`_safe_replace_doctype` and
+`_fix_charset`, in watcher.reader.decoding); fields become bounded plain text without
+scripts, in linear time; entries are keyed and canonical links made in
+watcher.reader.identity (`canonical_link` and `link_identities` are imported from here too).
 """
 
 from __future__ import annotations
 
 import calendar
-import codecs
 import functools
-import hashlib
 import io
 import itertools
 import math
-import pyexpat
 import re
-import unicodedata
 import xml.sax
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin
 
 from watcher.html import plain_text
 from watcher.model import Entry
+from watcher.reader.decoding import _fix_charset, _safe_replace_doctype
+from watcher.reader.identity import _distinct, _entry_key, canonical_link, link_identities
 from watcher.redact import mask_url
+
+# What callers and tests import from here, wherever it is defined.
+__all__ = [
+    "MAX_SUMMARY_CHARS",
+    "MAX_TITLE_CHARS",
+    "FeedParseError",
+    "ParseMemoryError",
+    "ParsedFeed",
+    "canonical_link",
+    "link_identities",
+    "parse_feed",
+]
 
 MAX_SUMMARY_CHARS = 4000
 MAX_TITLE_CHARS = 1000
 MAX_ENTRIES = 10_000  # entries read from one document: the newest (see _keep_newest)
 _EARLIEST = datetime(1995, 1, 1, tzinfo=UTC)  # before RSS existed: a placeholder date
 _FUTURE_SLACK = timedelta(days=2)
-_TRACKING_PREFIXES = ("utm_", "at_", "mc_", "pk_", "hsa_")
-_TRACKING_KEYS = frozenset({  # not "cid": sites use it for content ids
-    "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "igshid", "ocid",
-    "cmpid", "_ga", "_hsenc", "_hsmi", "mkt_tok", "ncid", "sr_share", "smid", "ito", "xtor",
-    "ref_src", "rss", "feed", "from_rss"})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class FeedParseError(Exception):
@@ -57,54 +62,6 @@ class ParsedFeed:
     warning: str | None  # feedparser's complaint about a feed it could still read
 
 
-# --- links ---
-
-def canonical_link(link: str | None) -> str | None:
-    """A link's identity: lower-cased scheme and host; no default port, fragment, trackers."""
-    if not link:
-        return None
-    try:
-        parts = urlsplit(link.strip())
-        port = parts.port
-    except ValueError:
-        return link.strip() or None
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"  # IPv6 literal
-    if port and _DEFAULT_PORTS.get(scheme) != port:
-        host = f"{host}:{port}"
-    path = parts.path or "/"
-    if not host and path.startswith("//"):
-        path = "/" + path.lstrip("/")  # would read back as a host
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-             if not _is_tracking(k)]
-    return urlunsplit((scheme, host, path, urlencode(sorted(query)), "")).strip()
-
-
-def _is_tracking(key: str) -> bool:
-    low = key.lower()
-    return low in _TRACKING_KEYS or low.startswith(_TRACKING_PREFIXES)
-
-
-def link_identities(entries: list[Entry]) -> list[Entry]:
-    """Entries whose canonical link cannot identify them lose it (it is then neither
-    looked up nor stored): a site's front page, and a link the document gives to several
-    items with different titles. Otherwise every later item would be dropped as seen."""
-    titles: dict[str, set[str]] = {}
-    for entry in entries:
-        if entry.canonical_link:
-            titles.setdefault(entry.canonical_link, set()).add(entry.title)
-    shared = {link for link, names in titles.items() if len(names) > 1}
-    return [replace(e, canonical_link=None) if e.canonical_link and (
-        e.canonical_link in shared or _front_page(e.canonical_link)) else e for e in entries]
-
-
-def _front_page(link: str) -> bool:
-    parts = urlsplit(link)
-    return parts.path in ("", "/") and not parts.query
-
-
 # --- entries ---
 
 def _date(entry: Any, now: datetime) -> datetime | None:
@@ -118,10 +75,6 @@ def _date(entry: Any, now: datetime) -> datetime | None:
             if _EARLIEST <= value <= now + _FUTURE_SLACK:
                 return value
     return None
-
-
-def _entry_key(guid: str | None, link: str | None, title: str, summary: str) -> str:
-    return guid or link or "sha1:" + hashlib.sha1(f"{title}\n{summary}".encode()).hexdigest()
 
 
 def _absolute(link: str, feed_url: str) -> str | None:
@@ -265,27 +218,6 @@ def parse_feed(body: bytes, feed_url: str, feed_name: str = "",
     return ParsedFeed(title=title, entries=entries, warning=warning)
 
 
-def _distinct(candidates: Iterable[Entry]) -> list[Entry]:
-    """The document's entries, each once, with keys that tell its items apart.
-
-    A guid or link that the document gives to items with different titles is no identity
-    (front-page links, one guid for every item): those items are keyed by their content, so
-    none is dropped as "seen"; the very same item repeated is kept once."""
-    built = [e for e in candidates if e.title or e.summary or e.link]  # skip empty <item/>s
-    titles: dict[str, set[str]] = {}
-    for entry in built:
-        titles.setdefault(entry.key, set()).add(entry.title)
-    seen: set[str] = set()
-    entries: list[Entry] = []
-    for entry in built:
-        if len(titles[entry.key]) > 1:
-            entry = replace(entry, key=_entry_key(None, None, entry.title, entry.summary))
-        if entry.key not in seen:
-            seen.add(entry.key)
-            entries.append(entry)
-    return entries
-
-
 def _harmless(problem: BaseException) -> bool:
     """A complaint that leaves an entry-less document a valid (empty) feed."""
     if isinstance(problem, xml.sax.SAXParseException):
@@ -342,138 +274,3 @@ def _advertised_feed(html: str, url: str) -> str | None:
         if _ALTERNATE.search(tag) and _FEED_TYPE.search(tag) and (href := _HREF.search(tag)):
             return urljoin(url, "".join(g or "" for g in href.groups()).strip())
     return None
-
-
-# --- character sets ---
-
-_LATIN_DEFAULTS = frozenset({"iso8859-1", "ascii", "cp1252"})  # what servers say by default
-_XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]{1,40})["']""")
-_CHARSET_PARAM = re.compile(r""";\s*charset\s*=\s*["']?([^"';\s]*)["']?""", re.IGNORECASE)
-_DETECT_BYTES = 64 * 1024
-
-
-def _fits(body: bytes, label: str | None) -> str | None:
-    """The name of the codec `label` names, if there is one and it decodes the body."""
-    try:
-        codec = codecs.lookup((label or "").strip()).name
-        body.decode(codec)
-    except (LookupError, ValueError):  # UnicodeDecodeError is a ValueError
-        return None
-    return codec
-
-
-def _fix_charset(body: bytes, content_type: str | None) -> tuple[bytes, str | None]:
-    """The body and a Content-Type naming the charset to read it with.
-
-    feedparser alone reads an ISO-8859-1 server default over a correct XML declaration,
-    undeclared UTF-8 as ISO-8859-1, and UTF-8 with one bad byte as cp1252 (all mojibake).
-    Here: a specific HTTP charset that fits, else the document's declaration if it fits,
-    else UTF-8 (repaired if nearly so), else a detected non-Latin encoding, else cp1252.
-    """
-    if body[:2] in (b"\xff\xfe", b"\xfe\xff") or body[:3] == b"\xef\xbb\xbf" or (
-            b"\x00" in body[:4]):
-        return body, content_type  # BOM or UTF-16/32: feedparser reads those right
-    found = _CHARSET_PARAM.search(content_type or "")
-    http = _fits(body, found.group(1)) if found else None
-    declared = _XML_ENCODING.match(body[:512])
-    decl = _fits(body, declared.group(1).decode("ascii")) if declared else None
-    if http and http not in _LATIN_DEFAULTS:
-        codec = http  # an explicit, specific charset that fits
-    elif decl:
-        codec = decl
-    elif body.isascii() or _fits(body, "utf-8"):
-        codec = "utf-8"
-    elif (repaired := _repair_utf8(body)) is not None:
-        body, codec = repaired, "utf-8"
-    else:
-        codec = _detect_non_latin(body) or "iso8859-1"
-    if codec == "iso8859-1" and _fits(body, "cp1252"):
-        codec = "cp1252"  # as browsers do: 0x80-0x9F are quotes and dashes, not controls
-    mime = _CHARSET_PARAM.sub("", content_type or "").strip() or "application/xml"
-    return body, f"{mime}; charset={codec}"
-
-
-def _repair_utf8(body: bytes) -> bytes | None:
-    """UTF-8 with a few broken sequences, with U+FFFD in their place; None if not UTF-8."""
-    text = body.decode("utf-8", "replace")
-    bad = text.count("\ufffd") - body.count(b"\xef\xbf\xbd")
-    multibyte = sum(1 for char in text if ord(char) > 0x7F) - bad
-    return text.encode("utf-8") if multibyte >= bad else None
-
-
-def _detect_non_latin(body: bytes) -> str | None:
-    """An undeclared legacy encoding of a non-Latin script (Cyrillic, CJK, Hebrew...).
-
-    Latin-script guesses are ignored: Western encodings cannot be told apart reliably, and
-    windows-1252 is the better bet for them.
-    """
-    try:
-        import charset_normalizer
-    except ImportError:  # optional: without it, such feeds read as windows-1252
-        return None
-    best = charset_normalizer.from_bytes(body[:_DETECT_BYTES]).best()
-    if best is None or best.encoding in ("utf_8", "ascii"):
-        return None
-    letters = [c for c in str(best) if ord(c) > 0x7F and c.isalpha()]
-    latin = sum(1 for c in letters if unicodedata.name(c, "").startswith("LATIN"))
-    return best.encoding if len(letters) >= 8 and latin * 2 < len(letters) else None
-
-
-# --- DTD entities ---
-
-_ENTITY_BUDGET = 1024 * 1024  # bytes all entity references in a document may expand to
-_ELEMENT = re.compile(rb"<[A-Za-z_]")
-
-
-class _RootReached(Exception):
-    pass
-
-
-def _stop(*_: object) -> None:
-    raise _RootReached
-
-
-def _safe_replace_doctype(data: bytes) -> tuple[str | None, bytes, dict[str, str]]:
-    """feedparser's DOCTYPE step (strip the DOCTYPE, keep "safe" entities), hardened.
-
-    feedparser's regular expressions miss declarations on one line (left for expat to
-    expand) and keep text of any length (a 100 KB entity used 1000 times made a 100 MB
-    title). Here expat reads the prolog; only small internal entities within an expansion
-    budget are kept. A prolog expat cannot read is left as is: the strict parser fails on
-    it too, and the lenient parser gets no entities.
-    """
-    start, root = data.find(b"<!DOCTYPE"), _ELEMENT.search(data)
-    if start < 0 or (root is not None and root.start() < start):  # none, or in the content
-        return None, data, {}
-    version = "rss091n" if b"netscape" in data[start:data.find(b">", start)].lower() else None
-    declared: list[tuple[str, str | None, bool]] = []
-    span: list[int] = []
-    parser = pyexpat.ParserCreate()
-    parser.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_UNLESS_STANDALONE)
-    parser.StartDoctypeDeclHandler = lambda *_: span.append(parser.CurrentByteIndex)
-    parser.EndDoctypeDeclHandler = lambda: span.append(parser.CurrentByteIndex)
-    parser.EntityDeclHandler = lambda name, is_param, value, *_: declared.append(
-        (name, value, bool(is_param)))
-    parser.StartElementHandler = _stop
-    try:
-        parser.Parse(data, True)
-    except _RootReached:
-        pass
-    except (pyexpat.ExpatError, ValueError, RecursionError):
-        return version, data, {}
-    begin = data.rfind(b"<!DOCTYPE", 0, span[0] + 1) if len(span) == 2 else -1
-    end = data.find(b">", span[-1]) + 1 if span else 0
-    if begin < 0 or end <= 0:
-        return version, data, {}
-    safe: dict[str, str] = {}
-    budget = _ENTITY_BUDGET
-    for name, value, is_param in declared:
-        if is_param or value is None or len(value) > 200 or re.search(r'[&<%"]', value):
-            continue  # a parameter, external, long or nested entity
-        cost = data.count(f"&{name};".encode()) * len(value.encode())
-        if cost <= budget and name not in safe:
-            budget, safe[name] = budget - cost, value
-    doctype = "".join(f'<!ENTITY {k} "{v}">\n' for k, v in safe.items())
-    replacement = f"<!DOCTYPE feed [\n{doctype}]>".encode() if safe else b""
-    return version, data[:begin] + replacement + data[end:], safe
-
