@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,6 +16,10 @@ from feedserver import FeedServer
 from servers import SmtpSink, WebhookReceiver
 
 from watcher.config import Config, load_config
+
+# aiosmtpd's server thread logs each connection at INFO; a line it logs after pytest has
+# closed that test's capture stream printed a "--- Logging error ---" traceback in the run.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 DATA = Path(__file__).parent / "data"
 
