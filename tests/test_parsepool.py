@@ -160,6 +160,14 @@ CHILD = textwrap.dedent("""
 """)
 
 
+def cmdline(pid: int) -> bytes:
+    """A process's command line; empty once it has gone (it may exit as we look)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
 def descendants(root: int) -> set[int]:
     """Live (non-zombie) processes below `root`, from /proc."""
     parents: dict[int, int] = {}
@@ -194,8 +202,7 @@ def test_sigkilled_parent_leaves_no_workers_forkserver_or_tracker() -> None:
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         children = descendants(proc.pid)
-        names = {Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-                 for pid in children}
+        names = {cmdline(pid) for pid in children}
         assert any(b"forkserver" in n for n in names), names
         assert any(b"resource_tracker" in n for n in names), names
         assert len(children) >= 4  # forkserver, two workers, the resource tracker
