@@ -49,13 +49,14 @@ SAFE_SCHEMES = ("http://", "https://")
 # not in a redirect target: URL parsers drop tabs and newlines ("/\t/evil" -> "//evil"),
 # browsers read a backslash as a slash ("/\\evil" -> "//evil")
 _NOT_IN_TARGET = re.compile(r"[\x00-\x1f\x7f\\]")
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
 def is_loopback(host: str) -> bool:
     """Whether a Host header's name or address (no port; IPv6 with or without brackets) is
     loopback: browsers resolve every "*.localhost" name to loopback themselves."""
     host = host.strip("[]").lower()
-    if host in LOOPBACK_NAMES or host.endswith(".localhost"):
+    if host in LOOPBACK_NAMES or (host.endswith(".localhost") and _HOST_NAME.fullmatch(host)):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
