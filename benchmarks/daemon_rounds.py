@@ -318,11 +318,13 @@ def run_round(name: str, daemon: Daemon, state: StateView, srv: FeedServer,
 
 def start_profiler(pid: int, path: Path) -> subprocess.Popen[bytes]:
     """`py-spy record` on the daemon and its workers (pip install py-spy; not a dependency;
-    samples per second from $PYSPY_RATE, default 200)."""
+    samples per second from $PYSPY_RATE, default 200; more py-spy options from $PYSPY_ARGS,
+    e.g. "--gil" for only the thread holding the GIL)."""
     rate = os.environ.get("PYSPY_RATE", "200")
+    extra = os.environ.get("PYSPY_ARGS", "").split()
     spy = subprocess.Popen([str(REPO_DIR / ".venv" / "bin" / "py-spy"), "record", "-p",
                             str(pid), "--subprocesses", "--rate", rate, "--format", "raw",
-                            "-o", str(path)], stdout=subprocess.DEVNULL,
+                            "-o", str(path), *extra], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # py-spy attaches
     return spy

@@ -244,6 +244,33 @@ def fit(topics: Sequence[TopicRule], items: Sequence[dict[str, Any]], embedder: 
           f" CONCEPT_SLOPE = {slope:.1f}, CONCEPT_MIDPOINT = {midpoint:.3f}")
 
 
+def ceiling(topics: Sequence[TopicRule], items: Sequence[dict[str, Any]], embedder: Embedder,
+            vectors: np.ndarray) -> None:
+    """For each concept topic, the best its `about_threshold` could do on these items.
+
+    Sweeps about_threshold over 0..100 with the rest of the topic as written and prints the
+    threshold with the highest min(P, R), the best recall at precision >= 0.95 and the best
+    precision at recall >= 0.95. On the test split this is an oracle (the threshold is
+    chosen on the answers): a diagnosis of what the topic's words and the model's similarity
+    can separate at all, never a figure to report as the topic's quality.
+    """
+    for topic in (t for t in topics if t.concept):
+        curve: list[tuple[int, float, float]] = []
+        for threshold in range(0, 101):
+            rule = dataclasses.replace(topic, about_threshold=float(threshold))
+            score = evaluate([rule], items, embedder=embedder, vectors=vectors)[topic.name]
+            curve.append((threshold, score.precision, score.recall))
+        best = max(curve, key=lambda point: (min(point[1], point[2]), point[0]))
+        at_p = max((point for point in curve if point[1] >= 0.95), key=lambda point: point[2],
+                   default=None)
+        at_r = max((point for point in curve if point[2] >= 0.95), key=lambda point: point[1],
+                   default=None)
+        print(f"{topic.name}: best min(P, R) {min(best[1], best[2]):.3f} at about_threshold"
+              f" {best[0]} (P {best[1]:.3f}, R {best[2]:.3f});"
+              f" best R at P >= .95: {f'{at_p[2]:.3f} (at {at_p[0]})' if at_p else 'none'};"
+              f" best P at R >= .95: {f'{at_r[1]:.3f} (at {at_r[0]})' if at_r else 'none'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=Path, default=EVAL_DIR / "items.jsonl",
@@ -256,6 +283,9 @@ def main() -> None:
     parser.add_argument("--show", action="store_true", help="list false positives/negatives")
     parser.add_argument("--fit", action="store_true",
                         help="fit the concept score's calibration on these items")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="sweep each concept topic's about_threshold on these items: what"
+                             " any threshold could reach (an oracle on the test split)")
     args = parser.parse_args()
     items = load_items(args.items)
     if args.split:
@@ -273,6 +303,11 @@ def main() -> None:
         if embedder is None or vectors is None:
             parser.error("--fit needs topics with `about` or `like`")
         fit(topics, items, embedder, vectors)
+        return
+    if args.ceiling:
+        if embedder is None or vectors is None:
+            parser.error("--ceiling needs topics with `about` or `like`")
+        ceiling(topics, items, embedder, vectors)
         return
     table(topics, items, embedder, vectors, args.show)
 
