@@ -238,3 +238,31 @@ async def test_a_backlog_of_due_feeds_drains_without_the_clock(tmp_path: Path,
         assert len(polled) == len(urls), f"{len(polled)} of {len(urls)} feeds polled"
     finally:
         await daemon._shutdown()
+
+
+async def test_a_reload_keeps_nothing_of_the_previous_config(tmp_path: Path,
+                                                            feed_server: FeedServer) -> None:
+    """After a reload the previous config (at 50,000 feeds some 30 MB of objects) is gone:
+    nothing the daemon keeps still points at it, so every reload does not add its size."""
+    import weakref
+
+    from watcher.config import load_config
+    from watcher.daemon import Daemon, Runtime
+
+    first = feed_server.set_feed("a.xml", [Item("Story", "https://n.example/1", "g1")])
+    second = feed_server.set_feed("b.xml", [Item("Other", "https://n.example/2", "g2")])
+    path = tmp_path / "watcher.toml"
+    config_text = daemon_config([first], "http://127.0.0.1:9/hook", KURSK).replace(
+        "[watcher]\n", '[watcher]\nembedding = "none"\n')
+    path.write_text(config_text)
+    daemon = Daemon(path)
+    daemon.runtime = await Runtime.open(load_config(path), warm=False)
+    try:
+        previous = weakref.ref(daemon.runtime.config)
+        path.write_text(daemon_config([first, second], "http://127.0.0.1:9/hook", KURSK)
+                        .replace("[watcher]\n", '[watcher]\nembedding = "none"\n'))
+        assert await daemon._reload_guarded("test")
+        assert [f.url for f in daemon.runtime.config.feeds] == [first, second]
+        assert previous() is None, "the previous config is still referenced after a reload"
+    finally:
+        await daemon._shutdown()

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fnmatch
+import gc
 import hashlib
 import logging
 from pathlib import Path
@@ -31,6 +33,19 @@ if TYPE_CHECKING:
 # record and the log settings go by it).
 log = logging.getLogger("watcher.daemon")
 RELOAD_RETRY = 5.0  # seconds before a reload that failed on the store is tried again
+
+
+def _return_freed_memory() -> None:
+    """After a reload, two configs' worth of objects were alive and one is garbage (about
+    30 MB at 50,000 feeds): collect it and give the allocator's free pages back to the
+    system (glibc's malloc_trim; elsewhere only the collection), or the daemon keeps the
+    reload's peak for good."""
+    gc.collect()
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return
+    trim(0)
 
 
 class ConfigReload:
@@ -122,6 +137,8 @@ class ConfigReload:
                 extra={"trigger": why},
             )
             return False
+        finally:
+            _return_freed_memory()
 
     def _files_stamp(self) -> tuple[tuple[str, int, int], ...]:
         """(path, mtime, size) of the config's files and of what its includes would add."""

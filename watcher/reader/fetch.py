@@ -24,14 +24,14 @@ session.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
+import functools
 import hashlib
 import ipaddress
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,17 @@ def _plain(ip: IPAddress) -> IPAddress:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
+
+
+@functools.lru_cache(maxsize=4096)
+def _literal_addresses(host: str) -> frozenset[IPAddress] | None:
+    """For a host that is an IP literal, the private addresses it may reach (itself when
+    private, none when public); None for a name. Cached: every poll of a feed asks."""
+    try:
+        literal = _plain(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+    return frozenset() if address_kind(literal) is None else frozenset({literal})
 
 
 class AddressRefused(OSError):
@@ -242,45 +253,50 @@ class Fetcher:
         else:
             session = self.guarded_session if guarded else self.session
         # the host's slot first: a queue for one host holds no global slot
-        async with self._host_gate(host), self._global:
-            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
-                async with asyncio.timeout(self.timeout):
-                    return await self._get(session, url, validators)
-            except TimeoutError:
-                return FetchResult(url, 0, error=f"no complete response within {self.timeout:g} s"
-                                   " (the [watcher] timeout): the server is too slow or stalled")
-            except aiohttp.TooManyRedirects as exc:
-                last = exc.history[-1].headers.get("Location") if exc.history else None
-                return FetchResult(url, 0, error=f"more than {MAX_REDIRECTS} redirects, a redirect"
-                                   f" loop?{f' (last to {last})' if last else ''}")
-            except aiohttp.InvalidURL as exc:
-                return FetchResult(url, 0, error=f"invalid URL: {exc}")
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
-                return FetchResult(url, 0, error=_describe(exc))
-
-    @contextlib.asynccontextmanager
-    async def _host_gate(self, host: str) -> AsyncIterator[None]:
-        """Hold one of `host`'s per_host slots; the host's semaphore lives while in use."""
-        gate, users = self._hosts.setdefault(host, (asyncio.Semaphore(self.per_host), [0]))
-        users[0] += 1
+        gate = self._enter_host(host)
         try:
-            async with gate:
-                yield
+            async with gate, self._global:
+                return await self._fetch_within_timeout(session, url, validators)
         finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._hosts[host]
+            self._leave_host(host)
+
+    async def _fetch_within_timeout(self, session: aiohttp.ClientSession, url: str,
+                                    validators: Validators) -> FetchResult:
+        try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+            async with asyncio.timeout(self.timeout):
+                return await self._get(session, url, validators)
+        except TimeoutError:
+            return FetchResult(url, 0, error=f"no complete response within {self.timeout:g} s"
+                               " (the [watcher] timeout): the server is too slow or stalled")
+        except aiohttp.TooManyRedirects as exc:
+            last = exc.history[-1].headers.get("Location") if exc.history else None
+            return FetchResult(url, 0, error=f"more than {MAX_REDIRECTS} redirects, a redirect"
+                               f" loop?{f' (last to {last})' if last else ''}")
+        except aiohttp.InvalidURL as exc:
+            return FetchResult(url, 0, error=f"invalid URL: {exc}")
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            return FetchResult(url, 0, error=_describe(exc))
+
+    def _enter_host(self, host: str) -> asyncio.Semaphore:
+        """One more user of `host`'s per_host slots (its semaphore lives while in use)."""
+        slot = self._hosts.get(host)
+        if slot is None:
+            slot = self._hosts[host] = (asyncio.Semaphore(self.per_host), [0])
+        slot[1][0] += 1
+        return slot[0]
+
+    def _leave_host(self, host: str) -> None:
+        users = self._hosts[host][1]
+        users[0] -= 1
+        if not users[0]:
+            del self._hosts[host]
 
     async def _private_addresses(self, host: str) -> frozenset[IPAddress]:
         """The private addresses a configured host may reach: itself when it is a private IP
         literal; what its name resolves to when every resolved address is private (an
         intranet name); none for a public host or one answering public and private."""
-        try:
-            literal = _plain(ipaddress.ip_address(host))
-        except ValueError:
-            pass
-        else:
-            return frozenset() if address_kind(literal) is None else frozenset({literal})
+        if (literal := _literal_addresses(host)) is not None:
+            return literal
         known = self._trust.get(host)
         if known is not None and time.monotonic() - known[1] < TRUST_TTL:
             return known[0]
