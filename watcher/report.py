@@ -6,7 +6,6 @@ re-exports the names the CLI, the desk and the tests import from here.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import sys
@@ -21,9 +20,9 @@ from watcher.report_status import _feed_data as _feed_data  # the desk's view of
 from watcher.report_status import alert_json, alerts, retry, status, status_data
 
 if TYPE_CHECKING:
-    from watcher.embedding_runtime import Embedding
     from watcher.matching.decide import Rules
     from watcher.matching.match import NearMiss
+    from watcher.pipeline import Embedding
 
 # What callers (the CLI, the desk) and tests import from here, wherever it is defined.
 __all__ = ["alert_json", "alerts", "highlight", "hit_kind", "one_line", "retry",
@@ -80,20 +79,13 @@ async def test_sources(config: Config, sources: list[str], *, as_json: bool = Fa
     at most this many points, or dropped by a `none` phrase."""
     out, err = out or sys.stdout, err or sys.stderr
     misses: list[NearMiss] = []
-    from watcher.embedding_runtime import Embedding
+    # the story engine and the model's wrapper load here, not for `status` or `alerts`
+    from watcher.matching.decide import StoryDecider
+    from watcher.pipeline import Embedding, build_rules, place_entries
 
+    entries, failed = await _load_entries(sources, config, err)
     embedding = Embedding(config.watcher.embedding)
-    # the model loads in its thread while the story engine is imported and sources are read
-    loading = (asyncio.get_running_loop().run_in_executor(embedding.executor, embedding.load)
-               if embedding.enabled else None)
     try:
-        # the story engine loads here, not for `status` or `alerts`
-        from watcher.matching.decide import StoryDecider
-        from watcher.pipeline import build_rules, place_entries
-
-        entries, failed = await _load_entries(sources, config, err)
-        if loading is not None:
-            await loading
         decider = StoryDecider(await build_rules(config, embedding))
         rules = decider.rules
         _note_restricted(rules, entries, err)
