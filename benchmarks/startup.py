@@ -8,6 +8,9 @@ feeds; `test` matches one demo feed (parse, match, story placement). Wall time i
 median of --repeat runs (beside the median CPU time of the process tree, which other jobs on
 a shared machine inflate less). Then, per command, `python -X importtime` names the imports that
 cost the most (cumulative, top-level only: what watcher's own modules pull in).
+watcher's own modules are compiled to bytecode first, as `pip install` does; this machine
+sets PYTHONDONTWRITEBYTECODE=1, under which an editable checkout recompiles its ~90 modules
+on every run (`--no-bytecode` measures that).
 
     .venv/bin/python benchmarks/startup.py            # table + top imports
     .venv/bin/python benchmarks/startup.py --repeat 9 --top 15
@@ -32,6 +35,15 @@ from pathlib import Path
 from common import OUT_DIR, REPO_DIR, machine_busy_seconds, wait_for_idle
 
 PYTHON = REPO_DIR / ".venv" / "bin" / "python"
+BYTECODE_CACHED = True  # --no-bytecode: recompile watcher's modules on every run
+
+
+def compile_bytecode(trees: list[str]) -> None:
+    """What pip does at install: each watcher package's modules compiled to bytecode (a
+    checkout run with PYTHONDONTWRITEBYTECODE=1 otherwise recompiles ~90 modules per run)."""
+    for tree in trees:
+        package = Path(tree or REPO_DIR) / "watcher"
+        subprocess.run([str(PYTHON), "-m", "compileall", "-q", str(package)], check=True)
 
 
 def commands(demo: Path) -> dict[str, list[str]]:
@@ -51,6 +63,8 @@ def run(args: list[str], *, importtime: bool = False, tree: str = "") -> tuple[f
     cmd = [str(PYTHON), *(["-X", "importtime"] if importtime else []), "-m", "watcher", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("WATCHER_CONFIG", None)
+    if BYTECODE_CACHED:  # as an installed package runs: its bytecode compiled at install
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
     if tree:  # another build's watcher package (a folder holding watcher/)
         env["PYTHONPATH"] = tree
     started = time.perf_counter()
@@ -96,9 +110,16 @@ def main() -> None:
     parser.add_argument("--tree", action="append", default=[], metavar="DIR", help=(
         "also measure the watcher package in DIR (e.g. `git archive REV watcher | tar -x -C "
         "DIR`), interleaved with this one's runs, for a before/after table"))
+    parser.add_argument("--no-bytecode", action="store_true", help=(
+        "do not compile watcher's bytecode first and keep PYTHONDONTWRITEBYTECODE: every run "
+        "compiles the package's modules from source (an editable checkout on such a machine)"))
     args = parser.parse_args()
+    global BYTECODE_CACHED
+    BYTECODE_CACHED = not args.no_bytecode
     results: dict[str, dict[str, object]] = {}
     trees = ["", *args.tree]
+    if BYTECODE_CACHED:
+        compile_bytecode(trees)
     with tempfile.TemporaryDirectory(prefix="watcher-startup-") as folder:
         demo = prepare(Path(folder))
         wait_for_idle(60)
@@ -127,7 +148,9 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:<{width}} {r['median_ms']:>9} {r['min_ms']:>6} {r['max_ms']:>6} "
               f"{r['cpu_ms']:>7}")
-    print(f"(python {sys.version.split()[0]}; {args.repeat} runs each; CPU busy elsewhere "
+    print(f"(python {sys.version.split()[0]}; bytecode "
+          f"{'compiled first, as installed' if BYTECODE_CACHED else 'compiled on every run'}; "
+          f"{args.repeat} runs each; CPU busy elsewhere "
           f"on the machine meanwhile: {others:.1f} s)")
     for name, r in results.items():
         print(f"\ntop imports, {name} (cumulative ms, -X importtime, one run):")
