@@ -259,7 +259,8 @@ def ceiling(topics: Sequence[TopicRule], items: Sequence[dict[str, Any]], embedd
         for threshold in range(0, 101):
             rule = dataclasses.replace(topic, about_threshold=float(threshold))
             score = evaluate([rule], items, embedder=embedder, vectors=vectors)[topic.name]
-            curve.append((threshold, score.precision, score.recall))
+            if score.true_positives + score.false_positives:  # something was found
+                curve.append((threshold, score.precision, score.recall))
         best = max(curve, key=lambda point: (min(point[1], point[2]), point[0]))
         at_p = max((point for point in curve if point[1] >= 0.95), key=lambda point: point[2],
                    default=None)

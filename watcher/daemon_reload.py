@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fnmatch
 import gc
 import hashlib
@@ -42,8 +41,10 @@ def _return_freed_memory() -> None:
     reload's peak for good."""
     gc.collect()
     try:
+        import ctypes
+
         trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+    except (ImportError, OSError, AttributeError):  # no ctypes, or not glibc: nothing to trim
         return
     trim(0)
 

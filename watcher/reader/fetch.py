@@ -111,10 +111,17 @@ def _plain(ip: IPAddress) -> IPAddress:
     return ip
 
 
-@functools.lru_cache(maxsize=4096)
 def _literal_addresses(host: str) -> frozenset[IPAddress] | None:
     """For a host that is an IP literal, the private addresses it may reach (itself when
-    private, none when public); None for a name. Cached: every poll of a feed asks."""
+    private, none when public); None for a name. Every poll of a feed asks: a name that
+    starts with a letter is no literal (IPv4 forms start with a digit, IPv6 ones hold ":")."""
+    if not host or (not host[0].isdigit() and ":" not in host):
+        return None
+    return _parsed_literal(host)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_literal(host: str) -> frozenset[IPAddress] | None:
     try:
         literal = _plain(ipaddress.ip_address(host))
     except ValueError:
