@@ -4,10 +4,14 @@ Each command runs as a user runs it (`python -m watcher ...`, a fresh interprete
 time) on the shipped offline demo (config/demo.toml and its feeds, copied to a temporary
 folder so the state file lands there; `check` also on config/watcher.toml). `once` runs on
 a state primed by one untimed `once`, so it measures start-up plus a round of unchanged
-feeds; `test` matches one demo feed (parse, match, story placement). Wall time is the
+feeds; `test` matches one demo feed (parse, match, story placement), once as the demo is
+(its topics' concepts load the embedding model) and once with the concepts taken out and
+`embedding = "none"` (what a config on words alone starts). Wall time is the
 median of --repeat runs (beside the median CPU time of the process tree, which other jobs on
 a shared machine inflate less). Then, per command, `python -X importtime` names the imports that
-cost the most (cumulative, top-level only: what watcher's own modules pull in).
+cost the most (cumulative, top-level only: what watcher's own modules pull in), calling the
+CLI directly rather than through `watcher.launch`, whose aiohttp import thread would
+interleave the report.
 watcher's own modules are compiled to bytecode first, as `pip install` does; this machine
 sets PYTHONDONTWRITEBYTECODE=1, under which an editable checkout recompiles its ~90 modules
 on every run (`--no-bytecode` measures that).
@@ -30,11 +34,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
+import tomli_w
 from common import OUT_DIR, REPO_DIR, machine_busy_seconds, wait_for_idle
 
 PYTHON = REPO_DIR / ".venv" / "bin" / "python"
+CLI_DIRECT = "import sys; from watcher.cli import main; sys.exit(main(sys.argv[1:]))"
 BYTECODE_CACHED = True  # --no-bytecode: recompile watcher's modules on every run
 
 
@@ -54,13 +61,30 @@ def commands(demo: Path) -> dict[str, list[str]]:
         "status": ["status", "--config", config],
         "once (unchanged)": ["once", "--config", config],
         "test (one feed)": ["test", "--config", config, str(demo / "demo" / "feeds" / "wire.xml")],
+        "test (one feed, words only)": ["test", "--config", str(demo / "words.toml"),
+                                        str(demo / "demo" / "feeds" / "wire.xml")],
     }
+
+
+def words_only(config: Path) -> Path:
+    """`config` without its topics' concepts and with `embedding = "none"`: no model."""
+    data = tomllib.loads(config.read_text())
+    data["watcher"]["embedding"] = "none"
+    for topic in data.get("topics", []):
+        for key in ("about", "like", "unlike", "about_threshold"):
+            topic.pop(key, None)
+    out = config.with_name("words.toml")
+    out.write_text(tomli_w.dumps(data))
+    return out
 
 
 def run(args: list[str], *, importtime: bool = False, tree: str = "") -> tuple[float, str]:
     """Wall seconds of `python -m watcher ARGS`, and its stderr; fails loudly. (Its CPU
     time shows in _children_cpu.)"""
-    cmd = [str(PYTHON), *(["-X", "importtime"] if importtime else []), "-m", "watcher", *args]
+    # -X importtime runs the CLI without watcher.launch: its import thread would interleave
+    # the report (the import nesting it prints is one counter for all threads)
+    entry = ["-X", "importtime", "-c", CLI_DIRECT] if importtime else ["-m", "watcher"]
+    cmd = [str(PYTHON), *entry, *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("WATCHER_CONFIG", None)
     if BYTECODE_CACHED:  # as an installed package runs: its bytecode compiled at install
@@ -99,6 +123,7 @@ def prepare(tmp: Path) -> Path:
     shutil.copy(REPO_DIR / "config" / "demo.toml", tmp / "demo.toml")
     shutil.copytree(REPO_DIR / "config" / "demo", tmp / "demo")
     run(["once", "--config", str(tmp / "demo.toml")])
+    run(["check", "--config", str(words_only(tmp / "demo.toml"))])
     return tmp
 
 
