@@ -380,3 +380,16 @@ def test_status_reads_the_state_without_compiling_the_topics(
     assert "kursk-evacuation" in capsys.readouterr().out
     assert main(["check", "--config", str(path)]) == 2
     assert "'ev*': a wildcard needs at least 4 letters before it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["run", "once"])
+def test_a_polling_command_refused_for_a_bad_config_exits_2_every_time(
+    tmp_path: Path, command: str
+) -> None:
+    """The polling commands import the HTTP client in a thread from the start; one that
+    stops at once on a bad config must still exit cleanly (an interpreter shutting down
+    under an import crashed with SIGSEGV in about 4 of 10 runs)."""
+    config = tmp_path / "watcher.toml"
+    config.write_text('[watcher]\ninterval = "often"\n')
+    codes = [run_cli(config, command).returncode for _ in range(8)]
+    assert codes == [2] * 8

@@ -37,13 +37,19 @@ def start_http_client_import(args: list[str]) -> threading.Thread | None:
 
 
 def main() -> int:
-    start_http_client_import(sys.argv[1:])
-    gc.disable()
+    importing = start_http_client_import(sys.argv[1:])
     try:
-        from watcher.cli import main as cli_main
+        gc.disable()
+        try:
+            from watcher.cli import main as cli_main
+        finally:
+            gc.enable()
+        gc.freeze()  # the modules and what they built live until exit
+        code = cli_main()
+        gc.freeze()  # exiting: the final collections need not walk what is left
+        return code
     finally:
-        gc.enable()
-    gc.freeze()  # the modules and what they built live until exit
-    code = cli_main()
-    gc.freeze()  # exiting: the final collections need not walk what is left
-    return code
+        # A command that ends early (a bad config) must not leave the interpreter to shut
+        # down under a thread that is still importing: that can crash it (SIGSEGV).
+        if importing is not None:
+            importing.join()
