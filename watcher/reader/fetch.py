@@ -32,7 +32,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -180,6 +180,10 @@ class Fetcher:
                  concurrency: int = 64, per_host: int = 4,
                  fulltext_allow: Iterable[Network] = ()) -> None:
         self.timeout = timeout
+        # aiohttp's own deadline for the whole exchange (connect, redirects, headers, body
+        # until the connection is released): one timer per request, where an asyncio.timeout
+        # around it added a second (~10 µs a poll, benchmarks/daemon_rounds.py)
+        self._deadline = aiohttp.ClientTimeout(total=timeout)
         self.max_bytes = max_bytes
         self.per_host = per_host
         self.guard = AddressGuard(fulltext_allow)
@@ -269,10 +273,9 @@ class Fetcher:
 
     async def _fetch_within_timeout(self, session: aiohttp.ClientSession, url: str,
                                     validators: Validators) -> FetchResult:
-        try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
-            async with asyncio.timeout(self.timeout):
-                return await self._get(session, url, validators)
-        except TimeoutError:
+        try:
+            return await self._get(session, url, validators)
+        except TimeoutError:  # aiohttp's deadline (also its connect and socket timeouts)
             return FetchResult(url, 0, error=f"no complete response within {self.timeout:g} s"
                                " (the [watcher] timeout): the server is too slow or stalled")
         except aiohttp.TooManyRedirects as exc:
@@ -327,21 +330,23 @@ class Fetcher:
             headers["If-None-Match"] = validators.etag
         if validators.last_modified:
             headers["If-Modified-Since"] = validators.last_modified
-        async with session.get(url, headers=headers, max_redirects=MAX_REDIRECTS) as resp:
-            moved = _permanent_target(url, resp)
-            base = FetchResult(url, resp.status, moved_to=moved)
-            if resp.status == 304:  # validators stay, unless the server sent new ones
-                return replace(base, validators=Validators(
+        async with session.get(url, headers=headers, max_redirects=MAX_REDIRECTS,
+                               timeout=self._deadline) as resp:
+            status, moved = resp.status, _permanent_target(url, resp)
+            if status == 304:  # validators stay, unless the server sent new ones
+                return FetchResult(url, status, moved_to=moved, validators=Validators(
                     resp.headers.get("ETag") or validators.etag,
                     resp.headers.get("Last-Modified") or validators.last_modified))
-            if not 200 <= resp.status < 300:
-                return replace(base, retry_after=parse_retry_after(
-                    resp.headers.get("Retry-After")), error=_http_error(resp))
+            if not 200 <= status < 300:
+                return FetchResult(url, status, moved_to=moved, error=_http_error(resp),
+                                   retry_after=parse_retry_after(resp.headers.get("Retry-After")))
             body = await self._read_capped(resp)
             if body is None:
-                return replace(base, error=f"response larger than {_size(self.max_bytes)}"
-                                   " (the [watcher] max_bytes limit); stopped reading")
-            return replace(base, body=body, content_type=resp.headers.get("Content-Type"),
+                return FetchResult(url, status, moved_to=moved, error=(
+                    f"response larger than {_size(self.max_bytes)} (the [watcher] max_bytes"
+                    " limit); stopped reading"))
+            return FetchResult(url, status, body=body, moved_to=moved,
+                               content_type=resp.headers.get("Content-Type"),
                                validators=Validators(resp.headers.get("ETag"),
                                                      resp.headers.get("Last-Modified")))
 
