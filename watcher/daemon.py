@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -131,6 +132,11 @@ class Daemon(PollLoop, ConfigReload):
                     "config": str(self.config_path),
                 },
             )
+            # What start-up built (config, rules, story index, sessions) lives as long as
+            # the daemon or until a reload (which thaws it, daemon_reload): out of the
+            # collector's sight, a full collection no longer walks it (~7 ms a round of
+            # 1000 unchanged feeds, benchmarks/daemon_rounds.py)
+            gc.freeze()
             await self.stop_event.wait()
         finally:
             if self.desk is not None:

@@ -38,8 +38,11 @@ def _return_freed_memory() -> None:
     """After a reload, two configs' worth of objects were alive and one is garbage (about
     30 MB at 50,000 feeds): collect it and give the allocator's free pages back to the
     system (glibc's malloc_trim; elsewhere only the collection), or the daemon keeps the
-    reload's peak for good."""
+    reload's peak for good. What the daemon froze at start (`Daemon.run`) is thawed for
+    this collection, the old config among it, and what lives on is frozen again."""
+    gc.unfreeze()
     gc.collect()
+    gc.freeze()
     try:
         import ctypes
 

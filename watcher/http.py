@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import re
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -28,8 +29,26 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+# "http(s)://host[:port]" then a path, query, fragment or nothing, the host of plain name
+# characters: nearly every feed URL. Such a URL is read here as urlsplit reads it (~1 µs
+# where urlsplit takes ~4, twice a poll); any other goes to urlsplit.
+_PLAIN_URL = re.compile(r"https?://([A-Za-z0-9.-]+)(?::(\d{1,5}))?(?=[/?#]|$)")
+
+
+def url_host(url: str) -> str:
+    """The URL's host, lower-case ('' when it has none), as urlsplit's `hostname`."""
+    if (plain := _PLAIN_URL.match(url)) is not None:
+        return plain.group(1).lower()
+    return urlsplit(url).hostname or ""
+
+
 def feed_host(url: str) -> str:
     """The politeness key of a fetch URL: lower-case host[:port]; '' for file:// feeds."""
+    if (plain := _PLAIN_URL.match(url)) is not None:
+        host, port = plain.group(1).lower(), int(plain.group(2) or 0)
+        if port > 65535:  # urlsplit's port refuses it
+            return ""
+        return f"{host}:{port}" if port else host
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()

@@ -39,7 +39,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from watcher.http import USER_AGENT, parse_retry_after
+from watcher.http import USER_AGENT, parse_retry_after, url_host
 
 log = logging.getLogger("watcher.fetch")
 
@@ -255,11 +255,13 @@ class Fetcher:
         if url.startswith("file://"):
             return await asyncio.to_thread(self._read_file, url)
         try:
-            host = urlsplit(url).hostname or ""
+            host = url_host(url)
         except ValueError as exc:
             return FetchResult(url, 0, error=f"invalid URL: {exc}")
         if guarded is None:
-            pinned = await self._private_addresses(host)
+            pinned = self._known_private_addresses(host)
+            if pinned is None:
+                pinned = await self._private_addresses(host)
             session = self.pinned_session(pinned) if pinned else self.guarded_session
         else:
             session = self.guarded_session if guarded else self.session
@@ -301,15 +303,22 @@ class Fetcher:
         if not users[0]:
             del self._hosts[host]
 
-    async def _private_addresses(self, host: str) -> frozenset[IPAddress]:
-        """The private addresses a configured host may reach: itself when it is a private IP
-        literal; what its name resolves to when every resolved address is private (an
-        intranet name); none for a public host or one answering public and private."""
+    def _known_private_addresses(self, host: str) -> frozenset[IPAddress] | None:
+        """`_private_addresses` without a DNS lookup: for an IP literal or a host whose
+        verdict is cached; None when only a lookup can tell."""
         if (literal := _literal_addresses(host)) is not None:
             return literal
         known = self._trust.get(host)
         if known is not None and time.monotonic() - known[1] < TRUST_TTL:
             return known[0]
+        return None
+
+    async def _private_addresses(self, host: str) -> frozenset[IPAddress]:
+        """The private addresses a configured host may reach: itself when it is a private IP
+        literal; what its name resolves to when every resolved address is private (an
+        intranet name); none for a public host or one answering public and private."""
+        if (known := self._known_private_addresses(host)) is not None:
+            return known
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, None,
                                                                  type=socket.SOCK_STREAM)
