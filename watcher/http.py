@@ -51,10 +51,9 @@ def feed_host(url: str) -> str:
         return f"{host}:{port}" if port else host
     try:
         parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        port = parts.port
+        host, parsed_port = (parts.hostname or "").lower(), parts.port
     except ValueError:
         return ""
     if not host or parts.scheme not in ("http", "https"):
         return ""
-    return f"{host}:{port}" if port else host
+    return f"{host}:{parsed_port}" if parsed_port else host
