@@ -127,6 +127,20 @@ def test_test_command_explains_in_text_and_fails_on_a_bad_source(
     assert err.startswith(f"watcher test: {missing}: ")
 
 
+def test_test_reads_feed_files_without_the_http_client(tmp_path: Path) -> None:
+    """`watcher test` on feed files (the loop of writing a topic) starts without importing
+    aiohttp, ~100 ms of its start-up (benchmarks/startup.py): here aiohttp cannot be
+    imported at all, and the files are still read and matched."""
+    path = config(tmp_path)
+    script = ("import sys; sys.modules['aiohttp'] = None; from watcher.launch import main; "
+              "sys.argv = ['watcher', *sys.argv[1:]]; sys.exit(main())")
+    done = subprocess.run([sys.executable, "-c", script, "test", "--config", str(path),
+                           str(DEMO / "feeds/regional.xml")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert lines(done.stdout)[-1] == "2 match(es) in 1 entries from 1 source(s)"
+
+
 def test_test_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     """`watcher test ... | head`: the reader is gone; no BrokenPipeError traceback."""
     path = config(tmp_path)

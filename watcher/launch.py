@@ -2,7 +2,8 @@
 
 - Importing aiohttp builds two TLS contexts, loading the system's certificate store twice
   (~35 ms of OpenSSL work that runs without the GIL). The commands that poll start that
-  import in a thread before the CLI imports and validates the config, so the two overlap.
+  import in a thread before the CLI imports and validates the config, so the two overlap
+  (`test` only when a source is a URL: it reads feed files without aiohttp).
 - The garbage collector is paused while the modules load (they allocate ~50,000 objects
   that live as long as the process, which it would otherwise walk again and again), and
   what they made is then frozen out of its sight.
@@ -31,6 +32,9 @@ def start_http_client_import(args: list[str]) -> threading.Thread | None:
     """Import aiohttp in a daemon thread when the command (args[0]) will poll feeds."""
     if not args or args[0] not in POLLING_COMMANDS or "aiohttp" in sys.modules:
         return None
+    if args[0] == "test" and not any(a.lower().startswith(("http://", "https://"))
+                                     for a in args[1:]):
+        return None  # `test` reads feed files without an HTTP client
     thread = threading.Thread(target=_import_http_client, name="import-aiohttp", daemon=True)
     thread.start()
     return thread

@@ -27,13 +27,14 @@ from watcher.config import Config, FeedSettings
 from watcher.embedding_runtime import Embedding
 from watcher.http import feed_host
 from watcher.model import Entry, FeedState, Match, PollRecord
-from watcher.reader.fetch import Fetcher, FetchResult, Validators, body_hash
 from watcher.reader.parse import FeedParseError, ParsedFeed, link_identities, parse_feed
+from watcher.reader.result import FetchResult, Validators, body_hash
 from watcher.redact import mask_text
 from watcher.store.base import FeedStore
 
 if TYPE_CHECKING:
     from watcher.matching.decide import Placement, Rules, StoryDecider
+    from watcher.reader.fetch import Fetcher
 
 log = logging.getLogger("watcher.poll")
 Clock = Callable[[], datetime]

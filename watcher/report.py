@@ -6,6 +6,7 @@ re-exports the names the CLI, the desk and the tests import from here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import sys
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from watcher.matching.decide import Rules
     from watcher.matching.match import NearMiss
     from watcher.pipeline import Embedding
+    from watcher.reader.fetch import Fetcher
 
 # What callers (the CLI, the desk) and tests import from here, wherever it is defined.
 __all__ = ["alert_json", "alerts", "highlight", "hit_kind", "one_line", "retry",
@@ -40,18 +42,26 @@ def _as_url(source: str) -> str:
 async def _load_entries(sources: list[str], config: Config,
                         err: TextIO) -> tuple[list[Entry], int]:
     """Entries of every source in the order a poll would see them; and how many sources failed."""
-    from watcher.reader.fetch import Fetcher  # `test` only: status and alerts need no HTTP
     from watcher.reader.parse import FeedParseError, parse_feed
+    from watcher.reader.result import FetchResult, read_local
 
-    fetcher = Fetcher(timeout=config.watcher.timeout.total_seconds(),
-                      max_bytes=config.watcher.max_bytes)
+    fetcher: Fetcher | None = None  # only for URLs: feed files need no HTTP client (aiohttp)
     names = {f.url: f.name for f in config.feeds}
     entries: list[Entry] = []
     failed = 0
     try:
         for source in sources:
             url = _as_url(source)
-            result = await fetcher.fetch(url)
+            result: FetchResult
+            if url.startswith("file://"):
+                result = await asyncio.to_thread(read_local, url, config.watcher.max_bytes)
+            else:
+                if fetcher is None:
+                    from watcher.reader.fetch import Fetcher
+
+                    fetcher = Fetcher(timeout=config.watcher.timeout.total_seconds(),
+                                      max_bytes=config.watcher.max_bytes)
+                result = await fetcher.fetch(url)
             if not result.ok or result.body is None:
                 print(f"watcher test: {source}: {result.error}", file=err)
                 failed += 1
@@ -64,7 +74,8 @@ async def _load_entries(sources: list[str], config: Config,
                 continue
             entries.extend(sorted(parsed.entries, key=lambda e: e.published or _EPOCH))
     finally:
-        await fetcher.aclose()
+        if fetcher is not None:
+            await fetcher.aclose()
     return entries, failed
 
 

@@ -26,21 +26,20 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import hashlib
 import ipaddress
 import logging
 import socket
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
 from watcher.http import USER_AGENT, parse_retry_after, url_host
+from watcher.reader.result import FetchResult, Validators, body_hash, read_local, size_text
 
+__all__ = ["AddressGuard", "AddressRefused", "FetchResult", "Fetcher", "Validators", "body_hash",
+           "read_local"]
 log = logging.getLogger("watcher.fetch")
 
 MAX_REDIRECTS = 5
@@ -50,38 +49,6 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NOT_PUBLIC = "not a public one"  # marks the guard's refusals in aggregated errors
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-@dataclass(frozen=True, slots=True)
-class Validators:
-    """What the server gave us to ask 'has it changed?' next time."""
-
-    etag: str | None = None
-    last_modified: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FetchResult:
-    url: str  # the URL asked for
-    status: int  # HTTP status; 0 when no response came (DNS, refused, timeout, too big...)
-    body: bytes | None = None
-    validators: Validators = Validators()
-    content_type: str | None = None
-    moved_to: str | None = None  # the new URL after only permanent (301/308) redirects
-    retry_after: float | None = None  # seconds, from a 429/503 Retry-After
-    error: str | None = None  # why this is not a usable body, for the user
-
-    @property
-    def not_modified(self) -> bool:
-        return self.status == 304
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.body is not None
-
-
-def body_hash(body: bytes) -> str:
-    return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
 def address_kind(ip: IPAddress) -> str | None:
@@ -253,7 +220,7 @@ class Fetcher:
         `guarded` None: through the address guard, which also admits the URL's own host's
         addresses when they are private; False: unguarded (operator-configured endpoints)."""
         if url.startswith("file://"):
-            return await asyncio.to_thread(self._read_file, url)
+            return await asyncio.to_thread(read_local, url, self.max_bytes)
         try:
             host = url_host(url)
         except ValueError as exc:
@@ -352,7 +319,7 @@ class Fetcher:
             body = await self._read_capped(resp)
             if body is None:
                 return FetchResult(url, status, moved_to=moved, error=(
-                    f"response larger than {_size(self.max_bytes)} (the [watcher] max_bytes"
+                    f"response larger than {size_text(self.max_bytes)} (the [watcher] max_bytes"
                     " limit); stopped reading"))
             return FetchResult(url, status, body=body, moved_to=moved,
                                content_type=resp.headers.get("Content-Type"),
@@ -373,19 +340,6 @@ class Fetcher:
                 return None
             chunks.append(chunk)
         return b"".join(chunks)
-
-    def _read_file(self, url: str) -> FetchResult:
-        path = Path(unquote(urlsplit(url).path))
-        try:
-            with path.open("rb") as file:  # read() with a cap: /dev/zero has size 0
-                body = file.read(self.max_bytes + 1)
-        except OSError as exc:
-            return FetchResult(url, 0, error=f"cannot read {path}: {exc.strerror or exc}")
-        if len(body) > self.max_bytes:
-            return FetchResult(url, 0, error=f"file larger than {_size(self.max_bytes)}"
-                               " (the [watcher] max_bytes limit)")
-        return FetchResult(url, 200, body=body)
-
 
 def _permanent_target(url: str, resp: aiohttp.ClientResponse) -> str | None:
     """Where we ended up, if every redirect on the way was permanent."""
@@ -412,10 +366,6 @@ def _http_error(resp: aiohttp.ClientResponse) -> str:
     if retry and resp.status in (429, 503):
         hint = f"{hint}; the server asks us to wait ({retry.strip()[:40]})"
     return f"{text}: {hint}" if hint else text
-
-
-def _size(n: int) -> str:
-    return f"{n / 1024 / 1024:g} MB" if n >= 1024 * 1024 else f"{n} bytes"
 
 
 def _describe(exc: BaseException) -> str:
