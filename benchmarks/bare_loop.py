@@ -178,6 +178,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="corpus folder (default benchmarks/out/n<N>)")
     ap.add_argument("--port", type=int, default=gen_feeds.FEED_PORT)
     ap.add_argument("--workers", type=int, default=2, help="parse processes")
+    ap.add_argument("--hosts", type=int, default=1,
+                    help="feeds spread over 127.0.0.1..<hosts> (nginx listens on each)")
     ap.add_argument("--concurrency", type=int, default=64,
                     help="feeds in flight, fetch and parse (default %(default)s)")
     ap.add_argument("--timeout", type=float, default=600, help="per round, seconds")
@@ -194,12 +196,12 @@ def main() -> None:
     # A fresh corpus every run, so that round 1 of `mutate` applies. In a subprocess, so
     # that generating does not leave its memory in the process being measured.
     subprocess.run([sys.executable, gen_feeds.__file__, "generate", "--n", str(args.n),
-                    "--seed", str(args.seed), "--port", str(args.port), "--out", str(out)],
-                   check=True)
+                    "--seed", str(args.seed), "--port", str(args.port), "--out", str(out),
+                    "--hosts", str(args.hosts)], check=True)
     corpus = gen_feeds.Corpus.load(out)
     urls = [corpus.feed_url(i) for i in range(corpus.n)]
 
-    with feed_server(out, args.port, force_aiohttp=args.aiohttp_server) as srv:
+    with feed_server(out, args.port, force_aiohttp=args.aiohttp_server, hosts=args.hosts) as srv:
         results = asyncio.run(run_rounds(urls, out, srv, args))
         server_name = srv.name
 

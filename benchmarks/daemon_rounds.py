@@ -395,14 +395,16 @@ def running_daemon(out: Path, state_location: str, settings: dict[str, str],
 # --- the bare loop -----------------------------------------------------------------------
 
 
-def bare_rounds(n: int, seed: int, repeat: int, idle_wait: float) -> dict[str, dict[str, Any]]:
+def bare_rounds(n: int, seed: int, repeat: int, idle_wait: float,
+                hosts: int = 1) -> dict[str, dict[str, Any]]:
     """bare_loop.py on the same corpus (its own copy), median rounds by name."""
     out = OUT_DIR / f"bare-n{n}"
     json_path = OUT_DIR / f"bare_loop_n{n}.json"
     subprocess.run([sys.executable, str(Path(__file__).parent / "bare_loop.py"), "--n", str(n),
                     "--seed", str(seed), "--out", str(out), "--repeat", str(repeat),
                     "--port", str(FEED_PORT), "--idle-wait", str(idle_wait),
-                    "--json", str(json_path)], check=True, stdout=subprocess.DEVNULL)
+                    "--json", str(json_path), "--hosts", str(hosts)], check=True,
+                   stdout=subprocess.DEVNULL)
     return {r["round"]: r for r in json.loads(json_path.read_text())["rounds"]}
 
 
@@ -424,7 +426,8 @@ def daemon_rounds(n: int, args: argparse.Namespace) -> list[RoundResult]:
     out = (args.corpus_dir or OUT_DIR) / f"daemon-n{n}"
     subprocess.run([sys.executable, gen_feeds.__file__, "generate", "--n", str(n),
                     "--seed", str(args.seed), "--port", str(FEED_PORT),
-                    "--hook-port", str(HOOK_PORT), "--out", str(out)], check=True)
+                    "--hook-port", str(HOOK_PORT), "--out", str(out), "--hosts", str(args.hosts),
+                    "--per-host", "0" if args.hosts > 1 else "64"], check=True)
     pg = None
     location = str((out / "watcher.db").resolve())
     if args.backend == "postgres":
@@ -432,7 +435,8 @@ def daemon_rounds(n: int, args: argparse.Namespace) -> list[RoundResult]:
     settings = {"embedding": json.dumps(args.embedding), "log_level": '"info"'}
     results: list[RoundResult] = []
     try:
-        with feed_server(out, FEED_PORT, out / "nginx") as srv, HookReceiver(HOOK_PORT) as hook, \
+        with feed_server(out, FEED_PORT, out / "nginx", hosts=args.hosts) as srv, \
+                HookReceiver(HOOK_PORT) as hook, \
                 running_daemon(out, location, settings, db_server=pg) as (daemon, state):
             wait_for_idle(args.idle_wait)
             prof = {name: args.profile / f"n{n}-{name}.txt" if args.profile else None
@@ -514,6 +518,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, action="append", help="feeds (default: 1000 and 5000)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--hosts", type=int, default=1, help=(
+        "feeds spread over 127.0.0.1..<hosts> with watcher's default limits (concurrency 64, "
+        "per_host 4), as real feeds are; 1 (the default): all on one host, per_host = 64"))
     ap.add_argument("--repeat", type=int, default=1,
                     help="unchanged + changed rounds after the cold one; the median is shown")
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
@@ -553,10 +560,12 @@ def main() -> None:
 
     report: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                               "backend": args.backend, "embedding": args.embedding,
-                              "cpus": os.cpu_count(), "env": DAEMON_ENV, "sizes": {}}
+                              "cpus": os.cpu_count(), "env": DAEMON_ENV, "hosts": args.hosts,
+                              "sizes": {}}
     rows = []
     for n in sizes:
-        bare = {} if args.skip_bare else bare_rounds(n, args.seed, args.repeat, args.idle_wait)
+        bare = {} if args.skip_bare else bare_rounds(n, args.seed, args.repeat, args.idle_wait,
+                                                     args.hosts)
         results = daemon_rounds(n, args)
         report["sizes"][str(n)] = {"daemon": [asdict(r) for r in results], "bare": bare}
         for name in ("cold", "unchanged", "changed"):
@@ -580,7 +589,7 @@ def main() -> None:
                        "pss_mb", "tree_rss_mb", "max_rss_mb", "requests", "304s",
                        "alerts", "others_cpu_s"],
                 title=f"watcher run ({args.backend}, embedding {args.embedding}) beside the "
-                      f"bare loop, {os.cpu_count()} CPUs"
+                      f"bare loop, {os.cpu_count()} CPUs, feeds on {args.hosts} host(s)"
                       + (f", median of {args.repeat}" if args.repeat > 1 else ""))
     print("wall_s: first request to last store write (state read every 10 ms). cpu_s: the "
           "daemon's process tree. pss_mb / tree_rss_mb: the tree's peak summed PSS / RSS; "
