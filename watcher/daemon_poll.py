@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
@@ -43,6 +44,15 @@ PRUNE_KEEP_SEEN = 20_000
 
 
 _SPAWNED: set[asyncio.Task[object]] = set()
+
+
+def collect_everything() -> None:
+    """A full collection that also sees what the daemon froze at start (`Daemon.run`), which
+    is frozen again after: once a day, and after a reload (a frozen object that became
+    garbage in a reference cycle is otherwise never freed)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def spawn(coro: Coroutine[object, None, object]) -> asyncio.Task[object]:
@@ -297,6 +307,7 @@ class PollLoop:
             log.warning("prune failed", extra={"reason": str(exc)})
             return
         log.info("state pruned", extra={"counts": str(counts)})
+        collect_everything()
 
     async def _expire_stories(self) -> None:
         """Close stories older than the window, so the index stays the size of the window."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import gc
 import hashlib
 import logging
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from watcher import metrics, sdnotify
 from watcher.config import Config, ConfigError, load_config
+from watcher.daemon_poll import collect_everything
 from watcher.store import StoreError
 
 if TYPE_CHECKING:
@@ -38,11 +38,9 @@ def _return_freed_memory() -> None:
     """After a reload, two configs' worth of objects were alive and one is garbage (about
     30 MB at 50,000 feeds): collect it and give the allocator's free pages back to the
     system (glibc's malloc_trim; elsewhere only the collection), or the daemon keeps the
-    reload's peak for good. What the daemon froze at start (`Daemon.run`) is thawed for
-    this collection, the old config among it, and what lives on is frozen again."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
+    reload's peak for good. What the daemon froze at start is collected too, the old config
+    among it."""
+    collect_everything()
     try:
         import ctypes
 
