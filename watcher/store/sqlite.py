@@ -51,26 +51,17 @@ from watcher.store.sqlite_schema import MIGRATIONS, migrate
 T = TypeVar("T")
 __all__ = ["DELIVERY_LEASE", "MIGRATIONS", "SqliteStore", "title_hash"]  # title_hash: re-export
 DIALECT = Dialect()
-# The due feeds a claim leases, in order: from the first `:scan` due rows (a range of the
-# index feeds_due; hosts under a Retry-After or already at their cap skipped), at most
-# `:per_host` leased per host counting every process's live leases (`busy`, from the partial
-# index feeds_leased). The cap is applied here (a window over the scanned rows), so only
-# the rows leased are read whole: the claim's work is in SQLite, not in Python.
-CLAIM_DUE = (
-    "WITH busy AS (SELECT host, COUNT(*) AS n FROM feeds WHERE lease_owner IS NOT NULL "
-    "AND host <> '' AND NOT " + LEASE_VOID.format(t="feeds") + " GROUP BY host), "
-    "candidates AS (SELECT url, host, next_poll_at FROM feeds WHERE active = 1 "
-    "AND next_poll_at <= :now AND disabled_reason IS NULL AND " + LEASE_VOID.format(t="feeds")
-    + " AND host NOT IN (SELECT host FROM hosts WHERE blocked_until > :now)"
-    " AND host NOT IN (SELECT host FROM busy WHERE n >= :per_host)"
-    " ORDER BY next_poll_at LIMIT :scan), "
-    "due AS (SELECT c.url, c.host, c.next_poll_at, row_number() OVER (PARTITION BY c.host "
-    "ORDER BY c.next_poll_at, c.url) + COALESCE(b.n, 0) AS slot "
-    "FROM candidates c LEFT JOIN busy b ON b.host = c.host) "
-    "SELECT f.* FROM due JOIN feeds f ON f.url = due.url "
-    "WHERE due.host = '' OR due.slot <= :per_host ORDER BY due.next_poll_at, due.url LIMIT :limit"
-)
-FOREVER = 1 << 62  # no per-host cap
+# The hosts' live leases (every process's), from the partial index feeds_leased.
+BUSY_HOSTS = ("SELECT host, COUNT(*) FROM feeds WHERE lease_owner IS NOT NULL AND host <> '' "
+              "AND NOT " + LEASE_VOID.format(t="feeds") + " GROUP BY host")
+# Due feeds in order (url, host), by a range of the index feeds_due; hosts under a
+# Retry-After and hosts at their cap (:capped, a JSON list) skipped. Only these two columns
+# are read for the scan: the rows a claim leases are read whole afterwards (LEASED_ROWS).
+DUE_FEEDS = ("SELECT url, host FROM feeds WHERE active = 1 AND next_poll_at <= :now "
+             "AND disabled_reason IS NULL AND " + LEASE_VOID.format(t="feeds")
+             + " AND host NOT IN (SELECT host FROM hosts WHERE blocked_until > :now)"
+             " AND host NOT IN (SELECT value FROM json_each(:capped)) ORDER BY next_poll_at")
+LEASED_ROWS = "SELECT * FROM feeds WHERE url IN (SELECT value FROM json_each(:urls))"
 
 
 class SqliteStore(SqlStore):
@@ -224,12 +215,20 @@ class SqliteStore(SqlStore):
                 self._last_beat = t
                 self.db.execute(HEARTBEAT, heartbeat_params(node, None, now, self.node_ttl,
                                                             None, DIALECT))
-            rows = self.db.execute(CLAIM_DUE, {
-                "now": t, "limit": limit, "per_host": per_host or FOREVER,
-                "scan": limit * CLAIM_SCAN if per_host else limit}).fetchall()
+            busy: dict[str, int] = dict(self.db.execute(BUSY_HOSTS, {"now": t})) \
+                if per_host else {}
+            capped = [host for host, n in busy.items() if per_host and n >= per_host]
+            cursor = self.db.cursor()
+            cursor.row_factory = None  # plain (url, host) tuples: the scan's rows are many
+            cursor.execute(DUE_FEEDS + " LIMIT :limit", {
+                "now": t, "capped": json.dumps(capped),
+                "limit": limit * CLAIM_SCAN if per_host else limit})
+            urls = _within_host_cap(cursor, busy, limit, per_host)
             self.db.executemany("UPDATE feeds SET lease_owner = ?, lease_until = ? WHERE url = ?",
-                                [(node, t + lease, r["url"]) for r in rows])
-        return [feed_from_row(r, DIALECT) for r in rows]
+                                [(node, t + lease, url) for url in urls])
+            rows = {r["url"]: r for r in self.db.execute(LEASED_ROWS,
+                                                         {"urls": json.dumps(urls)})}
+        return [feed_from_row(rows[url], DIALECT) for url in urls]
 
     # --- one poll, one transaction ---
 
@@ -297,6 +296,25 @@ class SqliteStore(SqlStore):
                 "(SELECT value FROM json_each(alerts.sent_to) UNION "
                 "SELECT value FROM json_each(:targets) ORDER BY 1)) WHERE id = :id",
                 {"targets": json.dumps(list(targets)), "id": alert_id})
+
+
+def _within_host_cap(cursor: sqlite3.Cursor, busy: dict[str, int], limit: int,
+                     per_host: int | None) -> list[str]:
+    """The URLs of up to `limit` of the due (url, host) rows, at most `per_host` leased per
+    host (with `busy`, the leases the hosts have). The scan is bounded (CLAIM_SCAN rows per
+    feed wanted): rows a host at its cap keeps from being claimed now are left for the next
+    claim, which skips that host in SQL."""
+    if not per_host:
+        return [url for url, _ in cursor]
+    picked = []
+    for url, host in cursor:
+        if host and busy.get(host, 0) >= per_host:
+            continue
+        busy[host] = busy.get(host, 0) + 1
+        picked.append(url)
+        if len(picked) >= limit:
+            break
+    return picked
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
