@@ -305,8 +305,8 @@ class PollLoop:
             )
         except StoreError as exc:
             log.warning("prune failed", extra={"reason": str(exc)})
-            return
-        log.info("state pruned", extra={"counts": str(counts)})
+        else:
+            log.info("state pruned", extra={"counts": str(counts)})
         collect_everything()
 
     async def _expire_stories(self) -> None:

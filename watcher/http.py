@@ -32,7 +32,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 # "http(s)://host[:port]" then a path, query, fragment or nothing, the host of plain name
 # characters: nearly every feed URL. Such a URL is read here as urlsplit reads it (~1 µs
 # where urlsplit takes ~4, twice a poll); any other goes to urlsplit.
-_PLAIN_URL = re.compile(r"https?://([A-Za-z0-9.-]+)(?::(\d{1,5}))?(?=[/?#]|$)")
+_PLAIN_URL = re.compile(r"https?://([A-Za-z0-9.-]+)(?::([0-9]{1,5}))?(?=[/?#]|$)")
 
 
 def url_host(url: str) -> str:

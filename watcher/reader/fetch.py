@@ -150,7 +150,8 @@ class Fetcher:
         # aiohttp's own deadline for the whole exchange (connect, redirects, headers, body
         # until the connection is released): one timer per request, where an asyncio.timeout
         # around it added a second (~10 µs a poll, benchmarks/daemon_rounds.py)
-        self._deadline = aiohttp.ClientTimeout(total=timeout)
+        # (a connection attempt still gives up after 30 s, as aiohttp's default had it)
+        self._deadline = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 30.0))
         self.max_bytes = max_bytes
         self.per_host = per_host
         self.guard = AddressGuard(fulltext_allow)
@@ -340,6 +341,7 @@ class Fetcher:
                 return None
             chunks.append(chunk)
         return b"".join(chunks)
+
 
 def _permanent_target(url: str, resp: aiohttp.ClientResponse) -> str | None:
     """Where we ended up, if every redirect on the way was permanent."""
