@@ -102,6 +102,17 @@ def _cpu_ticks(pid: int) -> int:
     return sum(int(f) for f in fields[11:15])
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds of one process's own threads (utime + stime; not its children's)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
 def tree_cpu_seconds(pid: int | None = None, exclude: frozenset[int] = frozenset()) -> float:
     """CPU seconds used so far by a live process tree (live and reaped descendants).
 

@@ -61,6 +61,7 @@ from common import (
     TreeSampler,
     log,
     machine_busy_seconds,
+    process_cpu_seconds,
     print_table,
     tree_cpu_seconds,
     wait_for_idle,
@@ -275,6 +276,7 @@ def run_round(name: str, daemon: Daemon, state: StateView, srv: FeedServer,
     log_mark, server_cpu0 = srv.log_mark(), srv.cpu_seconds()
     posts0, _ = hook.snapshot()
     cpu0, busy0 = tree_cpu_seconds(daemon.pid), machine_busy_seconds()
+    main0 = process_cpu_seconds(daemon.pid)
     db0 = tree_cpu_seconds(state.server_pid) if state.server_pid else 0.0
     own0 = tree_cpu_seconds(os.getpid(), frozenset({daemon.pid, *(
         [srv.proc.pid] if srv.proc else [])}))
@@ -292,6 +294,7 @@ def run_round(name: str, daemon: Daemon, state: StateView, srv: FeedServer,
                                    f"({state.polled_since(mark)}/{n} polled)")
             time.sleep(poll_every)
     cpu = tree_cpu_seconds(daemon.pid) - cpu0
+    main_cpu = process_cpu_seconds(daemon.pid) - main0
     if spy is not None:
         stop_profiler(spy)
     server_cpu = srv.cpu_seconds() - server_cpu0
@@ -308,9 +311,11 @@ def run_round(name: str, daemon: Daemon, state: StateView, srv: FeedServer,
         first - mark, db_cpu, server_cpu, max(0.0, others))
     rows1 = state.counts()
     result.extra.update({f"new_{k}": rows1[k] - rows0.get(k, 0) for k in rows1})
+    result.extra["main_cpu_s"] = round(main_cpu, 3)  # the daemon's own process (all threads)
     if profile:
         result.extra["profile"] = profile_shares(profile)
-    log(f"{name}: {result.wall_s:.2f} s wall, {cpu:.2f} s CPU, "
+    log(f"{name}: {result.wall_s:.2f} s wall, {cpu:.2f} s CPU ({main_cpu:.2f} s the daemon's "
+        "own process), "
         f"{result.requests} requests, {result.not_modified} 304s, {result.alerts} alerts, "
         f"tree PSS {result.peak_pss_mb:.0f} MB, others {result.others_cpu_s:.2f} s CPU")
     return result
@@ -432,7 +437,8 @@ def daemon_rounds(n: int, args: argparse.Namespace) -> list[RoundResult]:
     location = str((out / "watcher.db").resolve())
     if args.backend == "postgres":
         pg, location = pg_location()
-    settings = {"embedding": json.dumps(args.embedding), "log_level": '"info"'}
+    settings = {"embedding": json.dumps(args.embedding), "log_level": '"info"',
+                **parse_env(args.set)}
     results: list[RoundResult] = []
     try:
         with feed_server(out, FEED_PORT, out / "nginx", hosts=args.hosts) as srv, \
@@ -538,6 +544,8 @@ def main() -> None:
                     help="where daemon-n<N>/ goes (default benchmarks/out)")
     ap.add_argument("--port", type=int, default=FEED_PORT, help="feed server port")
     ap.add_argument("--hook-port", type=int, default=HOOK_PORT, help="webhook sink port")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a [watcher] key for the daemon, the value as TOML (fetch_worker=false)")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for watcher run (e.g. OMP_WAIT_POLICY=passive)")
     args = ap.parse_args()
@@ -560,7 +568,7 @@ def main() -> None:
 
     report: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                               "backend": args.backend, "embedding": args.embedding,
-                              "cpus": os.cpu_count(), "env": DAEMON_ENV, "hosts": args.hosts,
+                              "cpus": os.cpu_count(), "env": DAEMON_ENV, "set": args.set, "hosts": args.hosts,
                               "sizes": {}}
     rows = []
     for n in sizes:

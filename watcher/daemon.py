@@ -107,7 +107,7 @@ class Daemon(PollLoop, ConfigReload):
         config = load_config(self.config_path)
         if config.watcher.metrics:
             metrics.registry()  # count from the start (metrics changes need a restart)
-        self.runtime = runtime = await Runtime.open(config)
+        self.runtime = runtime = await Runtime.open(config, daemon=True)
         server: metrics.MetricsServer | None = None
         try:
             self._install_signals()

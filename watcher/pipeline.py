@@ -34,7 +34,7 @@ from watcher.store.base import FeedStore
 
 if TYPE_CHECKING:
     from watcher.matching.decide import Placement, Rules, StoryDecider
-    from watcher.reader.fetch import Fetcher
+    from watcher.reader.result import FeedFetcher
 
 log = logging.getLogger("watcher.poll")
 Clock = Callable[[], datetime]
@@ -110,7 +110,7 @@ async def place_entries(decider: StoryDecider, embedding: Embedding, entries: li
 class Pipeline:
     """Polls feeds and turns new matching entries into owed alerts."""
 
-    def __init__(self, config: Config, store: FeedStore, fetcher: Fetcher,
+    def __init__(self, config: Config, store: FeedStore, fetcher: FeedFetcher,
                  parse_executor: Executor | None = None, clock: Clock = utcnow,
                  on_alerts: Callable[[], None] | None = None,
                  embedding: Embedding | None = None, rules: Rules | None = None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Iterable
 from concurrent.futures import Executor
@@ -24,6 +25,7 @@ from watcher.notify.base import Sender, make_sender, notify_session
 from watcher.notify.outbox import Outbox
 from watcher.pipeline import Embedding, Pipeline, PollSummary, build_rules, utcnow
 from watcher.reader.fetch import Fetcher
+from watcher.reader.fetchworker import FetchWorkers
 from watcher.reader.parsepool import ParsePool
 from watcher.store import Store, StoreError, open_config_store
 
@@ -35,7 +37,9 @@ if TYPE_CHECKING:
 # The daemon's own logger name, whichever of its modules logs (the name is in every
 # record and the log settings go by it).
 log = logging.getLogger("watcher.daemon")
-STARTUP_SPREAD = 30.0  # seconds over which new feeds fall due at start
+STARTUP_SPREAD = 30.0
+FETCH_WORKER_FEEDS = 200  # from this many feeds "auto" fetches in worker processes
+MAX_AUTO_FETCH_WORKERS = 4  # seconds over which new feeds fall due at start
 
 # What the parse workers' forkserver loads once for all of them (see watcher.reader.warm).
 PARSE_PRELOAD = ("watcher.reader.parse", "feedparser", "watcher.reader.warm")
@@ -45,6 +49,16 @@ def parse_executor(feed_count: int) -> Executor:
     """The parse workers: every document is parsed under a deadline and a memory limit
     (in a thread a parse bomb could not be bounded), whatever the number of feeds."""
     return ParsePool(workers=1 if feed_count < 20 else 2, preload=PARSE_PRELOAD)
+
+
+def fetch_worker_count(config: Config) -> int:
+    """How many processes fetch the daemon's feeds (`[watcher] fetch_workers`); 0: none."""
+    choice = config.watcher.fetch_workers
+    if choice != "auto":
+        return choice
+    cores = len(os.sched_getaffinity(0))
+    return min(cores, MAX_AUTO_FETCH_WORKERS) if cores > 1 and len(config.feeds) >= (
+        FETCH_WORKER_FEEDS) else 0
 
 
 def build_senders(config: Config, session: aiohttp.ClientSession) -> dict[str, Sender]:
@@ -68,6 +82,7 @@ class Runtime:
         workers: Executor | None = None,
         rules: Rules | None = None,
         embedding: Embedding | None = None,
+        fetch_workers: int = 0,
     ) -> None:
         self.config = config
         self.feeds = {f.url: f for f in config.feeds}  # by URL, for each claim
@@ -80,6 +95,9 @@ class Runtime:
             per_host=w.per_host,
             fulltext_allow=w.fulltext_allow,
         )
+        # the daemon's feeds through worker processes (its claims keep them polite)
+        self.feed_fetcher: Fetcher | FetchWorkers = (
+            FetchWorkers(self.fetcher, fetch_workers) if fetch_workers else self.fetcher)
         self.workers = workers
         self.notify_session = notify_session()  # the notify stage's own, not the fetcher's
         self.outbox = Outbox(store, {}, on_result=metrics.count_alert)
@@ -87,7 +105,7 @@ class Runtime:
         self.pipeline = Pipeline(
             config,
             store,
-            self.fetcher,
+            self.feed_fetcher,
             workers,
             on_alerts=self.outbox.wake,
             embedding=self.embedding,
@@ -95,12 +113,13 @@ class Runtime:
         )
 
     @classmethod
-    async def open(cls, config: Config, *, warm: bool = True) -> Runtime:
+    async def open(cls, config: Config, *, warm: bool = True, daemon: bool = False) -> Runtime:
         """Open the store and wire the stages; on any failure what was opened is closed.
 
         `warm`: load the rules and the story engine and rebuild the story index now (the
         daemon); otherwise the first poll with new entries does (`once`: a round of
-        unchanged feeds never loads them)."""
+        unchanged feeds never loads them). `daemon`: feeds are fetched by worker processes
+        as `[watcher] fetch_workers` says (`once` has no claims to keep them polite)."""
         store = await open_config_store(config)
         embedding = Embedding(config.watcher.embedding)
         try:
@@ -111,6 +130,7 @@ class Runtime:
                 workers=parse_executor(len(config.feeds)),
                 rules=rules,
                 embedding=embedding,
+                fetch_workers=fetch_worker_count(config) if daemon else 0,
             )
         except BaseException:
             await store.close()
@@ -175,7 +195,7 @@ class Runtime:
             raise
         self.config = config
         self.feeds = {f.url: f for f in config.feeds}
-        self.fetcher.fulltext_allow = config.watcher.fulltext_allow
+        self.feed_fetcher.fulltext_allow = config.watcher.fulltext_allow
         self.pipeline.apply(config, rules)
         self.outbox.configure(senders, digest_channels(config), config.watcher.retry_base)
 
@@ -190,7 +210,7 @@ class Runtime:
         try:
             await _close_senders(self.outbox.senders.values())
             await self.notify_session.close()
-            await self.fetcher.aclose()
+            await self.feed_fetcher.aclose()  # the worker's closes the local one too
         finally:
             self.stop_parsing()
             self.embedding.close()

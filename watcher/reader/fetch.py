@@ -164,7 +164,7 @@ class Fetcher:
         self._trust: dict[str, tuple[frozenset[IPAddress], float]] = {}
         # one session per set of pinned addresses (intranet feeds are few)
         self._pinned: dict[frozenset[IPAddress], aiohttp.ClientSession] = {}
-        self._concurrency = concurrency
+        self.concurrency = concurrency
 
     @property
     def fulltext_allow(self) -> tuple[Network, ...]:
@@ -176,7 +176,7 @@ class Fetcher:
         self.guard.allow = tuple(networks)
 
     def _new_session(self, guard: AddressGuard | None) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=self._concurrency, ttl_dns_cache=300,
+        connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300,
                                          socket_factory=guard.socket if guard else None)
         return aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT},
                                      auto_decompress=True)

@@ -44,9 +44,9 @@ from dataclasses import replace
 import trafilatura
 
 from watcher.model import Entry
-from watcher.reader.fetch import Fetcher
 from watcher.reader.parse import FeedParseError
 from watcher.reader.parsepool import ParsePoolClosed
+from watcher.reader.result import FeedFetcher
 
 log = logging.getLogger("watcher.fulltext")
 CONCURRENCY = 4  # pages fetched at once per call
@@ -80,7 +80,7 @@ class _Failed(Exception):
     """Why an entry keeps its feed text."""
 
 
-async def fetch_fulltext(fetcher: Fetcher, entries: list[Entry], executor: Executor | None,
+async def fetch_fulltext(fetcher: FeedFetcher, entries: list[Entry], executor: Executor | None,
                          *, concurrency: int = CONCURRENCY,
                          max_pages: int = MAX_PAGES) -> list[Entry]:
     """The entries, in order, with `content` set to their article's main text (or, where
@@ -104,7 +104,7 @@ async def fetch_fulltext(fetcher: Fetcher, entries: list[Entry], executor: Execu
     return done + [replace(entry, content=entry.summary) for entry in overflow]
 
 
-async def _article_text(fetcher: Fetcher, entry: Entry, executor: Executor | None) -> str:
+async def _article_text(fetcher: FeedFetcher, entry: Entry, executor: Executor | None) -> str:
     url = (entry.link or "").strip()
     if not url.lower().startswith(("http://", "https://")):
         raise _Failed("the entry has no http(s) link" if not url else

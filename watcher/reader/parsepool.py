@@ -90,7 +90,7 @@ def _process_start(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]
 
 
-def _die_with_parent(owner: int) -> None:
+def die_with_parent(owner: int) -> None:
     """Exit when the pool's owner (the daemon) does.
 
     A forkserver worker's parent is the forkserver, which stays while any worker holds its
@@ -136,7 +136,7 @@ def _address_space() -> int:
 def _worker_main(conn: multiprocessing.connection.Connection, memory_bytes: int,
                  owner: int) -> None:
     """Run tasks from the pipe until it closes; leave after a MemoryError."""
-    _die_with_parent(owner)
+    die_with_parent(owner)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's to handle
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no 512 MB core file
     if memory_bytes:

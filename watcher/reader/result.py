@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 
@@ -38,6 +39,14 @@ class FetchResult:
     @property
     def ok(self) -> bool:
         return self.error is None and self.body is not None
+
+
+class FeedFetcher(Protocol):
+    """What the pipeline fetches through: `Fetcher`, or `FetchWorkers` in the daemon."""
+
+    async def fetch(self, url: str, validators: Validators = ...) -> FetchResult: ...
+
+    async def fetch_link(self, url: str) -> FetchResult: ...
 
 
 def body_hash(body: bytes) -> str:
