@@ -61,8 +61,8 @@ from common import (
     TreeSampler,
     log,
     machine_busy_seconds,
-    process_cpu_seconds,
     print_table,
+    process_cpu_seconds,
     tree_cpu_seconds,
     wait_for_idle,
 )
@@ -568,7 +568,8 @@ def main() -> None:
 
     report: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                               "backend": args.backend, "embedding": args.embedding,
-                              "cpus": os.cpu_count(), "env": DAEMON_ENV, "set": args.set, "hosts": args.hosts,
+                              "cpus": os.cpu_count(), "env": DAEMON_ENV, "set": args.set,
+                              "hosts": args.hosts,
                               "sizes": {}}
     rows = []
     for n in sizes:
