@@ -185,6 +185,10 @@ def test_fetch_workers_must_be_a_count_or_auto(write_config: ConfigWriter) -> No
     assert "fetch_workers" in str(bad.value)
     assert write_config("[watcher]\nfetch_workers = 0\n").watcher.fetch_workers == 0
     assert write_config("[watcher]\n").watcher.fetch_workers == "auto"
+    assert write_config('[watcher]\nfetch_workers = "auto"\n').watcher.fetch_workers == "auto"
+    with pytest.raises(ConfigError) as bad:
+        write_config('[watcher]\nfetch_workers = "many"\n')
+    assert "fetch_workers" in str(bad.value)
 
 
 @pytest.mark.slow

@@ -134,7 +134,7 @@ class WatcherSettings(_Strict):
     per_host: int = Field(default=4, gt=0)
     # processes fetching the daemon's feeds beside it: "auto" (one per core, up to 4, with
     # 200 feeds or more on 2+ cores) or a number (0: fetch in the daemon's own process)
-    fetch_workers: int | Literal["auto"] = Field(default="auto", ge=0, le=64)
+    fetch_workers: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
     jitter: float = Field(default=0.1, ge=0, le=0.5)
     metrics: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
