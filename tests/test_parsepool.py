@@ -205,7 +205,9 @@ def test_sigkilled_parent_leaves_no_workers_forkserver_or_tracker() -> None:
         names = {cmdline(pid) for pid in children}
         assert any(b"forkserver" in n for n in names), names
         assert any(b"resource_tracker" in n for n in names), names
-        assert len(children) >= 4  # forkserver, two workers, the resource tracker
+        # forkserver, the resource tracker and at least the busy worker: the pool starts
+        # workers on demand, so the first may have been reused for the sleep
+        assert len(children) >= 3
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         wait_until(lambda: not any(alive(pid) for pid in children), 30,
