@@ -238,7 +238,7 @@ def main() -> None:
     ap.add_argument("--idle-wait", type=float, default=30)
     ap.add_argument("--json", type=Path, default=OUT_DIR / "ceiling.json")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a [watcher] key for the daemon, the value as TOML (fetch_workers=0)")
+                    help="a [watcher] key for the daemon, the value as TOML (fetch_workers=2)")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for watcher run (e.g. OMP_WAIT_POLICY=passive)")
     args = ap.parse_args()

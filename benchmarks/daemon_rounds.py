@@ -545,7 +545,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=FEED_PORT, help="feed server port")
     ap.add_argument("--hook-port", type=int, default=HOOK_PORT, help="webhook sink port")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a [watcher] key for the daemon, the value as TOML (fetch_workers=0)")
+                    help="a [watcher] key for the daemon, the value as TOML (fetch_workers=2)")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for watcher run (e.g. OMP_WAIT_POLICY=passive)")
     args = ap.parse_args()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Iterable
 from concurrent.futures import Executor
@@ -38,8 +37,6 @@ if TYPE_CHECKING:
 # record and the log settings go by it).
 log = logging.getLogger("watcher.daemon")
 STARTUP_SPREAD = 30.0
-FETCH_WORKER_FEEDS = 200  # from this many feeds "auto" fetches in worker processes
-MAX_AUTO_FETCH_WORKERS = 4  # seconds over which new feeds fall due at start
 
 # What the parse workers' forkserver loads once for all of them (see watcher.reader.warm).
 PARSE_PRELOAD = ("watcher.reader.parse", "feedparser", "watcher.reader.warm")
@@ -49,16 +46,6 @@ def parse_executor(feed_count: int) -> Executor:
     """The parse workers: every document is parsed under a deadline and a memory limit
     (in a thread a parse bomb could not be bounded), whatever the number of feeds."""
     return ParsePool(workers=1 if feed_count < 20 else 2, preload=PARSE_PRELOAD)
-
-
-def fetch_worker_count(config: Config) -> int:
-    """How many processes fetch the daemon's feeds (`[watcher] fetch_workers`); 0: none."""
-    choice = config.watcher.fetch_workers
-    if choice != "auto":
-        return choice
-    cores = len(os.sched_getaffinity(0))
-    return min(cores, MAX_AUTO_FETCH_WORKERS) if cores > 1 and len(config.feeds) >= (
-        FETCH_WORKER_FEEDS) else 0
 
 
 def build_senders(config: Config, session: aiohttp.ClientSession) -> dict[str, Sender]:
@@ -130,7 +117,7 @@ class Runtime:
                 workers=parse_executor(len(config.feeds)),
                 rules=rules,
                 embedding=embedding,
-                fetch_workers=fetch_worker_count(config) if daemon else 0,
+                fetch_workers=config.watcher.fetch_workers if daemon else 0,
             )
         except BaseException:
             await store.close()

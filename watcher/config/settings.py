@@ -132,9 +132,9 @@ class WatcherSettings(_Strict):
     max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     concurrency: int = Field(default=64, gt=0)
     per_host: int = Field(default=4, gt=0)
-    # processes fetching the daemon's feeds beside it: "auto" (one per core, up to 4, with
-    # 200 feeds or more on 2+ cores) or a number (0: fetch in the daemon's own process)
-    fetch_workers: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
+    # processes fetching the daemon's feeds beside it (0: in the daemon's own process; on
+    # 2 cores workers measured no faster, see README's performance section)
+    fetch_workers: int = Field(default=0, ge=0, le=64)
     jitter: float = Field(default=0.1, ge=0, le=0.5)
     metrics: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
