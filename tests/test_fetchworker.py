@@ -159,9 +159,9 @@ async def test_a_hung_worker_is_replaced_and_its_fetch_done_here(
 async def test_workers_share_the_concurrency_and_a_busy_one_is_not_taken_for_hung(
         feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    # two workers share `concurrency = 2`: one fetch at a time each. Eight slow feeds queue
-    # in them for ~4 x 0.6 s, longer than timeout + grace (1.5 s), yet each worker answers
-    # every 0.6 s: it is busy, not hung, and is not replaced.
+    # two workers share `concurrency = 2`: one fetch at a time each. Twelve slow feeds
+    # queue in them for ~6 x 0.6 s, longer than timeout + grace (2.5 s), yet each worker
+    # answers every 0.6 s: it is busy, not hung, and is not replaced.
     monkeypatch.setattr(fetchworker, "STALL_GRACE", 0.5)
     monkeypatch.setattr(fetchworker, "STALL_CHECK", 0.1)
     caplog.set_level(logging.WARNING, logger="watcher.fetch")
@@ -174,9 +174,9 @@ async def test_workers_share_the_concurrency_and_a_busy_one_is_not_taken_for_hun
         at_once[0] -= 1
         return web.Response(body=body, content_type="application/rss+xml")
 
-    pool = FetchWorkers(Fetcher(timeout=1, concurrency=2), 2)
+    pool = FetchWorkers(Fetcher(timeout=2, concurrency=2), 2)
     try:
-        urls = [feed_server.set_handler(f"slow-{i}.xml", handler) for i in range(8)]
+        urls = [feed_server.set_handler(f"slow-{i}.xml", handler) for i in range(12)]
         results = await asyncio.gather(*(pool.fetch(u) for u in urls))
         assert all(r.ok for r in results), [r.error for r in results]
         assert most[0] == 2  # no more at once than the daemon's one Fetcher would send
