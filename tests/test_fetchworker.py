@@ -200,6 +200,33 @@ async def test_a_reload_of_the_allowed_networks_reaches_the_workers(
     assert allowed.ok and len(other.hits) == 1
 
 
+async def test_a_reload_that_changes_fetch_workers_says_it_needs_a_restart(
+        tmp_path: Path, feed_server: FeedServer, caplog: pytest.LogCaptureFixture) -> None:
+    from watcher.config import load_config
+    from watcher.daemon import Daemon, Runtime
+
+    url = feed_server.set_feed("a.xml", ITEMS)
+    path = tmp_path / "watcher.toml"
+
+    def write(workers: int) -> None:
+        path.write_text(daemon_config([url], "http://127.0.0.1:9/hook", KURSK).replace(
+            "[watcher]\n", f'[watcher]\nembedding = "none"\nfetch_workers = {workers}\n'))
+
+    write(2)
+    daemon = Daemon(path)
+    daemon.runtime = await Runtime.open(load_config(path), warm=False, daemon=True)
+    try:
+        running = daemon.runtime.feed_fetcher
+        assert isinstance(running, FetchWorkers) and running.count == 2
+        caplog.set_level(logging.WARNING, logger="watcher.daemon")
+        write(0)
+        assert await daemon._reload_guarded("test")
+        assert "fetch_workers changes take effect after a restart" in caplog.text
+        assert daemon.runtime.feed_fetcher is running  # the workers fetch on until then
+    finally:
+        await daemon._shutdown()
+
+
 async def test_validators_cross_to_the_worker(feed_server: FeedServer,
                                               workers: FetchWorkers) -> None:
     url = feed_server.set_feed("feed.xml", ITEMS)

@@ -24,7 +24,6 @@ from watcher.notify.base import Sender, make_sender, notify_session
 from watcher.notify.outbox import Outbox
 from watcher.pipeline import Embedding, Pipeline, PollSummary, build_rules, utcnow
 from watcher.reader.fetch import Fetcher
-from watcher.reader.fetchworker import FetchWorkers
 from watcher.reader.parsepool import ParsePool
 from watcher.store import Store, StoreError, open_config_store
 
@@ -32,11 +31,12 @@ if TYPE_CHECKING:
     import aiohttp
 
     from watcher.matching.decide import Rules
+    from watcher.reader.fetchworker import FetchWorkers
 
 # The daemon's own logger name, whichever of its modules logs (the name is in every
 # record and the log settings go by it).
 log = logging.getLogger("watcher.daemon")
-STARTUP_SPREAD = 30.0
+STARTUP_SPREAD = 30.0  # seconds over which new feeds fall due at start
 
 # What the parse workers' forkserver loads once for all of them (see watcher.reader.warm).
 PARSE_PRELOAD = ("watcher.reader.parse", "feedparser", "watcher.reader.warm")
@@ -83,8 +83,11 @@ class Runtime:
             fulltext_allow=w.fulltext_allow,
         )
         # the daemon's feeds through worker processes (its claims keep them polite)
-        self.feed_fetcher: Fetcher | FetchWorkers = (
-            FetchWorkers(self.fetcher, fetch_workers) if fetch_workers else self.fetcher)
+        self.feed_fetcher: Fetcher | FetchWorkers = self.fetcher
+        if fetch_workers:
+            from watcher.reader.fetchworker import FetchWorkers
+
+            self.feed_fetcher = FetchWorkers(self.fetcher, fetch_workers)
         self.workers = workers
         self.notify_session = notify_session()  # the notify stage's own, not the fetcher's
         self.outbox = Outbox(store, {}, on_result=metrics.count_alert)
@@ -175,6 +178,8 @@ class Runtime:
         try:
             if config.watcher.embedding != self.embedding.spec:
                 log.warning("[watcher] embedding changes take effect after a restart")
+            if config.watcher.fetch_workers != self.config.watcher.fetch_workers:
+                log.warning("[watcher] fetch_workers changes take effect after a restart")
             rules = await build_rules(config, self.embedding)
             await self.sync_feeds(config)
         except BaseException:
