@@ -316,6 +316,8 @@ class FetchWorkers:
             worker.out.writer.close()
             if worker.reading is not None:
                 worker.reading.cancel()
+            for future in worker.pending.values():  # none should be left (the daemon
+                future.cancel()  # settles its polls first); none may hang on a closed worker
         for worker in workers:
             await asyncio.to_thread(worker.process.join, 5.0)
             if worker.process.is_alive():
