@@ -7,6 +7,11 @@ same `Fetcher` (timeouts, size cap, address guard unchanged), so the work spread
 cores. Requests and results cross a socket pair per worker in batches (one write per
 event-loop turn each way), pickled: a changed feed's body travels once.
 
+Opt-in (`[watcher] fetch_workers`, default 0): on a 2-core machine the workers took 20-45%
+off the daemon's own CPU but the round's total rose 40-60% (the pickling both ways) and no
+round got faster (README, Performance, 2026-12-03). Worth trying where the daemon's process
+is the bottleneck and cores are spare.
+
 - A fetch goes to the worker with the fewest in flight. Politeness across workers is the
   claim's: the daemon never has more than `per_host` polls of one host in flight (the same
   rule that keeps several nodes polite), so each worker's own per-host limit never binds
