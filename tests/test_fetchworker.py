@@ -227,6 +227,69 @@ async def test_a_reload_that_changes_fetch_workers_says_it_needs_a_restart(
         await daemon._shutdown()
 
 
+async def test_a_reload_while_a_worker_starts_reaches_that_worker(
+        feed_server: FeedServer) -> None:
+    """The address guard is never left wider than the config: networks narrowed by a
+    reload while a worker was starting are the ones it applies."""
+    with LoopbackServer("127.0.0.2") as other:
+        final = other.set_feed("feed.xml", ITEMS)
+        url = feed_server.set_handler("feed.xml", redirect_to(final))
+        pool = FetchWorkers(Fetcher(timeout=10, fulltext_allow=[
+            ipaddress.ip_network("127.0.0.2/32")]), 1)
+        try:
+            fetching = asyncio.create_task(pool.fetch(url))
+            while pool._starting is None or not pool._starting.locked():
+                await asyncio.sleep(0)
+            pool.fulltext_allow = []  # the reload, while the worker starts
+            result = await fetching
+        finally:
+            await pool.aclose()
+    assert not result.ok and "127.0.0.2 is a loopback address" in (result.error or "")
+    assert not other.hits
+
+
+class _NoFork:
+    """A process context whose workers cannot start (as when the forkserver cannot fork:
+    its caller then reads EOF, not an OSError)."""
+
+    class Process:
+        def __init__(self, **kwargs: object) -> None:
+            pass
+
+        def start(self) -> None:
+            raise EOFError("the forkserver closed its socket")
+
+
+async def test_workers_that_cannot_start_leave_the_fetches_to_the_daemon(
+        feed_server: FeedServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="watcher.fetch")
+    url = feed_server.set_feed("feed.xml", ITEMS)
+    pool = FetchWorkers(Fetcher(timeout=10), 1, context=_NoFork())
+    try:
+        for _ in range(fetchworker.GIVE_UP_AFTER + 1):
+            assert (await pool.fetch(url)).ok
+    finally:
+        await pool.aclose()
+    assert pool.given_up
+    assert any("cannot start a fetch worker: EOFError" in getattr(r, "reason", "")
+               for r in caplog.records)
+
+
+async def test_closing_during_a_fetch_answers_it_and_starts_no_worker(
+        feed_server: FeedServer) -> None:
+    url = feed_server.set_handler("slow.xml", slow(1.0, rss(ITEMS)))
+    pool = FetchWorkers(Fetcher(timeout=10), 1)
+    assert (await pool.fetch(feed_server.set_feed("feed.xml", ITEMS))).ok
+    fetching = asyncio.create_task(pool.fetch(url))
+    await wait_until(lambda: bool(feed_server.requests("slow.xml")))
+    [pid] = pool.pids()
+    await pool.aclose()
+    result = await fetching  # answered by the daemon's own fetcher, not cancelled
+    assert result.url == url and not fetching.cancelled()
+    await pool.fetch(url)
+    assert not pool.pids() and not alive(pid)
+
+
 async def test_validators_cross_to_the_worker(feed_server: FeedServer,
                                               workers: FetchWorkers) -> None:
     url = feed_server.set_feed("feed.xml", ITEMS)

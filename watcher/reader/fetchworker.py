@@ -83,9 +83,11 @@ class _Batcher:
             asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        if self.queued and not self.writer.is_closing():
-            self.writer.write(_frame(self.queued))
-        self.queued = []
+        try:
+            if self.queued and not self.writer.is_closing():
+                self.writer.write(_frame(self.queued))
+        finally:  # a frame that cannot be sent must not stop every later one
+            self.queued = []
 
 
 # --- the worker process ---
@@ -169,6 +171,7 @@ class FetchWorkers:
         self._next_id = 0
         self._deaths: deque[float] = deque(maxlen=GIVE_UP_AFTER)
         self.given_up = False
+        self._closed = False
 
     def pids(self) -> list[int]:
         """The live workers' process ids (for status and tests)."""
@@ -186,7 +189,7 @@ class FetchWorkers:
             worker.out.send(("allow", self.local.fulltext_allow))
 
     async def fetch(self, url: str, validators: Validators = Validators()) -> FetchResult:
-        if self.given_up or url.startswith("file://"):
+        if self.given_up or self._closed or url.startswith("file://"):
             return await self.local.fetch(url, validators)
         if len(self._workers) < self.count:
             await self._start()
@@ -214,14 +217,21 @@ class FetchWorkers:
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
-            while len(self._workers) < self.count and not self.given_up:
+            while len(self._workers) < self.count and not (self.given_up or self._closed):
                 try:
                     worker = await self._start_one()
-                except OSError as exc:
-                    self._died(f"cannot start a fetch worker: {exc}", in_flight=0)
+                except Exception as exc:  # OSError; EOFError when the forkserver could not fork
+                    self._died(f"cannot start a fetch worker: {type(exc).__name__}: {exc}",
+                               in_flight=0)
+                    return
+                if self._closed:  # closed while it started
+                    worker.out.writer.close()
+                    worker.process.kill()
                     return
                 self._workers.append(worker)
-            if self._watching is None:
+                # a reload may have changed the allowed networks while it started
+                worker.out.send(("allow", self.local.fulltext_allow))
+            if self._watching is None and not self._closed:
                 self._watching = asyncio.create_task(self._watch(), name="fetch-worker-watch")
 
     async def _start_one(self) -> _Worker:
@@ -313,6 +323,7 @@ class FetchWorkers:
 
     async def aclose(self) -> None:
         """Stop the workers (closing a socket ends its worker) and the local fetcher."""
+        self._closed = True
         workers, self._workers = self._workers, []
         if self._watching is not None:
             self._watching.cancel()
@@ -321,8 +332,11 @@ class FetchWorkers:
             worker.out.writer.close()
             if worker.reading is not None:
                 worker.reading.cancel()
-            for future in worker.pending.values():  # none should be left (the daemon
-                future.cancel()  # settles its polls first); none may hang on a closed worker
+            # none should be owed (the daemon settles its polls first); none may hang on a
+            # closed worker: each is fetched here, as after a lost worker
+            for future in worker.pending.values():
+                if not future.done():
+                    future.set_exception(WorkerLost("the fetch workers were closed"))
         for worker in workers:
             await asyncio.to_thread(worker.process.join, 5.0)
             if worker.process.is_alive():
