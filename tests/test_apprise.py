@@ -38,7 +38,7 @@ def json_url(receiver: WebhookReceiver, user: str = "bot") -> str:
 def sender(monkeypatch: pytest.MonkeyPatch, session: aiohttp.ClientSession,
            *urls: str) -> AppriseSender:
     monkeypatch.setenv("WATCHER_TEST_APPRISE", "\n".join(urls))
-    channel = AppriseChannel.model_validate(
+    channel = AppriseChannel.from_table(
         {"name": "chat", "type": "apprise", "urls_env": "WATCHER_TEST_APPRISE"})
     made = make_sender(channel, Path("."), session)
     assert isinstance(made, AppriseSender)

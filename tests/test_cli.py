@@ -62,7 +62,7 @@ def test_check_ok_and_broken(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["check", "--config", str(path)]) == 2
     assert lines(capsys.readouterr().err) == [
         "watcher: the config has 1 problem(s):",
-        f"  {path}: watcher.first_poll: Input should be 'mark-seen' or 'alert', got 'never'"]
+        f"  {path}: watcher.first_poll: expected one of 'mark-seen', 'alert', got 'never'"]
 
 
 def test_check_reports_everything_in_one_pass_without_printing_secrets(

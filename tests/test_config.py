@@ -67,7 +67,7 @@ def test_a_valid_config_loads_with_typed_values(tmp_path: Path) -> None:
     (VALID.replace('interval = "5m"', 'interval = "5 minutes"'),
      "watcher.interval: expected a duration such as '90s'"),
     (VALID.replace('channels = ["hook"]', 'channels = ["hook"]\nthreshold = 150'),
-     "topics[0].threshold: Input should be less than or equal to 100"),
+     "topics[0].threshold: expected a number from 0 to 100, got 150"),
     (VALID.replace('tags = ["russia"]', 'tags = ["russia"]\ncolour = "red"'),
      "feeds[0].colour: unknown key"),
     (VALID.replace('channels = ["hook"]', 'channels = ["hook", "pager"]'),
@@ -81,7 +81,7 @@ def test_a_valid_config_loads_with_typed_values(tmp_path: Path) -> None:
     (VALID.replace('url = "https://example.org/rss"', 'url = "ftp://example.org/rss"'),
      "feeds[0].url: expected an http://, https:// or file:// URL"),
     (VALID.replace('[watcher]', '[watcher]\nfirst_poll = "skip"'),
-     "watcher.first_poll: Input should be 'mark-seen' or 'alert'"),
+     "watcher.first_poll: expected one of 'mark-seen', 'alert', got 'skip'"),
     (VALID + '\n[extra]\nx = 1\n', "extra: unknown key"),
 ])
 def test_mistakes_are_named_by_file_and_key_path(tmp_path: Path, body: str,
@@ -216,8 +216,7 @@ def test_one_pass_finds_problems_behind_other_problems(tmp_path: Path) -> None:
     found = problems(tmp_path, body)
     main = tmp_path / "watcher.toml"
     assert len(found) == 4, found
-    assert found[0].startswith(f"{main}: topics[0].threshold: Input should be less than or "
-                               "equal to 100")
+    assert found[0] == f"{main}: topics[0].threshold: expected a number from 0 to 100, got 150"
     assert found[1] == f"{main}: channels[0].colour: unknown key"
     assert found[2].startswith(f"{tmp_path / 'more.toml'}: not valid TOML: ")
     assert found[3] == (f"{main}: topics[0].channels[1]: no channel named 'pager' "
@@ -239,6 +238,47 @@ def test_one_pass_finds_problems_behind_other_problems(tmp_path: Path) -> None:
 def test_messages_say_what_to_write(tmp_path: Path, old: str, new: str, expected: str) -> None:
     assert problems(tmp_path, VALID.replace(old, new)) == [
         f"{tmp_path / 'watcher.toml'}: {expected}"]
+
+
+def test_every_problem_in_one_table_is_named_down_to_the_list_item(tmp_path: Path) -> None:
+    body = VALID.replace(
+        'any = ["Kursk evacuation", {phrase = "ICRC", threshold = 100}]',
+        'any = ["Kursk evacuation", {phrase = "ICRC", threshold = 101}, {phrase = " "}]\n'
+        'fields = ["title", "body"]\ntitle_weight = true')
+    main = tmp_path / "watcher.toml"
+    assert problems(tmp_path, body) == [
+        f"{main}: topics[0].any[1].threshold: expected a number from 0 to 100, got 101",
+        f"{main}: topics[0].any[2].phrase: expected a string that is not empty, got ''",
+        f"{main}: topics[0].fields[1]: expected one of 'title', 'summary', 'content', "
+        "got 'body'",
+        f"{main}: topics[0].title_weight: expected a number from 1 to 10, got True",
+    ]
+
+
+def test_a_table_missing_a_required_key_and_a_bad_port(tmp_path: Path) -> None:
+    body = VALID + EMAIL.replace('"hook"', '"mail"').replace(
+        'from = "watcher@example.org"', "port = 70000")
+    main = tmp_path / "watcher.toml"
+    assert problems(tmp_path, body) == [
+        f"{main}: channels[1].port: expected an integer greater than 0 and less than 65536, "
+        "got 70000",
+        f"{main}: channels[1].from: required key is missing",
+    ]
+
+
+def test_values_are_typed_and_stripped_as_written(tmp_path: Path) -> None:
+    body = VALID.replace('tags = ["russia"]', 'tags = [" russia "]\nname = "  Wire  "').replace(
+        'interval = "5m"', 'interval = 300\nfulltext_allow = ["10.1.0.0/16", " ::1 "]\n'
+        'jitter = 0')
+    config = load_config(write(tmp_path, body))
+    assert (config.feeds[0].name, config.feeds[0].tags) == ("Wire", ("russia",))
+    assert config.watcher.interval == timedelta(minutes=5)
+    assert [str(n) for n in config.watcher.fulltext_allow] == ["10.1.0.0/16", "::1/128"]
+    assert config.watcher.jitter == 0.0 and isinstance(config.watcher.jitter, float)
+    bad = VALID.replace('interval = "5m"', 'fulltext_allow = ["10.1.0.0/16", "intranet"]')
+    [problem] = problems(tmp_path, bad)
+    assert problem.startswith(f"{tmp_path / 'watcher.toml'}: watcher.fulltext_allow[1]: "
+                              "expected a CIDR network such as '10.1.0.0/16', got 'intranet'")
 
 
 EMAIL = """

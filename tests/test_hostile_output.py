@@ -38,7 +38,7 @@ LONG = "Kursk evacuation ordered as shelling intensifies "  # the header gets fo
 
 
 def email_channel(port: int) -> EmailChannel:
-    return EmailChannel.model_validate({
+    return EmailChannel.from_table({
         "name": "desk-email", "type": "email", "to": ["desk@example.org"],
         "from": "watcher@example.org", "host": "127.0.0.1", "port": port, "timeout": "5s"})
 
@@ -144,7 +144,7 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 @pytest.mark.parametrize("fmt", ["slack", "discord"])
 async def test_builtin_chat_formats_carry_no_mention_and_closed_links(
         fmt: str, receiver: WebhookReceiver, session: aiohttp.ClientSession) -> None:
-    chan = WebhookChannel.model_validate({"name": "chat", "type": "webhook",
+    chan = WebhookChannel.from_table({"name": "chat", "type": "webhook",
                                           "url": receiver.url, "format": fmt})
     await WebhookSender(chan, session).send([hostile_alert()], "alert-1")
     await WebhookSender(chan, session).send([hostile_alert(), make_alert(2)], "digest-1")
@@ -161,7 +161,7 @@ async def test_builtin_chat_formats_carry_no_mention_and_closed_links(
 def apprise_sender(monkeypatch: pytest.MonkeyPatch, session: aiohttp.ClientSession,
                    url: str) -> AppriseSender:
     monkeypatch.setenv("WATCHER_TEST_CHAT", url)
-    channel = AppriseChannel.model_validate(
+    channel = AppriseChannel.from_table(
         {"name": "chat", "type": "apprise", "urls_env": "WATCHER_TEST_CHAT"})
     made = make_sender(channel, Path("."), session)
     assert isinstance(made, AppriseSender)

@@ -26,7 +26,7 @@ from watcher.notify.email import EmailSender
 def channel(port: int, **kw: Any) -> EmailChannel:
     data = {"name": "desk-email", "type": "email", "to": ["desk@example.org"],
             "from": "watcher@example.org", "host": "127.0.0.1", "port": port, "timeout": "5s"}
-    return EmailChannel.model_validate(data | kw)
+    return EmailChannel.from_table(data | kw)
 
 
 @pytest.fixture

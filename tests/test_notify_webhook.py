@@ -31,7 +31,7 @@ from watcher.store import SqliteStore
 
 
 def channel(url: str, **kw: Any) -> WebhookChannel:
-    return WebhookChannel.model_validate({"name": "ops-hook", "type": "webhook", "url": url,
+    return WebhookChannel.from_table({"name": "ops-hook", "type": "webhook", "url": url,
                                           "timeout": "5s"} | kw)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from servers import SmtpSink, WebhookReceiver
 
@@ -92,7 +93,7 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def hook(url: str = "", **kw: Any) -> WebhookChannel:
-    return WebhookChannel.model_validate({"name": "hook", "type": "webhook", "timeout": "5s"}
+    return WebhookChannel.from_table({"name": "hook", "type": "webhook", "timeout": "5s"}
                                          | ({"url": url} if url else {}) | kw)
 
 
@@ -212,7 +213,7 @@ async def test_email_password_from_file(tmp_path: Path,
                                         session: aiohttp.ClientSession) -> None:
     (tmp_path / "smtp.pw").write_text("s3cret-pw\n")
     with SmtpSink(auth={"watcher": "s3cret-pw"}) as sink:
-        channel = EmailChannel.model_validate({
+        channel = EmailChannel.from_table({
             "name": "mail", "type": "email", "to": ["desk@example.org"],
             "from": "watcher@example.org", "host": "127.0.0.1", "port": sink.port,
             "username": "watcher", "password_file": "smtp.pw", "timeout": "5s"})
@@ -227,7 +228,7 @@ async def test_file_channel_writes_its_file_0600(tmp_path: Path,
     from test_render import make_alert
 
     from watcher.config import FileChannel
-    channel = FileChannel.model_validate({"name": "f", "type": "file", "path": "out/a.jsonl"})
+    channel = FileChannel.from_table({"name": "f", "type": "file", "path": "out/a.jsonl"})
     sender = make_sender(channel, tmp_path, session)
     await sender.send([make_alert(1)], "alert-1")
     await sender.send([make_alert(2)], "alert-2")
@@ -242,7 +243,7 @@ async def test_file_channel_writes_its_file_0600(tmp_path: Path,
 def apprise_sender(monkeypatch: pytest.MonkeyPatch, session: aiohttp.ClientSession,
                    urls: list[str]) -> AppriseSender:
     monkeypatch.setenv("WATCHER_TEST_CHAT", "\n".join(urls))
-    channel = AppriseChannel.model_validate(
+    channel = AppriseChannel.from_table(
         {"name": "chat", "type": "apprise", "urls_env": "WATCHER_TEST_CHAT"})
     made = make_sender(channel, Path("."), session)
     assert isinstance(made, AppriseSender)
@@ -297,10 +298,10 @@ async def test_a_digest_of_more_than_200_alerts_delivers_every_one(
         if kind == "webhook":
             channel: Any = hook(receiver.url)
         else:
-            channel = EmailChannel.model_validate({
+            channel = EmailChannel.from_table({
                 "name": "digest", "type": "email", "to": ["desk@example.org"],
                 "from": "watcher@example.org", "host": "127.0.0.1", "port": sink.port})
-        channel = channel.model_copy(update={"name": "digest"})
+        channel = msgspec.structs.replace(channel, name="digest")
         outbox = Outbox(store, {"digest": make_sender(channel, Path("."), session)},
                         digest_channels={"digest"}, clock=clock)
         assert await outbox.deliver_due() == count

@@ -229,7 +229,7 @@ async def every_format(alert: AlertMessage, tmp_path: Path) -> dict[str, str]:
     """The alert as each channel sends it (the file channel's line as written)."""
     subject, text, html = render.render_email([alert])
     chat_title, chat_body = render_message([alert])
-    sender = FileSender(FileChannel.model_validate(
+    sender = FileSender(FileChannel.from_table(
         {"name": "f", "type": "file", "path": "alerts.jsonl"}), tmp_path)
     await sender.send([alert], "alert-9")
     dumped = {fmt: json.dumps(render.webhook_payload(fmt, [alert], "alert-9"),

@@ -20,7 +20,7 @@ from watcher.schedule import (
     feed_interval,
 )
 
-SETTINGS = WatcherSettings(interval="10m", interval_floor="2m")
+SETTINGS = WatcherSettings.from_table({"interval": "10m", "interval_floor": "2m"})
 NOW = datetime(2025, 2, 24, 10, 7, 30, tzinfo=UTC)
 
 
@@ -29,7 +29,7 @@ NOW = datetime(2025, 2, 24, 10, 7, 30, tzinfo=UTC)
     ("30s", timedelta(minutes=2)),  # the floor wins
 ])
 def test_base_interval(configured: str | None, expected: timedelta) -> None:
-    feed = FeedSettings(url="https://x.example/rss", interval=configured)
+    feed = FeedSettings.from_table({"url": "https://x.example/rss", "interval": configured})
     assert base_interval(feed, SETTINGS) == expected
 
 
@@ -46,7 +46,7 @@ def test_error_backoff(errors: int, retry_after: float | None, expected: timedel
 
 
 def test_adaptive_interval_follows_the_feed_pace_within_bounds() -> None:
-    feed = FeedSettings(url="https://x.example/rss", interval="auto")
+    feed = FeedSettings.from_table({"url": "https://x.example/rss", "interval": "auto"})
     state = FeedState(url=feed.url, primed=True, interval_s=1800)
     assert feed_interval(feed, state, SETTINGS, 0, NOW) == timedelta(minutes=45)  # quiet
     assert feed_interval(feed, state, SETTINGS, 5, NOW) == timedelta(minutes=15)  # busy

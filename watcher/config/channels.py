@@ -14,22 +14,29 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from msgspec import Meta, field
 
-from watcher.config.settings import ConfigError, Duration, _digest, _Strict
-
-
-class _ChannelBase(_Strict):
-    name: str = Field(min_length=1)
-    digest: Annotated[timedelta | str, BeforeValidator(_digest)] = timedelta(0)
+from watcher.config.schema import After, Before, Table
+from watcher.config.settings import ConfigError, Duration, NonEmpty, _digest
 
 
-class EmailChannel(_ChannelBase):
+class _ChannelBase(Table, frozen=True, kw_only=True):
+    name: NonEmpty
+    digest: Annotated[timedelta | str, Before(_digest)] = timedelta(0)
+
+
+def _not_empty(values: tuple[str, ...]) -> tuple[str, ...]:
+    if not values:
+        raise ValueError('expected at least one address, such as ["desk@example.org"]')
+    return values
+
+
+class EmailChannel(_ChannelBase, frozen=True, kw_only=True):
     type: Literal["email"]
-    to: tuple[str, ...] = Field(min_length=1)
-    from_: str = Field(alias="from")
+    to: Annotated[tuple[str, ...], After(_not_empty)]
+    from_: str = field(name="from")
     host: str = "localhost"
-    port: int = Field(default=25, gt=0, lt=65536)
+    port: Annotated[int, Meta(gt=0, lt=65536)] = 25
     security: Literal["none", "starttls", "tls"] = "none"
     username: str = ""
     password_env: str = ""
@@ -37,9 +44,15 @@ class EmailChannel(_ChannelBase):
     timeout: Duration = timedelta(seconds=30)
 
 
-class WebhookChannel(_ChannelBase):
+def _http_url(url: str) -> str:
+    if url and not url.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+    return url
+
+
+class WebhookChannel(_ChannelBase, frozen=True, kw_only=True):
     type: Literal["webhook"]
-    url: str = ""
+    url: Annotated[str, After(_http_url)] = ""
     url_env: str = ""  # the URL from this env var (it may hold a token)
     url_file: str = ""  # or from this file, relative to the config's folder
     secret_env: str = ""
@@ -47,35 +60,26 @@ class WebhookChannel(_ChannelBase):
     format: Literal["json", "slack", "discord"] = "json"
     timeout: Duration = timedelta(seconds=15)
 
-    @field_validator("url")
-    @classmethod
-    def _scheme(cls, url: str) -> str:
-        if url and not url.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
-        return url
-
-    @model_validator(mode="after")
-    def _one_url(self) -> WebhookChannel:
+    def __post_init__(self) -> None:
         given = [k for k in ("url", "url_env", "url_file") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(
                 "a webhook channel needs exactly one of url, url_env, url_file"
                 + (f" (got {', '.join(given)})" if given else "")
             )
-        return self
 
 
-class AppriseChannel(_ChannelBase):
+class AppriseChannel(_ChannelBase, frozen=True, kw_only=True):
     type: Literal["apprise"]
     urls_env: str = ""
     urls_file: str = ""
 
 
-class FileChannel(_ChannelBase):
+class FileChannel(_ChannelBase, frozen=True, kw_only=True):
     """Appends each alert's JSON payload as a line to a file (relative to the config)."""
 
     type: Literal["file"]
-    path: str = Field(min_length=1)
+    path: NonEmpty
 
 
 ChannelSettings = EmailChannel | WebhookChannel | AppriseChannel | FileChannel

@@ -14,9 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from watcher.config.channels import WebhookChannel, resolve_secret, secret_path
+from watcher.config.schema import TableError
 from watcher.config.settings import ConfigError, TopicSettings
 from watcher.config.tables import _Collected
 
@@ -26,7 +25,8 @@ def _strings(item: dict[str, Any], *keys: str) -> list[str]:
     out: list[str] = []
     for key in keys:
         value = item.get(key)
-        out.extend(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str))
+        out.extend(v.strip() for v in (value if isinstance(value, list) else [value])
+                   if isinstance(v, str))
     return out
 
 
@@ -76,10 +76,10 @@ def _phrases_only(raw: dict[str, Any]) -> TopicSettings | None:
     """An invalid topic's phrases alone, so their problems show in the same pass."""
     keys = {"any", "all", "none", "query", "about", "like", "unlike"}
     try:
-        return TopicSettings.model_validate(
+        return TopicSettings.from_table(
             {"name": "-", **{k: v for k, v in raw.items() if k in keys}}
         )
-    except ValidationError:
+    except TableError:
         return None
 
 

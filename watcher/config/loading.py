@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from msgspec.structs import replace
+
 from watcher.config.channels import ChannelSettings, FileChannel
 from watcher.config.checks import _cross_check, _secret_problems
 from watcher.config.settings import ConfigError, FeedSettings, TopicSettings, WatcherSettings
@@ -75,7 +77,7 @@ def _data_paths(
 ) -> tuple[ChannelSettings, ...]:
     """File channels with their path made absolute under the data folder."""
     return tuple(
-        ch.model_copy(update={"path": str(base / ch.path)})
+        replace(ch, path=str(base / ch.path))
         if isinstance(ch, FileChannel) and not Path(ch.path).is_absolute()
         else ch
         for _, _, ch in channels
@@ -90,7 +92,7 @@ def _model_directory(settings: WatcherSettings, path: Path, problems: list[str])
     (what is in it is the model loader's to judge, when the model is first needed)."""
     spec = settings.embedding.strip()
     if spec.lower() in EMBEDDING_NAMES or not spec:  # "None" is "none", as it always was
-        return settings.model_copy(update={"embedding": spec.lower() or "none"})
+        return replace(settings, embedding=spec.lower() or "none")
     directory = Path(spec).expanduser()
     directory = (directory if directory.is_absolute() else path.parent / directory).resolve()
     if not directory.is_dir():
@@ -100,7 +102,7 @@ def _model_directory(settings: WatcherSettings, path: Path, problems: list[str])
             "with model.onnx and tokenizer.json)"
         )
         return settings
-    return settings.model_copy(update={"embedding": str(directory)})
+    return replace(settings, embedding=str(directory))
 
 
 def load_config(

@@ -2,26 +2,23 @@
 
 `_read_toml` reads one file, `_includes` expands its `include` patterns, and `_collect`
 validates each [[feeds]], [[topics]] and [[channels]] table into a `_Collected` (which
-also keeps every table as written, for the cross-checks). A pydantic error becomes one
-line naming the file and the key path (`_key_path`) with a plain description
-(`_describe`), including where an inline secret belongs or which key was probably meant
-(`_unknown_key_hint`). `validate_feed` is the same [[feeds]] validation for OPML import.
+also keeps every table as written, for the cross-checks). Each problem `schema` finds in
+a table becomes one line naming the file and the key path (`_key_path`).
+`validate_feed` is the same [[feeds]] validation for OPML import.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import glob
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
-from pydantic_core import ErrorDetails
+import msgspec
+import tomli
 
 from watcher.config.channels import _CHANNEL_TYPES, ChannelSettings
+from watcher.config.schema import Table, TableError, validate
 from watcher.config.settings import ConfigError, FeedSettings, TopicSettings
 
 
@@ -35,68 +32,18 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-_LISTS = {  # what a list-valued key holds, for "expected a list of ..." messages
-    "channels": 'channel names, such as ["desk-email"]',
-    "feeds": 'feed names or tags, such as ["russia"]',
-    "tags": 'tags, such as ["russia"]',
-    "to": 'addresses, such as ["desk@example.org"]',
-    "fields": 'fields, such as ["title", "summary"]',
-    "fulltext_allow": 'networks, such as ["10.1.0.0/16"]',
-}
-
-
-def _describe(err: ErrorDetails, model: type[Any] | None = None) -> str:
-    msg = err["msg"].removeprefix("Value error, ")
-    key = err["loc"][-1] if err["loc"] else None
-    if err["type"] in {"extra_forbidden", "unexpected_keyword_argument"}:  # model, dataclass
-        return "unknown key" + _unknown_key_hint(str(key), model if len(err["loc"]) == 1 else None)
-    if err["type"] == "missing":
-        return "required key is missing"
-    if err["type"] in {"tuple_type", "list_type"} and isinstance(key, str):
-        what = _LISTS.get(key, 'values, such as ["a", "b"]')
-        return f"expected a list of {what}, got {err.get('input')!r}"
-    if err["type"] not in {"value_error", "assertion_error"} and "input" in err:
-        return f"{msg}, got {err['input']!r}"
-    return msg
-
-
-def _unknown_key_hint(key: str, model: type[Any] | None) -> str:
-    """Where an inline secret belongs, or the key that was probably meant."""
-    if model is None:
-        return ""
-    known = model.model_fields if issubclass(model, BaseModel) else model.__pydantic_fields__
-    fields = {info.alias or name for name, info in known.items()}
-    if f"{key}_env" in fields:
-        return (
-            f": secrets are never written inline; put it in an environment variable "
-            f'and set {key}_env = "VAR_NAME" (or {key}_file = "path")'
-        )
-    close = difflib.get_close_matches(key, sorted(fields), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-_FEED_ADAPTER: list[TypeAdapter[FeedSettings]] = []  # built at the first use
-
-
 def validate_feed(table: Any) -> FeedSettings:
-    """A [[feeds]] table as the config reads it; raises pydantic's ValidationError."""
-    if not _FEED_ADAPTER:
-        _FEED_ADAPTER.append(TypeAdapter(FeedSettings))
-    return _FEED_ADAPTER[0].validate_python(table)
+    """A [[feeds]] table as the config reads it; raises `TableError`."""
+    return validate(FeedSettings, table)
 
 
 def _validate(
-    model: type[Any], data: Any, file: Path, loc: tuple[int | str, ...], problems: list[str]
+    model: type[Table], data: Any, file: Path, loc: tuple[int | str, ...], problems: list[str]
 ) -> Any:
     try:
-        if model is FeedSettings:
-            return validate_feed(data)
-        return model.model_validate(data)
-    except ValidationError as exc:
-        for err in exc.errors():
-            problems.append(
-                f"{file}: {_key_path(loc + tuple(err['loc']))}: {_describe(err, model)}"
-            )
+        return validate(model, data)
+    except TableError as exc:
+        problems.extend(f"{file}: {_key_path(loc + where)}: {what}" for where, what in exc.errors)
         return None
 
 
@@ -106,8 +53,8 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], bytes]:
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config: {exc.strerror}"]) from exc
     try:
-        return tomllib.loads(raw.decode("utf-8")), raw
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        return tomli.loads(raw.decode("utf-8")), raw
+    except (tomli.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
 
 
@@ -170,7 +117,7 @@ def _tables(
 def _absolute_file_url(feed: FeedSettings, base: Path) -> FeedSettings:
     """'file:demo/x.xml' (no slashes) is relative to the config file's folder."""
     if feed.url.startswith("file:") and not feed.url.startswith("file://"):
-        return dataclasses.replace(feed, url=(base / feed.url[5:]).resolve().as_uri())
+        return msgspec.structs.replace(feed, url=(base / feed.url[5:]).resolve().as_uri())
     return feed
 
 

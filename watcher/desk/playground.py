@@ -9,13 +9,13 @@ TOML into their config.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import tomli
 import tomli_w
 
 from watcher.config import Config, ConfigError, FeedSettings, TopicSettings
@@ -66,8 +66,8 @@ def parse_topic(text: str, config: Config) -> tuple[TopicSettings | None, dict[s
     if len(text) > MAX_CHARS:
         return None, {}, [f"{SOURCE}: the topic is over {MAX_CHARS // 1024} KB"]
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = tomli.loads(text)
+    except tomli.TOMLDecodeError as exc:
         return None, {}, [f"{SOURCE}: not valid TOML: {exc}"]
     if "topics" in data:
         tables = data.pop("topics")

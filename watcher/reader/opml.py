@@ -30,7 +30,6 @@ import ipaddress
 import os
 import re
 import tempfile
-import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import tomli
 import tomli_w
 
 from watcher.config import FeedSettings, validate_feed
@@ -303,8 +303,8 @@ def _read_feeds_file(path: Path) -> str:
 
 def _file_urls(path: Path, text: str) -> list[str]:
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = tomli.loads(text)
+    except tomli.TOMLDecodeError as exc:
         raise OpmlError(f"{path}: not valid TOML, not touched: {exc}") from exc
     feeds = data.get("feeds", [])
     if not isinstance(feeds, list):
@@ -337,7 +337,7 @@ def _append_tables(text: str, feeds: Sequence[OpmlFeed]) -> str:
         lines = ["[[feeds]]"] + [f"{k} = {_toml_value(v)}" for k, v in feed_table(feed).items()]
         blocks.append("\n".join(lines) + "\n")
     result = text.rstrip("\n") + "\n\n" + "\n".join(blocks)
-    tomllib.loads(result)  # never write a file the config loader would reject
+    tomli.loads(result)  # never write a file the config loader would reject
     return result
 
 
