@@ -141,6 +141,21 @@ def test_test_reads_feed_files_without_the_http_client(tmp_path: Path) -> None:
     assert lines(done.stdout)[-1] == "2 match(es) in 1 entries from 1 source(s)"
 
 
+def test_a_config_on_words_alone_runs_without_numpy(tmp_path: Path) -> None:
+    """numpy (~60 ms of a command's start) is imported only when an entry carries a
+    vector: with `embedding = "none"` a whole round (parse, match, stories, alerts, state)
+    and `test` run with numpy impossible to import."""
+    path = config(tmp_path, watcher='embedding = "none"')
+    script = ("import sys; sys.modules['numpy'] = None; from watcher.launch import main; "
+              "sys.argv = ['watcher', *sys.argv[1:]]; sys.exit(main())")
+    for args in (["once"], ["once"], ["test", str(DEMO / "feeds/wire.xml")]):
+        done = subprocess.run([sys.executable, "-c", script, *args, "--config", str(path)],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert {a["topic"] for a in alerts} == {"kursk-evacuation", "red-cross-repatriation"}
+
+
 def test_test_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     """`watcher test ... | head`: the reader is gone; no BrokenPipeError traceback."""
     path = config(tmp_path)

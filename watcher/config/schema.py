@@ -76,11 +76,6 @@ def validate(cls: type[T], data: Any) -> T:
     return typing.cast(T, value)
 
 
-def field_names(cls: type[Table]) -> list[str]:
-    """The keys a table of `cls` may hold, as written in the config."""
-    return [f.encode_name for f in msgspec.structs.fields(cls)]
-
-
 _INVALID: Any = object()  # a value that failed (its problem is already recorded)
 Convert = Callable[[Any, Loc, Errors], Any]
 

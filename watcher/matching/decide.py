@@ -23,8 +23,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from watcher import schedule
 from watcher.config import Config, FeedSettings, TopicSettings
@@ -43,6 +42,11 @@ from watcher.model import (
 )
 from watcher.story import Evidence, StoryIndex, topic_terms
 from watcher.story.index import Merge
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from watcher.lazy import numpy as np
 
 log = logging.getLogger("watcher.poll")
 

@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from watcher.model import Entry
 from watcher.story.evidence import Evidence, evidence
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from watcher.lazy import numpy as np
 
 # (title, summary, story time as ISO 8601, declared language or "")
 EvidenceInput = tuple[str, str, str, str]

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from watcher.story.evidence import Evidence
 from watcher.story.rarity import DocFreq, Rarity
 from watcher.story.stories import Story
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from watcher.lazy import numpy as np
 
 CANDIDATES = 12  # stories scored per lookup from the postings
 NEAREST = 8  # stories scored per lookup from the embeddings
@@ -41,7 +45,7 @@ class _Topic:
         self.postings: dict[str, set[str]] = {}
         self.freq = DocFreq(centres=False)
         self.rarity = Rarity(stream, self.freq, ignore)
-        self.matrix = np.zeros((0, 0), dtype=np.float32)
+        self.matrix: np.ndarray | None = None  # made at the first vector (numpy: lazy)
         self.row_story: list[str | None] = []
         self.free_rows: list[int] = []
 
@@ -50,29 +54,32 @@ class _Topic:
             return
         norm = float(np.linalg.norm(story.vector_sum))
         vec = story.vector_sum / (norm or 1.0)
+        matrix = self.matrix
         if story.row < 0:
-            if self.matrix.shape[1] != len(vec):
-                self.matrix = np.zeros((16, len(vec)), dtype=np.float32)
+            if matrix is None or matrix.shape[1] != len(vec):
+                matrix = np.zeros((16, len(vec)), dtype=np.float32)
                 self.row_story = [None] * 16
                 self.free_rows = list(range(15, -1, -1))
             if not self.free_rows:
                 grown = len(self.row_story)
-                self.matrix = np.vstack([self.matrix, np.zeros_like(self.matrix)])
+                matrix = np.vstack([matrix, np.zeros_like(matrix)])
                 self.row_story += [None] * grown
                 self.free_rows = list(range(2 * grown - 1, grown - 1, -1))
             story.row = self.free_rows.pop()
             self.row_story[story.row] = story.story_id
-        self.matrix[story.row] = vec
+        assert matrix is not None  # a story with a row was given one above or before
+        matrix[story.row] = vec
+        self.matrix = matrix
 
     def drop_vector(self, story: Story) -> None:
-        if story.row >= 0:
+        if story.row >= 0 and self.matrix is not None:
             self.matrix[story.row] = 0.0
             self.row_story[story.row] = None
             self.free_rows.append(story.row)
             story.row = -1
 
     def nearest(self, vector: np.ndarray, n: int) -> list[str]:
-        if not self.stories or self.matrix.shape[1] != len(vector):
+        if not self.stories or self.matrix is None or self.matrix.shape[1] != len(vector):
             return []
         scores = self.matrix @ vector
         n = min(n, len(scores))

@@ -7,8 +7,13 @@ language and over all ("" key); `Centres` starts from them and follows the strea
 from __future__ import annotations
 
 import base64
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from watcher.lazy import numpy as np
+
 
 _PRIOR: dict[str, str] = {
     "": (

@@ -23,11 +23,15 @@ Two priors are added to the fitted log-odds, because the training pairs cannot t
 from __future__ import annotations
 
 import math
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from watcher.story import constants as fitted
 from watcher.story.evidence import NAMES, Evidence, Rarity
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from watcher.lazy import numpy as np
 
 FEATURES: tuple[str, ...] = (
     "lex",  # idf-weighted cosine of title+lead terms

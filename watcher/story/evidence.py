@@ -17,13 +17,16 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from watcher import lang as langs
 from watcher.matching.text import match_form
 from watcher.story.rarity import CENTRE_PRIOR_WEIGHT, NAMES, Centres, DocFreq, Rarity
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from watcher.lazy import numpy as np
 
 # What callers and tests import from here, wherever it is defined.
 __all__ = ["CENTRE_PRIOR_WEIGHT", "NAMES", "Centres", "DocFreq", "Evidence", "Rarity", "evidence",

@@ -34,15 +34,18 @@ import heapq
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from watcher.story.candidates import CANDIDATES, NEAREST, _keys, _Topic
 from watcher.story.decision import same_story
 from watcher.story.evidence import Evidence
 from watcher.story.rarity import DocFreq, Rarity
 from watcher.story.stories import Member, Merge, Story, Verdict
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from watcher.lazy import numpy as np
 
 # What callers, tests and benchmarks import from here, wherever it is defined.
 __all__ = ["BRIDGE", "CANDIDATES", "MEMBERS", "NEAREST", "Merge", "StoryIndex", "Verdict"]

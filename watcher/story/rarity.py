@@ -19,10 +19,12 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 if TYPE_CHECKING:
+    import numpy as np
+
     from watcher.story.evidence import Evidence
+else:
+    from watcher.lazy import numpy as np
 
 NAMES = "~"  # DocFreq language key of name keys (shared by all languages)
 
@@ -40,15 +42,22 @@ class Centres:
     """
 
     def __init__(self) -> None:
-        from watcher.story import centres as shipped
-
         self._mean: dict[str, np.ndarray] = {}
         self._weight: dict[str, float] = {}
-        for code, vec in shipped.prior().items():
-            self._mean[code] = vec
-            self._weight[code] = CENTRE_PRIOR_WEIGHT
+        self._prior_due = True  # the shipped means join at the first vector (numpy: lazy)
+
+    def _prior(self) -> None:
+        """The shipped means, under what a saved state already holds."""
+        if self._prior_due:
+            self._prior_due = False
+            from watcher.story import centres as shipped
+
+            for code, vec in shipped.prior().items():
+                self._mean.setdefault(code, vec)
+                self._weight.setdefault(code, CENTRE_PRIOR_WEIGHT)
 
     def add(self, lang: str, vector: np.ndarray) -> None:
+        self._prior()
         for code in (lang, ""):
             mean = self._mean.get(code)
             if mean is not None and mean.shape != vector.shape:  # another model's: start over
@@ -62,6 +71,7 @@ class Centres:
 
     def get(self, lang: str) -> np.ndarray | None:
         """The language's mean vector (the all-language one for a language not seen yet)."""
+        self._prior()
         found = self._mean.get(lang)
         if found is None or self._weight.get(lang, 0) < CENTRE_PRIOR_WEIGHT // 2:
             found = self._mean.get("")
@@ -70,6 +80,7 @@ class Centres:
         return found
 
     def to_state(self) -> dict[str, object]:
+        """The means learnt or restored (the shipped ones join again at the next start)."""
         return {
             code: [
                 float(self._weight[code]),
@@ -159,6 +170,7 @@ class DocFreq:
                 self._docs[code] -= self._day_docs[code].pop(day)
 
     def to_state(self) -> dict[str, object]:
+        """The means learnt or restored (the shipped ones join again at the next start)."""
         return {
             "keep_days": self.keep_days,
             "centres": self.centres.to_state(),
