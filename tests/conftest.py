@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -22,6 +23,11 @@ from watcher.config import Config, load_config
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 DATA = Path(__file__).parent / "data"
+
+# Property tests check what a function returns, not how fast: hypothesis's default 200 ms
+# deadline per example failed a run on a busy 2-core machine (tests do not time things).
+settings.register_profile("watcher", deadline=None)
+settings.load_profile("watcher")
 
 
 @pytest.fixture

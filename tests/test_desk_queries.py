@@ -210,7 +210,7 @@ async def test_a_story_others_were_merged_into_outlives_pruning_while_they_stay(
 async def test_an_outlet_named_by_a_credentialed_url_is_shown_masked(store: Store) -> None:
     """A feed with no name and no title was once named by its URL, credentials and all; a
     store holding such rows must not show them on the desk (or its Atom/JSON feeds)."""
-    from dataclasses import replace
+    from msgspec.structs import replace
 
     raw = "https://alice:Pa55w0rd@intranet.example/feed?private_token=glpat-abcdef123456"
     await record_story(store, "s1", "kursk",

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from watcher.config import FileChannel
 from watcher.http import parse_retry_after

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pgserver
 import pytest
+from msgspec.structs import replace
 
 from watcher.http import feed_host
 from watcher.model import (

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import dataclasses
 import functools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -200,7 +200,7 @@ def test_time_apart_beyond_the_window_opens_a_new_story(tmp_path: Path,
     by_id = {r["id"]: r for r in rows("kursk-evacuations.csv")}
     decider = seeded(config(tmp_path, KURSK))
     late = as_entry(by_id["20"], "two")
-    late = dataclasses.replace(late, published=(late.published or NOW) + timedelta(days=10))
+    late = msgspec.structs.replace(late, published=(late.published or NOW) + timedelta(days=10))
     first, second = place(decider, embedding, [as_entry(by_id["19"], "one"), late])
     assert first != second
 
@@ -222,9 +222,9 @@ def test_another_outlets_copy_joins_the_openers_story_within_the_window(
             "other final punctuation": (opener.title.rstrip(".!?") + ".", opener.summary),
         }[variant]
         at = (opener.published or NOW) + timedelta(hours=5)
-        copy = dataclasses.replace(opener, feed_url="http://two.test/rss", title=title,
+        copy = msgspec.structs.replace(opener, feed_url="http://two.test/rss", title=title,
                                    summary=summary, published=at)
-        stale = dataclasses.replace(copy, feed_url="http://three.test/rss",
+        stale = msgspec.structs.replace(copy, feed_url="http://three.test/rss",
                                     published=at + timedelta(days=10))
         first, second, third = place(seeded(cfg), embedding, [opener, copy, stale])
         assert first == second != third, (row["id"], title)

@@ -1,21 +1,25 @@
 """Plain records passed between stages and the store. No I/O, no behaviour beyond small
-helpers (NodeInfo.alive asks the OS whether a process of this host still exists)."""
+helpers (NodeInfo.alive asks the OS whether a process of this host still exists).
+
+Records are `msgspec.Struct`s rather than dataclasses: building 22 dataclasses took ~20 ms
+of every command's start (each compiles its generated methods), structs ~1 ms; they are
+also smaller and quicker to make. `msgspec.structs.replace` copies one with changes."""
 
 from __future__ import annotations
 
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+
+from msgspec import Struct, field
 
 Field = Literal["title", "summary", "content"]
 FIELDS: tuple[Field, ...] = ("title", "summary", "content")
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(Struct, frozen=True):
     """One feed entry, normalised by the parse stage."""
 
     key: str  # identity within its feed: guid, else canonical link, else a content hash
@@ -39,8 +43,7 @@ class Entry:
         return getattr(self, name)
 
 
-@dataclass(frozen=True, slots=True)
-class Phrase:
+class Phrase(Struct, frozen=True):
     """A phrase a topic looks for; `threshold` overrides the topic's when set."""
 
     text: str
@@ -48,8 +51,7 @@ class Phrase:
     exact: bool = False  # True: no other word forms (stems, lemmas) of the phrase's words
 
 
-@dataclass(frozen=True, slots=True)
-class TopicRule:
+class TopicRule(Struct, frozen=True):
     """A topic as the matcher sees it (built from config)."""
 
     name: str
@@ -75,8 +77,7 @@ class TopicRule:
         return bool(self.about or self.like)
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(Struct, frozen=True):
     """Why a phrase matched: which words of which field, and how well."""
 
     phrase: str
@@ -87,8 +88,7 @@ class Hit:
     score: float  # 0..100
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(Struct, frozen=True):
     topic: str
     entry: Entry
     score: float  # 0..100, the topic's overall score for this entry
@@ -100,8 +100,7 @@ class Match:
         return list(dict.fromkeys(hit.phrase for hit in self.hits))
 
 
-@dataclass(frozen=True, slots=True)
-class Outlet:
+class Outlet(Struct, frozen=True):
     """Another outlet that carried a story."""
 
     feed: str
@@ -115,8 +114,7 @@ AlertKind = Literal["story", "update", "surge"]
 ALERT_KINDS: tuple[AlertKind, ...] = ("story", "update", "surge")
 
 
-@dataclass(slots=True)
-class AlertMessage:
+class AlertMessage(Struct):
     """What a channel delivers: one alert, or one digest of several."""
 
     alert_id: str
@@ -137,8 +135,7 @@ class AlertMessage:
 
 # --- what the store keeps and hands back ---
 
-@dataclass(slots=True)
-class FeedState:
+class FeedState(Struct):
     """What the store remembers of one feed between polls."""
 
     url: str  # as configured (the feed's identity)
@@ -163,16 +160,14 @@ class FeedState:
         return self.current_url or self.url
 
 
-@dataclass(frozen=True, slots=True)
-class SeenCheck:
+class SeenCheck(Struct, frozen=True):
     """How the store sees a batch of parsed entries."""
 
     new: list[Entry]  # never seen: candidates for matching
     updated: list[Entry]  # seen before under another title
 
 
-@dataclass(frozen=True, slots=True)
-class NewStory:
+class NewStory(Struct, frozen=True):
     id: str
     topic: str
     title: str
@@ -180,15 +175,13 @@ class NewStory:
     opened_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class StoryMember:
+class StoryMember(Struct, frozen=True):
     story_id: str
     entry: Entry
     seen_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class NewAlert:
+class NewAlert(Struct, frozen=True):
     id: str
     topic: str
     channel: str
@@ -201,8 +194,7 @@ class NewAlert:
     note: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class StoryEvent:
+class StoryEvent(Struct, frozen=True):
     """One entry placed in a story (the first one opened it): the story engine's index is
     rebuilt from these, in the order they were committed, by every node and at a start."""
 
@@ -214,8 +206,7 @@ class StoryEvent:
     seen_at: datetime  # wall clock when it was placed
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEntry:
+class StoredEntry(Struct, frozen=True):
     """A recent entry as the store keeps it (`recent_entries`, for the desk)."""
 
     entry: Entry
@@ -224,8 +215,7 @@ class StoredEntry:
     model: str = ""  # the name of the model that made `vector` ("": the bundled one)
 
 
-@dataclass(slots=True)
-class PollRecord:
+class PollRecord(Struct):
     """Everything one successful poll changes, written in one transaction."""
 
     feed: FeedState
@@ -241,8 +231,7 @@ class PollRecord:
     folded: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-@dataclass(slots=True)
-class OwedAlert:
+class OwedAlert(Struct):
     """An outbox row ready for delivery."""
 
     id: str
@@ -256,8 +245,7 @@ AlertState = Literal["owed", "retrying", "delivered", "failed"]
 ALERT_STATES: tuple[AlertState, ...] = ("owed", "retrying", "delivered", "failed")
 
 
-@dataclass(frozen=True, slots=True)
-class AlertRecord:
+class AlertRecord(Struct, frozen=True):
     """One alert as `watcher alerts` lists it.
 
     `state`: "owed" (never tried yet), "retrying" (owed, tried and failed temporarily),
@@ -278,8 +266,7 @@ class AlertRecord:
     delivered_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class StorySummary:
+class StorySummary(Struct, frozen=True):
     """A story as `watcher status` lists it: its first title and every outlet that ran it."""
 
     topic: str
@@ -288,15 +275,13 @@ class StorySummary:
     outlets: list[str]  # feed names, first reporter first
 
 
-@dataclass(frozen=True, slots=True)
-class ChannelCounts:
+class ChannelCounts(Struct, frozen=True):
     owed: int
     failed: int
     delivered: int
 
 
-@dataclass(frozen=True, slots=True)
-class FailedAlert:
+class FailedAlert(Struct, frozen=True):
     id: str
     topic: str
     channel: str
@@ -305,8 +290,7 @@ class FailedAlert:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
+class NodeInfo(Struct, frozen=True):
     """One watcher process sharing the store, as its last heartbeat left it."""
 
     node: str  # "host:pid"
@@ -349,8 +333,7 @@ def process_gone(hostname: str | None, pid: int | None) -> bool:
     return False
 
 
-@dataclass(frozen=True, slots=True)
-class PruneCounts:
+class PruneCounts(Struct, frozen=True):
     seen: int = 0
     stories: int = 0
     alerts: int = 0

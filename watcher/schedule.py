@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
+
+from msgspec.structs import replace
 
 from watcher.config import FeedSettings, WatcherSettings
 from watcher.model import FeedState

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit, urlunsplit
+
+from msgspec.structs import replace
 
 from watcher.model import AlertMessage, Entry, Outlet
 from watcher.redact import mask_text, mask_url

@@ -39,9 +39,9 @@ import asyncio
 import logging
 import re
 from concurrent.futures import Executor
-from dataclasses import replace
 
 import trafilatura
+from msgspec.structs import replace
 
 from watcher.model import Entry
 from watcher.reader.parse import FeedParseError

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import replace
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from msgspec.structs import replace
 
 from watcher.model import Entry
 

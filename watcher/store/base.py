@@ -7,9 +7,10 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, overload
+
+from msgspec.structs import asdict
 
 from watcher.model import (
     ALERT_STATES,

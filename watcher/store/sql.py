@@ -588,7 +588,7 @@ class SqlStore(ABC):
                   "keep": keep_seen_per_feed, "node_horizon": d.time(now - nodes_older_than),
                   "entries_horizon": d.time(now - keep_entries)}
         done = await self.transaction([(sql, params) for _, sql in PRUNE])
-        counts = dict.fromkeys(PruneCounts.__slots__, 0)
+        counts = dict.fromkeys(PruneCounts.__struct_fields__, 0)
         for (name, _), n in zip(PRUNE, done, strict=True):
             if name is not None:
                 counts[name] += max(n, 0)
