@@ -3,7 +3,6 @@ catch-all, explanations that teach and near misses - with the real embedding mod
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 from pathlib import Path
@@ -276,7 +275,7 @@ def test_near_misses_say_what_came_close_and_what_dropped_an_entry() -> None:
     assert miss.reason == "below threshold" and 85 <= miss.score < 100 == miss.threshold
     assert miss.hits[0].text == "evacuaton"
     printed = io.StringIO()
-    _print_near(dataclasses.replace(miss, score=99.96), printed)  # `watcher test --near`
+    _print_near(replace(miss, score=99.96), printed)  # what `watcher test --near` says
     assert printed.getvalue().startswith("[kursk] near miss, 99.9 < 100:  Kursk evacuaton")
     assert matcher.near(entry("Kursk weather today")) == []  # nothing came close
     assert matcher.near(entry("Kursk evacuation begins")) == []  # a match is no miss

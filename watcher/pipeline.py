@@ -18,10 +18,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from msgspec import Struct
 from msgspec.structs import replace
 
 from watcher import metrics, schedule
@@ -49,8 +49,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class PollSummary:
+class PollSummary(Struct, frozen=True):
     feed: str
     status: int
     entries: int = 0

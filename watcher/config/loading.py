@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from msgspec import Struct, field
 from msgspec.structs import replace
 
 from watcher.config.channels import ChannelSettings, FileChannel
@@ -25,8 +25,7 @@ DEFAULT_PATH = Path("config/watcher.toml")
 _SECTIONS = {"watcher", "feeds", "topics", "channels", "include"}  # the main file's keys
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(Struct, frozen=True, weakref=True):  # weakref: reload tests see it freed
     """A loaded, validated config."""
 
     path: Path

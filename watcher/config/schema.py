@@ -18,7 +18,6 @@ command's start (issue 19); msgspec imports in ~3 ms and builds a struct class i
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import types
 import typing
@@ -26,6 +25,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal, Self, TypeVar, Union, get_args, get_origin
 
 import msgspec
+from msgspec import Struct
 
 Loc = tuple[int | str, ...]
 Errors = list[tuple[Loc, str]]
@@ -43,15 +43,13 @@ class Table(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         return validate(cls, data)
 
 
-@dataclasses.dataclass(frozen=True)
-class Before:
+class Before(Struct, frozen=True):
     """`Annotated` marker: `parse(written value)` gives the field's value (ValueError: why not)."""
 
     parse: Callable[[Any], Any]
 
 
-@dataclasses.dataclass(frozen=True)
-class After:
+class After(Struct, frozen=True):
     """`Annotated` marker: `check(typed value)` returns it (maybe normalised) or raises
     ValueError."""
 
@@ -80,8 +78,7 @@ _INVALID: Any = object()  # a value that failed (its problem is already recorded
 Convert = Callable[[Any, Loc, Errors], Any]
 
 
-@dataclasses.dataclass(frozen=True)
-class _Field:
+class _Field(Struct, frozen=True):
     name: str  # the attribute
     convert: Convert
     required: bool

@@ -10,12 +10,12 @@ a table becomes one line naming the file and the key path (`_key_path`).
 from __future__ import annotations
 
 import glob
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import tomli
+from msgspec import Struct, field
 
 from watcher.config.channels import _CHANNEL_TYPES, ChannelSettings
 from watcher.config.schema import Table, TableError, validate
@@ -58,8 +58,7 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], bytes]:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
 
 
-@dataclass
-class _Collected:
+class _Collected(Struct):
     feeds: list[tuple[Path, int, FeedSettings]] = field(default_factory=list)
     topics: list[tuple[Path, int, TopicSettings]] = field(default_factory=list)
     channels: list[tuple[Path, int, ChannelSettings]] = field(default_factory=list)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 from watcher.model import Entry, TopicRule
 
@@ -77,8 +78,7 @@ def calibrated(similarity: float) -> float:
     return round(100.0 / (1.0 + math.exp(-CONCEPT_SLOPE * (similarity - CONCEPT_MIDPOINT))), 1)
 
 
-@dataclass(frozen=True, slots=True)
-class ConceptScore:
+class ConceptScore(Struct, frozen=True):
     """How close an entry is to a concept: calibrated score, similarity, nearest example."""
 
     score: float  # 0..100
@@ -87,8 +87,7 @@ class ConceptScore:
     pushed_by: str  # the `unlike` example that pushed it away, or ""
 
 
-@dataclass(frozen=True, slots=True)
-class _Concept:
+class _Concept(Struct, frozen=True):
     about: np.ndarray | None  # (dim,) the `about` sentence
     like: np.ndarray  # (n, dim) the `like` examples
     labels: tuple[str, ...]  # 'about "..."' (if any), then 'like "..."' per example

@@ -21,9 +21,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
+
+from msgspec import Struct, field
 
 from watcher import schedule
 from watcher.config import Config, FeedSettings, TopicSettings
@@ -120,8 +122,7 @@ class Rules:
         return self.matcher.match(entry, topics, vector=vector)
 
 
-@dataclass(slots=True)
-class Book:
+class Book(Struct):
     """What the decider counts of a story besides the engine: its entries and outlets."""
 
     topic: str
@@ -165,8 +166,7 @@ class Book:
         return sum(1 for at in self.outlets.values() if now - within <= at <= now)
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
+class Placement(Struct, frozen=True):
     """Where a match goes: the story it opened (`opened`), or the open story it joins."""
 
     story_id: str

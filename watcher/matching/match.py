@@ -47,9 +47,10 @@ stems wait for the first match that needs them (see watcher.matching.words).
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from operator import attrgetter
 from typing import TYPE_CHECKING, Literal
+
+from msgspec import Struct
 
 from watcher.matching.concept import (
     ConceptScore,
@@ -95,8 +96,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class NearMiss:
+class NearMiss(Struct, frozen=True):
     """An entry a topic did not match, and why: just under a threshold, or dropped by `none`."""
 
     topic: str

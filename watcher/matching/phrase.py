@@ -11,8 +11,9 @@ a phrase stems nothing; watcher.lang is imported when a phrase is first compiled
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
+
+from msgspec import Struct
 
 from watcher.matching.query import Gate, any_of
 from watcher.matching.text import STOPWORDS, match_text, match_words
@@ -85,8 +86,7 @@ def _place_words(part: str) -> list[tuple[str, str]]:
     return derived
 
 
-@dataclass(frozen=True, slots=True)
-class _Words:
+class _Words(Struct, frozen=True):
     """One alternative of a phrase, compiled."""
 
     text: str  # the alternative as written, whitespace collapsed (what explanations show)
@@ -156,8 +156,7 @@ class _Words:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class _Phrase:
+class _Phrase(Struct, frozen=True):
     text: str  # as the user wrote it
     alternatives: tuple[_Words, ...]
     threshold: float

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 _OPERATORS = ("AND", "OR", "NOT")
 _TOKEN = re.compile(r'\s*(?:(?P<paren>[()])|(?P<quote>")|(?P<word>[^\s()"]+))')
@@ -36,32 +37,27 @@ class QueryError(ValueError):
         return f"{self.message} (at character {self.position + 1})\n  {self.query}\n  {caret}"
 
 
-@dataclass(frozen=True, slots=True)
-class Term:
+class Term(Struct, frozen=True):
     text: str
     start: int  # where the term is in the query text
 
 
-@dataclass(frozen=True, slots=True)
-class Not:
+class Not(Struct, frozen=True):
     child: QueryNode
 
 
-@dataclass(frozen=True, slots=True)
-class And:
+class And(Struct, frozen=True):
     children: tuple[QueryNode, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Or:
+class Or(Struct, frozen=True):
     children: tuple[QueryNode, ...]
 
 
 QueryNode = Term | Not | And | Or
 
 
-@dataclass(frozen=True, slots=True)
-class _Lexeme:
+class _Lexeme(Struct, frozen=True):
     kind: str  # "(", ")", "AND", "OR", "NOT", "term", "end"
     text: str
     start: int

@@ -10,8 +10,9 @@ telling the three kinds of Hit apart.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
+
+from msgspec import Struct
 
 from watcher.matching.concept import ConceptScore, _Concept
 from watcher.matching.phrase import _Phrase
@@ -36,8 +37,7 @@ if TYPE_CHECKING:
 CATCH_ALL = "*"  # any = ["*"]: every entry of the topic's feeds
 
 
-@dataclass(frozen=True, slots=True)
-class _Topic:
+class _Topic(Struct, frozen=True):
     rule: TopicRule
     all: tuple[_Phrase, ...]
     any: tuple[_Phrase, ...]

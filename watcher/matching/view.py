@@ -12,9 +12,10 @@ matched ones).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 from watcher.matching.phrase import _Phrase, _Words
 from watcher.matching.text import STOPWORDS, mask_markup, match_text, tokenize, word_spans
@@ -53,8 +54,7 @@ def _assign(alt: _Words, found: list[tuple[int, int, float]], words: list[str]) 
     return total / alt.total - GAP_PENALTY * gaps, low, high
 
 
-@dataclass(frozen=True, slots=True)
-class _FieldWords:
+class _FieldWords(Struct, frozen=True):
     """A field's words in match form, indexed for the phrases that look for them."""
 
     words: list[str]

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from msgspec import Struct
 
 from watcher.config import ChannelSettings
 from watcher.http import USER_AGENT
@@ -45,8 +46,7 @@ class PermanentDeliveryError(DeliveryError):
     """Retrying will not help (rejected, misconfigured); keep the alert for inspection."""
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
+class Progress(Struct, frozen=True):
     """For senders with several targets (Apprise): the targets that already got this
     delivery (from the store) and `note`, which records more of them durably."""
 

@@ -17,10 +17,11 @@ import itertools
 import math
 import re
 import xml.sax
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urljoin
+
+from msgspec import Struct
 
 from watcher.html import plain_text
 from watcher.model import Entry
@@ -55,8 +56,7 @@ class ParseMemoryError(FeedParseError):
     """Parsing the document ran out of memory (in a parse worker: its memory limit)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedFeed:
+class ParsedFeed(Struct, frozen=True):
     title: str
     entries: list[Entry]
     warning: str | None  # feedparser's complaint about a feed it could still read

@@ -7,22 +7,21 @@ start-up); `watcher.reader.fetch` (the HTTP fetcher) returns the same `FetchResu
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
+from msgspec import Struct
 
-@dataclass(frozen=True, slots=True)
-class Validators:
+
+class Validators(Struct, frozen=True):
     """What the server gave us to ask 'has it changed?' next time."""
 
     etag: str | None = None
     last_modified: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class FetchResult:
+class FetchResult(Struct, frozen=True):
     url: str  # the URL asked for
     status: int  # HTTP status; 0 when no response came (DNS, refused, timeout, too big...)
     body: bytes | None = None

@@ -11,9 +11,10 @@ entry (with the open stories it bridges), and `Merge` what `StoryIndex.merge` ch
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
+
+from msgspec import Struct, field
 
 from watcher.story.evidence import Evidence
 
@@ -23,8 +24,7 @@ else:
     from watcher.lazy import numpy as np
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(Struct, frozen=True):
     """Where an entry goes: an open story (`story_id`) or a new one (None)."""
 
     story_id: str | None
@@ -32,14 +32,12 @@ class Verdict:
     bridges: tuple[str, ...] = ()  # other open stories it matches with p >= BRIDGE
 
 
-@dataclass(slots=True)
-class Member:
+class Member(Struct):
     entry_id: str
     ev: Evidence
 
 
-@dataclass(slots=True)
-class Story:
+class Story(Struct):
     story_id: str
     opened_at: datetime  # date of its first entry
     touched: datetime  # wall clock of the last open/attach
@@ -54,8 +52,7 @@ class Story:
     touched_before: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Merge:
+class Merge(Struct, frozen=True):
     """What `StoryIndex.merge` changed: the target story as it was, and the stories folded."""
 
     topic: str
