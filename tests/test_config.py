@@ -269,12 +269,13 @@ def test_a_table_missing_a_required_key_and_a_bad_port(tmp_path: Path) -> None:
 def test_values_are_typed_and_stripped_as_written(tmp_path: Path) -> None:
     body = VALID.replace('tags = ["russia"]', 'tags = [" russia "]\nname = "  Wire  "').replace(
         'interval = "5m"', 'interval = 300\nfulltext_allow = ["10.1.0.0/16", " ::1 "]\n'
-        'jitter = 0')
+        'jitter = 0\nconcurrency = "32"')  # a quoted number reads as one, as it always did
     config = load_config(write(tmp_path, body))
     assert (config.feeds[0].name, config.feeds[0].tags) == ("Wire", ("russia",))
     assert config.watcher.interval == timedelta(minutes=5)
     assert [str(n) for n in config.watcher.fulltext_allow] == ["10.1.0.0/16", "::1/128"]
     assert config.watcher.jitter == 0.0 and isinstance(config.watcher.jitter, float)
+    assert config.watcher.concurrency == 32
     bad = VALID.replace('interval = "5m"', 'fulltext_allow = ["10.1.0.0/16", "intranet"]')
     [problem] = problems(tmp_path, bad)
     assert problem.startswith(f"{tmp_path / 'watcher.toml'}: watcher.fulltext_allow[1]: "

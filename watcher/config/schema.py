@@ -4,13 +4,14 @@
 refuses unknown keys. `validate(cls, data)` turns one TOML table (a dict) into an instance
 or raises `TableError`, which lists each problem with its key path inside the table
 (`("any", 2, "threshold")`) and a plain description ("expected a number from 0 to 100,
-got 150"). A field's type is checked by `msgspec.convert` (with `msgspec.Meta` bounds);
-`Annotated` markers add what a type cannot say: `Before(parse)` turns a written value
-("10m") into the field's value first, `After(check)` checks or normalises the typed
-value; a ValueError from either is the message. `__post_init__` checks across fields
-(its ValueError is reported at the table). Strings are stripped of surrounding blanks.
-A parser's result is final unless the field's type holds tables (phrases, surge), which
-are then validated as tables. The converters are built once per class, at its first use.
+got 150"). A field's type is checked by `msgspec.convert` with `msgspec.Meta` bounds, not
+strictly: a quoted number or "true" reads as one, as configs written for the pydantic
+versions did. `Annotated` markers add what a type cannot say: `Before(parse)` turns a
+written value ("10m") into the field's value first, `After(check)` checks or normalises
+the typed value; a ValueError from either is the message. `__post_init__` checks across
+fields (its ValueError is reported at the table). Strings are stripped of surrounding
+blanks. A parser's result is final unless the field's type holds tables (phrases, surge),
+which are then validated as tables. The converters are built once per class, at first use.
 
 msgspec, not pydantic: importing pydantic and building these models took ~200 ms of every
 command's start (issue 19); msgspec imports in ~3 ms and builds a struct class in µs.
@@ -201,7 +202,7 @@ def _core(tp: Any, key: str) -> Convert:
 
     def leaf(value: Any, loc: Loc, errors: Errors) -> Any:
         try:
-            return msgspec.convert(value, tp)
+            return msgspec.convert(value, tp, strict=False)
         except msgspec.ValidationError:
             errors.append((loc, f"expected {expected}, got {value!r}"))
             return _INVALID
