@@ -217,8 +217,8 @@ def _tuple_of(item: Convert, key: str) -> Convert:
         if not isinstance(value, list | tuple):
             errors.append((loc, f"expected a list of {what}, got {value!r}"))
             return _INVALID
-        items = [item(v, (*loc, i), errors) for i, v in enumerate(value)]
-        return _INVALID if any(v is _INVALID for v in items) else tuple(items)
+        items = tuple(item(v, (*loc, i), errors) for i, v in enumerate(value))
+        return _INVALID if _INVALID in items else items
 
     return convert
 
@@ -230,14 +230,11 @@ def _holds_table(tp: Any) -> bool:
 
 
 def _stripped(value: Any) -> Any:
-    """Strings without surrounding blanks, also inside lists and tables."""
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, list):
-        return [_stripped(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _stripped(v) for k, v in value.items()}
-    return value
+    """A string without surrounding blanks, and always a new object: the config keeps it,
+    and a string kept from the TOML parse pins the parse's freed memory (at 50,000 feeds
+    the process stayed ~20 MB larger). Lists and tables are stripped item by item, by their
+    own converters."""
+    return (value + " ").strip() if isinstance(value, str) else value
 
 
 _NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
