@@ -25,7 +25,6 @@ given: run it on dev items only.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import tomllib
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,7 +93,7 @@ def load_topics(path: Path = EVAL_DIR / "topics.toml") -> list[TopicRule]:
         with path.open("rb") as handle:
             tables = tomllib.load(handle)["topics"]
     return [
-        TopicSettings.model_validate({k: v for k, v in table.items() if k in _MATCH_KEYS}).rule()
+        TopicSettings.from_table({k: v for k, v in table.items() if k in _MATCH_KEYS}).rule()
         for table in tables
     ]
 
@@ -113,12 +113,12 @@ def entry_of(item: dict[str, Any]) -> Entry:
 
 def keywords_of(rule: TopicRule) -> TopicRule:
     """The topic on its phrases alone."""
-    return dataclasses.replace(rule, about="", like=(), unlike=(), about_threshold=None)
+    return msgspec.structs.replace(rule, about="", like=(), unlike=(), about_threshold=None)
 
 
 def concept_of(rule: TopicRule) -> TopicRule:
     """The topic on its concept alone (no phrases, no query, no `none`)."""
-    return dataclasses.replace(rule, any=(), all=(), none=(), query=None)
+    return msgspec.structs.replace(rule, any=(), all=(), none=(), query=None)
 
 
 @dataclass
@@ -222,7 +222,7 @@ def fit(topics: Sequence[TopicRule], items: Sequence[dict[str, Any]], embedder: 
     """
     concept_topics = [t for t in topics if t.concept]
     matcher = Matcher([concept_of(t) for t in concept_topics], embedder)
-    gates = Matcher([dataclasses.replace(keywords_of(t), any=()) for t in concept_topics])
+    gates = Matcher([msgspec.structs.replace(keywords_of(t), any=()) for t in concept_topics])
     sims, labels = [], []
     for index, item in enumerate(items):
         entry = entry_of(item)
@@ -257,7 +257,7 @@ def ceiling(topics: Sequence[TopicRule], items: Sequence[dict[str, Any]], embedd
     for topic in (t for t in topics if t.concept):
         curve: list[tuple[int, float, float]] = []
         for threshold in range(0, 101):
-            rule = dataclasses.replace(topic, about_threshold=float(threshold))
+            rule = msgspec.structs.replace(topic, about_threshold=float(threshold))
             score = evaluate([rule], items, embedder=embedder, vectors=vectors)[topic.name]
             if score.true_positives + score.false_positives:  # something was found
                 curve.append((threshold, score.precision, score.recall))

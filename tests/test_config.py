@@ -282,6 +282,34 @@ def test_values_are_typed_and_stripped_as_written(tmp_path: Path) -> None:
                               "expected a CIDR network such as '10.1.0.0/16', got 'intranet'")
 
 
+def test_what_earlier_versions_read_still_reads(tmp_path: Path) -> None:
+    """Configs written for the pydantic versions keep loading: words for booleans and
+    numbers in quotes (TOML's own types are what to write)."""
+    body = VALID.replace('tags = ["russia"]', 'tags = ["russia"]\nfulltext = "yes"').replace(
+        'interval = "5m"', 'interval = "5m"\nconcurrency = "1_000"\njitter = ".05"')
+    config = load_config(write(tmp_path, body))
+    assert config.feeds[0].fulltext is True
+    assert (config.watcher.concurrency, config.watcher.jitter) == (1000, 0.05)
+    wrong = VALID.replace('tags = ["russia"]', 'tags = ["russia"]\nfulltext = "maybe"')
+    assert problems(tmp_path, wrong) == [
+        f"{tmp_path / 'watcher.toml'}: feeds[0].fulltext: expected true or false, got 'maybe'"]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ('interval = "5m"', "interval = inf",
+     "watcher.interval: expected a duration of at most 999999999 days, got inf"),
+    ('interval = "5m"', 'interval = "99999999999999999999d"',
+     "watcher.interval: expected a duration of at most 999999999 days"),
+    ('interval = "5m"', 'timezone = "Europe"',
+     "watcher.timezone: expected an IANA time zone such as 'Europe/Kyiv', got 'Europe'"),
+    ('type = "webhook"', 'type = ["webhook"]', "channels[0].type: expected one of"),
+])
+def test_values_that_crashed_the_loader_are_reported(tmp_path: Path, old: str, new: str,
+                                                     expected: str) -> None:
+    found = problems(tmp_path, VALID.replace(old, new))
+    assert any(p.startswith(f"{tmp_path / 'watcher.toml'}: {expected}") for p in found), found
+
+
 EMAIL = """
 [[channels]]
 name = "hook"

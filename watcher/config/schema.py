@@ -5,10 +5,10 @@ refuses unknown keys. `validate(cls, data)` turns one TOML table (a dict) into a
 or raises `TableError`, which lists each problem with its key path inside the table
 (`("any", 2, "threshold")`) and a plain description ("expected a number from 0 to 100,
 got 150"). A field's type is checked by `msgspec.convert` with `msgspec.Meta` bounds, not
-strictly: a quoted number or "true" reads as one, as configs written for the pydantic
-versions did. `Annotated` markers add what a type cannot say: `Before(parse)` turns a
-written value ("10m") into the field's value first, `After(check)` checks or normalises
-the typed value; a ValueError from either is the message. `__post_init__` checks across
+strictly: what the pydantic versions read still reads (`_lax`: "yes" as true, "25" as
+25). `Annotated` markers add what a type cannot say: `Before(parse)` turns a written
+value ("10m") into the field's value first, `After(check)` checks or normalises the
+typed value; a ValueError from either is the message. `__post_init__` checks across
 fields (its ValueError is reported at the table). Strings are stripped of surrounding
 blanks. A parser's result is final unless the field's type holds tables (phrases, surge),
 which are then validated as tables. The converters are built once per class, at first use.
@@ -199,15 +199,47 @@ def _core(tp: Any, key: str) -> Convert:
     if origin is tuple and len(args := get_args(tp)) == 2 and args[1] is Ellipsis:
         return _tuple_of(_converter(args[0], key), key)
     expected = _expected(tp)
+    scalar = _scalar(tp)
 
     def leaf(value: Any, loc: Loc, errors: Errors) -> Any:
         try:
-            return msgspec.convert(value, tp, strict=False)
+            return msgspec.convert(_lax(value, scalar), tp, strict=False)
         except msgspec.ValidationError:
             errors.append((loc, f"expected {expected}, got {value!r}"))
             return _INVALID
 
     return leaf
+
+
+_TRUE = frozenset({"true", "on", "yes", "y", "t", "1"})
+_FALSE = frozenset({"false", "off", "no", "n", "f", "0"})
+
+
+def _scalar(tp: Any) -> Any:
+    """The plain type under bounds and an optional: `Annotated[int, Meta] | None` -> int."""
+    if get_origin(tp) is Annotated:
+        return _scalar(get_args(tp)[0])
+    if get_origin(tp) in (Union, types.UnionType):
+        options = [a for a in get_args(tp) if a is not type(None)]
+        return _scalar(options[0]) if len(options) == 1 else None
+    return tp
+
+
+def _lax(value: Any, scalar: Any) -> Any:
+    """What the pydantic versions read besides TOML's own types, so their configs still
+    load: "yes"/"no"/"on"/"off" and 1.0/0.0 as booleans, numbers in quotes as Python reads
+    them ("025", "+32", "1_000", ".5"). `true` where a number belongs stays an error."""
+    if scalar is bool:
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        if isinstance(value, float) and value in (0.0, 1.0):
+            return bool(value)
+    elif scalar in (int, float) and isinstance(value, str):
+        try:
+            return scalar(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _tuple_of(item: Convert, key: str) -> Convert:

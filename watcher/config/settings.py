@@ -52,10 +52,13 @@ class ConfigError(Exception):
 
 def parse_duration(value: object) -> timedelta:
     """'90s', '10m', '72h', '1d' or a number of seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str) and (m := _DURATION.match(value)):
-        return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return timedelta(seconds=value)
+        if isinstance(value, str) and (m := _DURATION.match(value)):
+            return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    except (OverflowError, ValueError):  # inf, nan, or past timedelta's 999,999,999 days
+        raise ValueError(f"expected a duration of at most 999999999 days, got {value!r}") from None
     raise ValueError(f"expected a duration such as '90s', '10m', '72h' or '1d', got {value!r}")
 
 
@@ -134,7 +137,7 @@ def _address(address: str) -> str:
 def _zone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a folder
         raise ValueError(
             f"expected an IANA time zone such as 'Europe/Kyiv', got {name!r}"
         ) from None

@@ -86,7 +86,7 @@ def _collect(
                 bucket.append((path, i, value))
     for i, item in _tables(path, data, "channels", out, problems):
         kind = item.get("type")
-        if kind not in _CHANNEL_TYPES:
+        if not isinstance(kind, str) or kind not in _CHANNEL_TYPES:
             problems.append(
                 f"{path}: channels[{i}].type: expected one of "
                 f"{sorted(_CHANNEL_TYPES)}, got {kind!r}"
