@@ -300,11 +300,15 @@ def test_what_earlier_versions_read_still_reads(tmp_path: Path) -> None:
      "watcher.interval: expected a duration of at most 999999999 days, got inf"),
     ('interval = "5m"', 'interval = "99999999999999999999d"',
      "watcher.interval: expected a duration of at most 999999999 days"),
+    ('interval = "5m"', "interval = -300",
+     "watcher.interval: expected a duration of 0 or more, got -300"),
+    ('interval = "5m"', "interval = nan",
+     "watcher.interval: expected a duration of 0 or more, got nan"),
     ('interval = "5m"', 'timezone = "Europe"',
      "watcher.timezone: expected an IANA time zone such as 'Europe/Kyiv', got 'Europe'"),
     ('type = "webhook"', 'type = ["webhook"]', "channels[0].type: expected one of"),
 ])
-def test_values_that_crashed_the_loader_are_reported(tmp_path: Path, old: str, new: str,
+def test_values_that_crashed_or_passed_the_loader_are_reported(tmp_path: Path, old: str, new: str,
                                                      expected: str) -> None:
     found = problems(tmp_path, VALID.replace(old, new))
     assert any(p.startswith(f"{tmp_path / 'watcher.toml'}: {expected}") for p in found), found

@@ -51,13 +51,15 @@ class ConfigError(Exception):
 
 
 def parse_duration(value: object) -> timedelta:
-    """'90s', '10m', '72h', '1d' or a number of seconds."""
+    """'90s', '10m', '72h', '1d' or a number of seconds (not negative)."""
     try:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not value >= 0:  # negative, or NaN
+                raise ValueError(f"expected a duration of 0 or more, got {value!r}")
             return timedelta(seconds=value)
         if isinstance(value, str) and (m := _DURATION.match(value)):
             return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-    except (OverflowError, ValueError):  # inf, nan, or past timedelta's 999,999,999 days
+    except OverflowError:  # inf, or past timedelta's 999,999,999 days
         raise ValueError(f"expected a duration of at most 999999999 days, got {value!r}") from None
     raise ValueError(f"expected a duration such as '90s', '10m', '72h' or '1d', got {value!r}")
 
