@@ -314,6 +314,21 @@ def test_values_that_crashed_or_passed_the_loader_are_reported(tmp_path: Path, o
     assert any(p.startswith(f"{tmp_path / 'watcher.toml'}: {expected}") for p in found), found
 
 
+def test_duplicate_feeds_and_tags_are_checked_across_files(tmp_path: Path) -> None:
+    """A valid feed is checked by its settings, an invalid one by its table as written: a
+    URL twice is named with where it first was, and a broken feed's tag still counts as a
+    reference, so the topic using it is not a second, misleading problem."""
+    write(tmp_path, '[[feeds]]\nurl = "https://example.org/rss"\n', "more.toml")
+    main = tmp_path / "watcher.toml"
+    assert problems(tmp_path, 'include = ["more.toml"]\n' + VALID) == [
+        f"{tmp_path / 'more.toml'}: feeds[0]: duplicate url 'https://example.org/rss' "
+        f"(first at {main}: feeds[0])"]
+    broken = VALID.replace('url = "https://example.org/rss"', 'url = "ftp://example.org/rss"')
+    assert problems(tmp_path, broken) == [
+        f"{main}: feeds[0].url: expected an http://, https:// or file:// URL, "
+        "got 'ftp://example.org/rss'"]
+
+
 EMAIL = """
 [[channels]]
 name = "hook"
