@@ -17,20 +17,15 @@ from typing import Any
 from watcher.config.channels import WebhookChannel, resolve_secret, secret_path
 from watcher.config.schema import TableError
 from watcher.config.settings import ConfigError, TopicSettings
-from watcher.config.tables import RawTable, _Collected
+from watcher.config.tables import _Collected
 
 
-def _value(item: RawTable, key: str) -> Any:
-    """A key of a table as written, or of a feed already validated (its table let go)."""
-    return item.get(key) if isinstance(item, dict) else getattr(item, key, None)
-
-
-def _strings(item: RawTable, *keys: str) -> list[str]:
+def _strings(item: dict[str, Any], *keys: str) -> list[str]:
     """The string values of these keys (a string or a list of them) in a raw table."""
     out: list[str] = []
     for key in keys:
-        value = _value(item, key)
-        out.extend(v.strip() for v in (value if isinstance(value, list | tuple) else [value])
+        value = item.get(key)
+        out.extend(v.strip() for v in (value if isinstance(value, list) else [value])
                    if isinstance(v, str))
     return out
 
@@ -41,7 +36,7 @@ def _cross_check(c: _Collected, problems: list[str], *, phrases: bool = True) ->
         seen: dict[str, tuple[Path, int]] = {}
         for file, i, item in c.raw[kind]:
             key = valid_urls.get((file, i)) if kind == "feeds" else None
-            key = key or _value(item, what)
+            key = key or item.get(what)
             if not isinstance(key, str):
                 continue
             if key in seen:

@@ -10,7 +10,6 @@ a table becomes one line naming the file and the key path (`_key_path`).
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,17 +58,13 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], bytes]:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
 
 
-RawTable = dict[str, Any] | FeedSettings
-
-
 class _Collected(Struct):
     feeds: list[tuple[Path, int, FeedSettings]] = field(default_factory=list)
     topics: list[tuple[Path, int, TopicSettings]] = field(default_factory=list)
     channels: list[tuple[Path, int, ChannelSettings]] = field(default_factory=list)
     # every table as written, valid or not: cross-checks see the invalid ones too, so one
-    # pass finds every problem and a broken channel is not also "no channel named"; a valid
-    # feed is kept as its settings, not its table (see _collect)
-    raw: dict[str, list[tuple[Path, int, Any]]] = field(  # Any: RawTable
+    # pass finds every problem and a broken channel is not also "no channel named"
+    raw: dict[str, list[tuple[Path, int, dict[str, Any]]]] = field(
         default_factory=lambda: {"feeds": [], "topics": [], "channels": []}
     )
 
@@ -88,10 +83,6 @@ def _collect(
             if (value := _validate(model, item, path, (section, i), problems)) is not None:
                 if isinstance(value, FeedSettings):
                     value = _absolute_file_url(value, path.parent)
-                    # the table is let go as soon as it is validated: at a reload of 50,000
-                    # feeds the parsed tables beside the old and new config were the peak
-                    out.raw[section][-1] = (path, i, value)
-                    data[section][i] = None
                 bucket.append((path, i, value))
     for i, item in _tables(path, data, "channels", out, problems):
         kind = item.get("type")
@@ -106,20 +97,20 @@ def _collect(
 
 def _tables(
     path: Path, data: dict[str, Any], section: str, out: _Collected, problems: list[str]
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The [[section]] tables of one file, one at a time (each recorded raw in `out` as it
-    is handed out, so a caller may let the previous one go)."""
+) -> list[tuple[int, dict[str, Any]]]:
+    """The [[section]] tables of one file (recorded raw in `out`)."""
     items = data.get(section, [])
     if not isinstance(items, list):
         problems.append(f"{path}: {section}: expected an array of tables ([[{section}]])")
-        return
-    for i in range(len(items)):
-        item = items[i]
+        return []
+    tables = []
+    for i, item in enumerate(items):
         if not isinstance(item, dict):
             problems.append(f"{path}: {section}[{i}]: expected a table ([[{section}]])")
             continue
         out.raw[section].append((path, i, item))
-        yield i, item
+        tables.append((i, item))
+    return tables
 
 
 def _absolute_file_url(feed: FeedSettings, base: Path) -> FeedSettings:
