@@ -64,3 +64,26 @@ def test_numbers_fold_separators() -> None:
 
 def test_unknown_language_keeps_words() -> None:
     assert lang.terms("Sawubona bantu", "zu") == ["sawubona", "bantu"]
+
+
+def test_ukrainian_lemmas_do_not_hold_the_whole_dictionary_in_memory() -> None:
+    """Ukrainian stems come from simplemma's dictionary read in place: loading it costs the
+    process a few MB, not the ~70 MB of the dictionary decoded (every daemon with a
+    Ukrainian topic phrase, and each parse worker, loads it)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import resource\n"
+        "def rss():\n"
+        "    return int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize()\n"
+        "from watcher import lang\n"
+        "import simplemma\n"
+        "before = rss()\n"
+        "print(lang.stem('мешканців', 'uk'), lang.stem('евакуації', 'uk'))\n"
+        "print((rss() - before) // 2**20)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[0] == "мешканець евакуація"
+    assert int(out[1]) < 35  # MB; 70+ with the dictionary decoded into a dict
