@@ -119,6 +119,30 @@ def test_the_name_tells_models_apart(model_dir: Path) -> None:
     assert load_embedder(str(model_dir)).name != name  # the model file was replaced
 
 
+def test_cached_phrase_vectors_are_made_again_when_the_directory_changes(
+        model_dir: Path, tmp_path: Path) -> None:
+    """The phrase cache keys a directory's vectors by every file that shapes them: a new
+    truncation or tokenizer (same model.onnx, same name) makes them again."""
+    from watcher.phrase_vectors import PhraseCache
+
+    path = tmp_path / "phrase-vectors.npz"
+    phrase = SENTENCES[2]
+
+    def cached_vector() -> np.ndarray:
+        model = load_embedder(str(model_dir))
+        cache = PhraseCache(model, path)
+        vector = cache.embed([phrase])[0]
+        cache.close()
+        assert np.allclose(vector, model.embed([phrase])[0], atol=1e-5)  # never stale
+        return vector
+
+    full = cached_vector()
+    name = load_embedder(str(model_dir)).name
+    (model_dir / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 3}))
+    assert load_embedder(str(model_dir)).name == name
+    assert not np.allclose(cached_vector(), full, atol=1e-3)
+
+
 def test_the_onnx_subdirectory_layout_with_a_pooled_output(model_dir: Path) -> None:
     """sentence-transformers' ONNX backend: onnx/model.onnx, here with a 2-D
     sentence_embedding output and no token_type_ids input (it must not be fed)."""

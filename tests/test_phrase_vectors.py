@@ -4,8 +4,10 @@ embedded once per model, at the first start, reload or `watcher test`, with the 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -110,18 +112,72 @@ def test_another_model_never_reads_this_models_vectors(demo: Path, real_model: E
     assert other.texts == concept_phrases(demo)
 
 
-def test_a_damaged_cache_is_rebuilt(demo: Path, real_model: Embedder,
-                                    own_cache_dir: Path) -> None:
+def _damage(path: Path, how: str) -> None:
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    elif how == "not a zip":
+        path.write_bytes(b"PK\x03\x04 not a whole archive")
+    elif how == "header byte":  # a whole archive whose array header numpy cannot parse
+        member = io.BytesIO()
+        np.save(member, np.zeros((2, 16), dtype=np.uint8))
+        blob = bytearray(member.getvalue())
+        blob[blob.index(b"{'descr'") + 1] = ord("(")
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("keys.npy", bytes(blob))
+            archive.writestr("vectors.npy", bytes(blob))
+    elif how == "plain npy":
+        path.unlink()
+        with path.open("wb") as fh:
+            np.save(fh, np.zeros((3, 384), dtype=np.float32))
+    elif how == "scalars":
+        path.unlink()
+        with path.open("wb") as fh:
+            np.savez(fh, keys=np.uint8(1), vectors=np.float32(2))
+    elif how == "not finite":
+        with np.load(path) as data:
+            keys, vectors = data["keys"], data["vectors"].copy()
+        vectors[0, 0] = np.nan
+        with path.open("wb") as fh:
+            np.savez(fh, keys=keys, vectors=vectors)
+    elif how == "fifo":
+        path.unlink()
+        os.mkfifo(path)
+    elif how == "symlink":
+        path.rename(path.with_suffix(".real"))
+        path.symlink_to(path.with_suffix(".real"))
+
+
+@pytest.mark.parametrize("how", ["truncated", "not a zip", "header byte", "plain npy",
+                                 "scalars", "not finite", "fifo", "symlink"])
+def test_a_damaged_or_foreign_cache_file_is_made_again(
+        demo: Path, real_model: Embedder, own_cache_dir: Path, how: str) -> None:
     rules_with(demo, Counting(real_model))
     path = own_cache_dir / "watcher" / FILE_NAME
-    path.write_bytes(b"PK\x03\x04 not a whole archive")
+    _damage(path, how)
     again = Counting(real_model)
-    rules = rules_with(demo, again)
+    rules = rules_with(demo, again)  # never fails a load
     assert again.texts == concept_phrases(demo)
     assert verdicts(rules)
     third = Counting(real_model)
     rules_with(demo, third)
-    assert third.texts == 0  # written again, whole
+    assert third.texts == 0  # written again, whole, as a regular file
+    assert path.is_file() and not path.is_symlink()
+
+
+def test_no_home_means_no_cache_not_a_failure(
+        demo: Path, real_model: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.delenv("HOME", raising=False)
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert cache_dir() is None
+    model = Counting(real_model)
+    rules = rules_with(demo, model)
+    assert model.texts == concept_phrases(demo)
+    assert verdicts(rules)
 
 
 def test_an_unwritable_cache_folder_only_costs_the_embedding(

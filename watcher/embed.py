@@ -158,6 +158,7 @@ class OnnxDirectory:
             raise _unavailable(path, f"the model fails on a probe text ({_one_line(exc)})",
                                "re-export the model to ONNX") from exc
         self.dim = int(probe.shape[1])
+        self.revision = _revision(path, model_file, probe)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -184,6 +185,26 @@ class OnnxDirectory:
             weights = mask[:, :, None].astype(np.float32)
             out = (out * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
         return _normalised(out)
+
+
+def _revision(path: Path, model_file: Path, probe: np.ndarray) -> str:
+    """Beside `name`, what the phrase cache keys a directory's vectors by: the folder, each
+    file that shapes a vector (size and mtime: weights kept beside the graph, tokenizer,
+    truncation) and the probe text's vector itself."""
+    files = {model_file, *model_file.parent.glob("*.onnx_data"),
+             *model_file.parent.glob("*.onnx.data"),
+             *(path / name for name in ("tokenizer.json", "sentence_bert_config.json",
+                                        "config.json"))}
+    parts = [str(path)]
+    for file in sorted(files):
+        try:
+            stat = file.stat()
+        except OSError:
+            parts.append(f"{file.name}:-")
+        else:
+            parts.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    parts.append(hashlib.sha256(np.round(probe, 4).astype(np.float32).tobytes()).hexdigest())
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
 def _max_tokens(path: Path) -> int:
