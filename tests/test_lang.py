@@ -87,3 +87,11 @@ def test_ukrainian_lemmas_do_not_hold_the_whole_dictionary_in_memory() -> None:
                          check=True).stdout.split("\n")
     assert out[0] == "мешканець евакуація"
     assert int(out[1]) < 35  # MB; 70+ with the dictionary decoded into a dict
+
+
+def test_ukrainian_apostrophes_are_one_term() -> None:
+    """The modifier letter apostrophe (U+02BC, Ukrainian's standard one), the typographic
+    one and the ASCII one: outlets write "м'ясо" all three ways, the story engine must see
+    one word."""
+    assert (lang.terms("мʼясо та мʼясник", "uk") == lang.terms("м’ясо та м’ясник", "uk")
+            == lang.terms("м'ясо та м'ясник", "uk"))

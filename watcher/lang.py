@@ -146,9 +146,14 @@ for _code in _LATIN_LANGS:
         _STOP_OWNERS[_word] = (*_STOP_OWNERS.get(_word, ()), _code)
 
 
+# Apostrophes written inside words, as one: Ukrainian's own (U+02BC, "мʼясо") and the
+# typographic one read as the ASCII one, so "мʼясо", "м’ясо" and "м'ясо" are one term.
+_APOSTROPHES = str.maketrans({"’": "'", "ʼ": "'"})
+
+
 def words(text: str) -> list[str]:
     """Lower-cased words in their own script; Han runs as overlapping character pairs."""
-    folded = unicodedata.normalize("NFKC", text).casefold().replace("’", "'")
+    folded = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
     out: list[str] = []
     for word in _WORD.findall(folded):
         if _HAN.search(word):
