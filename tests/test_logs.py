@@ -8,7 +8,6 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,16 +19,10 @@ FEED = "https://www.themoscowtimes.com/rss/news"
 
 
 @pytest.fixture(autouse=True)
-def restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Run each test outside systemd and put the root logger back afterwards."""
+def outside_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run each test outside systemd (conftest puts the root logger back afterwards)."""
     for var in ("JOURNAL_STREAM", "INVOCATION_ID"):
         monkeypatch.delenv(var, raising=False)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logging.captureWarnings(False)
 
 
 def lines(buf: io.StringIO) -> list[str]:
