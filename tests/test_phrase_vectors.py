@@ -200,6 +200,21 @@ def test_texts_embedded_after_the_rules_compile_are_not_kept(real_model: Embedde
     assert len(reread._rows) == 1
 
 
+def test_two_processes_writing_at_once_keep_each_others_phrases(real_model: Embedder,
+                                                                tmp_path: Path) -> None:
+    daemon = PhraseCache(Counting(real_model), tmp_path / FILE_NAME)
+    tester = PhraseCache(Counting(real_model), tmp_path / FILE_NAME)  # `watcher test` beside it
+    daemon.embed(["Kursk residents evacuated through Belarus"])
+    tester.embed(["Red Cross helps civilians return home"])
+    tester.close()
+    daemon.close()  # written last: the tester's phrase stays beside the daemon's
+    model = Counting(real_model)
+    reread = PhraseCache(model, tmp_path / FILE_NAME)
+    reread.embed(["Red Cross helps civilians return home",
+                  "Kursk residents evacuated through Belarus"])
+    assert model.texts == 0
+
+
 def test_systemd_cache_directory_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CACHE_DIRECTORY", f"{tmp_path / 'svc'}:{tmp_path / 'other'}")
     assert cache_dir() == tmp_path / "svc"

@@ -11,8 +11,9 @@ through the compiled rules is not a phrase worth keeping).
 The file is a cache: `phrase-vectors.npz` in systemd's `$CACHE_DIRECTORY`, else
 `$XDG_CACHE_HOME/watcher` (default ~/.cache/watcher); NumPy arrays only (read without
 pickle), written to a temporary file and renamed (two processes never leave half a file),
-the `MAX_PHRASES` most recently used kept. A file that cannot be read is rebuilt, one that
-cannot be written is skipped: either is logged at debug level and never fails a load.
+merged with the rows another process wrote meanwhile, the `MAX_PHRASES` most recently used
+kept. A file that cannot be read is rebuilt, one that cannot be written is skipped: either
+is logged at debug level and never fails a load.
 """
 
 from __future__ import annotations
@@ -137,7 +138,10 @@ class PhraseCache:
         return {key.tobytes(): vector for key, vector in zip(keys, vectors, strict=True)}
 
     def _write(self, path: Path) -> None:
-        rows = list(self._rows.items())[-MAX_PHRASES:]
+        # rows another process wrote since we read (`watcher test` beside the daemon) are
+        # kept, as older than ours
+        rows = [(key, vector) for key, vector in self._read().items() if key not in self._rows]
+        rows = (rows + list(self._rows.items()))[-MAX_PHRASES:]
         # raw digests as rows of 16 bytes ("S16" would drop a digest's trailing zero bytes)
         keys = np.frombuffer(b"".join(key for key, _ in rows), dtype=np.uint8).reshape(-1, 16)
         vectors = np.stack([vector for _, vector in rows]).astype(np.float32)
@@ -159,8 +163,7 @@ class PhraseCache:
 
 
 def _remove_stale_temps(folder: Path) -> None:
-    """Temporary files of writers killed before their rename (two concurrent writers keep
-    the last one's rows: the other's phrases are only embedded again)."""
+    """Temporary files of writers killed before their rename."""
     cutoff = time.time() - STALE_TEMP
     for temp in folder.glob(".phrase-vectors.*.npz"):
         try:
