@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -150,9 +151,13 @@ async def test_gzip_responses_are_decompressed(feed_server: FeedServer, fetcher:
 
 
 class Concurrency:
-    """Counts requests in flight at the server, overall and per Host header."""
+    """Counts requests in flight at the server, overall and per Host header. The first
+    requests are held until `first_wave` are in flight at once (at most 10 s), so how many
+    arrive together does not depend on how fast a loaded machine sends them."""
 
-    def __init__(self) -> None:
+    def __init__(self, first_wave: int) -> None:
+        self.first_wave = first_wave
+        self.released = False
         self.lock = threading.Lock()
         self.now: Counter[str] = Counter()
         self.peak: Counter[str] = Counter()
@@ -166,6 +171,10 @@ class Concurrency:
             for key in (host, "all"):
                 self.now[key] += 1
                 self.peak[key] = max(self.peak[key], self.now[key])
+            self.released = self.released or self.now["all"] >= self.first_wave
+        deadline = time.monotonic() + 10
+        while not self.released and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         await asyncio.sleep(0.3)
         with self.lock:
             for key in (host, "all"):
@@ -175,7 +184,7 @@ class Concurrency:
 
 
 async def test_per_host_limit_holds_at_the_server(feed_server: FeedServer) -> None:
-    counter = Concurrency()
+    counter = Concurrency(first_wave=6)
     feed_server.set_handler("slow", counter.handler)
     fetcher = Fetcher(timeout=20, concurrency=50, per_host=3)
     try:
@@ -190,7 +199,7 @@ async def test_per_host_limit_holds_at_the_server(feed_server: FeedServer) -> No
 
 
 async def test_global_limit_holds_at_the_server(feed_server: FeedServer) -> None:
-    counter = Concurrency()
+    counter = Concurrency(first_wave=2)
     feed_server.set_handler("slow", counter.handler)
     fetcher = Fetcher(timeout=20, concurrency=2, per_host=10)
     try:
@@ -228,7 +237,7 @@ async def test_file_urls_are_read_with_the_size_cap(tmp_path: Path) -> None:
 
 async def test_a_busy_host_does_not_hold_global_slots(feed_server: FeedServer) -> None:
     """Feeds queued for one host must not starve other hosts of the global limit."""
-    counter = Concurrency()
+    counter = Concurrency(first_wave=2)
     feed_server.set_handler("slow", counter.handler)
     fetcher = Fetcher(timeout=20, concurrency=2, per_host=1)
     try:

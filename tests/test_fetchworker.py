@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import procs
 import pytest
 from aiohttp import web
 from conftest import ConfigWriter
@@ -131,7 +132,8 @@ async def test_workers_that_keep_dying_leave_the_fetches_to_the_daemon(
             os.kill(pid, signal.SIGKILL)
             killed += 1
         await wait_until(lambda: not workers.pids())
-    assert workers.given_up
+    # a worker leaves pids() when its socket closes; the count of deaths follows its exit
+    await wait_until(lambda: workers.given_up)
     assert caplog.records[-1].levelno == logging.ERROR
     assert "fetched in the daemon's process from now on" in caplog.text
     assert (await workers.fetch(url)).ok and not workers.pids()
@@ -288,7 +290,8 @@ async def test_closing_during_a_fetch_answers_it_and_starts_no_worker(
     result = await fetching  # answered by the daemon's own fetcher, not cancelled
     assert result.url == url and not fetching.cancelled()
     await pool.fetch(url)
-    assert not pool.pids() and not alive(pid)
+    assert not pool.pids()
+    await wait_until(lambda: not alive(pid))  # killed at close if it did not exit in time
 
 
 async def test_validators_cross_to_the_worker(feed_server: FeedServer,
@@ -343,7 +346,8 @@ def test_the_daemon_fetches_in_workers_and_survives_losing_one(
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
         assert proc.returncode == 0, log_path.read_text()[-3000:]
-        assert not any(alive(p) for p in pids)
         started = [json.loads(x)["pid"] for x in log_path.read_text().splitlines()
                    if x.startswith("{") and "fetch worker started" in x]
-        assert not any(alive(p) for p in started)
+        assert set(pids) <= set(started)
+        # a worker that outlives the daemon's wait is killed, and may take a moment to go
+        procs.wait_until(lambda: not any(alive(p) for p in started), 10, "the workers to exit")
