@@ -231,6 +231,27 @@ def test_once_status_alerts_and_retry(tmp_path: Path,
     assert capsys.readouterr().out == "re-queued 0 failed alert(s)\n"
 
 
+def test_no_terminal_escape_from_a_feed_reaches_the_terminal(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A title or channel name carrying ESC/BEL sequences (a clipboard write, hidden text, a
+    cleared screen) is printed by `test`, `status` and `alerts` as plain text."""
+    hostile = tmp_path / "hostile.xml"
+    hostile.write_text(
+        "<rss version='2.0'><channel><title>Feed &#x1b;[2J&#x1b;[H</title><item>"
+        "<title>Kursk evacuation &#x1b;]52;c;cm0gLXJmIH4K&#x07;&#x1b;[8mhidden</title>"
+        "<link>https://news.example/k&#x1b;[8m</link><guid>h-1</guid>"
+        "<description>Residents of Kursk region evacuated &#x1b;[31m via Belarus"
+        "</description></item></channel></rss>")
+    path = config(tmp_path, extra=f'\n[[feeds]]\nurl = "{hostile.as_uri()}"\n')
+    assert main(["once", "--config", str(path)]) == 0
+    assert main(["test", "--config", str(path), str(hostile)]) == 0
+    assert main(["status", "--config", str(path)]) == 0
+    assert main(["alerts", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Kursk evacuation ]52;c;cm0gLXJmIH4K [8mhidden" in out  # shown, defused
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", out), repr(out)
+
+
 def test_unknown_channel_or_topic_is_a_usage_error(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = config(tmp_path)

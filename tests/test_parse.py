@@ -124,6 +124,21 @@ def test_an_untitled_unnamed_feed_is_named_by_its_masked_url() -> None:
     assert titled.feed_name == "x"
 
 
+def test_relative_links_never_carry_the_feeds_password_or_token() -> None:
+    """An item's link goes to every alert recipient; the feed URL's credentials and query
+    are the subscriber's, not the link's."""
+    url = ("https://alice:Pa55w0rd@intranet.example:8443/private/rss"
+           "?private_token=glpat-Xy12Ab34#latest")
+    body = _rss([("Floods in Kursk", "g1", "/news/1"), ("Kursk floods again", "g2", "#top"),
+                 ("Floods near Sumy", "g3", "2026/12/floods.html"),
+                 ("Sumy", "g4", "https://bob:own@elsewhere.example/a?x=1")])
+    links = [entry.link for entry in parse_feed(body, url).entries]
+    assert links == ["https://intranet.example:8443/news/1",
+                     "https://intranet.example:8443/private/rss#top",
+                     "https://intranet.example:8443/private/2026/12/floods.html",
+                     "https://bob:own@elsewhere.example/a?x=1"]  # the feed's own, as given
+
+
 EXPECTED_TITLES = {  # (file, an entry title as the publisher wrote it)
     "ibash-org-ru-1": "Цитата #17703",
     "golem-1": "Zhuque-1: Erste private chinesische Satellitenmission fehlgeschlagen",

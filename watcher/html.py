@@ -13,6 +13,9 @@ _TAG = re.compile(r"<[^<>]+>")  # a tag cannot span another "<": linear on hosti
 _RAW_OPEN = re.compile(r"<(script|style)\b", re.IGNORECASE)
 _ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-f]+|[a-z][a-z0-9]*);", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
+# C0 and C1 controls, DEL and line separators: never text in a feed field, and an ESC, BEL
+# or CR from a feed printed by `watcher test` or `watcher status` would drive the terminal
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _KNOWN_TAG = re.compile(r"</?(?:a|p|br|div|span|img|b|i|u|em|strong|script|style|iframe|ul|ol|"
                         r"li|h[1-6]|table|tr|td|blockquote|figure|font|noscript)\b[^<>]{0,500}>",
                         re.IGNORECASE)
@@ -53,7 +56,13 @@ def blank_raw_blocks(markup: str) -> str:
 def html_to_text(markup: str) -> str:
     """Plain text of an HTML fragment: tags, scripts and styles removed, entities decoded."""
     text = html.unescape(_TAG.sub(" ", blank_raw_blocks(markup)))
-    return _SPACE.sub(" ", text).strip()
+    return _SPACE.sub(" ", without_controls(text)).strip()
+
+
+def without_controls(text: str) -> str:
+    """The text with each control character but tab and newline as a space (no terminal
+    escapes, no carriage return overwriting a line)."""
+    return _CONTROL.sub(" ", text)
 
 
 def mask_markup(text: str) -> str:

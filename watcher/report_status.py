@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from watcher import schedule
 from watcher.config import Config, FeedSettings
+from watcher.html import without_controls
 from watcher.model import AlertRecord, FeedState, fingerprint_conflicts
 from watcher.redact import mask_text, mask_url
 from watcher.store import open_config_store
@@ -55,6 +56,8 @@ def _next_poll(state: FeedState, config: Config, url: str) -> datetime | None:
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:
+    # cells hold feeds' titles and receivers' replies: no control reaches the terminal
+    rows = [[" ".join(without_controls(cell).split()) for cell in row] for row in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(),
@@ -180,7 +183,8 @@ def _print_status(data: dict[str, Any], now: datetime, out: TextIO) -> None:
         print("\nfailed alerts (re-queue with `watcher retry`):", file=out)
         for f in data["failed_alerts"]:
             print(f"  {f['created_at']:%Y-%m-%d %H:%M} {f['channel']} [{f['topic']}] "
-                  f"{f['title'][:60]!r}: {f['error']}", file=out)
+                  f"{f['title'][:60]!r}: {' '.join(without_controls(f['error']).split())}",
+                  file=out)
 
 
 async def retry(config: Config, channel: str | None, out: TextIO | None = None,

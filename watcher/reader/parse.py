@@ -19,11 +19,11 @@ import re
 import xml.sax
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from msgspec import Struct
 
-from watcher.html import plain_text
+from watcher.html import plain_text, without_controls
 from watcher.model import Entry
 from watcher.reader.decoding import _fix_charset, _safe_replace_doctype
 from watcher.reader.identity import _distinct, _entry_key, canonical_link, link_identities
@@ -84,7 +84,24 @@ def _absolute(link: str, feed_url: str) -> str | None:
         return None
     if "://" in link[:12] or link.startswith(("mailto:", "urn:", "tag:")):
         return link
-    return urljoin(feed_url, link)
+    return urljoin(_link_base(feed_url), link)
+
+
+@functools.lru_cache(maxsize=1024)
+def _link_base(feed_url: str) -> str:
+    """The feed's URL without what only its subscriber may know: a user and password, a
+    query (often an access token) and a fragment. An item's relative link ("/news/1",
+    "#top") resolved against the whole URL would carry them into every alert."""
+    parts = urlsplit(feed_url)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def language_code(value: object) -> str:
@@ -97,7 +114,7 @@ def to_entry(raw: Any, feed_url: str, feed_name: str, now: datetime,
              language: str = "") -> Entry:
     """One feedparser entry as an Entry (`language`: the feed's declared one)."""
     title = plain_text(raw.get("title") or "", MAX_TITLE_CHARS)
-    link = _absolute((raw.get("link") or "").strip(), feed_url)
+    link = _absolute(without_controls(raw.get("link") or "").strip(), feed_url)
     guid = (raw.get("id") or "").strip() or None
     summary = plain_text(raw.get("summary") or (raw.get("content") or [{}])[0].get("value", ""),
                          MAX_SUMMARY_CHARS)
