@@ -148,6 +148,9 @@ class _SinkHandler:
         if reply := self.sink._take_failure("data"):
             return reply
         raw = bytes(envelope.original_content or envelope.content)
+        for marker, refusal in self.sink.content_filter.items():  # a relay's content filter
+            if marker in raw:
+                return refusal
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         self.sink._received.append(ReceivedMail(
             envelope.mail_from, list(envelope.rcpt_tos), raw, msg,  # type: ignore[arg-type]
@@ -168,6 +171,8 @@ class SmtpSink:
         self.auth = auth
         self._received = _Recorder()
         self._failures: list[tuple[str, str]] = []  # (stage, reply)
+        # a message holding a key (bytes) is refused at DATA with its value as the reply
+        self.content_filter: dict[bytes, str] = {}
         self._lock = threading.Lock()
         self._controller: Controller | None = None
 

@@ -319,6 +319,70 @@ async def test_a_digest_of_more_than_200_alerts_delivers_every_one(
 
 
 
+async def test_one_alert_a_relay_refuses_does_not_fail_the_digest(
+        store: SqliteStore, session: aiohttp.ClientSession) -> None:
+    """A digest the relay refuses for one story's content (a filter's 554) is sent again in
+    halves: every other story arrives, only the refused one is failed."""
+    ids = await owe(store, "digest", 7)
+    with SmtpSink() as sink:
+        sink.content_filter[b"report a4"] = "554 5.7.1 message content rejected"
+        channel = EmailChannel.from_table({
+            "name": "digest", "type": "email", "to": ["desk@example.org"],
+            "from": "watcher@example.org", "host": "127.0.0.1", "port": sink.port})
+        outbox = Outbox(store, {"digest": make_sender(channel, Path("."), session)},
+                        digest_channels={"digest"}, clock=clock)
+        assert await outbox.deliver_due() == 6
+        texts = "\n".join(m.part("plain") for m in sink.messages)
+    got = set(re.findall(r"Kursk evacuation, report (a\d+)", texts))
+    assert got == {i.removeprefix("alert-") for i in ids if i != "alert-a4"}
+    [failed] = await store.failed_alerts(10)
+    assert failed.id == "alert-a4" and "554" in failed.error
+    assert len(sink.messages) <= 4  # halves, not one message per alert
+
+
+async def test_a_relay_refusing_everything_fails_the_digest_without_a_message_each(
+        store: SqliteStore, session: aiohttp.ClientSession,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="watcher.notify")
+    await owe(store, "digest", 64)
+    with SmtpSink() as sink:
+        sink.content_filter[b"Kursk"] = "550 5.7.1 relaying denied"
+        channel = EmailChannel.from_table({
+            "name": "digest", "type": "email", "to": ["desk@example.org"],
+            "from": "watcher@example.org", "host": "127.0.0.1", "port": sink.port})
+        outbox = Outbox(store, {"digest": make_sender(channel, Path("."), session)},
+                        digest_channels={"digest"}, clock=clock)
+        assert await outbox.deliver_due() == 0
+    assert len(await store.failed_alerts(100)) == 64
+    # tried as a whole and as two halves; both refused: the channel's refusal, not one alert's
+    assert sum("sending it in halves" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_a_failing_channel_is_tried_once_a_pass_and_holds_no_other_channel(
+        store: SqliteStore, receiver: WebhookReceiver,
+        session: aiohttp.ClientSession) -> None:
+    """A receiver that fails (here 503) costs one attempt a pass, not one per owed alert:
+    the other alerts wait with it, their attempts unchanged, and come when it is back."""
+    await owe(store, "hook", 5)
+    with SmtpSink() as sink:
+        await owe(store, "mail", 2, prefix="m")
+        mail = EmailChannel.from_table({
+            "name": "mail", "type": "email", "to": ["desk@example.org"],
+            "from": "watcher@example.org", "host": "127.0.0.1", "port": sink.port})
+        outbox = Outbox(store, {"hook": make_sender(hook(receiver.url), Path("."), session),
+                                "mail": make_sender(mail, Path("."), session)}, clock=clock)
+        receiver.script(503)
+        assert await outbox.deliver_due() == 2
+        assert len(sink.messages) == 2 and len(receiver.requests) == 1
+    rows = store.db.execute("SELECT attempts, last_error FROM alerts WHERE channel = 'hook' "
+                            "ORDER BY attempts DESC").fetchall()
+    assert [attempts for attempts, _ in rows] == [1, 0, 0, 0, 0]
+    assert all("503" in error for _, error in rows)
+    store.db.execute("UPDATE alerts SET next_attempt_at = 0")  # as time passing would
+    assert await outbox.deliver_due() == 5  # the receiver answers 200 again
+    assert len({r.json["alert_id"] for r in receiver.requests[1:]}) == 5
+
+
 async def test_due_but_claimed_elsewhere_is_looked_at_the_idle_pace(
         store: SqliteStore, receiver: WebhookReceiver, session: aiohttp.ClientSession) -> None:
     await owe(store, "hook", 1)

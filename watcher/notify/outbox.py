@@ -3,6 +3,11 @@
 An alert row is written in the same transaction that records its match, so it is either owed
 or was never owed. This worker is the only place that changes its delivery state.
 
+A channel that fails for a while (a timeout, a 503) is tried once a pass: the alerts after
+the failed one wait with it, untried, so a dead receiver costs one timeout a pass instead
+of one per owed alert, which every other channel's alerts would wait for. A digest refused
+for good is sent again in halves, to fail only the alert a relay's filter refuses.
+
 When the store fails (a full disk, a lock, PostgreSQL away) delivery pauses: the worker
 waits STORE_BACKOFF (1 s, doubling to 60 s) between attempts, logs one line when it pauses
 and one when it resumes, and recovers by itself. Owed alerts stay owed meanwhile.
@@ -17,6 +22,7 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from watcher import schedule
@@ -56,6 +62,15 @@ def digest_id(alerts: list[OwedAlert]) -> str:
     """A stable delivery id for one digest: the same alerts give the same id on every retry."""
     ids = "\n".join(sorted(a.id for a in alerts))
     return "digest-" + hashlib.sha256(ids.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """How one send went, when not refused for good: alerts delivered, or when to retry."""
+
+    delivered: int
+    retry_at: datetime | None = None
+    reason: str = ""
 
 
 class Outbox:
@@ -160,26 +175,71 @@ class Outbox:
         if sender is None:
             reason = f"channel {channel!r} is not in the config any more; kept until it returns"
             await self.store.mark_retry([a.id for a in alerts], reason,
-                                        self.clock() + timedelta(hours=1))
+                                        self.clock() + timedelta(hours=1), tried=False)
             log.warning("alerts owed to a missing channel", extra={
                 "channel": channel, "owed": len(alerts)})
             return 0
         if channel in self.digest_channels:
-            return await self._attempt(channel, sender, alerts, digest_id(alerts))
+            outcome = await self._attempt(channel, sender, alerts, digest_id(alerts))
+            if isinstance(outcome, PermanentDeliveryError):
+                return await self._isolate(channel, sender, alerts, outcome)
+            return outcome.delivered
         delivered = 0
-        for alert in alerts:
-            delivered += await self._attempt(channel, sender, [alert], alert.id)
+        for n, alert in enumerate(alerts):
+            outcome = await self._attempt(channel, sender, [alert], alert.id)
+            if isinstance(outcome, PermanentDeliveryError):
+                await self._fail(channel, [alert], alert.id, outcome)
+                continue
+            delivered += outcome.delivered
+            if outcome.retry_at is not None:  # the channel is failing: the rest wait with it
+                await self._defer(channel, alerts[n + 1:], outcome)
+                break
+        return delivered
+
+    async def _defer(self, channel: str, alerts: list[OwedAlert], failed: _Sent) -> None:
+        """Alerts not tried because their channel has just failed: each attempt could cost
+        the channel's whole timeout, and every other channel's alerts wait for the pass."""
+        if alerts:
+            await self.store.mark_retry([a.id for a in alerts],
+                                        f"not tried: the alert before failed ({failed.reason})",
+                                        failed.retry_at or self.clock(), tried=False)
+            log.info("alerts wait for their failing channel", extra={
+                "channel": channel, "deferred": len(alerts)})
+
+    async def _isolate(self, channel: str, sender: Sender, alerts: list[OwedAlert],
+                       refusal: PermanentDeliveryError) -> int:
+        """A digest the channel refused for good is sent again in halves, so one alert it
+        refuses (a relay's content filter) does not fail the others. When both halves are
+        refused too the refusal is the channel's, not an alert's: all of them fail."""
+        if len(alerts) == 1:
+            await self._fail(channel, alerts, digest_id(alerts), refusal)
+            return 0
+        log.info("digest refused; sending it in halves to find the alert refused", extra={
+            "channel": channel, "alert_id": digest_id(alerts), "alerts": len(alerts)})
+        middle = len(alerts) // 2
+        halves = [alerts[:middle], alerts[middle:]]
+        outcomes = [await self._attempt(channel, sender, half, digest_id(half))
+                    for half in halves]
+        delivered = sum(o.delivered for o in outcomes if isinstance(o, _Sent))
+        refused = [(half, o) for half, o in zip(halves, outcomes, strict=True)
+                   if isinstance(o, PermanentDeliveryError)]
+        if len(refused) == 1:
+            return delivered + await self._isolate(channel, sender, *refused[0])
+        for half, outcome in refused:
+            await self._fail(channel, half, digest_id(half), outcome)
         return delivered
 
     async def _attempt(self, channel: str, sender: Sender, alerts: list[OwedAlert],
-                       delivery_id: str) -> int:
+                       delivery_id: str) -> _Sent | PermanentDeliveryError:
+        """Send once and record the outcome, except a refusal for good: returned, for the
+        caller to record (`_fail`) or to split the digest (`_isolate`)."""
         ids = [a.id for a in alerts]
         context = {"channel": channel, "alert_id": delivery_id, "topic": alerts[0].message.topic}
+        attempts = max(a.attempts for a in alerts)
         try:
             await sender.send([a.message for a in alerts], delivery_id,
                               self._progress(alerts))
         except TemporaryDeliveryError as exc:
-            attempts = max(a.attempts for a in alerts)
             wait = schedule.delivery_backoff(attempts, exc.retry_after, self.retry_base)
             wait *= random.uniform(0.8, 1.2) if exc.retry_after is None else 1.0
             reason = mask_text(str(exc))
@@ -188,26 +248,30 @@ class Outbox:
                 **context, "reason": reason, "attempt": attempts + 1,
                 "retry_in": f"{wait.total_seconds():.0f}s"})
             self.on_result(channel, "retried", len(ids))
-            return 0
+            return _Sent(0, self.clock() + wait, reason)
         except PermanentDeliveryError as exc:
-            reason = mask_text(str(exc))
-            await self.store.mark_failed(ids, reason)
-            log.error("delivery failed permanently; see `watcher status`, requeue with "
-                      "`watcher retry`", extra={**context, "reason": reason})
-            self.on_result(channel, "failed", len(ids))
-            return 0
+            return exc
         except Exception as exc:  # a bug in a sender must not lose the alert
-            await self.store.mark_retry(ids, mask_text(f"unexpected error: {exc!r}"),
-                                        self.clock() + schedule.delivery_backoff(
-                                            max(a.attempts for a in alerts), None,
-                                            self.retry_base))
+            reason = mask_text(f"unexpected error: {exc!r}")
+            retry_at = self.clock() + schedule.delivery_backoff(attempts, None, self.retry_base)
+            await self.store.mark_retry(ids, reason, retry_at)
             log.exception("delivery crashed, will retry", extra=context)
             self.on_result(channel, "retried", len(ids))
-            return 0
+            return _Sent(0, retry_at, reason)
         await self.store.mark_delivered(ids, self.clock())
         log.info("alert delivered", extra={**context, "alerts": len(ids)})
         self.on_result(channel, "sent", len(ids))
-        return len(ids)
+        return _Sent(len(ids))
+
+    async def _fail(self, channel: str, alerts: list[OwedAlert], delivery_id: str,
+                    exc: PermanentDeliveryError) -> None:
+        reason = mask_text(str(exc))
+        await self.store.mark_failed([a.id for a in alerts], reason)
+        log.error("delivery failed permanently; see `watcher status`, requeue with "
+                  "`watcher retry`", extra={"channel": channel, "alert_id": delivery_id,
+                                            "topic": alerts[0].message.topic,
+                                            "reason": reason})
+        self.on_result(channel, "failed", len(alerts))
 
     def _progress(self, alerts: list[OwedAlert]) -> Progress:
         """The targets that already got these alerts (all of them, for a digest) and how

@@ -183,6 +183,10 @@ MARK_DELIVERED = _MARK.format("status = 'delivered', delivered_at = :at, "
                               "lease_owner = NULL, lease_until = NULL")
 MARK_RETRY = _MARK.format("attempts = attempts + 1, last_error = :error, "
                           "next_attempt_at = :next_at, lease_owner = NULL, lease_until = NULL")
+# Alerts not tried because their channel had just failed (or is gone): they wait with it,
+# their count of attempts unchanged.
+MARK_DEFERRED = _MARK.format("last_error = :error, next_attempt_at = :next_at, "
+                             "lease_owner = NULL, lease_until = NULL")
 MARK_FAILED = _MARK.format("status = 'failed', attempts = attempts + 1, last_error = :error, "
                            "lease_owner = NULL, lease_until = NULL")
 # When the next owed alert can be claimed: a live delivery lease defers it to the lease's end.
@@ -454,10 +458,11 @@ class SqlStore(ABC):
         at_ = self.dialect.time(at)
         await self.execute_many(MARK_DELIVERED, [{"id": i, "at": at_} for i in alert_ids])
 
-    async def mark_retry(self, alert_ids: list[str], error: str, next_at: datetime) -> None:
+    async def mark_retry(self, alert_ids: list[str], error: str, next_at: datetime, *,
+                         tried: bool = True) -> None:
         when = self.dialect.time(next_at)
-        await self.execute_many(MARK_RETRY, [{"id": i, "error": error, "next_at": when}
-                                             for i in alert_ids])
+        await self.execute_many(MARK_RETRY if tried else MARK_DEFERRED,
+                                [{"id": i, "error": error, "next_at": when} for i in alert_ids])
 
     async def mark_failed(self, alert_ids: list[str], error: str) -> None:
         await self.execute_many(MARK_FAILED, [{"id": i, "error": error} for i in alert_ids])
