@@ -142,6 +142,10 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after("-5", now) is None
     assert parse_retry_after(None, now) is None
+    # a server cannot block its host for a century, nor crash the poll with a huge number
+    assert parse_retry_after("3000000000", now) == parse_retry_after("999999999999", now) \
+        == parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now) == 24 * 3600
+    assert parse_retry_after("\u00b2", now) is None  # a digit to str.isdigit, not to float
 
 
 async def test_gzip_responses_are_decompressed(feed_server: FeedServer, fetcher: Fetcher) -> None:

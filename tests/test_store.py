@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import string
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import pgserver
 import pytest
@@ -24,6 +27,7 @@ from watcher.model import (
     StoryMember,
     fingerprint_conflicts,
 )
+from watcher.reader.parse import parse_feed
 from watcher.store import Store, StoreError, open_store
 from watcher.store.base import DELIVERY_LEASE
 
@@ -209,6 +213,31 @@ async def test_check_seen_by_guid_and_canonical_link(stores: StoreFactory) -> No
     assert [e.key for e in check.new] == ["3"] and [e.key for e in check.updated] == ["1"]
     other = await store.check_seen("http://b.test/f", [same_link_elsewhere, entry("9")])
     assert [e.key for e in other.new] == ["9"]
+
+
+async def test_a_feeds_huge_guid_or_link_is_stored_and_known_again(stores: StoreFactory
+                                                                    ) -> None:
+    """A 3,000-character guid or link (PostgreSQL's index rows hold ~2.7 KB) is known by its
+    hash: the round is written, with the other entries' matches and alerts, and the entry
+    is seen the next time."""
+    rng = random.Random(3)
+    huge = "".join(rng.choice(string.ascii_letters) for _ in range(3000))
+    items = [(f"Kursk evacuation {n}", guid, link) for n, (guid, link) in enumerate([
+        (huge, "https://news.test/1"),
+        ("g2", f"https://news.test/{huge}"),
+        ("g3", "https://news.test/3")])]
+    body = "".join(f"<item><title>{t}</title><guid>{escape(g)}</guid><link>{escape(u)}"
+                   "</link></item>" for t, g, u in items)
+    doc = f"<rss version='2.0'><channel><title>x</title>{body}</channel></rss>".encode()
+    entries = parse_feed(doc, "http://a.test/f").entries
+    assert all(len(e.key.encode()) <= 1024 and len((e.canonical_link or "").encode()) <= 1024
+               for e in entries)
+    store = await stores()
+    await store.story_events(T0 - timedelta(days=1))
+    await store.record_poll(_poll("http://a.test/f", *entries), _decider("topic", []))
+    assert (await store.channel_counts())["hook"].owed == 3
+    again = await store.check_seen("http://a.test/f", parse_feed(doc, "http://a.test/f").entries)
+    assert not again.new and not again.updated
 
 
 def _decider(topic: str, seen_by: list[list[str]]) -> Callable[[PollRecord, list[StoryEvent]],

@@ -12,21 +12,26 @@ from watcher import __version__
 USER_AGENT = f"watcher/{__version__} (+https://github.com/watcher-rss/watcher; RSS monitor)"
 
 
+# The longest wait a server's Retry-After can impose (a feed's host, a receiver): a day. A
+# server's "3000000000" blocked its host until 2121, and a larger one crashed the poll.
+MAX_RETRY_AFTER = 24 * 3600.0
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None if
     absent or unreadable. An HTTP-date is always GMT (RFC 9110), so a date without a zone
     ("-0000") is read as UTC; a date in the past means no wait."""
     if not value or not (value := value.strip()):
         return None
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(MAX_RETRY_AFTER, max(0.0, (when - (now or datetime.now(UTC))).total_seconds()))
 
 
 # "http(s)://host[:port]" then a path, query, fragment or nothing, the host of plain name

@@ -43,6 +43,7 @@ __all__ = ["AddressGuard", "AddressRefused", "FetchResult", "Fetcher", "Validato
 log = logging.getLogger("watcher.fetch")
 
 MAX_REDIRECTS = 5
+MAX_ADOPTED_URL_BYTES = 2000  # a permanent redirect's target kept as the feed's new URL
 _PERMANENT = {301, 308}
 TRUST_TTL = 300.0  # seconds a configured host's public/private verdict is cached
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -348,7 +349,8 @@ def _permanent_target(url: str, resp: aiohttp.ClientResponse) -> str | None:
     if not resp.history or any(r.status not in _PERMANENT for r in resp.history):
         return None
     final = str(resp.url)
-    return final if final != url else None
+    # a URL too long to keep as a feed's identity in the store is followed, not adopted
+    return final if final != url and len(final.encode()) <= MAX_ADOPTED_URL_BYTES else None
 
 
 _HINTS = {

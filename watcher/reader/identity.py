@@ -26,6 +26,9 @@ _TRACKING_KEYS = frozenset({  # not "cid": sites use it for content ids
     "cmpid", "_ga", "_hsenc", "_hsmi", "mkt_tok", "ncid", "sr_share", "smid", "ito", "xtor",
     "ref_src", "rss", "feed", "from_rss"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# A guid or link longer than this (UTF-8 bytes) is known by its hash: PostgreSQL's index
+# rows hold ~2.7 KB, and a feed's 3,000-character guid failed every write of the round.
+MAX_IDENTITY_BYTES = 1024
 
 
 # --- links ---
@@ -50,7 +53,16 @@ def canonical_link(link: str | None) -> str | None:
         path = "/" + path.lstrip("/")  # would read back as a host
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
              if not _is_tracking(k)]
-    return urlunsplit((scheme, host, path, urlencode(sorted(query)), "")).strip()
+    return _bounded(urlunsplit((scheme, host, path, urlencode(sorted(query)), "")).strip())
+
+
+def _bounded(identity: str) -> str:
+    """The identity itself, or its hash when it is too long to index."""
+    if len(identity) * 4 <= MAX_IDENTITY_BYTES:
+        return identity
+    encoded = identity.encode(errors="surrogatepass")
+    return identity if len(encoded) <= MAX_IDENTITY_BYTES else \
+        "sha1:" + hashlib.sha1(encoded).hexdigest()
 
 
 def _is_tracking(key: str) -> bool:
@@ -79,7 +91,9 @@ def _front_page(link: str) -> bool:
 # --- entry keys ---
 
 def _entry_key(guid: str | None, link: str | None, title: str, summary: str) -> str:
-    return guid or link or "sha1:" + hashlib.sha1(f"{title}\n{summary}".encode()).hexdigest()
+    if guid:
+        return _bounded(guid)
+    return link or "sha1:" + hashlib.sha1(f"{title}\n{summary}".encode()).hexdigest()
 
 
 def _distinct(candidates: Iterable[Entry]) -> list[Entry]:
