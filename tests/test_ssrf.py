@@ -21,6 +21,7 @@ from feedserver import FeedServer, Item, rss
 
 from watcher.daemon import run_once
 from watcher.model import Entry
+from watcher.reader import fetch as fetch_module
 from watcher.reader.fetch import AddressGuard, Fetcher
 from watcher.reader.fulltext import fetch_fulltext
 
@@ -207,6 +208,35 @@ async def test_a_feeds_dns_cannot_open_the_guard(
     assert "127.0.0.1 is a loopback address" in (result.error or "")
 
 
+async def test_a_name_once_public_is_never_pinned_to_a_private_address(
+        feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A feed's name answers public, and once watcher's cached verdict has expired, only
+    127.0.0.1 (rebinding between polls): it is not taken for an intranet feed."""
+    feed_server.set_feed("secret", [Item("internal", "https://news.example/s", "s")])
+    answers(monkeypatch, "rebind.test", ["93.184.215.14"], ["93.184.215.14"], ["127.0.0.1"])
+    monkeypatch.setattr(fetch_module, "TRUST_TTL", 0.0)  # every poll decides afresh
+    fetcher = Fetcher(timeout=1)
+    try:
+        await fetcher.fetch(f"http://rebind.test:{feed_server.port}/secret")  # public: fails
+        result = await fetcher.fetch(f"http://rebind.test:{feed_server.port}/secret")
+    finally:
+        await fetcher.aclose()
+    # refused by the guard, or sent to the public address aiohttp's DNS cache still holds
+    assert feed_server.hits == [] and not result.ok
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "fe80::1"])
+async def test_a_name_resolving_to_a_link_local_address_is_never_pinned(
+        monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    """A cloud's metadata service (169.254.169.254) is never an intranet feed's address."""
+    answers(monkeypatch, "metadata.test", [address])
+    fetcher = Fetcher(timeout=1)
+    try:
+        assert await fetcher._private_addresses("metadata.test") == frozenset()
+    finally:
+        await fetcher.aclose()
+
+
 async def test_a_trusted_intranet_name_cannot_redirect_elsewhere_in_private_space(
         feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """A name resolving to a private address is fetched there, but a (permanent) redirect
@@ -273,7 +303,8 @@ async def test_localhost_reaches_only_its_loopback_addresses() -> None:
     ("127.0.0.1", "loopback"), ("::1", "loopback"), ("::ffff:127.0.0.1", "loopback"),
     ("169.254.169.254", "link-local"), ("fe80::1%eth0", "link-local"),
     ("10.1.2.3", "private"), ("172.16.0.1", "private"), ("192.168.1.1", "private"),
-    ("fd00::1", "private"), ("224.0.0.1", "multicast"), ("ff02::1", "multicast"),
+    ("fd00::1", "private"), ("fec0::1", "site-local"), ("224.0.0.1", "multicast"),
+    ("ff02::1", "multicast"),
     ("0.0.0.0", "unspecified"), ("240.0.0.1", "reserved"), ("100.64.0.1", "non-global"),
     ("2002:7f00:1::", "loopback"), ("64:ff9b::a9fe:a9fe", "link-local"),  # 6to4, NAT64
     ("93.184.216.34", None), ("2606:4700::1111", None), ("64:ff9b::5db8:d822", None),

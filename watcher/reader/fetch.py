@@ -64,7 +64,9 @@ def address_kind(ip: IPAddress) -> str | None:
             return address_kind(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
         if ip.sixtofour is not None and (kind := address_kind(ip.sixtofour)) is not None:
             return kind
+    site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local  # fec0::/10
     for kind, flag in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
+                       ("site-local", site_local),
                        ("multicast", ip.is_multicast), ("unspecified", ip.is_unspecified),
                        ("reserved", ip.is_reserved), ("private", ip.is_private)):
         if flag:
@@ -163,6 +165,9 @@ class Fetcher:
         self._guarded: aiohttp.ClientSession | None = None
         # host -> (the private addresses it may reach, checked at); empty: a public host
         self._trust: dict[str, tuple[frozenset[IPAddress], float]] = {}
+        # names that ever resolved to a public address: never pinned to a private one later
+        # (a feed's own DNS answering 127.0.0.1 once the cached verdict expires: rebinding)
+        self._seen_public: set[str] = set()
         # one session per set of pinned addresses (intranet feeds are few)
         self._pinned: dict[frozenset[IPAddress], aiohttp.ClientSession] = {}
         self.concurrency = concurrency
@@ -277,6 +282,8 @@ class Fetcher:
         verdict is cached; None when only a lookup can tell."""
         if (literal := _literal_addresses(host)) is not None:
             return literal
+        if host in self._seen_public:
+            return frozenset()
         known = self._trust.get(host)
         if known is not None and time.monotonic() - known[1] < TRUST_TTL:
             return known[0]
@@ -295,8 +302,13 @@ class Fetcher:
             return frozenset()  # the guarded request reports the DNS failure itself
         resolved = {_plain(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
                     for info in infos}
-        private = frozenset(resolved) if resolved and all(
-            address_kind(ip) is not None for ip in resolved) else frozenset()
+        kinds = {address_kind(ip) for ip in resolved}
+        if None in kinds:
+            self._seen_public.add(host)
+        # a name is an intranet feed's when all it resolves to is private, and never a
+        # link-local address (a cloud's metadata service lives at 169.254.169.254)
+        private = frozenset(resolved) if resolved and None not in kinds and not any(
+            ip.is_link_local for ip in resolved) else frozenset()
         self._trust[host] = (private, time.monotonic())
         return private
 
