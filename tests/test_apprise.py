@@ -17,7 +17,12 @@ from test_render import T0, make_alert
 from watcher.config import AppriseChannel, ConfigError
 from watcher.daemon import run_once
 from watcher.model import Outlet
-from watcher.notify import PermanentDeliveryError, TemporaryDeliveryError, make_sender
+from watcher.notify import (
+    DeliveryError,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+    make_sender,
+)
 from watcher.notify.apprise import AppriseSender, redact, secret_fragments, split_urls
 from watcher.store import SqliteStore
 
@@ -128,6 +133,18 @@ async def test_client_error_is_permanent(webhook: WebhookReceiver,
     with pytest.raises(PermanentDeliveryError) as err:
         await sender(monkeypatch, session, json_url(webhook)).send([make_alert()], "a1")
     assert "401" in str(err.value)
+
+
+async def test_a_redirect_is_not_followed(webhook: WebhookReceiver,
+                                          session: aiohttp.ClientSession,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chat service answering 307 elsewhere (an internal address) gets no alert sent on
+    there: the delivery fails, as the webhook channel's does."""
+    async with WebhookReceiver() as internal:
+        webhook.script(Reply(307, headers={"Location": f"{internal.url}/internal"}))
+        with pytest.raises(DeliveryError):
+            await sender(monkeypatch, session, json_url(webhook)).send([make_alert()], "a1")
+        assert internal.requests == [] and len(webhook.requests) == 1
 
 
 async def test_rate_limit_and_refused_connection_are_temporary(

@@ -116,6 +116,48 @@ def test_missing_secret_env_var_is_an_error_and_never_inline(
     assert any("channels[0].secret: unknown key" in p for p in problems(tmp_path, inline))
 
 
+def test_an_empty_secret_is_an_error_not_a_silently_unsigned_webhook(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = VALID.replace('url = "http://127.0.0.1:9000/hook"',
+                         'url = "http://127.0.0.1:9000/hook"\nsecret_env = "HOOK_SECRET"')
+    monkeypatch.setenv("HOOK_SECRET", " ")
+    assert problems(tmp_path, body) == [f"{tmp_path / 'watcher.toml'}: channels[0].secret_env: "
+                                        "environment variable HOOK_SECRET is empty"]
+    (tmp_path / "hook.key").write_text("\n")
+    in_file = body.replace('secret_env = "HOOK_SECRET"', 'secret_file = "hook.key"')
+    assert problems(tmp_path, in_file) == [
+        f"{tmp_path / 'watcher.toml'}: channels[0].secret_file: secret file "
+        f"{tmp_path / 'hook.key'} is empty"]
+
+
+def test_a_webhook_url_without_its_scheme_is_not_echoed_whole(tmp_path: Path) -> None:
+    """A webhook URL's path is often its token: the error shows only the host."""
+    token = "T0AAAAAAA/B0BBBBBBB/Xk9dQ2mLp7RtZ4vN8sHcW1yE"
+    body = VALID.replace('url = "http://127.0.0.1:9000/hook"',
+                         f'url = "hooks.slack.com/services/{token}"')
+    [problem] = problems(tmp_path, body)
+    assert "channels[0].url" in problem and "'hooks.slack.com'" in problem
+    assert "Xk9dQ2mLp7RtZ4vN8sHcW1yE" not in problem
+
+
+@pytest.mark.parametrize(("host", "security", "ok"), [
+    ("smtp.example.org", "none", False), ("10.0.0.5", "none", False),
+    ("smtp.example.org", "starttls", True), ("smtp.example.org", "tls", True),
+    ("localhost", "none", True), ("127.0.0.1", "none", True), ("::1", "none", True)])
+def test_a_password_is_never_sent_over_plain_smtp_to_another_machine(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host: str, security: str,
+        ok: bool) -> None:
+    monkeypatch.setenv("SMTP_PW", "s3cret")
+    mail = (f'[[channels]]\nname = "mail"\ntype = "email"\nto = ["desk@example.org"]\n'
+            f'from = "w@example.org"\nhost = "{host}"\nsecurity = "{security}"\n'
+            'username = "watcher"\npassword_env = "SMTP_PW"\n')
+    if ok:
+        assert load_config(write(tmp_path, VALID + "\n" + mail)).channels[1].host == host
+    else:
+        [problem] = problems(tmp_path, VALID + "\n" + mail)
+        assert "channels[1]" in problem and "unencrypted" in problem and host in problem
+
+
 def test_includes_merge_feeds_and_errors_name_the_included_file(tmp_path: Path) -> None:
     (tmp_path / "feeds.d").mkdir()
     write(tmp_path, '[[feeds]]\nurl = "https://a.example/rss"\n', "feeds.d/a.toml")

@@ -9,6 +9,7 @@ variables and files exist is checked at load time (`checks._secret_problems`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -43,10 +44,28 @@ class EmailChannel(_ChannelBase, frozen=True, kw_only=True):
     password_file: str = ""
     timeout: Duration = timedelta(seconds=30)
 
+    def __post_init__(self) -> None:
+        if self.username and self.security == "none" and not _loopback(self.host):
+            raise ValueError(
+                f"username with security = \"none\" would send the password unencrypted to "
+                f"{self.host}: use security = \"starttls\" or \"tls\" (plain SMTP with a "
+                "password is allowed to a relay on this machine only)")
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
 
 def _http_url(url: str) -> str:
     if url and not url.startswith(("http://", "https://")):
-        raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+        # not the whole value: a webhook URL's path is often its token
+        raise ValueError("expected an http:// or https:// URL, got one starting "
+                         f"{url.split('/')[0][:40]!r}")
     return url
 
 
@@ -109,11 +128,16 @@ def resolve_secret(env_name: str, file_name: str, base_dir: Path) -> str:
         value = os.environ.get(env_name)
         if value is None:
             raise ConfigError([f"environment variable {env_name} is not set"])
+        if not value.strip():  # an empty signing secret would turn signing off unseen
+            raise ConfigError([f"environment variable {env_name} is empty"])
         return value
     if file_name:
         path = secret_path(file_name, base_dir)
         try:
-            return path.read_text(encoding="utf-8").strip()
+            value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError([f"cannot read secret file {path}: {exc.strerror}"]) from exc
+        if not value:
+            raise ConfigError([f"secret file {path} is empty"])
+        return value
     return ""

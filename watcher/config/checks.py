@@ -122,6 +122,12 @@ def _secret_problems(path: Path, c: _Collected) -> list[str]:
                     f"{file}: channels[{i}].{file_key}: no such file {path.parent / file_name}"
                     + _credential_hint(file_name)
                 )
+            elif env_name or file_name:  # there: empty or unreadable?
+                try:
+                    resolve_secret(env_name, file_name, path.parent)
+                except ConfigError as exc:
+                    key = env_key if env_name else file_key
+                    out.extend(f"{file}: channels[{i}].{key}: {p}" for p in exc.problems)
         if isinstance(ch, WebhookChannel) and (ch.url_env or ch.url_file):
             out.extend(_secret_url_problems(path, file, i, ch))
         if ch.type == "apprise" and not (ch.urls_env or ch.urls_file):

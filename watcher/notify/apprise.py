@@ -66,6 +66,15 @@ _HTTP_CODE = re.compile(r"\berror=(\d{3})\b|\b(?:HTTP|status)[ =:]+(\d{3})\b", r
 _RETRYABLE_4XX = {408, 425, 429}
 
 
+def _no_redirects() -> None:
+    """Apprise's plugins post with requests, which follows redirects, re-sending the alert
+    (a 307 keeps the POST) wherever the service points: to an internal address even. The
+    webhook channel follows none; neither does this one (a redirect is then a failure)."""
+    import requests.sessions  # Apprise's own HTTP client, loaded with it
+
+    requests.sessions.DEFAULT_REDIRECT_LIMIT = 0
+
+
 def _quiet_loggers() -> None:
     """Keep URL-quoting library log lines out of ours (see the module docstring)."""
     noisy = logging.getLogger("apprise")
@@ -255,5 +264,6 @@ def make_apprise_sender(channel: AppriseChannel, base_dir: Path,
                         session: aiohttp.ClientSession | None) -> AppriseSender:
     del session  # Apprise brings its own HTTP client
     _quiet_loggers()
+    _no_redirects()
     urls = split_urls(resolve_secret(channel.urls_env, channel.urls_file, base_dir))
     return AppriseSender(channel, build_targets(channel, urls))
