@@ -8,9 +8,12 @@ for a set time: tests wait on conditions.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +26,7 @@ from servers import SmtpSink, WebhookReceiver
 
 from watcher.config import AppriseChannel, EmailChannel, WebhookChannel
 from watcher.model import Entry, FeedState, Hit, Match, NewAlert, NewStory, PollRecord, StoryMember
-from watcher.notify import make_sender
+from watcher.notify import PermanentDeliveryError, make_sender
 from watcher.notify.apprise import AppriseSender, target_key
 from watcher.notify.outbox import BATCH, IDLE_WAKE, Outbox
 from watcher.store import SqliteStore
@@ -235,6 +238,67 @@ async def test_file_channel_writes_its_file_0600(tmp_path: Path,
     path = tmp_path / "out" / "a.jsonl"
     assert path.stat().st_mode & 0o777 == 0o600
     assert len(path.read_text().splitlines()) == 2
+
+
+FILL_UP = """
+import asyncio, json, resource, signal, sys
+from pathlib import Path
+sys.path.insert(0, "tests")
+from test_render import make_alert
+from watcher.config import FileChannel
+from watcher.notify import TemporaryDeliveryError, make_sender
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, as on a full disk
+folder = Path(sys.argv[1])
+sender = make_sender(FileChannel.from_table({"name": "f", "type": "file", "path": "a.jsonl"}),
+                     folder, None)
+path = folder / "a.jsonl"
+asyncio.run(sender.send([make_alert(1)], "alert-1"))
+before = path.stat().st_size
+_, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (before + 200, hard))
+big = make_alert(2, summary="Kursk evacuation. " + "Residents leave by bus. " * 300)
+try:
+    asyncio.run(sender.send([big], "alert-2"))
+    print("written past the limit")
+except TemporaryDeliveryError as exc:
+    print("temporary:", exc)
+after_failure = path.stat().st_size
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # the file is rotated, or space freed
+asyncio.run(sender.send([big], "alert-2"))
+lines = [json.loads(line)["alert_id"] for line in path.read_text().splitlines()]
+print(json.dumps({"before": before, "after_failure": after_failure, "lines": lines}))
+"""
+
+
+def test_a_file_channel_that_cannot_write_keeps_no_half_line_and_retries(
+        tmp_path: Path) -> None:
+    """A write that fails midway (a full disk; here a file-size limit, which fails the same
+    way) is cut back off the file and retried later, not failed: every line stays whole."""
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", FILL_UP, str(tmp_path)], cwd=repo,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    first, result = done.stdout.splitlines()
+    assert first.startswith("temporary: ") and "a.jsonl" in first
+    figures = json.loads(result)
+    assert figures["after_failure"] == figures["before"]
+    assert figures["lines"] == ["alert-1", "alert-2"]
+
+
+async def test_a_file_channel_never_writes_through_a_link(tmp_path: Path) -> None:
+    """The alerts file replaced by a link (to another user's file) is refused, for good."""
+    from test_render import make_alert
+
+    from watcher.config import FileChannel
+    victim = tmp_path / "victim.txt"
+    victim.write_text("theirs\n")
+    (tmp_path / "a.jsonl").symlink_to(victim)
+    sender = make_sender(FileChannel.from_table({"name": "f", "type": "file",
+                                                 "path": "a.jsonl"}), tmp_path, None)
+    with pytest.raises(PermanentDeliveryError, match="symbolic link"):
+        await sender.send([make_alert(1)], "alert-1")
+    assert victim.read_text() == "theirs\n"
 
 
 # ---------------------------------------------------------------- Apprise targets (issue 14.8)

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from watcher.config import FileChannel
 from watcher.model import AlertMessage
-from watcher.notify.base import PermanentDeliveryError, Progress
+from watcher.notify.base import PermanentDeliveryError, Progress, TemporaryDeliveryError
 from watcher.notify.render import json_payload
 
 if TYPE_CHECKING:
     import aiohttp
+
+
+# errors that pass (space freed, a quota raised, the file rotated): retried, not failed
+_PASSING = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EAGAIN,
+                      errno.EINTR})
 
 
 class FileSender:
@@ -33,16 +40,34 @@ class FileSender:
         payload = json_payload(messages, delivery_id)
         line = json.dumps(payload, ensure_ascii=False) + "\n"
         try:
-            await asyncio.to_thread(self._append, line)
+            await asyncio.to_thread(self._append, line.encode())
         except OSError as exc:
-            raise PermanentDeliveryError(self.channel.name,
-                                         f"cannot write {self.path}: {exc.strerror}") from exc
+            reason = f"cannot write {self.path}: {exc.strerror or exc}"
+            if exc.errno in _PASSING:  # a full disk is freed, a quota raised: retry
+                raise TemporaryDeliveryError(self.channel.name, reason) from exc
+            if exc.errno == errno.ELOOP:
+                reason += " (a symbolic link: point the channel's path at the file itself)"
+            raise PermanentDeliveryError(self.channel.name, reason) from exc
 
-    def _append(self, line: str) -> None:
+    def _append(self, data: bytes) -> None:
+        """Append one whole line, or nothing: a failed write is cut back off the file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "a", encoding="utf-8") as fh:
-            fh.write(line)
+        # not through a link (another user's file); a FIFO in its place does not block
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            written = 0
+            try:
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+            except OSError:
+                os.ftruncate(fd, info.st_size)  # no half line for a reader to trip on
+                raise
+        finally:
+            os.close(fd)
 
     async def aclose(self) -> None:
         return None
