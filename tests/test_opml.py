@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import textwrap
 import tomllib
 import xml.etree.ElementTree as ET
@@ -111,6 +112,14 @@ def test_broken_markup_is_recovered_when_lxml_is_there() -> None:
             b"</body></opml>")
     assert [f.url for f in read_opml(data).feeds] == ["https://a.example/rss",
                                                 "https://b.example/rss"]
+
+
+def test_broken_markup_with_its_own_entities_is_an_error_not_a_crash() -> None:
+    pytest.importorskip("lxml")
+    data = (b'<!DOCTYPE opml [<!ENTITY t "Tech">]><opml version="2.0"><body>'
+            b'<outline text="&t;" xmlUrl="https://tech.example/feed"></body></opml>')
+    with pytest.raises(OpmlError, match="not well-formed"):
+        read_opml(data)
 
 
 def test_entities_are_not_expanded_from_outside() -> None:
@@ -248,15 +257,29 @@ HOSTILE_LIST = b"""<?xml version="1.0"?>
   <outline type="rss" text="ci" xmlUrl="https://jenkins.internal/rssAll"/>
   <outline type="rss" text="nas" xmlUrl="http://nas/feed"/>
   <outline type="rss" text="local" xmlUrl="http://LOCALHOST./feed"/>
+  <outline type="rss" text="hex" xmlUrl="http://0x7f.0.0.1:2375/containers/json"/>
+  <outline type="rss" text="short" xmlUrl="http://127.1/feed"/>
+  <outline type="rss" text="octal" xmlUrl="http://0177.0.0.1/feed"/>
+  <outline type="rss" text="rebound" xmlUrl="https://feeds.rebound.example/rss"/>
 </outline></body></opml>"""
 
 
 def test_a_shared_list_cannot_add_feeds_on_private_hosts(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """`watcher feeds import` skips (and names) feeds on loopback, private, link-local and
-    intranet hosts, since a configured feed's own host is trusted; --allow-private adds them."""
+    intranet hosts, IP addresses in legacy forms and names resolving to private addresses,
+    since a configured feed's own host is trusted; --allow-private adds them."""
     from watcher.cli import main
 
+    real = socket.getaddrinfo
+
+    def list_authors_dns(host: str, *args: object, **kwargs: object) -> object:
+        if host == "feeds.rebound.example":  # a public-looking name the list's author runs
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", 0))]
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", list_authors_dns)
     config_path = main_config(tmp_path)
     opml_file = tmp_path / "shared.opml"
     opml_file.write_bytes(HOSTILE_LIST)
@@ -264,10 +287,11 @@ def test_a_shared_list_cannot_add_feeds_on_private_hosts(
     out = capsys.readouterr().out
     assert [f.url for f in load_config(config_path).feeds] == ["https://meduza.io/rss/en/all"]
     skipped = [line for line in out.splitlines() if line.startswith("  skipped ")]
-    assert len(skipped) == 6 and all("--allow-private" in line for line in skipped)
+    assert len(skipped) == 10 and all("--allow-private" in line for line in skipped)
     for private in ("169.254.169.254", "127.0.0.1:2375", "10.0.0.5", "jenkins.internal",
-                    "http://nas/feed", "LOCALHOST./feed"):
+                    "http://nas/feed", "LOCALHOST./feed", "0x7f.0.0.1", "127.1/feed",
+                    "0177.0.0.1", "resolves to 10.1.2.3"):
         assert any(private in line for line in skipped), private
     assert main(["feeds", "import", "--config", str(config_path), "--allow-private",
                  str(opml_file)]) == 0
-    assert len(load_config(config_path).feeds) == 7
+    assert len(load_config(config_path).feeds) == 11

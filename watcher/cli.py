@@ -221,6 +221,7 @@ async def _channel_problems(channels: list[tuple[Path, int, ChannelSettings]],
 def _feeds(args: argparse.Namespace, path: Path) -> int:
     """`watcher feeds import|export`."""
     from watcher.reader import opml
+    from watcher.reader.import_guard import resolving_private
 
     try:
         config = load_config(path, check_secrets=False, check_phrases=False)
@@ -243,6 +244,9 @@ def _feeds(args: argparse.Namespace, path: Path) -> int:
     except (OSError, opml.OpmlError) as exc:
         print(f"watcher feeds import: {args.opml}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if not args.allow_private:
+        read.feeds, resolved_private = resolving_private(read.feeds)
+        read.skipped += resolved_private
     target = config.base_dir / args.to
     try:
         added, skipped = opml.merge_into_feeds_file(target, read.feeds,

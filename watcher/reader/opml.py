@@ -26,7 +26,6 @@ export bug, is read as "&amp;"; other malformed XML goes to lxml's recovering pa
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tempfile
@@ -43,6 +42,7 @@ import tomli
 import tomli_w
 
 from watcher.config import FeedSettings, validate_feed
+from watcher.reader.import_guard import private_host
 
 WATCHER_NS = "https://github.com/watcher-rss/watcher/opml"
 MINIFLUX_NS = "https://miniflux.app/opml"
@@ -126,7 +126,10 @@ def _recover(data: bytes) -> ET.Element | None:
         return None
     if tree is None:
         return None
-    return ET.fromstring(etree.tostring(tree))
+    try:  # ElementTree reads lxml's output without its DTD: an entity it defined is unknown
+        return ET.fromstring(etree.tostring(tree))
+    except ET.ParseError:
+        return None
 
 
 def _local(name: str) -> str:
@@ -214,27 +217,6 @@ def _http_url(url: str) -> str | None:
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         return None
     return url
-
-
-_INTRANET_SUFFIXES = (".localhost", ".local", ".internal", ".intranet", ".lan", ".home.arpa",
-                      ".corp", ".home")
-
-
-def private_host(url: str) -> str | None:
-    """Why a feed URL's host looks private (the skip reason), or None for a public one."""
-    host = (urlsplit(url).hostname or "").rstrip(".").lower()
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        if host == "localhost" or "." not in host or host.endswith(_INTRANET_SUFFIXES):
-            return (f"{host!r} looks like a local or intranet name "
-                    "(import with --allow-private if you mean it)")
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_global:
-        return None
-    return f"{ip} is not a public address (import with --allow-private if you mean it)"
 
 
 def clean(text: str) -> str:
