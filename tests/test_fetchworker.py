@@ -211,9 +211,10 @@ async def test_a_reload_that_changes_fetch_workers_says_it_needs_a_restart(
     url = feed_server.set_feed("a.xml", ITEMS)
     path = tmp_path / "watcher.toml"
 
-    def write(workers: int) -> None:
+    def write(workers: int, limits: str = "") -> None:
         path.write_text(daemon_config([url], "http://127.0.0.1:9/hook", KURSK).replace(
-            "[watcher]\n", f'[watcher]\nembedding = "none"\nfetch_workers = {workers}\n'))
+            "[watcher]\n", f'[watcher]\nembedding = "none"\nfetch_workers = {workers}\n'
+                          f"{limits}"))
 
     write(2)
     daemon = Daemon(path)
@@ -226,6 +227,12 @@ async def test_a_reload_that_changes_fetch_workers_says_it_needs_a_restart(
         assert await daemon._reload_guarded("test")
         assert "fetch_workers changes take effect after a restart" in caplog.text
         assert daemon.runtime.feed_fetcher is running  # the workers fetch on until then
+        # so do the limits the fetcher and its workers were built with: said, not ignored
+        write(0, 'timeout = "5s"\nmax_bytes = 1000\nper_host = 1\n')
+        assert await daemon._reload_guarded("test")
+        for key in ("timeout", "max_bytes", "per_host"):
+            assert f"[watcher] {key} changes take effect after a restart" in caplog.text
+        assert "concurrency changes" not in caplog.text
     finally:
         await daemon._shutdown()
 

@@ -178,8 +178,9 @@ class Runtime:
         try:
             if config.watcher.embedding != self.embedding.spec:
                 log.warning("[watcher] embedding changes take effect after a restart")
-            if config.watcher.fetch_workers != self.config.watcher.fetch_workers:
-                log.warning("[watcher] fetch_workers changes take effect after a restart")
+            for key in _RESTART_KEYS:
+                if getattr(config.watcher, key) != getattr(self.config.watcher, key):
+                    log.warning(f"[watcher] {key} changes take effect after a restart")
             rules = await build_rules(config, self.embedding)
             await self.sync_feeds(config)
         except BaseException:
@@ -210,6 +211,10 @@ class Runtime:
                 await self.store.close()
             except StoreError as exc:
                 log.warning("the state store did not close cleanly", extra={"reason": str(exc)})
+
+
+# [watcher] keys the running fetcher (and its worker processes) were built with
+_RESTART_KEYS = ("fetch_workers", "timeout", "max_bytes", "concurrency", "per_host")
 
 
 async def _close_senders(senders: Iterable[Sender]) -> None:
