@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,6 +24,10 @@ from watcher.config import Config, load_config
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 DATA = Path(__file__).parent / "data"
+
+# Files the tests write get a typical install's modes (0644, folders 0755) whatever the
+# runner's umask: `watcher check` warns about config files other users may write.
+os.umask(0o022)
 
 # Property tests check what a function returns, not how fast: hypothesis's default 200 ms
 # deadline per example failed a run on a busy 2-core machine (tests do not time things).

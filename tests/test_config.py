@@ -158,6 +158,31 @@ def test_a_password_is_never_sent_over_plain_smtp_to_another_machine(
         assert "channels[1]" in problem and "unencrypted" in problem and host in problem
 
 
+def test_files_other_users_may_write_or_read_are_warned_about(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever may edit the config (or drop a file into an include's folder) adds feeds and
+    channels to a daemon that picks edits up by itself; a secret file is for its owner."""
+    (tmp_path / "feeds.d").mkdir()
+    write(tmp_path, '[[feeds]]\nurl = "https://a.example/rss"\n', "feeds.d/a.toml")
+    (tmp_path / "hook.key").write_text("s3cret\n")
+    body = 'include = ["feeds.d/*.toml"]\n' + VALID.replace(
+        'url = "http://127.0.0.1:9000/hook"',
+        'url = "http://127.0.0.1:9000/hook"\nsecret_file = "hook.key"')
+    main = write(tmp_path, body)
+    (tmp_path / "hook.key").chmod(0o600)
+    assert load_config(main).warnings == ()
+    main.chmod(0o666)
+    (tmp_path / "feeds.d").chmod(0o777)
+    (tmp_path / "hook.key").chmod(0o644)
+    warnings = load_config(main).warnings
+    assert len(warnings) == 3
+    assert warnings[0].startswith(f"{main}: the config file is writable by other users "
+                                  "(mode 0666)")
+    assert warnings[1].startswith(f"{tmp_path / 'feeds.d'}: the config folder is writable")
+    assert warnings[2] == (f"{main}: channels[0].secret_file: {tmp_path / 'hook.key'} is "
+                           "readable by other users (mode 0644); chmod go-r")
+
+
 def test_includes_merge_feeds_and_errors_name_the_included_file(tmp_path: Path) -> None:
     (tmp_path / "feeds.d").mkdir()
     write(tmp_path, '[[feeds]]\nurl = "https://a.example/rss"\n', "feeds.d/a.toml")

@@ -155,3 +155,33 @@ def _secret_url_problems(path: Path, file: Path, i: int, ch: WebhookChannel) -> 
     if not url.startswith(("http://", "https://")):
         return [f"{file}: channels[{i}].{key}: expected it to hold an http:// or https:// URL"]
     return []
+
+
+def _permission_warnings(path: Path, files: list[Path], c: _Collected) -> list[str]:
+    """Config files (and the folders an include reads) other users may write, and secret
+    files they may read: whoever edits the config adds feeds and channels, and a running
+    daemon picks the edit up by itself."""
+    out: list[str] = []
+    folders = {f.parent for f in files[1:]}
+    for target, what in [*((f, "file") for f in files), *((d, "folder") for d in folders)]:
+        mode = _mode(target)
+        if mode is not None and mode & 0o022:
+            out.append(f"{target}: the config {what} is writable by other users (mode "
+                       f"{mode:04o}): they could add feeds and channels; chmod go-w")
+    for file, i, ch in c.channels:
+        for key in ("password_file", "secret_file", "url_file", "urls_file"):
+            name = getattr(ch, key, "")
+            secret = secret_path(name, path.parent) if name else None
+            mode = _mode(secret) if secret else None
+            if mode is not None and mode & 0o044:
+                out.append(f"{file}: channels[{i}].{key}: {secret} is readable by other "
+                           f"users (mode {mode:04o}); chmod go-r")
+    return out
+
+
+def _mode(target: Path) -> int | None:
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        return None
+
