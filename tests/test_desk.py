@@ -463,6 +463,55 @@ async def test_the_playground_names_the_key_of_a_bad_topic(world: World) -> None
     assert (await world.post("/playground", {"toml": "any = []"}))[0] == 403
 
 
+async def test_the_playground_refuses_a_topic_too_big_or_deep_to_try(world: World) -> None:
+    """One try runs every phrase against every stored entry: a topic of a thousand phrases
+    held the daemon's CPU for minutes; one nested thousands deep crashed the handler."""
+    token = await world.csrf("/playground")
+    phrases = ", ".join(f'"Kursk * evacuation * {n}"' for n in range(101))
+    status, page, _ = await world.post("/playground", {"csrf": token,
+                                                       "toml": f"any = [{phrases}]\n"})
+    assert status == 200 and "up to 100 phrases and examples (this one has 101)" in page
+    deep = f'any = ["Kursk"]\nquery = "{"(" * 3000}Kursk{")" * 3000}"\n'
+    status, page, _ = await world.post("/playground", {"csrf": token, "toml": deep})
+    assert status == 200 and "nested too deeply" in page
+    status, page, _ = await world.post("/playground", {"csrf": token,
+                                                       "toml": "a = " + "[" * 5000})
+    assert status == 200 and ("nested too deeply" in page or "not valid TOML" in page)
+
+
+async def test_the_playground_lists_the_first_matches_and_counts_them_all(
+        make_world: Maker, monkeypatch: pytest.MonkeyPatch) -> None:
+    from watcher.desk import playground
+
+    monkeypatch.setattr(playground, "SHOWN", 2)
+    w: World = await make_world()
+    hits = [entry(f"m{i}", f"Kursk evacuation, convoy {i}") for i in range(5)]
+    await record_story(w.store, "s-m", "kursk", hits[:1], at=NOW - timedelta(hours=3),
+                       extra_seen=tuple(hits[1:]))
+    token = await w.csrf("/playground")
+    status, page, _ = await w.post("/playground", {"csrf": token,
+                                                   "toml": 'any = ["Kursk evacuation"]\n'})
+    assert status == 200 and "5 matches among 5 entries (the first 2 listed)" in page
+    assert page.count("<mark>Kursk evacuation</mark>, convoy") == 2
+    monkeypatch.setattr(playground, "TIME_BUDGET", 0.0)  # a try over its time stops, says so
+    status, page, _ = await w.post("/playground", {"csrf": token,
+                                                   "toml": 'any = ["Kursk evacuation"]\n'})
+    assert status == 200 and "Stopped after 0 entries" in page
+
+
+async def test_odd_numbers_in_a_query_are_a_bad_request_not_a_crash(world: World) -> None:
+    for path in ("/api/stories?limit=%C2%B2", "/api/stories?limit=" + "9" * 5000,
+                 "/api/stories?since=99999999d"):
+        status, body, r = await world.get(path)
+        assert status == 400, (path, body)
+        assert "Content-Security-Policy" in r.headers
+    token = await world.csrf("/playground")
+    for days in ("\u00b2", "9" * 5000):
+        status, _, _ = await world.post("/playground", {"csrf": token, "days": days,
+                                                        "toml": 'any = ["Kursk"]\n'})
+        assert status == 200
+
+
 async def test_the_playground_starts_from_a_configured_topic(world: World) -> None:
     _, page, _ = await world.get("/playground?topic=kursk")
     area = page[page.index("<textarea"):page.index("</textarea>")]

@@ -291,6 +291,50 @@ async def test_an_old_or_forged_cookie_is_refused(make_world: Maker,
     assert await with_cookie(w, cookie) == 401
 
 
+def outward_address() -> str | None:
+    """This machine's address on its default route (None: it has only loopback)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: it only picks the route
+        return str(probe.getsockname()[0])
+    except OSError:
+        return None
+    finally:
+        probe.close()
+
+
+async def test_a_reload_never_opens_a_desk_that_listens_beyond_loopback(
+        write_config: ConfigWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The address changes at a restart only, so a reload dropping the token ("local only
+    now") keeps it; and an open desk answers no remote client whatever Host it sends."""
+    address = outward_address()
+    if address is None or address.startswith("127."):
+        pytest.skip("this machine has no address but loopback")
+    monkeypatch.setenv("DESK_TOKEN", TOKEN)
+    with_token = write_config(CONFIG.replace("[watcher]",
+                                             '[watcher]\nweb_token_env = "DESK_TOKEN"'))
+    store = SqliteStore(tmp_path / "x.db")
+    await store.open()
+    desk = Desk(with_token, store, address=f"{address}:0")
+    await desk.start()
+    try:
+        local_only = write_config(CONFIG)
+        with pytest.raises(DeskError, match="until a restart"):
+            desk.reload(local_only)
+        assert desk.config is local_only  # topics and feeds are reloaded all the same
+        async with aiohttp.ClientSession() as session:
+            async with session.get(desk.url + "/api/feeds",
+                                   headers={"Host": "127.0.0.1"}) as r:
+                assert r.status == 401
+            desk.guard.set_token("")  # were it ever open on such a socket
+            async with session.get(desk.url + "/api/feeds",
+                                   headers={"Host": "127.0.0.1"}) as r:
+                assert r.status == 421
+    finally:
+        await desk.close()
+        await store.close()
+
+
 async def test_revoked_cookies_are_forgotten_once_expired(make_world: Maker,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:

@@ -122,10 +122,7 @@ class ConfigReload:
             try:
                 self.desk.reload(new)
             except DeskError as exc:
-                log.error(
-                    "desk: new token unreadable; keeping the previous one",
-                    extra={"reason": str(exc)},
-                )
+                log.error("desk: keeping the previous token", extra={"reason": str(exc)})
         if new.watcher.web != old.watcher.web:
             log.warning("[watcher] web changes take effect after a restart")
 

@@ -70,6 +70,8 @@ def parse_since(text: str | None, now: datetime) -> datetime | None:
         return now - parse_duration(text)
     except ValueError:
         pass
+    except OverflowError:  # "99999999d": before the first year
+        raise BadQuery(f"since: {text!r} reaches back past year 1") from None
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
@@ -81,6 +83,7 @@ def parse_since(text: str | None, now: datetime) -> datetime | None:
 def parse_limit(text: str | None, default: int) -> int:
     if not text:
         return default
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    if not (text.isascii() and text.isdigit() and len(text) <= 6) \
+            or not 1 <= int(text) <= MAX_LIMIT:
         raise BadQuery(f"limit: expected a number from 1 to {MAX_LIMIT}, got {text!r}")
     return int(text)

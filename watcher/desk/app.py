@@ -11,6 +11,7 @@ JSON API), over base.py (rendering, forms, topics).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -115,6 +116,7 @@ class Desk(PageViews, AuthViews, PlaygroundViews, ApiViews):
         self.on_retry = on_retry or (lambda: None)
         self.templates = environment()
         self._runner: web.AppRunner | None = None
+        self.trying = asyncio.Semaphore(1)  # one playground try at a time (CPU, memory)
 
     # --- lifecycle ---
 
@@ -176,9 +178,14 @@ class Desk(PageViews, AuthViews, PlaygroundViews, ApiViews):
             await runner.cleanup()
 
     def reload(self, config: Config) -> None:
-        """Use a reloaded config (topics, feeds, token); the address needs a restart."""
-        self.guard.set_token(read_token(config))
+        """Use a reloaded config (topics, feeds, token); the address needs a restart, so a
+        desk listening beyond loopback keeps its token until then (DeskError says so)."""
         self.config = config
+        token = read_token(config)
+        if not token and not listens_on_loopback(self.host):
+            raise DeskError(f"the desk listens on {self.host} until a restart, which needs "
+                            "a token: the previous one stays")
+        self.guard.set_token(token)
 
     # --- plumbing ---
 
@@ -189,6 +196,10 @@ class Desk(PageViews, AuthViews, PlaygroundViews, ApiViews):
         except web.HTTPException as exc:
             exc.headers.update(HEADERS)
             raise
+        except Exception:  # a bug: logged, and the answer keeps the security headers
+            log.exception("desk: request failed", extra={"path": request.path})
+            response = web.Response(status=500, text="500: the desk failed on this request "
+                                                     "(see the daemon's log)")
         response.headers.update(HEADERS)
         return response
 

@@ -9,6 +9,7 @@ configured feed as `watcher status` shows it, for the feeds page and /api/feeds)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -45,6 +46,7 @@ class DeskBase:
     embedding: Embedding | None  # the daemon's model, for topics by meaning
     on_retry: Callable[[], None]
     templates: Environment
+    trying: asyncio.Semaphore  # one playground try at a time
 
     def render(self, request: web.Request, name: str, *, code: int = 200,
                **context: Any) -> web.Response:

@@ -9,6 +9,7 @@ TOML into their config.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,8 @@ MAX_CHARS = 64 * 1024
 MAX_ENTRIES = 20_000  # entries one try looks at (the newest)
 NEAR_MARGIN = 15.0  # points under a threshold that still count as a near miss
 SHOWN = 100  # matches and near misses listed
+MAX_PHRASES = 100  # phrases and examples of one tried topic (each costs every entry a pass)
+TIME_BUDGET = 10.0  # seconds one try may take; then it stops and says how far it got
 SNIPPET = 240
 Segments = list[tuple[str, bool]]  # text pieces, marked or not
 
@@ -54,7 +57,8 @@ class Shown:
 class Result:
     toml: str  # the topic as it validated, to copy into the config
     entries: int = 0  # entries tried (of the topic's feeds)
-    matches: list[Shown] = field(default_factory=list)
+    matches: list[Shown] = field(default_factory=list)  # the first SHOWN
+    match_count: int = 0
     near: list[Shown] = field(default_factory=list)
     notice: str = ""
 
@@ -69,6 +73,8 @@ def parse_topic(text: str, config: Config) -> tuple[TopicSettings | None, dict[s
         data = tomli.loads(text)
     except tomli.TOMLDecodeError as exc:
         return None, {}, [f"{SOURCE}: not valid TOML: {exc}"]
+    except RecursionError:
+        return None, {}, [f"{SOURCE}: the TOML is nested too deeply"]
     if "topics" in data:
         tables = data.pop("topics")
         if data or not isinstance(tables, list) or len(tables) != 1:
@@ -81,15 +87,24 @@ def parse_topic(text: str, config: Config) -> tuple[TopicSettings | None, dict[s
     raw = {"name": "playground", **raw}
     problems: list[str] = []
     collected = _Collected()
-    _collect(SOURCE, {"topics": [raw]}, collected, problems, {"topics"})
-    collected.raw["channels"] = [(config.path, i, {"name": c.name})
-                                 for i, c in enumerate(config.channels)]
-    collected.raw["feeds"] = [(config.path, i, {"name": f.name, "tags": list(f.tags)})
-                              for i, f in enumerate(config.feeds)]
-    _cross_check(collected, problems)
+    try:
+        _collect(SOURCE, {"topics": [raw]}, collected, problems, {"topics"})
+        collected.raw["channels"] = [(config.path, i, {"name": c.name})
+                                     for i, c in enumerate(config.channels)]
+        collected.raw["feeds"] = [(config.path, i, {"name": f.name, "tags": list(f.tags)})
+                                  for i, f in enumerate(config.feeds)]
+        _cross_check(collected, problems)
+    except RecursionError:  # a query nested thousands of parentheses deep
+        return None, raw, [f"{SOURCE}: the topic is nested too deeply"]
     if problems or not collected.topics:
         return None, raw, problems
-    return collected.topics[0][2], raw, []
+    topic = collected.topics[0][2]
+    count = sum(len(phrases) for phrases in (topic.any, topic.all, topic.none, topic.like,
+                                             topic.unlike))
+    if count > MAX_PHRASES:
+        return None, raw, [f"{SOURCE}: the playground tries topics of up to {MAX_PHRASES} "
+                           f"phrases and examples (this one has {count})"]
+    return topic, raw, []
 
 
 def topic_toml(raw: dict[str, Any]) -> str:
@@ -140,7 +155,12 @@ def evaluate(topic: TopicSettings, raw: dict[str, Any], config: Config,
     result = Result(toml=topic_toml(raw))
     near: list[Shown] = []
     unembedded = 0
-    for recent in entries[:MAX_ENTRIES]:
+    deadline = time.monotonic() + TIME_BUDGET
+    stopped: int | None = None
+    for n, recent in enumerate(entries[:MAX_ENTRIES]):
+        if n % 64 == 0 and time.monotonic() > deadline:
+            stopped = n
+            break
         entry = recent.entry
         if not watches(topic, feeds.get(entry.feed_url) or FeedSettings(url=entry.feed_url)):
             continue
@@ -150,14 +170,19 @@ def evaluate(topic: TopicSettings, raw: dict[str, Any], config: Config,
         unembedded += use is not matcher
         found = use.match(entry, vector=vector)
         if found:
-            result.matches.append(_shown(recent, found[0].score, found[0].hits))
+            result.match_count += 1
+            if len(result.matches) < SHOWN:
+                result.matches.append(_shown(recent, found[0].score, found[0].hits))
         else:
             near.extend(_near(recent, miss)
                         for miss in use.near(entry, vector=vector, margin=NEAR_MARGIN))
-    result.matches = result.matches[:SHOWN]
-    near.sort(key=lambda n: (n.reason != "below threshold", n.threshold - n.score))
-    result.near = near[:SHOWN]
+            if len(near) > 4 * SHOWN:  # memory stays bounded whatever the topic catches
+                near = _closest(near)
+    result.near = _closest(near)
     notes = [notice]
+    if stopped is not None:
+        notes.append(f"Stopped after {stopped} entries ({TIME_BUDGET:g} s): narrow the "
+                     "topic's feeds or days to try the rest.")
     if unembedded:
         notes.append(f"{unembedded} entries were stored without an embedding of this model: "
                      "matched on the topic's keywords alone.")
@@ -165,6 +190,12 @@ def evaluate(topic: TopicSettings, raw: dict[str, Any], config: Config,
         notes.append(f"Only the newest {MAX_ENTRIES} entries were tried.")
     result.notice = " ".join(filter(None, notes))
     return result
+
+
+def _closest(near: list[Shown]) -> list[Shown]:
+    """The SHOWN near misses closest to matching (below threshold first)."""
+    return sorted(near, key=lambda n: (n.reason != "below threshold",
+                                       n.threshold - n.score))[:SHOWN]
 
 
 def _same_model(recent: RecentEntry, embedder: Any) -> bool:

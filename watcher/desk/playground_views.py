@@ -35,14 +35,20 @@ class PlaygroundViews(DeskBase):
         text = str(form.get("toml") or "")
         max_days = playground.default_days(self.config)
         days_text = str(form.get("days") or "")
-        days = min(max_days, max(1, int(days_text))) if days_text.isdigit() else max_days
+        days = min(max_days, max(1, int(days_text))) if days_text.isascii() \
+            and days_text.isdigit() and len(days_text) <= 6 else max_days
         topic, raw, problems = playground.parse_topic(text, self.config)
         result = None
         if topic is not None:
-            now = datetime.now(UTC)
-            entries = await self.source.recent_entries(now - timedelta(days=days),
-                                                       playground.MAX_ENTRIES + 1)
-            result = await self._evaluate(topic, raw, entries)
+            if self.trying.locked():  # tries are CPU-bound: one at a time
+                raise web.HTTPServiceUnavailable(
+                    text="another playground try is running: try again in a moment",
+                    headers={"Retry-After": "10"})
+            async with self.trying:
+                now = datetime.now(UTC)
+                entries = await self.source.recent_entries(now - timedelta(days=days),
+                                                           playground.MAX_ENTRIES + 1)
+                result = await self._evaluate(topic, raw, entries)
             if not entries:
                 result.notice = " ".join(filter(None, [
                     result.notice, "The store holds no entries of these days yet "

@@ -59,9 +59,12 @@ def is_loopback(host: str) -> bool:
     if host in LOOPBACK_NAMES or (host.endswith(".localhost") and _HOST_NAME.fullmatch(host)):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # a dual-stack socket's view of 127.0.0.1
+    return ip.is_loopback
 
 
 def listens_on_loopback(host: str) -> bool:
@@ -127,9 +130,12 @@ class Guard:
         return not self.token
 
     def host_allowed(self, request: web.Request) -> bool:
-        """A request for a host we serve: with no token, a loopback name or the bound one."""
+        """A request for a host we serve: with no token, a loopback name or the bound one,
+        from a loopback address (whatever Host header a remote client sends)."""
         if not self.open:
             return True
+        if request.remote and not is_loopback(request.remote):
+            return False
         host = host_of(request.headers.get("Host", ""))
         return is_loopback(host) or host == self.bind_host
 
@@ -206,7 +212,8 @@ class Guard:
 def _issued(cookie: str) -> int | None:
     """When a session cookie says it was issued (None when it is not shaped like one)."""
     parts = cookie.split(".")
-    if len(parts) != 3 or not all(parts) or not (parts[0].isascii() and parts[0].isdigit()):
+    if len(parts) != 3 or not all(parts) or not (parts[0].isascii() and parts[0].isdigit()
+                                                  and len(parts[0]) <= 12):
         return None
     return int(parts[0])
 
