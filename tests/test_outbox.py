@@ -422,10 +422,10 @@ async def test_a_relay_refusing_everything_fails_the_digest_without_a_message_ea
     assert sum("sending it in halves" in r.getMessage() for r in caplog.records) == 1
 
 
-async def test_a_failing_channel_is_tried_once_a_pass_and_holds_no_other_channel(
+async def test_a_failing_channel_is_tried_twice_a_pass_and_holds_no_other_channel(
         store: SqliteStore, receiver: WebhookReceiver,
         session: aiohttp.ClientSession) -> None:
-    """A receiver that fails (here 503) costs one attempt a pass, not one per owed alert:
+    """A receiver that fails (here 503) costs two attempts a pass, not one per owed alert:
     the other alerts wait with it, their attempts unchanged, and come when it is back."""
     await owe(store, "hook", 5)
     with SmtpSink() as sink:
@@ -435,16 +435,46 @@ async def test_a_failing_channel_is_tried_once_a_pass_and_holds_no_other_channel
             "from": "watcher@example.org", "host": "127.0.0.1", "port": sink.port})
         outbox = Outbox(store, {"hook": make_sender(hook(receiver.url), Path("."), session),
                                 "mail": make_sender(mail, Path("."), session)}, clock=clock)
-        receiver.script(503)
+        receiver.script(503, 503)
         assert await outbox.deliver_due() == 2
-        assert len(sink.messages) == 2 and len(receiver.requests) == 1
+        assert len(sink.messages) == 2 and len(receiver.requests) == 2
     rows = store.db.execute("SELECT attempts, last_error FROM alerts WHERE channel = 'hook' "
                             "ORDER BY attempts DESC").fetchall()
-    assert [attempts for attempts, _ in rows] == [1, 0, 0, 0, 0]
+    assert [attempts for attempts, _ in rows] == [1, 1, 0, 0, 0]
     assert all("503" in error for _, error in rows)
     store.db.execute("UPDATE alerts SET next_attempt_at = 0")  # as time passing would
     assert await outbox.deliver_due() == 5  # the receiver answers 200 again
-    assert len({r.json["alert_id"] for r in receiver.requests[1:]}) == 5
+    assert len({r.json["alert_id"] for r in receiver.requests[2:]}) == 5
+
+
+async def test_an_alert_failing_alone_holds_no_other_back(
+        store: SqliteStore, receiver: WebhookReceiver,
+        session: aiohttp.ClientSession) -> None:
+    """One alert a receiver keeps refusing for a while (its payload), first in the queue
+    every pass: the alerts after it are delivered all the same."""
+    ids = await owe(store, "hook", 5)
+    outbox = Outbox(store, {"hook": make_sender(hook(receiver.url), Path("."), session)},
+                    clock=clock)
+    for _ in range(3):
+        receiver.script(503)  # the first alert of the pass (alert-a0, the oldest)
+        await outbox.deliver_due()
+        store.db.execute("UPDATE alerts SET next_attempt_at = 0 WHERE status = 'owed'")
+    delivered = {r.json["alert_id"] for r in receiver.requests if r.status == 200}
+    assert delivered == set(ids[1:])
+    [(attempts,)] = store.db.execute("SELECT attempts FROM alerts WHERE status = 'owed'")
+    assert attempts == 3
+
+
+async def test_a_channel_failing_in_one_batch_is_not_tried_in_the_next(
+        store: SqliteStore, receiver: WebhookReceiver,
+        session: aiohttp.ClientSession) -> None:
+    ids = await owe(store, "hook", BATCH + 50)
+    outbox = Outbox(store, {"hook": make_sender(hook(receiver.url), Path("."), session)},
+                    clock=clock)
+    receiver.script(503, 503, 503, 503)
+    assert await outbox.deliver_due() == 0
+    # one pass: the two oldest tried, then the rest of every batch waits untried
+    assert sorted(r.json["alert_id"] for r in receiver.requests) == sorted(ids)[:2]
 
 
 async def test_due_but_claimed_elsewhere_is_looked_at_the_idle_pace(

@@ -3,9 +3,10 @@
 An alert row is written in the same transaction that records its match, so it is either owed
 or was never owed. This worker is the only place that changes its delivery state.
 
-A channel that fails for a while (a timeout, a 503) is tried once a pass: the alerts after
-the failed one wait with it, untried, so a dead receiver costs one timeout a pass instead
-of one per owed alert, which every other channel's alerts would wait for. A digest refused
+A channel that fails for a while (a timeout, a 503) is tried twice a pass: once two alerts
+in a row fail, the rest wait with them, untried, so a dead receiver costs two timeouts a
+pass instead of one per owed alert, which every other channel's alerts would wait for; an
+alert that fails alone (its own content) holds no other back. A digest refused
 for good is sent again in halves, to fail only the alert a relay's filter refuses.
 
 When the store fails (a full disk, a lock, PostgreSQL away) delivery pauses: the worker
@@ -92,6 +93,7 @@ class Outbox:
         self.paused: str | None = None  # why delivery is paused (the store error), or None
         self.pause = 0.0  # seconds of the current pause; doubles while the store fails
         self._claimed_none = False  # the last pass found nothing it could claim
+        self._failing: dict[str, _Sent] = {}  # channels failing in this pass, and how
 
     def configure(self, senders: Mapping[str, Sender], digest_channels: set[str],
                   retry_base: timedelta = timedelta(seconds=15)) -> None:
@@ -152,6 +154,7 @@ class Outbox:
         """One pass over everything due now; returns how many alerts were delivered."""
         delivered = 0
         self._claimed_none = True
+        self._failing = {}
         while True:
             due = await self.store.due_alerts(self.clock(), BATCH)
             if not due:
@@ -179,29 +182,40 @@ class Outbox:
             log.warning("alerts owed to a missing channel", extra={
                 "channel": channel, "owed": len(alerts)})
             return 0
+        if (failing := self._failing.get(channel)) is not None:  # in an earlier batch
+            await self._defer(channel, alerts, failing)
+            return 0
         if channel in self.digest_channels:
             outcome = await self._attempt(channel, sender, alerts, digest_id(alerts))
             if isinstance(outcome, PermanentDeliveryError):
                 return await self._isolate(channel, sender, alerts, outcome)
+            if outcome.retry_at is not None:
+                self._failing[channel] = outcome
             return outcome.delivered
-        delivered = 0
+        delivered, failed_before = 0, False
         for n, alert in enumerate(alerts):
             outcome = await self._attempt(channel, sender, [alert], alert.id)
             if isinstance(outcome, PermanentDeliveryError):
                 await self._fail(channel, [alert], alert.id, outcome)
                 continue
             delivered += outcome.delivered
-            if outcome.retry_at is not None:  # the channel is failing: the rest wait with it
+            if outcome.retry_at is None:
+                failed_before = False
+            elif failed_before:  # two in a row: the channel fails, not one alert
+                self._failing[channel] = outcome
                 await self._defer(channel, alerts[n + 1:], outcome)
                 break
+            else:  # maybe this alert's own trouble: the next one is tried all the same
+                failed_before = True
         return delivered
 
     async def _defer(self, channel: str, alerts: list[OwedAlert], failed: _Sent) -> None:
-        """Alerts not tried because their channel has just failed: each attempt could cost
-        the channel's whole timeout, and every other channel's alerts wait for the pass."""
+        """Alerts not tried because their channel has just failed twice in a row: each
+        attempt could cost the channel's whole timeout, and every other channel's alerts
+        wait for the pass."""
         if alerts:
             await self.store.mark_retry([a.id for a in alerts],
-                                        f"not tried: the alert before failed ({failed.reason})",
+                                        f"not tried: the channel is failing ({failed.reason})",
                                         failed.retry_at or self.clock(), tried=False)
             log.info("alerts wait for their failing channel", extra={
                 "channel": channel, "deferred": len(alerts)})
