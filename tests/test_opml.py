@@ -261,6 +261,8 @@ HOSTILE_LIST = b"""<?xml version="1.0"?>
   <outline type="rss" text="short" xmlUrl="http://127.1/feed"/>
   <outline type="rss" text="octal" xmlUrl="http://0177.0.0.1/feed"/>
   <outline type="rss" text="rebound" xmlUrl="https://feeds.rebound.example/rss"/>
+  <outline type="rss" text="nat64" xmlUrl="http://[64:ff9b::a9fe:a9fe]/latest/meta-data/"/>
+  <outline type="rss" text="sitelocal" xmlUrl="http://[fec0::1]/feed"/>
 </outline></body></opml>"""
 
 
@@ -287,11 +289,11 @@ def test_a_shared_list_cannot_add_feeds_on_private_hosts(
     out = capsys.readouterr().out
     assert [f.url for f in load_config(config_path).feeds] == ["https://meduza.io/rss/en/all"]
     skipped = [line for line in out.splitlines() if line.startswith("  skipped ")]
-    assert len(skipped) == 10 and all("--allow-private" in line for line in skipped)
+    assert len(skipped) == 12 and all("--allow-private" in line for line in skipped)
     for private in ("169.254.169.254", "127.0.0.1:2375", "10.0.0.5", "jenkins.internal",
                     "http://nas/feed", "LOCALHOST./feed", "0x7f.0.0.1", "127.1/feed",
-                    "0177.0.0.1", "resolves to 10.1.2.3"):
+                    "0177.0.0.1", "resolves to 10.1.2.3", "64:ff9b::a9fe:a9fe", "fec0::1"):
         assert any(private in line for line in skipped), private
     assert main(["feeds", "import", "--config", str(config_path), "--allow-private",
                  str(opml_file)]) == 0
-    assert len(load_config(config_path).feeds) == 11
+    assert len(load_config(config_path).feeds) == 13

@@ -228,11 +228,32 @@ async def test_a_name_once_public_is_never_pinned_to_a_private_address(
 @pytest.mark.parametrize("address", ["169.254.169.254", "fe80::1"])
 async def test_a_name_resolving_to_a_link_local_address_is_never_pinned(
         monkeypatch: pytest.MonkeyPatch, address: str) -> None:
-    """A cloud's metadata service (169.254.169.254) is never an intranet feed's address."""
+    """A cloud's metadata service (169.254.169.254) is never an intranet feed's address;
+    a LAN name's private address beside its link-local one still is."""
     answers(monkeypatch, "metadata.test", [address])
     fetcher = Fetcher(timeout=1)
     try:
         assert await fetcher._private_addresses("metadata.test") == frozenset()
+        monkeypatch.undo()
+        answers(monkeypatch, "nas.test", ["192.168.1.20", address])
+        assert await fetcher._private_addresses("nas.test") == {
+            ipaddress.ip_address("192.168.1.20")}
+    finally:
+        await fetcher.aclose()
+
+
+async def test_a_name_seen_public_is_trusted_as_intranet_again_a_day_later(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A feed's host really moved into the intranet is not refused forever."""
+    answers(monkeypatch, "moved.test", ["93.184.215.14"], ["10.1.2.3"])
+    monkeypatch.setattr(fetch_module, "TRUST_TTL", 0.0)
+    fetcher = Fetcher(timeout=1)
+    try:
+        assert await fetcher._private_addresses("moved.test") == frozenset()
+        assert await fetcher._private_addresses("moved.test") == frozenset()  # within a day
+        monkeypatch.setattr(fetch_module, "PUBLIC_MEMORY", 0.0)  # a day has passed
+        assert await fetcher._private_addresses("moved.test") == {
+            ipaddress.ip_address("10.1.2.3")}
     finally:
         await fetcher.aclose()
 

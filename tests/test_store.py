@@ -27,7 +27,7 @@ from watcher.model import (
     StoryMember,
     fingerprint_conflicts,
 )
-from watcher.reader.parse import parse_feed
+from watcher.reader.parse import canonical_link, parse_feed
 from watcher.store import Store, StoreError, open_store
 from watcher.store.base import DELIVERY_LEASE
 
@@ -232,6 +232,7 @@ async def test_a_feeds_huge_guid_or_link_is_stored_and_known_again(stores: Store
     entries = parse_feed(doc, "http://a.test/f").entries
     assert all(len(e.key.encode()) <= 1024 and len((e.canonical_link or "").encode()) <= 1024
                for e in entries)
+    assert len(canonical_link(f"https://news.test:99999/{huge}") or "") <= 1024  # no port
     store = await stores()
     await store.story_events(T0 - timedelta(days=1))
     await store.record_poll(_poll("http://a.test/f", *entries), _decider("topic", []))

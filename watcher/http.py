@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import re
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -10,6 +11,32 @@ from urllib.parse import urlsplit
 from watcher import __version__
 
 USER_AGENT = f"watcher/{__version__} (+https://github.com/watcher-rss/watcher; RSS monitor)"
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def address_kind(ip: IPAddress) -> str | None:
+    """What kind of non-public address this is ('loopback', 'private'...), None if public.
+
+    IPv6 addresses standing for IPv4 ones are judged by those: mapped (::ffff:127.0.0.1),
+    NAT64 (64:ff9b::/96) and 6to4 (2002::/16)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return address_kind(ip.ipv4_mapped)
+        if ip in _NAT64:
+            return address_kind(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if ip.sixtofour is not None and (kind := address_kind(ip.sixtofour)) is not None:
+            return kind
+    site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local  # fec0::/10
+    for kind, flag in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
+                       ("site-local", site_local),
+                       ("multicast", ip.is_multicast), ("unspecified", ip.is_unspecified),
+                       ("reserved", ip.is_reserved), ("private", ip.is_private)):
+        if flag:
+            return kind
+    return None if ip.is_global else "non-global"
 
 
 # The longest wait a server's Retry-After can impose (a feed's host, a receiver): a day. A

@@ -35,7 +35,13 @@ from typing import Any
 
 import aiohttp
 
-from watcher.http import USER_AGENT, parse_retry_after, url_host
+from watcher.http import (
+    USER_AGENT,
+    IPAddress,
+    address_kind,
+    parse_retry_after,
+    url_host,
+)
 from watcher.reader.result import FetchResult, Validators, body_hash, read_local, size_text
 
 __all__ = ["AddressGuard", "AddressRefused", "FetchResult", "Fetcher", "Validators", "body_hash",
@@ -46,32 +52,9 @@ MAX_REDIRECTS = 5
 MAX_ADOPTED_URL_BYTES = 2000  # a permanent redirect's target kept as the feed's new URL
 _PERMANENT = {301, 308}
 TRUST_TTL = 300.0  # seconds a configured host's public/private verdict is cached
+PUBLIC_MEMORY = 86400.0  # seconds a name seen public is not trusted as an intranet one
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NOT_PUBLIC = "not a public one"  # marks the guard's refusals in aggregated errors
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-def address_kind(ip: IPAddress) -> str | None:
-    """What kind of non-public address this is ('loopback', 'private'...), None if public.
-
-    IPv6 addresses standing for IPv4 ones are judged by those: mapped (::ffff:127.0.0.1),
-    NAT64 (64:ff9b::/96) and 6to4 (2002::/16)."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return address_kind(ip.ipv4_mapped)
-        if ip in _NAT64:
-            return address_kind(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-        if ip.sixtofour is not None and (kind := address_kind(ip.sixtofour)) is not None:
-            return kind
-    site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local  # fec0::/10
-    for kind, flag in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
-                       ("site-local", site_local),
-                       ("multicast", ip.is_multicast), ("unspecified", ip.is_unspecified),
-                       ("reserved", ip.is_reserved), ("private", ip.is_private)):
-        if flag:
-            return kind
-    return None if ip.is_global else "non-global"
 
 
 def _plain(ip: IPAddress) -> IPAddress:
@@ -165,9 +148,10 @@ class Fetcher:
         self._guarded: aiohttp.ClientSession | None = None
         # host -> (the private addresses it may reach, checked at); empty: a public host
         self._trust: dict[str, tuple[frozenset[IPAddress], float]] = {}
-        # names that ever resolved to a public address: never pinned to a private one later
-        # (a feed's own DNS answering 127.0.0.1 once the cached verdict expires: rebinding)
-        self._seen_public: set[str] = set()
+        # names that resolved to a public address (when, last): not pinned to a private one
+        # for a day after (a feed's own DNS answering 127.0.0.1 once the cached verdict
+        # expires: rebinding); a name really moved into the intranet is trusted again then
+        self._seen_public: dict[str, float] = {}
         # one session per set of pinned addresses (intranet feeds are few)
         self._pinned: dict[frozenset[IPAddress], aiohttp.ClientSession] = {}
         self.concurrency = concurrency
@@ -282,7 +266,7 @@ class Fetcher:
         verdict is cached; None when only a lookup can tell."""
         if (literal := _literal_addresses(host)) is not None:
             return literal
-        if host in self._seen_public:
+        if time.monotonic() - self._seen_public.get(host, -PUBLIC_MEMORY) < PUBLIC_MEMORY:
             return frozenset()
         known = self._trust.get(host)
         if known is not None and time.monotonic() - known[1] < TRUST_TTL:
@@ -304,11 +288,11 @@ class Fetcher:
                     for info in infos}
         kinds = {address_kind(ip) for ip in resolved}
         if None in kinds:
-            self._seen_public.add(host)
-        # a name is an intranet feed's when all it resolves to is private, and never a
-        # link-local address (a cloud's metadata service lives at 169.254.169.254)
-        private = frozenset(resolved) if resolved and None not in kinds and not any(
-            ip.is_link_local for ip in resolved) else frozenset()
+            self._seen_public[host] = time.monotonic()
+        # a name is an intranet feed's when all it resolves to is private; its link-local
+        # addresses are never pinned (a cloud's metadata service is 169.254.169.254)
+        private = frozenset(ip for ip in resolved if not ip.is_link_local) \
+            if resolved and None not in kinds else frozenset()
         self._trust[host] = (private, time.monotonic())
         return private
 

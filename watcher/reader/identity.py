@@ -41,7 +41,7 @@ def canonical_link(link: str | None) -> str | None:
         parts = urlsplit(link.strip())
         port = parts.port
     except ValueError:
-        return link.strip() or None
+        return _bounded(link.strip()) if link.strip() else None
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
     if ":" in host:

@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from watcher.http import address_kind
+
 if TYPE_CHECKING:
     from watcher.reader.opml import OpmlFeed
 
@@ -37,9 +39,7 @@ def private_host(url: str) -> str | None:
             return (f"{host!r} looks like a local or intranet name "
                     "(import with --allow-private if you mean it)")
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_global:
+    if address_kind(ip) is None:  # as the daemon's guard judges it (NAT64, 6to4, fec0::)
         return None
     return f"{ip} is not a public address (import with --allow-private if you mean it)"
 
@@ -80,9 +80,7 @@ def _resolves_private(host: str) -> str | None:
         return None
     for info in infos:
         ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if not ip.is_global:
+        if address_kind(ip) is not None:
             return (f"{host!r} resolves to {ip}, not a public address "
                     "(import with --allow-private if you mean it)")
     return None
