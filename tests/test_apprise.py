@@ -17,12 +17,7 @@ from test_render import T0, make_alert
 from watcher.config import AppriseChannel, ConfigError
 from watcher.daemon import run_once
 from watcher.model import Outlet
-from watcher.notify import (
-    DeliveryError,
-    PermanentDeliveryError,
-    TemporaryDeliveryError,
-    make_sender,
-)
+from watcher.notify import PermanentDeliveryError, TemporaryDeliveryError, make_sender
 from watcher.notify.apprise import AppriseSender, redact, secret_fragments, split_urls
 from watcher.store import SqliteStore
 
@@ -142,7 +137,7 @@ async def test_a_redirect_is_not_followed(webhook: WebhookReceiver,
     there: the delivery fails, as the webhook channel's does."""
     async with WebhookReceiver() as internal:
         webhook.script(Reply(307, headers={"Location": f"{internal.url}/internal"}))
-        with pytest.raises(DeliveryError):
+        with pytest.raises(PermanentDeliveryError, match="307"):
             await sender(monkeypatch, session, json_url(webhook)).send([make_alert()], "a1")
         assert internal.requests == [] and len(webhook.requests) == 1
 

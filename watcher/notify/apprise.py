@@ -66,15 +66,6 @@ _HTTP_CODE = re.compile(r"\berror=(\d{3})\b|\b(?:HTTP|status)[ =:]+(\d{3})\b", r
 _RETRYABLE_4XX = {408, 425, 429}
 
 
-def _no_redirects() -> None:
-    """Apprise's plugins post with requests, which follows redirects, re-sending the alert
-    (a 307 keeps the POST) wherever the service points: to an internal address even. The
-    webhook channel follows none; neither does this one (a redirect is then a failure)."""
-    import requests.sessions  # Apprise's own HTTP client, loaded with it
-
-    requests.sessions.DEFAULT_REDIRECT_LIMIT = 0
-
-
 def _quiet_loggers() -> None:
     """Keep URL-quoting library log lines out of ours (see the module docstring)."""
     noisy = logging.getLogger("apprise")
@@ -162,7 +153,9 @@ def _classify(ok: bool, lines: list[str], status: str) -> Outcome:
     if ok:
         return Outcome(True)
     codes = [int(a or b) for line in lines for a, b in _HTTP_CODE.findall(line)]
-    permanent = bool(codes) and all(400 <= c < 500 and c not in _RETRYABLE_4XX for c in codes)
+    # a redirect is not followed (see build_targets) and, as on the webhook channel, final
+    permanent = bool(codes) and all((300 <= c < 400 or 400 <= c < 500)
+                                    and c not in _RETRYABLE_4XX for c in codes)
     detail = " ".join(lines[-2:]) if lines else f"the service reported {status or 'a failure'}"
     return Outcome(False, detail, permanent)
 
@@ -247,13 +240,17 @@ def build_targets(channel: AppriseChannel, urls: Sequence[str]) -> list[Target]:
         raise ConfigError([f"{where} holds no Apprise URLs"])
     targets = []
     for n, url in enumerate(urls, 1):
-        plugin = apprise.Apprise.instantiate(url)
+        # no redirect followed: requests would re-send the alert (a 307 keeps the POST)
+        # wherever the service points, an internal address even
+        asset = apprise.AppriseAsset()
+        asset.http_redirects = False
+        plugin = apprise.Apprise.instantiate(url, asset=asset)
         if plugin is None:
             scheme = m.group(1) if (m := _SCHEME.match(url)) else None
             what = f"scheme {scheme!r}" if scheme else "no scheme://"
             raise ConfigError([f"{where}: URL #{n} ({what}) is not a valid or supported "
                                "Apprise URL (see the Apprise wiki for its services' formats)"])
-        client = apprise.Apprise()
+        client = apprise.Apprise(asset=asset)
         client.add(plugin)
         targets.append(Target(f"{plugin.service_name} #{n}", client, secret_fragments(url),
                               target_key(url)))
@@ -264,6 +261,5 @@ def make_apprise_sender(channel: AppriseChannel, base_dir: Path,
                         session: aiohttp.ClientSession | None) -> AppriseSender:
     del session  # Apprise brings its own HTTP client
     _quiet_loggers()
-    _no_redirects()
     urls = split_urls(resolve_secret(channel.urls_env, channel.urls_file, base_dir))
     return AppriseSender(channel, build_targets(channel, urls))
