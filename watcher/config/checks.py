@@ -10,6 +10,8 @@ URL read from one is an http(s) URL.
 
 from __future__ import annotations
 
+import glob
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -157,25 +159,39 @@ def _secret_url_problems(path: Path, file: Path, i: int, ch: WebhookChannel) -> 
     return []
 
 
-def _permission_warnings(path: Path, files: list[Path], c: _Collected) -> list[str]:
-    """Config files (and the folders an include reads) other users may write, and secret
-    files they may read: whoever edits the config adds feeds and channels, and a running
-    daemon picks the edit up by itself."""
+def _permission_warnings(path: Path, files: list[Path], folders: list[Path],
+                         c: _Collected) -> list[str]:
+    """Config files and folders (the config's own, each include's) that any user may
+    write, and secret files any user may read: whoever edits the config adds feeds and
+    channels, and a running daemon picks the edit up by itself. (Group bits are left to
+    the admin: a service's group sharing its config is a deliberate setup.)"""
     out: list[str] = []
-    folders = {f.parent for f in files[1:]}
-    for target, what in [*((f, "file") for f in files), *((d, "folder") for d in folders)]:
+    for target, what in [*((f, "file") for f in files),
+                         *((d, "folder") for d in dict.fromkeys([path.parent, *folders]))]:
         mode = _mode(target)
-        if mode is not None and mode & 0o022:
-            out.append(f"{target}: the config {what} is writable by other users (mode "
-                       f"{mode:04o}): they could add feeds and channels; chmod go-w")
+        if mode is not None and mode & 0o002:
+            out.append(f"{target}: the config {what} is writable by any user (mode "
+                       f"{mode:04o}): they could add feeds and channels; chmod o-w")
     for file, i, ch in c.channels:
         for key in ("password_file", "secret_file", "url_file", "urls_file"):
             name = getattr(ch, key, "")
             secret = secret_path(name, path.parent) if name else None
             mode = _mode(secret) if secret else None
-            if mode is not None and mode & 0o044:
-                out.append(f"{file}: channels[{i}].{key}: {secret} is readable by other "
-                           f"users (mode {mode:04o}); chmod go-r")
+            if mode is not None and mode & 0o004:
+                out.append(f"{file}: channels[{i}].{key}: {secret} is readable by any "
+                           f"user (mode {mode:04o}); chmod o-r")
+    return out
+
+
+def include_folders(path: Path, patterns: object) -> list[Path]:
+    """The folders the config's include patterns read from (matched or not yet): the folder
+    of each included file, and each pattern's folder up to its first wildcard."""
+    out: list[Path] = []
+    for pattern in patterns if isinstance(patterns, list) else []:
+        if isinstance(pattern, str):
+            parts = Path(pattern).parts[:-1]
+            literal = itertools.takewhile(lambda part: not glob.has_magic(part), parts)
+            out.append(path.parent.joinpath(*literal))
     return out
 
 

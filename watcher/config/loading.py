@@ -17,7 +17,12 @@ from msgspec import Struct, field
 from msgspec.structs import replace
 
 from watcher.config.channels import ChannelSettings, FileChannel
-from watcher.config.checks import _cross_check, _permission_warnings, _secret_problems
+from watcher.config.checks import (
+    _cross_check,
+    _permission_warnings,
+    _secret_problems,
+    include_folders,
+)
 from watcher.config.settings import ConfigError, FeedSettings, TopicSettings, WatcherSettings
 from watcher.config.tables import _collect, _Collected, _includes, _read_toml, _validate
 
@@ -135,7 +140,8 @@ def load_config(
     _cross_check(collected, problems, phrases=check_phrases)
     if check_secrets:
         problems.extend(_secret_problems(path, collected))
-        warnings.extend(_permission_warnings(path, files, collected))
+        folders = [f.parent for f in files[1:]] + include_folders(path, data.get("include"))
+        warnings.extend(_permission_warnings(path, files, folders, collected))
     if problems or settings is None:
         raise ConfigError(problems, channels=collected.channels, warnings=warnings)
     return Config(
