@@ -225,14 +225,20 @@ async def test_a_reload_that_changes_fetch_workers_says_it_needs_a_restart(
         caplog.set_level(logging.WARNING, logger="watcher.daemon")
         write(0)
         assert await daemon._reload_guarded("test")
-        assert "fetch_workers changes take effect after a restart" in caplog.text
+        assert "[watcher] fetch_workers: the fetcher keeps 2 until a restart" in caplog.text
         assert daemon.runtime.feed_fetcher is running  # the workers fetch on until then
         # so do the limits the fetcher and its workers were built with: said, not ignored
+        caplog.clear()
         write(0, 'timeout = "5s"\nmax_bytes = 1000\nper_host = 1\n')
         assert await daemon._reload_guarded("test")
-        for key in ("timeout", "max_bytes", "per_host"):
-            assert f"[watcher] {key} changes take effect after a restart" in caplog.text
-        assert "concurrency changes" not in caplog.text
+        for said in ("fetch_workers: the fetcher keeps 2", "timeout: the fetcher keeps 30 s",
+                     "max_bytes: the fetcher keeps 10485760", "per_host: the fetcher keeps 4"):
+            assert f"[watcher] {said} until a restart" in caplog.text
+        assert "concurrency:" not in caplog.text
+        caplog.clear()
+        write(2)  # back to what the fetcher runs with: nothing to say
+        assert await daemon._reload_guarded("test")
+        assert "until a restart" not in caplog.text
     finally:
         await daemon._shutdown()
 

@@ -82,6 +82,9 @@ class Runtime:
             per_host=w.per_host,
             fulltext_allow=w.fulltext_allow,
         )
+        # what the fetcher (and its workers) were built with: a reload cannot change it
+        self.fetcher_built_with = {key: getattr(w, key) for key in _RESTART_KEYS}
+        self.fetcher_built_with["fetch_workers"] = fetch_workers
         # the daemon's feeds through worker processes (its claims keep them polite)
         self.feed_fetcher: Fetcher | FetchWorkers = self.fetcher
         if fetch_workers:
@@ -178,9 +181,10 @@ class Runtime:
         try:
             if config.watcher.embedding != self.embedding.spec:
                 log.warning("[watcher] embedding changes take effect after a restart")
-            for key in _RESTART_KEYS:
-                if getattr(config.watcher, key) != getattr(self.config.watcher, key):
-                    log.warning(f"[watcher] {key} changes take effect after a restart")
+            for key, built in self.fetcher_built_with.items():
+                if getattr(config.watcher, key) != built:  # said at every reload until then
+                    log.warning(f"[watcher] {key}: the fetcher keeps {_shown(built)} until "
+                                "a restart")
             rules = await build_rules(config, self.embedding)
             await self.sync_feeds(config)
         except BaseException:
@@ -213,8 +217,13 @@ class Runtime:
                 log.warning("the state store did not close cleanly", extra={"reason": str(exc)})
 
 
-# [watcher] keys the running fetcher (and its worker processes) were built with
+# [watcher] keys the running fetcher (and its worker processes) were built with (the claims
+# read concurrency and per_host from the reloaded config at once)
 _RESTART_KEYS = ("fetch_workers", "timeout", "max_bytes", "concurrency", "per_host")
+
+
+def _shown(value: object) -> str:
+    return f"{value.total_seconds():g} s" if isinstance(value, timedelta) else str(value)
 
 
 async def _close_senders(senders: Iterable[Sender]) -> None:

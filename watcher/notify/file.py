@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import json
 import os
 import stat
@@ -56,6 +57,9 @@ class FileSender:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
                      | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
         try:
+            # another channel (or node) writing the same file waits: a cut-back failed line
+            # never takes a line of theirs with it
+            fcntl.flock(fd, fcntl.LOCK_EX)
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file")
