@@ -96,6 +96,9 @@ def classify_seen(entries: list[Entry], known: dict[str, str], links: set[str]) 
                 updated.append(entry)
         elif entry.canonical_link not in links:
             new.append(entry)
+        else:  # the same article in another feed (or under another key): not alerted again
+            log.debug("entry's link already seen: not new", extra={
+                "feed": entry.feed_url, "link": entry.canonical_link, "title": entry.title})
     return SeenCheck(new=new, updated=updated)
 
 
