@@ -285,6 +285,8 @@ class WebhookReceiver:
         self.reject_bad_signatures = reject_bad_signatures
         self._received = _Recorder()
         self._script: list[Reply] = []
+        # a request whose body holds a key (bytes) gets its reply, whatever the script says
+        self.content_filter: dict[bytes, Reply] = {}
         self._lock = threading.Lock()
         self._runner: web.AppRunner | None = None
         self._release: asyncio.Event | None = None
@@ -338,7 +340,8 @@ class WebhookReceiver:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         signature_ok = self._check_signature(body, request.headers.get("X-Watcher-Signature"))
-        reply = self._next_reply()
+        reply = next((r for key, r in self.content_filter.items() if key in body), None) \
+            or self._next_reply()
         if signature_ok is False and self.reject_bad_signatures:
             reply = Reply(401, body="bad signature")
         try:

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
-from servers import SmtpSink, WebhookReceiver
+from servers import Reply, SmtpSink, WebhookReceiver
 
 from watcher.config import AppriseChannel, EmailChannel, WebhookChannel
 from watcher.model import Entry, FeedState, Hit, Match, NewAlert, NewStory, PollRecord, StoryMember
@@ -463,6 +463,24 @@ async def test_an_alert_failing_alone_holds_no_other_back(
     assert delivered == set(ids[1:])
     [(attempts,)] = store.db.execute("SELECT attempts FROM alerts WHERE status = 'owed'")
     assert attempts == 3
+
+
+async def test_two_alerts_failing_alone_hold_no_other_back(
+        store: SqliteStore, receiver: WebhookReceiver,
+        session: aiohttp.ClientSession) -> None:
+    """Two alerts a receiver keeps refusing for a while, first in the queue: their two
+    failures in a row make the rest wait one pass, then the least tried go first."""
+    ids = await owe(store, "hook", 6)
+    first, second = sorted(ids)[:2]
+    for poisoned in (first, second):
+        receiver.content_filter[f'"{poisoned}"'.encode()] = Reply(503)
+    outbox = Outbox(store, {"hook": make_sender(hook(receiver.url), Path("."), session)},
+                    clock=clock)
+    for _ in range(3):
+        await outbox.deliver_due()
+        store.db.execute("UPDATE alerts SET next_attempt_at = 0 WHERE status = 'owed'")
+    delivered = {r.json["alert_id"] for r in receiver.requests if r.status == 200}
+    assert delivered == set(ids) - {first, second}
 
 
 async def test_a_channel_failing_in_one_batch_is_not_tried_in_the_next(

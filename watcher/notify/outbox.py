@@ -193,6 +193,9 @@ class Outbox:
                 self._failing[channel] = outcome
             return outcome.delivered
         delivered, failed_before = 0, False
+        # the least tried first: alerts that keep failing on their own (their payload) sink
+        # below the others, which a failing pair at the head would otherwise hold back
+        alerts = sorted(alerts, key=lambda a: a.attempts)
         for n, alert in enumerate(alerts):
             outcome = await self._attempt(channel, sender, [alert], alert.id)
             if isinstance(outcome, PermanentDeliveryError):
