@@ -301,6 +301,30 @@ async def test_a_file_channel_never_writes_through_a_link(tmp_path: Path) -> Non
     assert victim.read_text() == "theirs\n"
 
 
+async def test_a_file_channel_locked_by_a_reader_is_retried_not_waited_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader holding the file's lock costs a short wait and a retry, never a pass that
+    hangs every channel's deliveries."""
+    import fcntl
+
+    from test_render import make_alert
+
+    from watcher.config import FileChannel
+    from watcher.notify import TemporaryDeliveryError
+    from watcher.notify import file as file_channel
+
+    monkeypatch.setattr(file_channel, "LOCK_WAIT", 0.2)
+    sender = make_sender(FileChannel.from_table({"name": "f", "type": "file",
+                                                 "path": "a.jsonl"}), tmp_path, None)
+    (tmp_path / "a.jsonl").touch(mode=0o600)
+    with open(tmp_path / "a.jsonl", "rb") as reader:
+        fcntl.flock(reader.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(TemporaryDeliveryError, match=r"a\.jsonl"):
+            await sender.send([make_alert(1)], "alert-1")
+    await sender.send([make_alert(1)], "alert-1")  # the reader is done
+    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 1
+
+
 # ---------------------------------------------------------------- Apprise targets (issue 14.8)
 
 

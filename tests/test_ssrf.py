@@ -225,7 +225,8 @@ async def test_a_name_once_public_is_never_pinned_to_a_private_address(
     assert feed_server.hits == [] and not result.ok
 
 
-@pytest.mark.parametrize("address", ["169.254.169.254", "fe80::1"])
+@pytest.mark.parametrize("address", ["169.254.169.254", "fe80::1", "64:ff9b::a9fe:a9fe",
+                                     "2002:a9fe:a9fe::1"])  # NAT64 and 6to4 forms too
 async def test_a_name_resolving_to_a_link_local_address_is_never_pinned(
         monkeypatch: pytest.MonkeyPatch, address: str) -> None:
     """A cloud's metadata service (169.254.169.254) is never an intranet feed's address;

@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import stat
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 # errors that pass (space freed, a quota raised, the file rotated): retried, not failed
 _PASSING = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EAGAIN,
                       errno.EINTR})
+
+
+LOCK_WAIT = 5.0  # seconds a write waits for another writer's (or a reader's) lock
 
 
 class FileSender:
@@ -59,7 +63,7 @@ class FileSender:
         try:
             # another channel (or node) writing the same file waits: a cut-back failed line
             # never takes a line of theirs with it
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _lock(fd)
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file")
@@ -75,6 +79,20 @@ class FileSender:
 
     async def aclose(self) -> None:
         return None
+
+
+def _lock(fd: int, wait: float = LOCK_WAIT) -> None:
+    """An exclusive lock on the file, or EAGAIN (retried later) after `wait` seconds: a
+    reader holding it must not stop every channel's deliveries."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def make_file_sender(channel: FileChannel, base_dir: Path,

@@ -101,6 +101,7 @@ class Outbox:
         self.senders = dict(senders)
         self.digest_channels = digest_channels
         self.retry_base = retry_base
+        self._failing = {}  # a channel the reload fixed is tried again at once
 
     def wake(self) -> None:
         self._wake.set()
@@ -198,8 +199,9 @@ class Outbox:
         alerts = sorted(alerts, key=lambda a: a.attempts)
         for n, alert in enumerate(alerts):
             outcome = await self._attempt(channel, sender, [alert], alert.id)
-            if isinstance(outcome, PermanentDeliveryError):
+            if isinstance(outcome, PermanentDeliveryError):  # the channel answered
                 await self._fail(channel, [alert], alert.id, outcome)
+                failed_before = False
                 continue
             delivered += outcome.delivered
             if outcome.retry_at is None:

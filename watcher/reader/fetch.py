@@ -148,9 +148,10 @@ class Fetcher:
         self._guarded: aiohttp.ClientSession | None = None
         # host -> (the private addresses it may reach, checked at); empty: a public host
         self._trust: dict[str, tuple[frozenset[IPAddress], float]] = {}
-        # names that resolved to a public address (when, last): not pinned to a private one
-        # for a day after (a feed's own DNS answering 127.0.0.1 once the cached verdict
-        # expires: rebinding); a name really moved into the intranet is trusted again then
+        # names that resolved to a public address (when, last: each verdict lookup, every
+        # TRUST_TTL, refreshes it): not pinned to a private one until a day without a public
+        # answer (a feed's own DNS answering 127.0.0.1 once the cached verdict expires:
+        # rebinding); a name really moved into the intranet is trusted again then
         self._seen_public: dict[str, float] = {}
         # one session per set of pinned addresses (intranet feeds are few)
         self._pinned: dict[frozenset[IPAddress], aiohttp.ClientSession] = {}
@@ -266,8 +267,6 @@ class Fetcher:
         verdict is cached; None when only a lookup can tell."""
         if (literal := _literal_addresses(host)) is not None:
             return literal
-        if time.monotonic() - self._seen_public.get(host, -PUBLIC_MEMORY) < PUBLIC_MEMORY:
-            return frozenset()
         known = self._trust.get(host)
         if known is not None and time.monotonic() - known[1] < TRUST_TTL:
             return known[0]
@@ -287,12 +286,15 @@ class Fetcher:
         resolved = {_plain(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
                     for info in infos}
         kinds = {address_kind(ip) for ip in resolved}
+        now = time.monotonic()
         if None in kinds:
-            self._seen_public[host] = time.monotonic()
-        # a name is an intranet feed's when all it resolves to is private; its link-local
-        # addresses are never pinned (a cloud's metadata service is 169.254.169.254)
-        private = frozenset(ip for ip in resolved if not ip.is_link_local) \
-            if resolved and None not in kinds else frozenset()
+            self._seen_public[host] = now
+        recently_public = now - self._seen_public.get(host, -PUBLIC_MEMORY) < PUBLIC_MEMORY
+        # a name is an intranet feed's when all it resolves to is private (and it has not
+        # answered public within a day); its link-local addresses are never pinned (a
+        # cloud's metadata service is 169.254.169.254, also in NAT64 or 6to4 form)
+        private = frozenset(ip for ip in resolved if address_kind(ip) != "link-local") \
+            if resolved and None not in kinds and not recently_public else frozenset()
         self._trust[host] = (private, time.monotonic())
         return private
 
