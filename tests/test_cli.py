@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from feedserver import FeedServer, Item
 from procs import DaemonProc, run_cli, wait_until
 from servers import Reply, WebhookReceiver, free_port
 
@@ -250,6 +251,26 @@ def test_no_terminal_escape_from_a_feed_reaches_the_terminal(
     out = capsys.readouterr().out
     assert "Kursk evacuation ]52;c;cm0gLXJmIH4K [8mhidden" in out  # shown, defused
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", out), repr(out)
+
+
+def test_a_fetched_feed_is_parsed_under_the_daemons_limits(
+        tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`watcher test URL` parses someone else's document as the daemon does: in a worker,
+    under its deadline (here shortened), so a parser bomb is a named error, not a hang."""
+    from test_parsepool import BOMB
+
+    from watcher.reader import parsepool
+
+    monkeypatch.setattr(parsepool, "DEADLINE", 1.0)
+    good = feed_server.set_feed("good.xml", [Item("Kursk evacuation ordered for border "
+                                                  "villages", "https://news.example/k1")])
+    bomb = feed_server.set_feed("bomb.xml", BOMB)
+    path = config(tmp_path)
+    code = main(["test", "--config", str(path), good, bomb])
+    captured = capsys.readouterr()
+    assert code == 1 and "ordered for border villages" in captured.out  # 1: a source failed
+    assert f"watcher test: {bomb}: " in captured.err and "longer than 1 s" in captured.err
 
 
 def test_unknown_channel_or_topic_is_a_usage_error(

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from watcher.matching.match import NearMiss
     from watcher.pipeline import Embedding
     from watcher.reader.fetch import Fetcher
+    from watcher.reader.parsepool import ParsePool
 
 # What callers (the CLI, the desk) and tests import from here, wherever it is defined.
 __all__ = ["alert_json", "alerts", "highlight", "hit_kind", "one_line", "retry",
@@ -46,6 +47,9 @@ async def _load_entries(sources: list[str], config: Config,
     from watcher.reader.result import FetchResult, read_local
 
     fetcher: Fetcher | None = None  # only for URLs: feed files need no HTTP client (aiohttp)
+    # a fetched document is someone else's: parsed as the daemon parses it, in a worker
+    # under its deadline and memory limit (a feed file on this machine is parsed here)
+    pool: ParsePool | None = None
     names = {f.url: f.name for f in config.feeds}
     entries: list[Entry] = []
     failed = 0
@@ -67,7 +71,17 @@ async def _load_entries(sources: list[str], config: Config,
                 failed += 1
                 continue
             try:
-                parsed = parse_feed(result.body, url, names.get(url, ""), result.content_type)
+                if url.startswith("file://"):
+                    parsed = parse_feed(result.body, url, names.get(url, ""),
+                                        result.content_type)
+                else:
+                    if pool is None:
+                        from watcher.reader import parsepool
+
+                        pool = parsepool.ParsePool(workers=1, deadline=parsepool.DEADLINE)
+                    parsed = await asyncio.get_running_loop().run_in_executor(
+                        pool, parse_feed, result.body, url, names.get(url, ""),
+                        result.content_type)
             except FeedParseError as exc:
                 print(f"watcher test: {source}: {exc}", file=err)
                 failed += 1
@@ -76,6 +90,8 @@ async def _load_entries(sources: list[str], config: Config,
     finally:
         if fetcher is not None:
             await fetcher.aclose()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
     return entries, failed
 
 
